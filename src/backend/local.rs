@@ -1,0 +1,140 @@
+//! Local filesystem backend. Writes go to a hidden temp file in the target
+//! directory, are fsynced, then hard-linked to the final name (which fails
+//! if the name exists, so nothing is ever overwritten), and the directory is
+//! fsynced. Hidden names (starting with '.') are never listed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::{Backend, ObjectInfo, check_path, check_range};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A repository in a local directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet: the first
+    /// write creates it).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    fn list_into(&self, dir: &Path, rel: &str, out: &mut Vec<ObjectInfo>) -> Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir != self.root => return Ok(()),
+            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let meta = entry.metadata().map_err(|e| Error::io(format!("stat {name}"), e))?;
+            let child = format!("{rel}/{name}");
+            if meta.is_dir() {
+                self.list_into(&entry.path(), &child, out)?;
+            } else if meta.is_file() {
+                out.push(ObjectInfo { path: child, size: meta.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fsyncs a directory so a new name in it survives a crash.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
+        if !self.root.is_dir() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{}: no such directory", self.root.display()),
+            ));
+        }
+        let mut out = Vec::new();
+        self.list_into(&self.full(dir), dir, &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let full = self.full(path);
+        let ctx = || full.display().to_string();
+        let mut file = File::open(&full).map_err(|e| Error::io(ctx(), e))?;
+        let Some(range) = range else {
+            let mut out = Vec::new();
+            file.read_to_end(&mut out).map_err(|e| Error::io(ctx(), e))?;
+            return Ok(out);
+        };
+        let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+        check_range(path, &range, len)?;
+        file.seek(SeekFrom::Start(range.start)).map_err(|e| Error::io(ctx(), e))?;
+        let mut out = vec![0u8; usize::try_from(range.end - range.start).unwrap_or(usize::MAX)];
+        file.read_exact(&mut out).map_err(|e| Error::io(ctx(), e))?;
+        Ok(out)
+    }
+
+    fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
+        check_path(path)?;
+        let full = self.full(path);
+        let dir = full.parent().expect("object paths have a parent").to_path_buf();
+        let name = full.file_name().and_then(|n| n.to_str()).expect("checked path");
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let temp = dir.join(format!(".{name}.tmp-{}", hex::encode(crate::crypto::random_array::<8>())));
+        let result = write_temp(&temp, data).and_then(|()| publish(&temp, &full));
+        let _ = fs::remove_file(&temp);
+        result.map_err(|e| Error::io(format!("writing {}", full.display()), e))?;
+        sync_dir(&dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        let full = self.full(path);
+        match fs::remove_file(&full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("deleting {}", full.display()), e)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+fn write_temp(temp: &Path, data: &mut dyn Read) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
+    io::copy(data, &mut file)?;
+    file.flush()?;
+    file.sync_all()
+}
+
+/// Gives the temp file its final name without ever replacing an object: a
+/// hard link fails if the name exists. Filesystems without hard links fall
+/// back to check-then-rename, which is create-only only without racing
+/// writers (documented in format-spec/07-layout-and-writes.md).
+fn publish(temp: &Path, full: &Path) -> io::Result<()> {
+    match fs::hard_link(temp, full) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) if full.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+        Err(_) => fs::rename(temp, full),
+    }
+}

@@ -1,0 +1,102 @@
+//! Backend layer: where the repository's objects live. The trait is small on
+//! purpose: list, ranged read, create-only atomic write, delete. Retry,
+//! caching and fault injection are decorators that wrap a backend.
+//!
+//! Contract (format-spec/07-layout-and-writes.md), checked for every backend
+//! by [`conformance::run`]:
+//! - `write` is create-only and atomic: the whole object appears under its
+//!   final name, or nothing does; an existing name is never overwritten
+//!   ([`ErrorKind::AlreadyExists`]).
+//! - `list` returns every object under a directory, recursively, with its
+//!   size, or fails; it never reports a partial listing as complete.
+//! - `read` of a missing object is [`ErrorKind::NotFound`]; a range that
+//!   reaches past the end is [`ErrorKind::Corrupt`].
+//! - `delete` is idempotent.
+
+pub mod conformance;
+pub mod faulty;
+pub mod local;
+pub mod memory;
+
+use std::io::Read;
+use std::ops::Range;
+
+use crate::error::{Error, ErrorKind, Result};
+
+pub use faulty::FaultyBackend;
+pub use local::LocalBackend;
+pub use memory::MemoryBackend;
+
+/// An object found by [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ObjectInfo {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+}
+
+/// Storage for repository objects, addressed by `/`-separated paths.
+pub trait Backend: Send + Sync {
+    /// Every object whose path starts with `dir/`, recursively.
+    ///
+    /// # Errors
+    /// Any failure to list completely; never a silently short list.
+    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// The object's bytes, or the `range` of them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if absent; [`ErrorKind::Corrupt`] if the
+    /// range reaches past the end.
+    fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+
+    /// Creates `path` with everything `data` yields, atomically.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyExists`] if the name is taken (the old object is
+    /// untouched); the reader's error if it fails, with nothing visible.
+    fn write(&self, path: &str, data: &mut dyn Read) -> Result<()>;
+
+    /// Removes `path`; succeeds if it is already gone.
+    ///
+    /// # Errors
+    /// Any failure other than absence.
+    fn delete(&self, path: &str) -> Result<()>;
+
+    /// A short human description (for messages), e.g. the root path.
+    fn describe(&self) -> String;
+}
+
+/// Writes a byte slice; the common case of [`Backend::write`].
+///
+/// # Errors
+/// As [`Backend::write`].
+pub fn write_bytes(backend: &dyn Backend, path: &str, data: &[u8]) -> Result<()> {
+    let mut reader = data;
+    backend.write(path, &mut reader)
+}
+
+/// Checks that `data` holds exactly the requested range.
+pub(crate) fn check_range(path: &str, range: &Range<u64>, object_len: u64) -> Result<()> {
+    if range.start > range.end || range.end > object_len {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "{path}: range {}..{} reaches past the end ({object_len} bytes)",
+                range.start, range.end
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Rejects paths that could escape a backend's root.
+pub(crate) fn check_path(path: &str) -> Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.split('/').any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'));
+    if bad {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("invalid object path {path:?}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! `kura key list|add|remove|passwd`.
+
+use anyhow::Result;
+use clap::Subcommand;
+use kura::id::KeySlotId;
+
+use super::{GlobalArgs, KdfArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// List key slots.
+    List,
+    /// Add a key slot for a new password (read from KURA_NEW_PASSWORD_FILE,
+    /// KURA_NEW_PASSWORD or a prompt).
+    Add {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Remove a key slot by id (not the one in use).
+    Remove { id: String },
+    /// Replace the password of the key slot in use.
+    Passwd {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+}
+
+pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
+    let mut repo = g.open()?;
+    match action {
+        KeyCommand::List => {
+            let keys = repo.list_keys()?;
+            if g.json {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id.to_hex(), "created": k.created, "current": k.current,
+                            "kdf": {"m_cost": k.params.m_cost, "t_cost": k.params.t_cost, "p_cost": k.params.p_cost},
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("  {:<16} {:>12} {:<28}", "id", "created", "argon2id (KiB, passes, lanes)");
+                for k in keys {
+                    let mark = if k.current { "*" } else { " " };
+                    let p = k.params;
+                    println!("{mark} {:<16} {:>12} {}, {}, {}", &k.id.to_hex()[..16], k.created, p.m_cost, p.t_cost, p.p_cost);
+                }
+            }
+        }
+        KeyCommand::Add { kdf } => {
+            let password = super::PasswordSource::new_password().read_new("new password")?;
+            let id = repo.add_key(password.as_bytes(), (*kdf).into())?;
+            println!("added key slot {id}");
+        }
+        KeyCommand::Remove { id } => {
+            let id = resolve(&repo, id)?;
+            repo.remove_key(&id)?;
+            println!("removed key slot {id}");
+        }
+        KeyCommand::Passwd { kdf } => {
+            let password = super::PasswordSource::new_password().read_new("new password")?;
+            let id = repo.change_password(password.as_bytes(), (*kdf).into())?;
+            println!("password changed; new key slot {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves a unique prefix of a key slot id.
+fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
+    let matches: Vec<KeySlotId> = repo
+        .list_keys()?
+        .into_iter()
+        .map(|k| k.id)
+        .filter(|id| id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(kura::Error::new(kura::ErrorKind::NotFound, format!("no key slot matches {prefix:?}")).into()),
+        _ => anyhow::bail!("{prefix:?} matches several key slots; give more digits"),
+    }
+}

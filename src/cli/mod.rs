@@ -1,0 +1,196 @@
+//! Command-line layer: clap definitions, password sources, output, and the
+//! mapping from library error kinds to documented exit codes. It converts
+//! arguments into library options and prints reports; it holds no logic of
+//! its own beyond that.
+
+mod key;
+mod password;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kura::backend::{Backend, LocalBackend};
+use kura::crypto::kdf::KdfParams;
+use kura::repo::{InitOptions, Repository};
+
+pub use password::PasswordSource;
+
+/// Exit codes (README.md, "Exit codes").
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    /// Bad command line (clap's own exit code).
+    #[allow(dead_code)]
+    pub const USAGE: u8 = 2;
+    pub const REPO_NOT_FOUND: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+    pub const UNSUPPORTED: u8 = 13;
+    pub const CORRUPT: u8 = 14;
+    pub const KEY_SLOT_REFUSED: u8 = 15;
+    pub const ALREADY_EXISTS: u8 = 16;
+}
+
+/// Maps an error from anywhere in the program to its exit code.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    use kura::ErrorKind as K;
+    let Some(e) = err.chain().find_map(|c| c.downcast_ref::<kura::Error>()) else {
+        return exit::ERROR;
+    };
+    match e.kind() {
+        K::NotFound => exit::REPO_NOT_FOUND,
+        K::Locked => exit::LOCKED,
+        K::WrongPassword => exit::WRONG_PASSWORD,
+        K::Unsupported => exit::UNSUPPORTED,
+        K::Corrupt => exit::CORRUPT,
+        K::KeySlotRefused => exit::KEY_SLOT_REFUSED,
+        K::AlreadyExists => exit::ALREADY_EXISTS,
+        _ => exit::ERROR,
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "kura", version, about = "Deduplicating, compressed, encrypted backups")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    /// Repository location (a local directory).
+    #[arg(short = 'r', long = "repo", env = "KURA_REPOSITORY", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Read the password from this file (first line).
+    #[arg(long, env = "KURA_PASSWORD_FILE", global = true, hide_env_values = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use its first line of output as the password.
+    #[arg(long, env = "KURA_PASSWORD_COMMAND", global = true, hide_env_values = true)]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository.
+    Init {
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Manage the repository's key slots (passwords).
+    Key {
+        #[command(subcommand)]
+        action: key::KeyCommand,
+    },
+    /// Show the repository configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print format version, features, algorithms and chunker parameters.
+    Show,
+}
+
+/// Argon2id cost for a new key slot.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct KdfArgs {
+    /// Argon2id memory in KiB.
+    #[arg(long, default_value_t = KdfParams::DEFAULT.m_cost)]
+    pub kdf_memory: u32,
+    /// Argon2id passes.
+    #[arg(long, default_value_t = KdfParams::DEFAULT.t_cost)]
+    pub kdf_passes: u32,
+    /// Argon2id lanes.
+    #[arg(long, default_value_t = KdfParams::DEFAULT.p_cost)]
+    pub kdf_lanes: u32,
+}
+
+impl From<KdfArgs> for KdfParams {
+    fn from(a: KdfArgs) -> Self {
+        Self { m_cost: a.kdf_memory, t_cost: a.kdf_passes, p_cost: a.kdf_lanes }
+    }
+}
+
+impl GlobalArgs {
+    fn backend(&self) -> Result<Arc<dyn Backend>> {
+        let path = self
+            .repo
+            .clone()
+            .context("no repository given: use -r/--repo or set KURA_REPOSITORY")?;
+        Ok(Arc::new(LocalBackend::new(path)))
+    }
+
+    fn password_source(&self) -> PasswordSource {
+        PasswordSource::from_args(self.password_command.clone(), self.password_file.clone())
+    }
+
+    /// Opens the repository: version check first, then the password.
+    fn open(&self) -> Result<Repository> {
+        let backend = self.backend()?;
+        Repository::read_header(backend.as_ref())?;
+        let password = self.password_source().read("repository password")?;
+        Ok(Repository::open(backend, password.as_bytes())?)
+    }
+}
+
+/// Runs one parsed command line.
+///
+/// # Errors
+/// Whatever the command fails with; [`exit_code`] maps it.
+pub fn run(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init { kdf } => {
+            let backend = g.backend()?;
+            let password = g.password_source().read_new("password for the new repository")?;
+            let opts = InitOptions { kdf: (*kdf).into(), ..InitOptions::default() };
+            let repo = Repository::init(backend, password.as_bytes(), &opts)?;
+            if g.json {
+                println!("{}", serde_json::json!({ "repository_id": repo.id().to_hex() }));
+            } else {
+                println!("created kura repository {} at {}", repo.id(), repo.backend().describe());
+                println!("Keep the password safe: without it the data cannot be read.");
+            }
+            Ok(())
+        }
+        Command::Key { action } => key::run(g, action),
+        Command::Config { action: ConfigCommand::Show } => show_config(g),
+    }
+}
+
+fn show_config(g: &GlobalArgs) -> Result<()> {
+    let repo = g.open()?;
+    let (h, c) = (repo.header(), repo.config());
+    let value = serde_json::json!({
+        "repository_id": h.repo.to_hex(),
+        "format_version": h.version,
+        "mandatory_features": h.mandatory_features,
+        "compatible_features": h.compatible_features,
+        "config": c,
+    });
+    if g.json {
+        println!("{value}");
+    } else {
+        let p = c.chunker.params;
+        println!("repository   {}", h.repo);
+        println!("location     {}", repo.backend().describe());
+        println!("format       v{} (mandatory features {:#x}, compatible {:#x})", h.version, h.mandatory_features, h.compatible_features);
+        println!("chunker      {} min {} avg {} max {} normalization {}", c.chunker.algorithm, p.min, p.avg, p.max, p.normalization);
+        println!("chunk id     {}", c.id);
+        println!("encryption   {}", c.aead);
+        println!("compression  {}", c.compression);
+        println!("key slots    {}", c.kdf);
+        println!("packs        {}", c.pack);
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Repository config (format-spec/01-versioning.md).
+//!
+//! ```text
+//! 0  8  magic "KURACFG1"        20 8  compatible features u64
+//! 8  4  format version u32      28 32 repository id
+//! 12 8  mandatory features u64  60 .. envelope(Config, id = BLAKE3(bytes 0..60), frame(JSON body))
+//! ```
+//! The clear header lets a client refuse an unsupported repository before
+//! asking for a password; the envelope's object id binds it to the body.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::AeadKey;
+use crate::error::{Error, Result};
+use crate::format::envelope::{self, ObjectType};
+use crate::format::{ByteReader, frame, unsupported};
+use crate::id::RepoId;
+
+pub const MAGIC: &[u8; 8] = b"KURACFG1";
+pub const HEADER_LEN: usize = 60;
+pub const VERSION: u32 = 1;
+/// Mandatory feature bits this client implements (none in v1).
+pub const KNOWN_MANDATORY_FEATURES: u64 = 0;
+/// Largest config body a reader accepts.
+pub const MAX_BODY_LEN: usize = 64 << 10;
+
+/// Algorithm names (format-spec/01-versioning.md): the behaviour behind a
+/// name never changes.
+pub const CHUNKER_FASTCDC_V2020: &str = "fastcdc-v2020";
+pub const ID_BLAKE3_KEYED: &str = "blake3-keyed";
+pub const AEAD_XCHACHA20_POLY1305: &str = "xchacha20-poly1305";
+pub const COMPRESSION_ZSTD: &str = "zstd";
+pub const KDF_ARGON2ID: &str = "argon2id";
+pub const PACK_V1: &str = "kura-pack-v1";
+
+/// Largest maximum chunk size a config may name.
+pub const MAX_CHUNK_LIMIT: u32 = 16 << 20;
+
+/// The clear part of the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigHeader {
+    pub version: u32,
+    pub mandatory_features: u64,
+    pub compatible_features: u64,
+    pub repo: RepoId,
+}
+
+/// Chunker parameters as recorded in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+    pub normalization: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerConfig {
+    pub algorithm: String,
+    #[serde(flatten)]
+    pub params: ChunkerParams,
+}
+
+/// The encrypted part of the config: the algorithms and their parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBody {
+    pub chunker: ChunkerConfig,
+    pub id: String,
+    pub aead: String,
+    pub compression: String,
+    pub kdf: String,
+    pub pack: String,
+}
+
+impl ConfigBody {
+    /// The body a new v1 repository gets.
+    pub fn v1(chunker: ChunkerParams) -> Self {
+        Self {
+            chunker: ChunkerConfig {
+                algorithm: CHUNKER_FASTCDC_V2020.into(),
+                params: chunker,
+            },
+            id: ID_BLAKE3_KEYED.into(),
+            aead: AEAD_XCHACHA20_POLY1305.into(),
+            compression: COMPRESSION_ZSTD.into(),
+            kdf: KDF_ARGON2ID.into(),
+            pack: PACK_V1.into(),
+        }
+    }
+
+    /// Refuses algorithm names and parameters this client does not implement.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Unsupported`] naming the first unknown algorithm;
+    /// [`crate::ErrorKind::Corrupt`] for impossible chunker parameters.
+    pub fn check(&self) -> Result<()> {
+        let names = [
+            ("chunker", self.chunker.algorithm.as_str(), CHUNKER_FASTCDC_V2020),
+            ("id", &self.id, ID_BLAKE3_KEYED),
+            ("aead", &self.aead, AEAD_XCHACHA20_POLY1305),
+            ("compression", &self.compression, COMPRESSION_ZSTD),
+            ("kdf", &self.kdf, KDF_ARGON2ID),
+            ("pack", &self.pack, PACK_V1),
+        ];
+        for (what, got, known) in names {
+            if got != known {
+                return Err(unsupported(&format!("{what} algorithm"), format!("{got:?}")));
+            }
+        }
+        self.chunker.params.check()
+    }
+}
+
+impl ChunkerParams {
+    /// Checks that the sizes are even, ordered, within limits, and that the
+    /// normalization level is one FastCDC knows.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] naming what is wrong.
+    pub fn check(&self) -> Result<()> {
+        let Self { min, avg, max, normalization } = *self;
+        let even = min % 2 == 0 && avg % 2 == 0 && max % 2 == 0;
+        let in_range = (64..=1 << 20).contains(&min)
+            && (256..=4 << 20).contains(&avg)
+            && (1024..=MAX_CHUNK_LIMIT).contains(&max);
+        if !even || !in_range || min >= avg || avg >= max || normalization > 3 {
+            return Err(Error::corrupt(format!(
+                "impossible chunker parameters min={min} avg={avg} max={max} normalization={normalization}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ConfigHeader {
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
+        h[12..20].copy_from_slice(&self.mandatory_features.to_le_bytes());
+        h[20..28].copy_from_slice(&self.compatible_features.to_le_bytes());
+        h[28..60].copy_from_slice(self.repo.as_bytes());
+        h
+    }
+
+    /// Decodes the clear header of a config object and refuses versions and
+    /// mandatory features this client does not implement.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] for a damaged header;
+    /// [`crate::ErrorKind::Unsupported`] for a newer version or an unknown
+    /// mandatory feature.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = ByteReader::new(bytes, "repository config");
+        if r.bytes(8)? != MAGIC {
+            return Err(Error::corrupt("not a kura repository config (bad magic)"));
+        }
+        let header = Self {
+            version: r.u32()?,
+            mandatory_features: r.u64()?,
+            compatible_features: r.u64()?,
+            repo: RepoId(r.id()?),
+        };
+        if header.version != VERSION {
+            return Err(unsupported("repository format version", header.version));
+        }
+        let unknown = header.mandatory_features & !KNOWN_MANDATORY_FEATURES;
+        if unknown != 0 {
+            return Err(unsupported("mandatory repository feature set", format!("{unknown:#x}")));
+        }
+        Ok(header)
+    }
+
+    fn object_id(encoded: &[u8; HEADER_LEN]) -> [u8; 32] {
+        *blake3::hash(encoded).as_bytes()
+    }
+}
+
+/// Encodes a whole config object.
+pub fn encode(header: &ConfigHeader, body: &ConfigBody, key: &AeadKey) -> Vec<u8> {
+    let h = header.encode();
+    let json = serde_json::to_vec(body).expect("config body serializes");
+    let sealed = envelope::seal(
+        key,
+        ObjectType::Config,
+        &ConfigHeader::object_id(&h),
+        &header.repo,
+        &frame::encode(&json, 0),
+    );
+    let mut out = h.to_vec();
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens the body of a config object whose header already decoded.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] if the body fails authentication (wrong
+/// key or tampered header/body) or does not parse;
+/// [`crate::ErrorKind::Unsupported`] for an unknown algorithm.
+pub fn open_body(bytes: &[u8], key: &AeadKey) -> Result<ConfigBody> {
+    let header = ConfigHeader::decode(bytes)?;
+    let h: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("decoded header has 60 bytes");
+    let plain = envelope::open(
+        key,
+        ObjectType::Config,
+        &ConfigHeader::object_id(h),
+        &header.repo,
+        &bytes[HEADER_LEN..],
+    )?;
+    let json = frame::decode(&plain, MAX_BODY_LEN)?;
+    let body: ConfigBody = serde_json::from_slice(&json)
+        .map_err(|e| Error::corrupt(format!("repository config body does not parse: {e}")))?;
+    body.check()?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    fn sample() -> (ConfigHeader, ConfigBody) {
+        let header = ConfigHeader {
+            version: VERSION,
+            mandatory_features: 0,
+            compatible_features: 0,
+            repo: RepoId([1; 32]),
+        };
+        let body = ConfigBody::v1(ChunkerParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10, normalization: 1 });
+        (header, body)
+    }
+
+    #[test]
+    fn round_trip_and_tamper() {
+        let key = AeadKey([2; 32]);
+        let (header, body) = sample();
+        let bytes = encode(&header, &body, &key);
+        assert_eq!(open_body(&bytes, &key).unwrap(), body);
+        let mut tampered = bytes.clone();
+        tampered[20] ^= 1; // a compatible feature bit: header is bound to the body
+        assert_eq!(open_body(&tampered, &key).unwrap_err().kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn unknown_mandatory_feature_and_version_are_refused() {
+        let key = AeadKey([2; 32]);
+        let (mut header, body) = sample();
+        header.mandatory_features = 1 << 5;
+        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        header.mandatory_features = 0;
+        header.version = 2;
+        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        header.version = 1;
+        header.compatible_features = u64::MAX; // unknown compatible bits are fine
+        assert!(open_body(&encode(&header, &body, &key), &key).is_ok());
+    }
+
+    #[test]
+    fn unknown_algorithm_is_refused() {
+        let key = AeadKey([2; 32]);
+        let (header, mut body) = sample();
+        body.aead = "rot13".into();
+        let err = open_body(&encode(&header, &body, &key), &key).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+    }
+}

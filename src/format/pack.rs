@@ -1,0 +1,270 @@
+//! Pack files (format-spec/05-packs.md).
+//!
+//! ```text
+//! blob_0 | ... | blob_n-1 | random padding | header envelope | header_len u32 | "KPK1"
+//! header plaintext: version u8 | kind u8 | count u32 | count x entry | zero padding
+//! entry (45 bytes): blob type u8 | chunk id [32] | offset u32 | stored_len u32 | raw_len u32
+//! ```
+//! The header plaintext is padded to `padme(6 + 45 * count)` bytes and the
+//! whole pack to `padme(unpadded length)`.
+
+use crate::crypto::{AeadKey, fill_random};
+use crate::error::{Error, Result};
+use crate::format::envelope::{self, ObjectType};
+use crate::format::{ByteReader, padme, unsupported};
+use crate::id::{ChunkId, PackId, RepoId};
+
+pub const HEADER_VERSION: u8 = 1;
+pub const TRAILER_MAGIC: &[u8; 4] = b"KPK1";
+pub const TRAILER_LEN: usize = 8;
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+pub const HEADER_FIXED_LEN: usize = 6;
+/// Largest header envelope a reader accepts (room for ~230 000 entries).
+pub const MAX_HEADER_LEN: usize = 16 << 20;
+
+/// Whether a pack holds file data or tree (metadata) blobs; never both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PackKind {
+    Data = 1,
+    Tree = 2,
+}
+
+impl PackKind {
+    pub fn from_u8(value: u8) -> Result<Self> {
+        match value {
+            1 => Ok(Self::Data),
+            2 => Ok(Self::Tree),
+            other => Err(Error::corrupt(format!("unknown pack kind {other}"))),
+        }
+    }
+
+    /// The blob type every entry of such a pack has.
+    pub fn blob_type(self) -> ObjectType {
+        match self {
+            Self::Data => ObjectType::DataBlob,
+            Self::Tree => ObjectType::TreeBlob,
+        }
+    }
+}
+
+/// Where one blob lies in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    /// Offset of the blob's envelope from the start of the pack.
+    pub offset: u32,
+    /// Length of the envelope as stored.
+    pub stored_len: u32,
+    /// Length of the chunk's plaintext.
+    pub raw_len: u32,
+}
+
+/// The decoded header of one pack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackHeader {
+    pub kind: PackKind,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackHeader {
+    /// The padded header plaintext.
+    pub fn encode_plaintext(&self) -> Vec<u8> {
+        let unpadded = HEADER_FIXED_LEN + ENTRY_LEN * self.entries.len();
+        let padded = usize::try_from(padme(unpadded as u64)).expect("header fits in memory");
+        let mut out = Vec::with_capacity(padded);
+        out.push(HEADER_VERSION);
+        out.push(self.kind as u8);
+        let count = u32::try_from(self.entries.len()).expect("pack entry count fits u32");
+        out.extend_from_slice(&count.to_le_bytes());
+        let blob_type = self.kind.blob_type() as u8;
+        for e in &self.entries {
+            out.push(blob_type);
+            out.extend_from_slice(e.id.as_bytes());
+            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.stored_len.to_le_bytes());
+            out.extend_from_slice(&e.raw_len.to_le_bytes());
+        }
+        out.resize(padded, 0);
+        out
+    }
+
+    /// Decodes and validates a header plaintext; `blobs_end` is the offset
+    /// where blob data must end (the start of the padding region at most).
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] if the header is malformed, its
+    /// padding is not zero or of the wrong length, or entries overlap,
+    /// are out of order or reach past `blobs_end`.
+    pub fn decode_plaintext(bytes: &[u8], blobs_end: u64) -> Result<Self> {
+        let mut r = ByteReader::new(bytes, "pack header");
+        let version = r.u8()?;
+        if version != HEADER_VERSION {
+            return Err(unsupported("pack header version", version));
+        }
+        let kind = PackKind::from_u8(r.u8()?)?;
+        let count = r.count(ENTRY_LEN)?;
+        let mut entries = Vec::with_capacity(count);
+        let mut next_free = 0u64;
+        for _ in 0..count {
+            let blob_type = ObjectType::blob_from_u8(r.u8()?)?;
+            if blob_type != kind.blob_type() {
+                return Err(Error::corrupt("pack holds a blob of the wrong type"));
+            }
+            let entry = PackEntry {
+                id: ChunkId(r.id()?),
+                offset: r.u32()?,
+                stored_len: r.u32()?,
+                raw_len: r.u32()?,
+            };
+            let end = u64::from(entry.offset) + u64::from(entry.stored_len);
+            if u64::from(entry.offset) < next_free || end > blobs_end {
+                return Err(Error::corrupt("pack header entries overlap or lie outside the pack"));
+            }
+            next_free = end;
+            entries.push(entry);
+        }
+        let used = r.position();
+        if bytes.len() as u64 != padme(used as u64) || r.remaining().iter().any(|&b| b != 0) {
+            return Err(Error::corrupt("pack header padding is malformed"));
+        }
+        Ok(Self { kind, entries })
+    }
+}
+
+/// Assembles a finished pack from its concatenated blob envelopes: adds
+/// random padding, the sealed header and the trailer.
+pub fn assemble(
+    mut blobs: Vec<u8>,
+    header: &PackHeader,
+    key: &AeadKey,
+    pack_id: &PackId,
+    repo: &RepoId,
+) -> Vec<u8> {
+    let sealed = envelope::seal(
+        key,
+        ObjectType::PackHeader,
+        pack_id.as_bytes(),
+        repo,
+        &header.encode_plaintext(),
+    );
+    let unpadded = (blobs.len() + sealed.len() + TRAILER_LEN) as u64;
+    let pad = usize::try_from(padme(unpadded) - unpadded).expect("padding fits in memory");
+    let blobs_len = blobs.len();
+    blobs.resize(blobs_len + pad, 0);
+    fill_random(&mut blobs[blobs_len..]);
+    blobs.extend_from_slice(&sealed);
+    let sealed_len = u32::try_from(sealed.len()).expect("header envelope fits u32");
+    blobs.extend_from_slice(&sealed_len.to_le_bytes());
+    blobs.extend_from_slice(TRAILER_MAGIC);
+    blobs
+}
+
+/// Reads the trailer (the last [`TRAILER_LEN`] bytes of a pack of
+/// `pack_len` bytes) and returns the header envelope's length.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] for a bad magic or impossible length.
+pub fn decode_trailer(trailer: &[u8], pack_len: u64) -> Result<u32> {
+    if trailer.len() != TRAILER_LEN || &trailer[4..] != TRAILER_MAGIC {
+        return Err(Error::corrupt("pack trailer is missing or damaged"));
+    }
+    let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    if len as usize > MAX_HEADER_LEN || u64::from(len) + TRAILER_LEN as u64 > pack_len {
+        return Err(Error::corrupt(format!("pack header length {len} is impossible")));
+    }
+    Ok(len)
+}
+
+/// Opens the sealed header of pack `pack_id` (`pack_len` bytes long).
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] if authentication or validation fails.
+pub fn open_header(
+    key: &AeadKey,
+    pack_id: &PackId,
+    repo: &RepoId,
+    sealed: &[u8],
+    pack_len: u64,
+) -> Result<PackHeader> {
+    let plain = envelope::open(key, ObjectType::PackHeader, pack_id.as_bytes(), repo, sealed)?;
+    let blobs_end = pack_len.saturating_sub((sealed.len() + TRAILER_LEN) as u64);
+    PackHeader::decode_plaintext(&plain, blobs_end)
+        .map_err(|e| e.context(format!("pack {pack_id}")))
+}
+
+/// Parses a whole pack held in memory: trailer, then header.
+///
+/// # Errors
+/// As [`decode_trailer`] and [`open_header`].
+pub fn open_whole(key: &AeadKey, pack_id: &PackId, repo: &RepoId, pack: &[u8]) -> Result<PackHeader> {
+    let len = pack.len() as u64;
+    let trailer_at = pack.len().checked_sub(TRAILER_LEN).ok_or_else(|| Error::corrupt("pack is truncated"))?;
+    let header_len = decode_trailer(&pack[trailer_at..], len)? as usize;
+    open_header(key, pack_id, repo, &pack[trailer_at - header_len..trailer_at], len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(n: usize) -> PackHeader {
+        PackHeader {
+            kind: PackKind::Data,
+            entries: (0..n)
+                .map(|i| PackEntry {
+                    id: ChunkId([i as u8; 32]),
+                    offset: (i * 100) as u32,
+                    stored_len: 100,
+                    raw_len: 150,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn header_length_does_not_reveal_small_count_changes() {
+        let a = header(100).encode_plaintext().len();
+        let b = header(101).encode_plaintext().len();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn whole_pack_round_trip_and_padding() {
+        let key = AeadKey([3; 32]);
+        let (id, repo) = (PackId([4; 32]), RepoId([5; 32]));
+        let h = header(10);
+        let pack = assemble(vec![7u8; 1000], &h, &key, &id, &repo);
+        assert_eq!(pack.len() as u64, padme(pack.len() as u64));
+        assert_eq!(open_whole(&key, &id, &repo, &pack).unwrap(), h);
+        assert!(open_whole(&key, &PackId([6; 32]), &repo, &pack).is_err());
+        let mut tail_cut = pack.clone();
+        tail_cut.truncate(pack.len() - 1);
+        assert!(open_whole(&key, &id, &repo, &tail_cut).is_err());
+    }
+
+    #[test]
+    fn overlapping_entries_are_rejected() {
+        let mut h = header(3);
+        h.entries[1].offset = 50;
+        assert!(PackHeader::decode_plaintext(&h.encode_plaintext(), 10_000).is_err());
+        let h = header(3);
+        assert!(PackHeader::decode_plaintext(&h.encode_plaintext(), 299).is_err());
+        assert!(PackHeader::decode_plaintext(&h.encode_plaintext(), 300).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn header_round_trip(n in 0usize..300) {
+            let h = header(n);
+            prop_assert_eq!(PackHeader::decode_plaintext(&h.encode_plaintext(), 1 << 30).unwrap(), h);
+        }
+
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+            let _ = PackHeader::decode_plaintext(&data, 1 << 20);
+            let _ = decode_trailer(&data[..data.len().min(8)], 1 << 20);
+        }
+    }
+}

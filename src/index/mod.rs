@@ -1,0 +1,260 @@
+//! Chunk index layer: which pack holds each blob. The repository's index
+//! files are the truth; this module keeps a redb cache of them on local
+//! disk so lookups stay cheap and memory stays flat as the repository grows.
+//! The cache is never authoritative: [`ChunkIndex::sync`] reconciles it with
+//! the index files listed, and [`ChunkIndex::rebuild_from_pack_headers`]
+//! refills it from the packs themselves when index files are lost.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::envelope::ObjectType;
+use crate::format::index::{self, IndexFile, IndexedPack};
+use crate::format::layout;
+use crate::format::pack::{PackEntry, PackKind};
+use crate::id::{ChunkId, IndexId, PackId};
+use crate::pack::read_header;
+use crate::repo::Repository;
+
+const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks");
+const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub kind: PackKind,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+impl BlobLocation {
+    fn encode(&self) -> [u8; 45] {
+        let mut v = [0u8; 45];
+        v[..32].copy_from_slice(self.pack.as_bytes());
+        v[32..36].copy_from_slice(&self.offset.to_le_bytes());
+        v[36..40].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[40..44].copy_from_slice(&self.raw_len.to_le_bytes());
+        v[44] = self.kind as u8;
+        v
+    }
+
+    fn decode(v: &[u8; 45]) -> Result<Self> {
+        let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Self {
+            pack: PackId::from_slice(v),
+            offset: u32_at(32),
+            stored_len: u32_at(36),
+            raw_len: u32_at(40),
+            kind: PackKind::from_u8(v[44])?,
+        })
+    }
+
+    pub fn from_entry(pack: PackId, kind: PackKind, e: &PackEntry) -> Self {
+        Self { pack, kind, offset: e.offset, stored_len: e.stored_len, raw_len: e.raw_len }
+    }
+}
+
+/// What [`ChunkIndex::sync`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    pub index_files_loaded: usize,
+    pub rebuilt: bool,
+}
+
+/// The local cache of the repository's index.
+pub struct ChunkIndex {
+    db: Database,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    Error::with_source(ErrorKind::Io, "index cache", e)
+}
+
+impl ChunkIndex {
+    /// Opens (creating if needed) the cache file at `path`, or a cache in
+    /// memory for `None`. A cache held by another process, or one that does
+    /// not open, is replaced by one in memory rather than failing.
+    ///
+    /// # Errors
+    /// Only if even an in-memory database cannot be created.
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        let on_disk = path.and_then(|p| {
+            std::fs::create_dir_all(p.parent()?).ok()?;
+            match Database::create(p) {
+                Ok(db) => Some(db),
+                Err(e) => {
+                    tracing::warn!("index cache {} unusable ({e}); using memory", p.display());
+                    None
+                }
+            }
+        });
+        let db = match on_disk {
+            Some(db) => db,
+            None => Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(db_err)?,
+        };
+        let index = Self { db };
+        index.write(|_| Ok(()))?; // creates the tables
+        Ok(index)
+    }
+
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        txn.open_table(CHUNKS).map_err(db_err)?;
+        txn.open_table(LOADED).map_err(db_err)?;
+        f(&txn)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Where blob `id` is stored, if the cache knows it.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn lookup(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        match table.get(id.as_bytes()).map_err(db_err)? {
+            Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up many ids in one read transaction.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn lookup_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<BlobLocation>>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        ids.iter()
+            .map(|id| match table.get(id.as_bytes()).map_err(db_err)? {
+                Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Number of blobs the cache knows.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn len(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(CHUNKS).map_err(db_err)?.len().map_err(db_err)
+    }
+
+    /// Whether the cache knows no blob.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Records the packs of index file `id` (already written to the
+    /// repository) in one transaction.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn insert(&self, id: Option<&IndexId>, packs: &[IndexedPack]) -> Result<()> {
+        self.write(|txn| {
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            for pack in packs {
+                for e in &pack.entries {
+                    let loc = BlobLocation::from_entry(pack.id, pack.kind, e);
+                    chunks.insert(e.id.as_bytes(), loc.encode()).map_err(db_err)?;
+                }
+            }
+            if let Some(id) = id {
+                txn.open_table(LOADED).map_err(db_err)?.insert(id.as_bytes(), ()).map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.write(|txn| {
+            txn.delete_table(CHUNKS).map_err(db_err)?;
+            txn.delete_table(LOADED).map_err(db_err)?;
+            txn.open_table(CHUNKS).map_err(db_err)?;
+            txn.open_table(LOADED).map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn loaded(&self) -> Result<HashSet<IndexId>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(LOADED).map_err(db_err)?;
+        let mut out = HashSet::new();
+        for item in table.iter().map_err(db_err)? {
+            out.insert(IndexId(item.map_err(db_err)?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Brings the cache in line with the repository's index files: loads
+    /// new ones, and starts over if one it had loaded is gone.
+    ///
+    /// # Errors
+    /// A failed listing (never read as "no index files"), an index file that
+    /// fails authentication, or cache I/O errors.
+    pub fn sync(&self, repo: &Repository) -> Result<SyncReport> {
+        let mut listed = Vec::new();
+        for info in repo.backend().list(layout::INDEX_DIR)? {
+            listed.push(layout::parse_index_path(&info.path)?);
+        }
+        let mut loaded = self.loaded()?;
+        let listed_set: HashSet<IndexId> = listed.iter().copied().collect();
+        let mut report = SyncReport::default();
+        if loaded.iter().any(|id| !listed_set.contains(id)) {
+            self.clear()?;
+            loaded.clear();
+            report.rebuilt = true;
+        }
+        for id in listed.iter().filter(|id| !loaded.contains(id)) {
+            let file = read_index_file(repo, id)?;
+            self.insert(Some(id), &file.packs)?;
+            report.index_files_loaded += 1;
+        }
+        Ok(report)
+    }
+
+    /// Empties the cache and refills it from every pack's header, for when
+    /// index files are missing or damaged. Packs whose header cannot be read
+    /// are returned with their error; the rest are indexed.
+    ///
+    /// # Errors
+    /// A failed listing or cache I/O errors.
+    pub fn rebuild_from_pack_headers(&self, repo: &Repository) -> Result<(Vec<IndexedPack>, Vec<(PackId, Error)>)> {
+        let mut packs = Vec::new();
+        let mut damaged = Vec::new();
+        for info in repo.backend().list(layout::DATA_DIR)? {
+            let id = layout::parse_pack_path(&info.path)?;
+            match read_header(repo, &id, info.size) {
+                Ok(header) => packs.push(IndexedPack { id, kind: header.kind, size: info.size, entries: header.entries }),
+                Err(e) => damaged.push((id, e)),
+            }
+        }
+        self.clear()?;
+        self.insert(None, &packs)?;
+        Ok((packs, damaged))
+    }
+}
+
+/// Reads, authenticates and decodes one index file.
+///
+/// # Errors
+/// Backend errors, [`ErrorKind::Corrupt`] for a damaged file.
+pub fn read_index_file(repo: &Repository, id: &IndexId) -> Result<IndexFile> {
+    let stored = repo.backend().read(&layout::index_path(id), None)?;
+    let plain = repo.sealer().open(ObjectType::Index, id.as_bytes(), &stored, index::MAX_LEN)?;
+    IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
+}

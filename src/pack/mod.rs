@@ -1,0 +1,123 @@
+//! Pack layer: the packer that groups sealed blobs into pack files, and the
+//! reader of pack headers. Owns the invariants that a pack holds one kind of
+//! blob, that blobs are spread at random over several open packs (so a
+//! pack's order of chunk lengths does not follow the file), and that a pack
+//! is padded (format-spec/05-packs.md).
+
+use crate::crypto::random_below;
+use crate::error::{Error, Result};
+use crate::format::pack::{self, PackEntry, PackHeader, PackKind, TRAILER_LEN};
+use crate::format::layout;
+use crate::id::{ChunkId, PackId};
+use crate::repo::Repository;
+use crate::store::Sealer;
+
+/// How packs are built (not part of the format).
+#[derive(Debug, Clone, Copy)]
+pub struct PackerOptions {
+    /// A pack is finished once its blobs reach this many bytes.
+    pub target_size: usize,
+    /// How many packs are open at once per kind (at least 2).
+    pub open_packs: usize,
+}
+
+impl Default for PackerOptions {
+    fn default() -> Self {
+        Self {
+            target_size: 16 << 20,
+            open_packs: 2,
+        }
+    }
+}
+
+/// A pack ready to upload.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub kind: PackKind,
+    pub entries: Vec<PackEntry>,
+    pub bytes: Vec<u8>,
+}
+
+struct OpenPack {
+    id: PackId,
+    blobs: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl OpenPack {
+    fn new() -> Self {
+        Self { id: PackId::random(), blobs: Vec::new(), entries: Vec::new() }
+    }
+}
+
+/// Builds packs of one kind from sealed blobs.
+pub struct Packer {
+    kind: PackKind,
+    options: PackerOptions,
+    open: Vec<OpenPack>,
+}
+
+impl Packer {
+    pub fn new(kind: PackKind, options: PackerOptions) -> Self {
+        let n = options.open_packs.max(2);
+        Self { kind, options, open: (0..n).map(|_| OpenPack::new()).collect() }
+    }
+
+    /// Adds a sealed blob to an open pack chosen at random; returns that
+    /// pack if it is now full.
+    pub fn add(&mut self, sealer: &Sealer, id: ChunkId, sealed: &[u8], raw_len: u32) -> Option<FinishedPack> {
+        let slot = random_below(self.open.len());
+        let pack = &mut self.open[slot];
+        let offset = u32::try_from(pack.blobs.len()).expect("packs stay below 4 GiB");
+        let stored_len = u32::try_from(sealed.len()).expect("blobs stay below 4 GiB");
+        pack.blobs.extend_from_slice(sealed);
+        pack.entries.push(PackEntry { id, offset, stored_len, raw_len });
+        if pack.blobs.len() >= self.options.target_size {
+            let full = std::mem::replace(pack, OpenPack::new());
+            return Some(self.finish(sealer, full));
+        }
+        None
+    }
+
+    /// Finishes every non-empty open pack.
+    pub fn finish_all(&mut self, sealer: &Sealer) -> Vec<FinishedPack> {
+        let open = std::mem::take(&mut self.open);
+        self.open = (0..open.len()).map(|_| OpenPack::new()).collect();
+        open.into_iter()
+            .filter(|p| !p.entries.is_empty())
+            .map(|p| self.finish(sealer, p))
+            .collect()
+    }
+
+    /// The sealed bytes of `id` if it sits in an open pack.
+    pub fn find(&self, id: &ChunkId) -> Option<&[u8]> {
+        self.open.iter().find_map(|p| {
+            let e = p.entries.iter().find(|e| e.id == *id)?;
+            Some(&p.blobs[e.offset as usize..(e.offset + e.stored_len) as usize])
+        })
+    }
+
+    fn finish(&self, sealer: &Sealer, p: OpenPack) -> FinishedPack {
+        let header = PackHeader { kind: self.kind, entries: p.entries };
+        let bytes = pack::assemble(p.blobs, &header, &sealer.keys().metadata, &p.id, sealer.repo());
+        FinishedPack { id: p.id, kind: self.kind, entries: header.entries, bytes }
+    }
+}
+
+/// Reads and opens the header of pack `id` (`size` bytes) with two ranged
+/// reads: the trailer, then the header envelope.
+///
+/// # Errors
+/// Backend errors; [`crate::ErrorKind::Corrupt`] for a damaged pack.
+pub fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<PackHeader> {
+    let path = layout::pack_path(id);
+    let backend = repo.backend();
+    if size < TRAILER_LEN as u64 {
+        return Err(Error::corrupt(format!("pack {id} is truncated ({size} bytes)")));
+    }
+    let trailer = backend.read(&path, Some(size - TRAILER_LEN as u64..size))?;
+    let header_len = u64::from(pack::decode_trailer(&trailer, size).map_err(|e| e.context(format!("pack {id}")))?);
+    let start = size - TRAILER_LEN as u64 - header_len;
+    let sealed = backend.read(&path, Some(start..size - TRAILER_LEN as u64))?;
+    pack::open_header(&repo.sealer().keys().metadata, id, repo.sealer().repo(), &sealed, size)
+}

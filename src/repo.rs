@@ -1,0 +1,276 @@
+//! The repository handle: config, key slots and the unlocked keys. Opening
+//! checks the format version and mandatory features before asking anything
+//! of the password, then tries each key slot.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::backend::{Backend, write_bytes};
+use crate::chunker::Chunker;
+use crate::crypto::MasterSecret;
+use crate::crypto::kdf::KdfParams;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
+use crate::format::keyslot::KeySlot;
+use crate::format::layout;
+use crate::id::{KeySlotId, RepoId};
+use crate::store::Sealer;
+
+/// Default chunker parameters, chosen by measurement
+/// (format-spec/04-chunking.md): 32 KiB average.
+pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
+    min: 8 << 10,
+    avg: 32 << 10,
+    max: 128 << 10,
+    normalization: 1,
+};
+
+/// How to create a repository.
+#[derive(Debug, Clone, Copy)]
+pub struct InitOptions {
+    pub kdf: KdfParams,
+    pub chunker: ChunkerParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            kdf: KdfParams::DEFAULT,
+            chunker: DEFAULT_CHUNKER,
+        }
+    }
+}
+
+/// A key slot as shown to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySlotInfo {
+    pub id: KeySlotId,
+    pub created: u64,
+    pub params: KdfParams,
+    /// Whether this slot unlocked the open repository.
+    pub current: bool,
+}
+
+/// An open, unlocked repository.
+pub struct Repository {
+    backend: Arc<dyn Backend>,
+    header: ConfigHeader,
+    config: ConfigBody,
+    master: MasterSecret,
+    sealer: Sealer,
+    chunker: Chunker,
+    slot: KeySlotId,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Repository {
+    /// Creates a new repository on an empty backend and opens it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyExists`] if a config is already there;
+    /// [`ErrorKind::KeySlotRefused`] for KDF parameters outside the policy;
+    /// backend errors.
+    pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
+        match backend.read(layout::CONFIG, None) {
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{}: a repository already exists here", backend.describe()),
+                ));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        opts.chunker.check()?;
+        let master = MasterSecret::generate();
+        let header = ConfigHeader {
+            version: config::VERSION,
+            mandatory_features: 0,
+            compatible_features: 0,
+            repo: RepoId::random(),
+        };
+        let body = ConfigBody::v1(opts.chunker);
+        let slot = KeySlot::create(&master, password, header.repo, opts.kdf, now_unix())?;
+        let slot_id = KeySlotId::random();
+        // The key slot first: a visible config always has a key to open it.
+        write_bytes(backend.as_ref(), &layout::key_path(&slot_id), &slot.encode())?;
+        let keys = master.subkeys();
+        write_bytes(backend.as_ref(), layout::CONFIG, &config::encode(&header, &body, &keys.metadata))?;
+        Ok(Self::assemble(backend, header, body, master, slot_id))
+    }
+
+    fn assemble(
+        backend: Arc<dyn Backend>,
+        header: ConfigHeader,
+        config: ConfigBody,
+        master: MasterSecret,
+        slot: KeySlotId,
+    ) -> Self {
+        let keys = master.subkeys();
+        let params = config.chunker.params;
+        Self {
+            chunker: Chunker::new(&keys.chunker, params),
+            sealer: Sealer::new(keys, header.repo, params.max as usize),
+            backend,
+            header,
+            config,
+            master,
+            slot,
+        }
+    }
+
+    /// Reads and checks the clear config header, without a password.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is no repository;
+    /// [`ErrorKind::Unsupported`] for a newer version or unknown mandatory
+    /// feature; [`ErrorKind::Corrupt`] for a damaged header.
+    pub fn read_header(backend: &dyn Backend) -> Result<(ConfigHeader, Vec<u8>)> {
+        let bytes = backend.read(layout::CONFIG, None).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::new(ErrorKind::NotFound, format!("{}: no kura repository here", backend.describe()))
+            } else {
+                e
+            }
+        })?;
+        Ok((ConfigHeader::decode(&bytes)?, bytes))
+    }
+
+    /// Opens a repository with `password`.
+    ///
+    /// # Errors
+    /// As [`Self::read_header`]; [`ErrorKind::WrongPassword`] if no slot
+    /// opens; [`ErrorKind::KeySlotRefused`] if the only slots ask for KDF
+    /// parameters outside the policy; [`ErrorKind::Corrupt`] if the config
+    /// body fails authentication.
+    pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        let (header, bytes) = Self::read_header(backend.as_ref())?;
+        let (slot, master) = unlock_any(backend.as_ref(), &header.repo, password)?;
+        let body = config::open_body(&bytes, &master.subkeys().metadata)?;
+        Ok(Self::assemble(backend, header, body, master, slot))
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn id(&self) -> &RepoId {
+        &self.header.repo
+    }
+
+    pub fn header(&self) -> &ConfigHeader {
+        &self.header
+    }
+
+    pub fn config(&self) -> &ConfigBody {
+        &self.config
+    }
+
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn chunker(&self) -> &Chunker {
+        &self.chunker
+    }
+
+    /// The key slot that unlocked this handle.
+    pub fn current_slot(&self) -> KeySlotId {
+        self.slot
+    }
+
+    /// Every key slot of the repository.
+    ///
+    /// # Errors
+    /// Backend errors; [`ErrorKind::Corrupt`] for a damaged slot.
+    pub fn list_keys(&self) -> Result<Vec<KeySlotInfo>> {
+        read_slots(self.backend.as_ref())?
+            .into_iter()
+            .map(|(id, slot)| {
+                let slot = slot?;
+                Ok(KeySlotInfo { id, created: slot.created, params: slot.params, current: id == self.slot })
+            })
+            .collect()
+    }
+
+    /// Adds a key slot for `password`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::KeySlotRefused`] for parameters outside the policy;
+    /// backend errors.
+    pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
+        let slot = KeySlot::create(&self.master, password, self.header.repo, params, now_unix())?;
+        let id = KeySlotId::random();
+        write_bytes(self.backend.as_ref(), &layout::key_path(&id), &slot.encode())?;
+        Ok(id)
+    }
+
+    /// Removes a key slot other than the current one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for the current slot (use
+    /// [`Self::change_password`]) or an unknown slot.
+    pub fn remove_key(&self, id: &KeySlotId) -> Result<()> {
+        if *id == self.slot {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "refusing to remove the key slot in use; use `key passwd` to replace it",
+            ));
+        }
+        if !self.list_keys()?.iter().any(|k| k.id == *id) {
+            return Err(Error::new(ErrorKind::NotFound, format!("no key slot {id}")));
+        }
+        self.backend.delete(&layout::key_path(id))
+    }
+
+    /// Replaces the current slot by one for `password`: the new slot is
+    /// written first, so a crash leaves both rather than neither.
+    ///
+    /// # Errors
+    /// As [`Self::add_key`].
+    pub fn change_password(&mut self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
+        let new = self.add_key(password, params)?;
+        let old = std::mem::replace(&mut self.slot, new);
+        self.backend.delete(&layout::key_path(&old))?;
+        Ok(new)
+    }
+}
+
+type SlotList = Vec<(KeySlotId, Result<KeySlot>)>;
+
+fn read_slots(backend: &dyn Backend) -> Result<SlotList> {
+    let mut out = Vec::new();
+    for info in backend.list(layout::KEYS_DIR)? {
+        let Ok(id) = layout::parse_key_path(&info.path) else {
+            tracing::warn!("ignoring stray object {} among the key slots", info.path);
+            continue;
+        };
+        let slot = backend.read(&info.path, None).and_then(|b| KeySlot::decode(&b));
+        out.push((id, slot));
+    }
+    Ok(out)
+}
+
+/// Tries every slot of repository `repo` with `password`.
+fn unlock_any(backend: &dyn Backend, repo: &RepoId, password: &[u8]) -> Result<(KeySlotId, MasterSecret)> {
+    let mut refused = None;
+    let mut tried = 0;
+    for (id, slot) in read_slots(backend)? {
+        let Ok(slot) = slot else { continue };
+        if slot.repo != *repo {
+            continue;
+        }
+        match slot.unlock(password) {
+            Ok(master) => return Ok((id, master)),
+            Err(e) if e.kind() == ErrorKind::KeySlotRefused => refused = Some(e.context(format!("key slot {id}"))),
+            Err(_) => tried += 1,
+        }
+    }
+    match refused {
+        Some(e) if tried == 0 => Err(e),
+        _ => Err(Error::new(ErrorKind::WrongPassword, "wrong password: no key slot opens with it")),
+    }
+}
