@@ -10,8 +10,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 
 use kura::chunker::Chunker;
 use kura::compress;
@@ -98,7 +100,10 @@ fn chunker(c: &mut Criterion) {
     let mut group = c.benchmark_group("chunker");
     short(&mut group);
     group.throughput(Throughput::Bytes(STREAM as u64));
-    for (name, data) in [("random", pseudo_random(STREAM, 1)), ("sql_text", sql_like(STREAM, 2))] {
+    for (name, data) in [
+        ("random", pseudo_random(STREAM, 1)),
+        ("sql_text", sql_like(STREAM, 2)),
+    ] {
         group.bench_with_input(BenchmarkId::new("fastcdc_32MiB", name), &data, |b, data| {
             b.iter(|| chunker.cut_all(black_box(data)));
         });
@@ -129,15 +134,25 @@ fn envelope(c: &mut Criterion) {
     short(&mut group);
     group.throughput(Throughput::Bytes(CHUNK as u64));
     group.bench_function("seal", |b| {
-        b.iter(|| envelope::seal(&key, ObjectType::DataBlob, &id, &repo, black_box(&plaintext)));
+        b.iter(|| {
+            envelope::seal(
+                &key,
+                ObjectType::DataBlob,
+                &id,
+                &repo,
+                black_box(&plaintext),
+            )
+        });
     });
     group.bench_function("open", |b| {
-        b.iter(|| envelope::open(&key, ObjectType::DataBlob, &id, &repo, black_box(&sealed)).unwrap());
+        b.iter(|| {
+            envelope::open(&key, ObjectType::DataBlob, &id, &repo, black_box(&sealed)).unwrap()
+        });
     });
     group.finish();
 }
 
-fn zstd(c: &mut Criterion) {
+fn zstd_chunks(c: &mut Criterion) {
     // 1 MiB of text compressed chunk by chunk, as the backup path does.
     let text = sql_like(MIB, 5);
     let mut group = c.benchmark_group("zstd_per_32KiB_chunk_sql_text");
@@ -152,6 +167,16 @@ fn zstd(c: &mut Criterion) {
             });
         });
     }
+    // What `compress::compress` would cost with one context kept per thread
+    // instead of a fresh one per chunk (`zstd::bulk::compress` builds one).
+    let mut reused = zstd::bulk::Compressor::new(3).expect("zstd context");
+    group.bench_function("level_3_reused_context", |b| {
+        b.iter(|| {
+            for chunk in text.chunks(CHUNK) {
+                black_box(reused.compress(black_box(chunk)).unwrap());
+            }
+        });
+    });
     group.finish();
 }
 
@@ -182,12 +207,16 @@ fn packer(c: &mut Criterion) {
                     finished += black_box(pack.bytes.len());
                 }
             }
-            finished += packer.finish_all(&sealer).iter().map(|p| p.bytes.len()).sum::<usize>();
+            finished += packer
+                .finish_all(&sealer)
+                .iter()
+                .map(|p| p.bytes.len())
+                .sum::<usize>();
             finished
         });
     });
     group.finish();
 }
 
-criterion_group!(hot_path, chunker, chunk_id, envelope, zstd, packer);
+criterion_group!(hot_path, chunker, chunk_id, envelope, zstd_chunks, packer);
 criterion_main!(hot_path);

@@ -160,27 +160,23 @@ impl<'c, R: Read> ChunkStream<'c, R> {
     }
 
     fn fill(&mut self, data: &mut Vec<u8>) -> Result<()> {
-        let target = data.len() + self.segment;
-        data.reserve(self.segment);
-        while !self.eof && data.len() < target {
-            let old = data.len();
-            data.resize(target, 0);
-            match self.reader.read(&mut data[old..]) {
-                Ok(0) => {
-                    data.truncate(old);
-                    self.eof = true;
-                }
+        let mut filled = data.len();
+        data.resize(filled + self.segment, 0);
+        while !self.eof && filled < data.len() {
+            match self.reader.read(&mut data[filled..]) {
+                Ok(0) => self.eof = true,
                 Ok(n) => {
-                    data.truncate(old + n);
+                    filled += n;
                     self.bytes_read += n as u64;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => data.truncate(old),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    data.truncate(old);
+                    data.truncate(filled);
                     return Err(Error::io("reading the input stream", e));
                 }
             }
         }
+        data.truncate(filled);
         Ok(())
     }
 }
@@ -189,7 +185,12 @@ impl<'c, R: Read> ChunkStream<'c, R> {
 mod tests {
     use super::*;
 
-    const PARAMS: ChunkerParams = ChunkerParams { min: 2048, avg: 8192, max: 32768, normalization: 1 };
+    const PARAMS: ChunkerParams = ChunkerParams {
+        min: 2048,
+        avg: 8192,
+        max: 32768,
+        normalization: 1,
+    };
 
     fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed;

@@ -94,12 +94,23 @@ impl Uploader {
         let thread = std::thread::spawn(move || {
             for pack in receiver {
                 let size = pack.bytes.len() as u64;
-                let outcome = write_bytes(backend.as_ref(), &layout::pack_path(&pack.id), &pack.bytes)
-                    .map(|()| IndexedPack { id: pack.id, kind: pack.kind, size, entries: pack.entries });
+                let outcome =
+                    write_bytes(backend.as_ref(), &layout::pack_path(&pack.id), &pack.bytes).map(
+                        |()| IndexedPack {
+                            id: pack.id,
+                            kind: pack.kind,
+                            size,
+                            entries: pack.entries,
+                        },
+                    );
                 lock(&sink).push(outcome);
             }
         });
-        Self { sender, thread, results }
+        Self {
+            sender,
+            thread,
+            results,
+        }
     }
 
     fn finish(self) -> Vec<Result<IndexedPack>> {
@@ -144,7 +155,12 @@ impl<'r> ChunkStore<'r> {
             uploader: None,
             stats: StoreStats::default(),
         };
-        Self { repo, index, options, state: Mutex::new(state) }
+        Self {
+            repo,
+            index,
+            options,
+            state: Mutex::new(state),
+        }
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -160,7 +176,11 @@ impl<'r> ChunkStore<'r> {
         let mut stream = ChunkStream::new(self.repo.chunker(), reader, self.options.segment);
         let mut refs = Vec::new();
         while let Some(batch) = stream.next_batch()? {
-            let pieces: Vec<&[u8]> = batch.chunks.iter().map(|r| &batch.data[r.clone()]).collect();
+            let pieces: Vec<&[u8]> = batch
+                .chunks
+                .iter()
+                .map(|r| &batch.data[r.clone()])
+                .collect();
             let ids = self.put_pieces(PackKind::Data, &pieces)?;
             refs.extend(ids.into_iter().zip(&pieces).map(|(id, p)| ChunkRef {
                 id,
@@ -237,12 +257,22 @@ impl<'r> ChunkStore<'r> {
     /// uploader).
     fn collect_uploads(&self, state: &mut WriteState, all: bool) -> Result<()> {
         let results = if all {
-            state.uploader.take().map(Uploader::finish).unwrap_or_default()
+            state
+                .uploader
+                .take()
+                .map(Uploader::finish)
+                .unwrap_or_default()
         } else {
-            state.uploader.as_ref().map(|u| std::mem::take(&mut *lock(&u.results))).unwrap_or_default()
+            state
+                .uploader
+                .as_ref()
+                .map(|u| std::mem::take(&mut *lock(&u.results)))
+                .unwrap_or_default()
         };
         for r in results {
-            state.uploaded.push(r.map_err(|e| e.context("uploading a pack"))?);
+            state
+                .uploaded
+                .push(r.map_err(|e| e.context("uploading a pack"))?);
         }
         if !state.uploaded.is_empty() && (all || state.uploaded.len() >= self.options.index_every) {
             let packs = std::mem::take(&mut state.uploaded);
@@ -257,14 +287,21 @@ impl<'r> ChunkStore<'r> {
 
     fn write_index(&self, packs: &[IndexedPack]) -> Result<()> {
         let id = IndexId::random();
-        let file = IndexFile { supersedes: Vec::new(), packs: packs.to_vec() };
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: packs.to_vec(),
+        };
         let sealed = self.repo.sealer().seal(
             ObjectType::Index,
             id.as_bytes(),
             &file.encode(),
             self.options.compression_level,
         );
-        write_bytes(self.repo.backend().as_ref(), &layout::index_path(&id), &sealed)?;
+        write_bytes(
+            self.repo.backend().as_ref(),
+            &layout::index_path(&id),
+            &sealed,
+        )?;
         self.index.insert(Some(&id), packs)
     }
 
@@ -300,7 +337,10 @@ impl<'r> ChunkStore<'r> {
                 return self.repo.sealer().open_blob(kind, id, sealed);
             }
         }
-        Err(Error::new(ErrorKind::NotFound, format!("blob {id} is not in the index")))
+        Err(Error::new(
+            ErrorKind::NotFound,
+            format!("blob {id} is not in the index"),
+        ))
     }
 }
 
@@ -309,14 +349,21 @@ impl<'r> ChunkStore<'r> {
 ///
 /// # Errors
 /// Backend errors; [`ErrorKind::Corrupt`] for any mismatch.
-pub fn read_blob(repo: &Repository, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
+pub fn read_blob(
+    repo: &Repository,
+    id: &ChunkId,
+    loc: &crate::index::BlobLocation,
+) -> Result<Vec<u8>> {
     let start = u64::from(loc.offset);
-    let stored = repo
-        .backend()
-        .read(&layout::pack_path(&loc.pack), Some(start..start + u64::from(loc.stored_len)))?;
+    let stored = repo.backend().read(
+        &layout::pack_path(&loc.pack),
+        Some(start..start + u64::from(loc.stored_len)),
+    )?;
     let plain = repo.sealer().open_blob(loc.kind, id, &stored)?;
     if plain.len() != loc.raw_len as usize {
-        return Err(Error::corrupt(format!("blob {id} has a different length than indexed")));
+        return Err(Error::corrupt(format!(
+            "blob {id} has a different length than indexed"
+        )));
     }
     Ok(plain)
 }

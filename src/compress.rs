@@ -14,6 +14,9 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
 /// [`crate::ErrorKind::Corrupt`] if the stream is invalid or larger than
 /// `capacity`.
 pub fn decompress(data: &[u8], capacity: usize) -> Result<Vec<u8>> {
-    zstd::bulk::decompress(data, capacity)
-        .map_err(|e| Error::corrupt(format!("zstd payload does not decode within {capacity} bytes: {e}")))
+    zstd::bulk::decompress(data, capacity).map_err(|e| {
+        Error::corrupt(format!(
+            "zstd payload does not decode within {capacity} bytes: {e}"
+        ))
+    })
 }

@@ -63,7 +63,9 @@ pub struct Repository {
 }
 
 fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Repository {
@@ -96,9 +98,17 @@ impl Repository {
         let slot = KeySlot::create(&master, password, header.repo, opts.kdf, now_unix())?;
         let slot_id = KeySlotId::random();
         // The key slot first: a visible config always has a key to open it.
-        write_bytes(backend.as_ref(), &layout::key_path(&slot_id), &slot.encode())?;
+        write_bytes(
+            backend.as_ref(),
+            &layout::key_path(&slot_id),
+            &slot.encode(),
+        )?;
         let keys = master.subkeys();
-        write_bytes(backend.as_ref(), layout::CONFIG, &config::encode(&header, &body, &keys.metadata))?;
+        write_bytes(
+            backend.as_ref(),
+            layout::CONFIG,
+            &config::encode(&header, &body, &keys.metadata),
+        )?;
         Ok(Self::assemble(backend, header, body, master, slot_id))
     }
 
@@ -131,7 +141,10 @@ impl Repository {
     pub fn read_header(backend: &dyn Backend) -> Result<(ConfigHeader, Vec<u8>)> {
         let bytes = backend.read(layout::CONFIG, None).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
-                Error::new(ErrorKind::NotFound, format!("{}: no kura repository here", backend.describe()))
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!("{}: no kura repository here", backend.describe()),
+                )
             } else {
                 e
             }
@@ -191,7 +204,12 @@ impl Repository {
             .into_iter()
             .map(|(id, slot)| {
                 let slot = slot?;
-                Ok(KeySlotInfo { id, created: slot.created, params: slot.params, current: id == self.slot })
+                Ok(KeySlotInfo {
+                    id,
+                    created: slot.created,
+                    params: slot.params,
+                    current: id == self.slot,
+                })
             })
             .collect()
     }
@@ -204,7 +222,11 @@ impl Repository {
     pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
         let slot = KeySlot::create(&self.master, password, self.header.repo, params, now_unix())?;
         let id = KeySlotId::random();
-        write_bytes(self.backend.as_ref(), &layout::key_path(&id), &slot.encode())?;
+        write_bytes(
+            self.backend.as_ref(),
+            &layout::key_path(&id),
+            &slot.encode(),
+        )?;
         Ok(id)
     }
 
@@ -248,14 +270,20 @@ fn read_slots(backend: &dyn Backend) -> Result<SlotList> {
             tracing::warn!("ignoring stray object {} among the key slots", info.path);
             continue;
         };
-        let slot = backend.read(&info.path, None).and_then(|b| KeySlot::decode(&b));
+        let slot = backend
+            .read(&info.path, None)
+            .and_then(|b| KeySlot::decode(&b));
         out.push((id, slot));
     }
     Ok(out)
 }
 
 /// Tries every slot of repository `repo` with `password`.
-fn unlock_any(backend: &dyn Backend, repo: &RepoId, password: &[u8]) -> Result<(KeySlotId, MasterSecret)> {
+fn unlock_any(
+    backend: &dyn Backend,
+    repo: &RepoId,
+    password: &[u8],
+) -> Result<(KeySlotId, MasterSecret)> {
     let mut refused = None;
     let mut tried = 0;
     for (id, slot) in read_slots(backend)? {
@@ -265,12 +293,17 @@ fn unlock_any(backend: &dyn Backend, repo: &RepoId, password: &[u8]) -> Result<(
         }
         match slot.unlock(password) {
             Ok(master) => return Ok((id, master)),
-            Err(e) if e.kind() == ErrorKind::KeySlotRefused => refused = Some(e.context(format!("key slot {id}"))),
+            Err(e) if e.kind() == ErrorKind::KeySlotRefused => {
+                refused = Some(e.context(format!("key slot {id}")))
+            }
             Err(_) => tried += 1,
         }
     }
     match refused {
         Some(e) if tried == 0 => Err(e),
-        _ => Err(Error::new(ErrorKind::WrongPassword, "wrong password: no key slot opens with it")),
+        _ => Err(Error::new(
+            ErrorKind::WrongPassword,
+            "wrong password: no key slot opens with it",
+        )),
     }
 }

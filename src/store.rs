@@ -24,7 +24,11 @@ pub struct Sealer {
 
 impl Sealer {
     pub fn new(keys: Subkeys, repo: RepoId, max_chunk: usize) -> Self {
-        Self { keys, repo, max_chunk }
+        Self {
+            keys,
+            repo,
+            max_chunk,
+        }
     }
 
     pub fn repo(&self) -> &RepoId {
@@ -70,9 +74,21 @@ impl Sealer {
     }
 
     /// Frames and encrypts a whole object (index file, snapshot).
-    pub fn seal(&self, object_type: ObjectType, id: &[u8; ID_LEN], plaintext: &[u8], level: i32) -> Vec<u8> {
+    pub fn seal(
+        &self,
+        object_type: ObjectType,
+        id: &[u8; ID_LEN],
+        plaintext: &[u8],
+        level: i32,
+    ) -> Vec<u8> {
         let framed = frame::encode(plaintext, level);
-        envelope::seal(self.key_for(object_type), object_type, id, &self.repo, &framed)
+        envelope::seal(
+            self.key_for(object_type),
+            object_type,
+            id,
+            &self.repo,
+            &framed,
+        )
     }
 
     /// Opens an object sealed by [`Self::seal`], refusing to decompress more
@@ -80,8 +96,21 @@ impl Sealer {
     ///
     /// # Errors
     /// [`crate::ErrorKind::Corrupt`] if authentication or decoding fails.
-    pub fn open(&self, object_type: ObjectType, id: &[u8; ID_LEN], stored: &[u8], limit: usize) -> Result<Vec<u8>> {
-        let framed = envelope::open(self.key_for(object_type), object_type, id, &self.repo, stored)?;
-        frame::decode(&framed, limit).map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(id))))
+    pub fn open(
+        &self,
+        object_type: ObjectType,
+        id: &[u8; ID_LEN],
+        stored: &[u8],
+        limit: usize,
+    ) -> Result<Vec<u8>> {
+        let framed = envelope::open(
+            self.key_for(object_type),
+            object_type,
+            id,
+            &self.repo,
+            stored,
+        )?;
+        frame::decode(&framed, limit)
+            .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(id))))
     }
 }

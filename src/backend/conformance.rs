@@ -33,33 +33,62 @@ pub fn run_shared(backend: Arc<dyn Backend>) {
 }
 
 fn empty_listing(b: &dyn Backend) {
-    assert!(b.list("conformance").expect("listing an empty directory").is_empty());
+    assert!(
+        b.list("conformance")
+            .expect("listing an empty directory")
+            .is_empty()
+    );
 }
 
 fn write_read_ranges(b: &dyn Backend) {
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     write_bytes(b, "conformance/a/obj1", &data).expect("write");
     assert_eq!(b.read("conformance/a/obj1", None).expect("read"), data);
-    assert_eq!(b.read("conformance/a/obj1", Some(100..200)).expect("range"), &data[100..200]);
-    assert_eq!(b.read("conformance/a/obj1", Some(9_990..10_000)).expect("tail"), &data[9_990..]);
-    assert!(b.read("conformance/a/obj1", Some(0..0)).expect("empty range").is_empty());
+    assert_eq!(
+        b.read("conformance/a/obj1", Some(100..200)).expect("range"),
+        &data[100..200]
+    );
+    assert_eq!(
+        b.read("conformance/a/obj1", Some(9_990..10_000))
+            .expect("tail"),
+        &data[9_990..]
+    );
+    assert!(
+        b.read("conformance/a/obj1", Some(0..0))
+            .expect("empty range")
+            .is_empty()
+    );
     let past = b.read("conformance/a/obj1", Some(9_990..10_001));
-    assert_eq!(past.expect_err("range past the end").kind(), ErrorKind::Corrupt);
+    assert_eq!(
+        past.expect_err("range past the end").kind(),
+        ErrorKind::Corrupt
+    );
     write_bytes(b, "conformance/a/empty", b"").expect("empty object");
-    assert!(b.read("conformance/a/empty", None).expect("read empty").is_empty());
+    assert!(
+        b.read("conformance/a/empty", None)
+            .expect("read empty")
+            .is_empty()
+    );
 }
 
 fn create_only(b: &dyn Backend) {
     write_bytes(b, "conformance/once", b"first").expect("write");
     let again = write_bytes(b, "conformance/once", b"second");
-    assert_eq!(again.expect_err("overwrite").kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        again.expect_err("overwrite").kind(),
+        ErrorKind::AlreadyExists
+    );
     assert_eq!(b.read("conformance/once", None).expect("read"), b"first");
 }
 
 fn missing_objects(b: &dyn Backend) {
-    let err = b.read("conformance/missing", None).expect_err("missing object");
+    let err = b
+        .read("conformance/missing", None)
+        .expect_err("missing object");
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    let err = b.read("conformance/missing", Some(0..1)).expect_err("missing object range");
+    let err = b
+        .read("conformance/missing", Some(0..1))
+        .expect_err("missing object range");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -74,16 +103,30 @@ fn listing_is_recursive_and_exact(b: &dyn Backend) {
         .map(|o| (o.path, o.size))
         .collect();
     got.sort();
-    let want = vec![("conformance/l/x/1".to_owned(), 1), ("conformance/l/y/22".to_owned(), 2)];
-    assert_eq!(got, want, "list returns exactly the objects below the directory");
+    let want = vec![
+        ("conformance/l/x/1".to_owned(), 1),
+        ("conformance/l/y/22".to_owned(), 2),
+    ];
+    assert_eq!(
+        got, want,
+        "list returns exactly the objects below the directory"
+    );
 }
 
 fn delete_is_idempotent(b: &dyn Backend) {
     write_bytes(b, "conformance/d", b"x").expect("write");
     b.delete("conformance/d").expect("delete");
-    assert_eq!(b.read("conformance/d", None).expect_err("deleted").kind(), ErrorKind::NotFound);
+    assert_eq!(
+        b.read("conformance/d", None).expect_err("deleted").kind(),
+        ErrorKind::NotFound
+    );
     b.delete("conformance/d").expect("deleting again succeeds");
-    assert!(!b.list("conformance").expect("list").iter().any(|o| o.path == "conformance/d"));
+    assert!(
+        !b.list("conformance")
+            .expect("list")
+            .iter()
+            .any(|o| o.path == "conformance/d")
+    );
     write_bytes(b, "conformance/d", b"y").expect("a deleted name can be created again");
 }
 
@@ -94,7 +137,10 @@ struct FailingReader {
 impl Read for FailingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "source failed"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "source failed",
+            ));
         }
         let n = buf.len().min(self.left);
         buf[..n].fill(0xAB);
@@ -105,19 +151,33 @@ impl Read for FailingReader {
 
 fn torn_write_is_invisible(b: &dyn Backend) {
     let mut reader = FailingReader { left: 100_000 };
-    assert!(b.write("conformance/torn", &mut reader).is_err(), "a failing source fails the write");
-    let err = b.read("conformance/torn", None).expect_err("torn object is not visible");
+    assert!(
+        b.write("conformance/torn", &mut reader).is_err(),
+        "a failing source fails the write"
+    );
+    let err = b
+        .read("conformance/torn", None)
+        .expect_err("torn object is not visible");
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert!(!b.list("conformance").expect("list").iter().any(|o| o.path.contains("torn")));
+    assert!(
+        !b.list("conformance")
+            .expect("list")
+            .iter()
+            .any(|o| o.path.contains("torn"))
+    );
     write_bytes(b, "conformance/torn", b"whole").expect("the name is still free");
 }
 
 fn large_object(b: &dyn Backend) {
-    let data: Vec<u8> = (0..(5u32 << 20)).map(|i| (i.wrapping_mul(31) >> 7) as u8).collect();
+    let data: Vec<u8> = (0..(5u32 << 20))
+        .map(|i| (i.wrapping_mul(31) >> 7) as u8)
+        .collect();
     write_bytes(b, "conformance/large", &data).expect("write large");
     assert_eq!(b.read("conformance/large", None).expect("read large"), data);
     let r = (3u64 << 20) + 5..(4u64 << 20) + 17;
-    let got = b.read("conformance/large", Some(r.clone())).expect("range of large");
+    let got = b
+        .read("conformance/large", Some(r.clone()))
+        .expect("range of large");
     assert_eq!(got, &data[r.start as usize..r.end as usize]);
 }
 
@@ -125,11 +185,20 @@ fn concurrent_create(b: Arc<dyn Backend>) {
     let handles: Vec<_> = (0..8u8)
         .map(|i| {
             let b = Arc::clone(&b);
-            std::thread::spawn(move || write_bytes(b.as_ref(), "conformance/race", &[i; 4096]).is_ok())
+            std::thread::spawn(move || {
+                write_bytes(b.as_ref(), "conformance/race", &[i; 4096]).is_ok()
+            })
         })
         .collect();
-    let winners = handles.into_iter().map(|h| h.join().expect("thread")).filter(|&ok| ok).count();
+    let winners = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .filter(|&ok| ok)
+        .count();
     assert_eq!(winners, 1, "exactly one racing create-only write succeeds");
     let data = b.read("conformance/race", None).expect("read race");
-    assert!(data.len() == 4096 && data.iter().all(|&x| x == data[0]), "the winner's bytes are whole");
+    assert!(
+        data.len() == 4096 && data.iter().all(|&x| x == data[0]),
+        "the winner's bytes are whole"
+    );
 }

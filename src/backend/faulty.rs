@@ -46,7 +46,10 @@ impl FaultyBackend {
 
     /// Replaces the plan and resets the operation counter.
     pub fn set_plan(&self, plan: FaultPlan) {
-        *self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = plan;
+        *self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = plan;
         self.ops.store(0, Ordering::SeqCst);
         self.crashed.store(false, Ordering::SeqCst);
     }
@@ -64,13 +67,22 @@ impl FaultyBackend {
     /// Counts an operation; `Err` if the plan says it fails.
     fn begin(&self, what: &str, is_list: bool) -> Result<u64> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        let plan = *self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let plan = *self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if plan.crash_at.is_some_and(|k| n >= k) {
             self.crashed.store(true, Ordering::SeqCst);
-            return Err(Error::new(ErrorKind::Io, format!("injected crash at operation {n} ({what})")));
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("injected crash at operation {n} ({what})"),
+            ));
         }
         if plan.fail_once_at == Some(n) || (is_list && plan.fail_lists) {
-            return Err(Error::new(ErrorKind::Transient, format!("injected failure of operation {n} ({what})")));
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!("injected failure of operation {n} ({what})"),
+            ));
         }
         Ok(n)
     }
@@ -85,12 +97,18 @@ struct Tear<'a> {
 impl Read for Tear<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.left == 0 {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "injected torn write"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "injected torn write",
+            ));
         }
         let n = buf.len().min(self.left);
         let got = self.inner.read(&mut buf[..n])?;
         if got == 0 {
-            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "injected torn write"));
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "injected torn write",
+            ));
         }
         self.left -= got;
         Ok(got)
@@ -110,16 +128,28 @@ impl Backend for FaultyBackend {
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         let n = self.begin(&format!("write {path}"), false)?;
-        let tear = self.plan.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tear_at == Some(n);
+        let tear = self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tear_at
+            == Some(n);
         if !tear {
             return self.inner.write(path, data);
         }
         let mut whole = Vec::new();
-        data.read_to_end(&mut whole).map_err(|e| Error::io("reading data to write", e))?;
+        data.read_to_end(&mut whole)
+            .map_err(|e| Error::io("reading data to write", e))?;
         let mut source = whole.as_slice();
-        let mut torn = Tear { inner: &mut source, left: whole.len() / 2 };
+        let mut torn = Tear {
+            inner: &mut source,
+            left: whole.len() / 2,
+        };
         self.inner.write(path, &mut torn)?;
-        Err(Error::new(ErrorKind::Io, format!("torn write of {path} was not detected by the backend")))
+        Err(Error::new(
+            ErrorKind::Io,
+            format!("torn write of {path} was not detected by the backend"),
+        ))
     }
 
     fn delete(&self, path: &str) -> Result<()> {

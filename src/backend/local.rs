@@ -44,12 +44,17 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| Error::io(format!("stat {name}"), e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io(format!("stat {name}"), e))?;
             let child = format!("{rel}/{name}");
             if meta.is_dir() {
                 self.list_into(&entry.path(), &child, out)?;
             } else if meta.is_file() {
-                out.push(ObjectInfo { path: child, size: meta.len() });
+                out.push(ObjectInfo {
+                    path: child,
+                    size: meta.len(),
+                });
             }
         }
         Ok(())
@@ -81,12 +86,14 @@ impl Backend for LocalBackend {
         let mut file = File::open(&full).map_err(|e| Error::io(ctx(), e))?;
         let Some(range) = range else {
             let mut out = Vec::new();
-            file.read_to_end(&mut out).map_err(|e| Error::io(ctx(), e))?;
+            file.read_to_end(&mut out)
+                .map_err(|e| Error::io(ctx(), e))?;
             return Ok(out);
         };
         let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
         check_range(path, &range, len)?;
-        file.seek(SeekFrom::Start(range.start)).map_err(|e| Error::io(ctx(), e))?;
+        file.seek(SeekFrom::Start(range.start))
+            .map_err(|e| Error::io(ctx(), e))?;
         let mut out = vec![0u8; usize::try_from(range.end - range.start).unwrap_or(usize::MAX)];
         file.read_exact(&mut out).map_err(|e| Error::io(ctx(), e))?;
         Ok(out)
@@ -95,10 +102,20 @@ impl Backend for LocalBackend {
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         check_path(path)?;
         let full = self.full(path);
-        let dir = full.parent().expect("object paths have a parent").to_path_buf();
-        let name = full.file_name().and_then(|n| n.to_str()).expect("checked path");
-        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let temp = dir.join(format!(".{name}.tmp-{}", hex::encode(crate::crypto::random_array::<8>())));
+        let dir = full
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
+        let name = full
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("checked path");
+        fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let temp = dir.join(format!(
+            ".{name}.tmp-{}",
+            hex::encode(crate::crypto::random_array::<8>())
+        ));
         let result = write_temp(&temp, data).and_then(|()| publish(&temp, &full));
         let _ = fs::remove_file(&temp);
         result.map_err(|e| Error::io(format!("writing {}", full.display()), e))?;

@@ -21,7 +21,9 @@ impl MemoryBackend {
     }
 
     fn objects(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Replaces an object's bytes in place, bypassing create-only: lets
@@ -67,7 +69,10 @@ impl Backend for MemoryBackend {
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
         let mut objects = self.objects();
         if objects.contains_key(path) {
-            return Err(Error::new(ErrorKind::AlreadyExists, format!("{path} already exists")));
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{path} already exists"),
+            ));
         }
         objects.insert(path.to_owned(), bytes);
         Ok(())

@@ -94,9 +94,14 @@ pub(crate) fn check_range(path: &str, range: &Range<u64>, object_len: u64) -> Re
 pub(crate) fn check_path(path: &str) -> Result<()> {
     let bad = path.is_empty()
         || path.starts_with('/')
-        || path.split('/').any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'));
+        || path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == ".." || part.starts_with('.'));
     if bad {
-        return Err(Error::new(ErrorKind::InvalidInput, format!("invalid object path {path:?}")));
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("invalid object path {path:?}"),
+        ));
     }
     Ok(())
 }

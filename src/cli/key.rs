@@ -42,11 +42,21 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                     .collect();
                 println!("{}", serde_json::Value::Array(rows));
             } else {
-                println!("  {:<16} {:>12} {:<28}", "id", "created", "argon2id (KiB, passes, lanes)");
+                println!(
+                    "  {:<16} {:>12} {:<28}",
+                    "id", "created", "argon2id (KiB, passes, lanes)"
+                );
                 for k in keys {
                     let mark = if k.current { "*" } else { " " };
                     let p = k.params;
-                    println!("{mark} {:<16} {:>12} {}, {}, {}", &k.id.to_hex()[..16], k.created, p.m_cost, p.t_cost, p.p_cost);
+                    println!(
+                        "{mark} {:<16} {:>12} {}, {}, {}",
+                        &k.id.to_hex()[..16],
+                        k.created,
+                        p.m_cost,
+                        p.t_cost,
+                        p.p_cost
+                    );
                 }
             }
         }
@@ -79,7 +89,11 @@ fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
         .collect();
     match matches.as_slice() {
         [one] => Ok(*one),
-        [] => Err(kura::Error::new(kura::ErrorKind::NotFound, format!("no key slot matches {prefix:?}")).into()),
+        [] => Err(kura::Error::new(
+            kura::ErrorKind::NotFound,
+            format!("no key slot matches {prefix:?}"),
+        )
+        .into()),
         _ => anyhow::bail!("{prefix:?} matches several key slots; give more digits"),
     }
 }

@@ -52,7 +52,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "kura", version, about = "Deduplicating, compressed, encrypted backups")]
+#[command(
+    name = "kura",
+    version,
+    about = "Deduplicating, compressed, encrypted backups"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -66,10 +70,20 @@ pub struct GlobalArgs {
     #[arg(short = 'r', long = "repo", env = "KURA_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// Read the password from this file (first line).
-    #[arg(long, env = "KURA_PASSWORD_FILE", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KURA_PASSWORD_FILE",
+        global = true,
+        hide_env_values = true
+    )]
     pub password_file: Option<PathBuf>,
     /// Run this shell command and use its first line of output as the password.
-    #[arg(long, env = "KURA_PASSWORD_COMMAND", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KURA_PASSWORD_COMMAND",
+        global = true,
+        hide_env_values = true
+    )]
     pub password_command: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
@@ -117,7 +131,11 @@ pub struct KdfArgs {
 
 impl From<KdfArgs> for KdfParams {
     fn from(a: KdfArgs) -> Self {
-        Self { m_cost: a.kdf_memory, t_cost: a.kdf_passes, p_cost: a.kdf_lanes }
+        Self {
+            m_cost: a.kdf_memory,
+            t_cost: a.kdf_passes,
+            p_cost: a.kdf_lanes,
+        }
     }
 }
 
@@ -152,19 +170,33 @@ pub fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Init { kdf } => {
             let backend = g.backend()?;
-            let password = g.password_source().read_new("password for the new repository")?;
-            let opts = InitOptions { kdf: (*kdf).into(), ..InitOptions::default() };
+            let password = g
+                .password_source()
+                .read_new("password for the new repository")?;
+            let opts = InitOptions {
+                kdf: (*kdf).into(),
+                ..InitOptions::default()
+            };
             let repo = Repository::init(backend, password.as_bytes(), &opts)?;
             if g.json {
-                println!("{}", serde_json::json!({ "repository_id": repo.id().to_hex() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "repository_id": repo.id().to_hex() })
+                );
             } else {
-                println!("created kura repository {} at {}", repo.id(), repo.backend().describe());
+                println!(
+                    "created kura repository {} at {}",
+                    repo.id(),
+                    repo.backend().describe()
+                );
                 println!("Keep the password safe: without it the data cannot be read.");
             }
             Ok(())
         }
         Command::Key { action } => key::run(g, action),
-        Command::Config { action: ConfigCommand::Show } => show_config(g),
+        Command::Config {
+            action: ConfigCommand::Show,
+        } => show_config(g),
     }
 }
 
@@ -184,8 +216,14 @@ fn show_config(g: &GlobalArgs) -> Result<()> {
         let p = c.chunker.params;
         println!("repository   {}", h.repo);
         println!("location     {}", repo.backend().describe());
-        println!("format       v{} (mandatory features {:#x}, compatible {:#x})", h.version, h.mandatory_features, h.compatible_features);
-        println!("chunker      {} min {} avg {} max {} normalization {}", c.chunker.algorithm, p.min, p.avg, p.max, p.normalization);
+        println!(
+            "format       v{} (mandatory features {:#x}, compatible {:#x})",
+            h.version, h.mandatory_features, h.compatible_features
+        );
+        println!(
+            "chunker      {} min {} avg {} max {} normalization {}",
+            c.chunker.algorithm, p.min, p.avg, p.max, p.normalization
+        );
         println!("chunk id     {}", c.id);
         println!("encryption   {}", c.aead);
         println!("compression  {}", c.compression);

@@ -18,7 +18,11 @@ impl PasswordSource {
     /// The repository password: `--password-command`, then
     /// `--password-file`/`KURA_PASSWORD_FILE`, then `KURA_PASSWORD`.
     pub fn from_args(command: Option<String>, file: Option<PathBuf>) -> Self {
-        Self { command, file, env_var: "KURA_PASSWORD" }
+        Self {
+            command,
+            file,
+            env_var: "KURA_PASSWORD",
+        }
     }
 
     /// A new password for `key add` / `key passwd`:

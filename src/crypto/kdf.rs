@@ -43,9 +43,24 @@ impl KdfParams {
     /// [`ErrorKind::KeySlotRefused`] naming the offending parameter.
     pub fn check_policy(&self) -> Result<()> {
         let checks = [
-            ("memory (KiB)", self.m_cost, Self::FLOOR.m_cost, Self::CEILING.m_cost),
-            ("passes", self.t_cost, Self::FLOOR.t_cost, Self::CEILING.t_cost),
-            ("lanes", self.p_cost, Self::FLOOR.p_cost, Self::CEILING.p_cost),
+            (
+                "memory (KiB)",
+                self.m_cost,
+                Self::FLOOR.m_cost,
+                Self::CEILING.m_cost,
+            ),
+            (
+                "passes",
+                self.t_cost,
+                Self::FLOOR.t_cost,
+                Self::CEILING.t_cost,
+            ),
+            (
+                "lanes",
+                self.p_cost,
+                Self::FLOOR.p_cost,
+                Self::CEILING.p_cost,
+            ),
         ];
         for (name, value, floor, ceiling) in checks {
             if value < floor || value > ceiling {
@@ -67,8 +82,12 @@ impl KdfParams {
     /// [`ErrorKind::KeySlotRefused`] if the parameters are out of range.
     pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
         self.check_policy()?;
-        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
-            .map_err(|e| Error::new(ErrorKind::KeySlotRefused, format!("Argon2id parameters: {e}")))?;
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32)).map_err(|e| {
+            Error::new(
+                ErrorKind::KeySlotRefused,
+                format!("Argon2id parameters: {e}"),
+            )
+        })?;
         let mut out = [0u8; 32];
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(password, salt, &mut out)
@@ -86,11 +105,26 @@ mod tests {
         assert!(KdfParams::FLOOR.check_policy().is_ok());
         assert!(KdfParams::CEILING.check_policy().is_ok());
         assert!(KdfParams::DEFAULT.check_policy().is_ok());
-        let weak = KdfParams { m_cost: 8, ..KdfParams::FLOOR };
-        assert_eq!(weak.check_policy().unwrap_err().kind(), ErrorKind::KeySlotRefused);
-        let hang = KdfParams { t_cost: 1_000_000, ..KdfParams::FLOOR };
-        assert_eq!(hang.check_policy().unwrap_err().kind(), ErrorKind::KeySlotRefused);
-        let huge = KdfParams { m_cost: u32::MAX, ..KdfParams::FLOOR };
+        let weak = KdfParams {
+            m_cost: 8,
+            ..KdfParams::FLOOR
+        };
+        assert_eq!(
+            weak.check_policy().unwrap_err().kind(),
+            ErrorKind::KeySlotRefused
+        );
+        let hang = KdfParams {
+            t_cost: 1_000_000,
+            ..KdfParams::FLOOR
+        };
+        assert_eq!(
+            hang.check_policy().unwrap_err().kind(),
+            ErrorKind::KeySlotRefused
+        );
+        let huge = KdfParams {
+            m_cost: u32::MAX,
+            ..KdfParams::FLOOR
+        };
         assert!(huge.derive(b"pw", &[0; 32]).is_err());
     }
 }

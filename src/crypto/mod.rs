@@ -21,6 +21,7 @@ pub const CONTEXT_CHUNK_ID: &str = "kura v1 chunk-id";
 pub const CONTEXT_CHUNKER: &str = "kura v1 chunker";
 pub const CONTEXT_DATA: &str = "kura v1 data";
 pub const CONTEXT_METADATA: &str = "kura v1 metadata";
+pub const CONTEXT_PADDING: &str = "kura v1 pack padding";
 
 /// Fills `buf` from the operating system's CSPRNG.
 ///
@@ -69,6 +70,7 @@ impl MasterSecret {
             chunker: derive(CONTEXT_CHUNKER),
             data: AeadKey(derive(CONTEXT_DATA)),
             metadata: AeadKey(derive(CONTEXT_METADATA)),
+            padding: derive(CONTEXT_PADDING),
         }
     }
 }
@@ -86,6 +88,8 @@ pub struct Subkeys {
     pub chunker: [u8; KEY_LEN],
     pub data: AeadKey,
     pub metadata: AeadKey,
+    /// Keys the pseudorandom padding of packs, so readers can verify it.
+    pub padding: [u8; KEY_LEN],
 }
 
 /// A 256-bit XChaCha20-Poly1305 key.
@@ -101,7 +105,13 @@ impl AeadKey {
     pub fn seal(&self, nonce: &[u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
         let nonce = XNonce::from(*nonce);
         self.cipher()
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory sizes")
     }
 
@@ -136,7 +146,13 @@ mod tests {
     #[test]
     fn subkeys_are_distinct() {
         let keys = MasterSecret::from_bytes([7; 32]).subkeys();
-        let all = [keys.chunk_id, keys.chunker, keys.data.0, keys.metadata.0];
+        let all = [
+            keys.chunk_id,
+            keys.chunker,
+            keys.data.0,
+            keys.metadata.0,
+            keys.padding,
+        ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 assert_ne!(a, b);

@@ -96,7 +96,11 @@ impl ConfigBody {
     /// [`crate::ErrorKind::Corrupt`] for impossible chunker parameters.
     pub fn check(&self) -> Result<()> {
         let names = [
-            ("chunker", self.chunker.algorithm.as_str(), CHUNKER_FASTCDC_V2020),
+            (
+                "chunker",
+                self.chunker.algorithm.as_str(),
+                CHUNKER_FASTCDC_V2020,
+            ),
             ("id", &self.id, ID_BLAKE3_KEYED),
             ("aead", &self.aead, AEAD_XCHACHA20_POLY1305),
             ("compression", &self.compression, COMPRESSION_ZSTD),
@@ -105,7 +109,10 @@ impl ConfigBody {
         ];
         for (what, got, known) in names {
             if got != known {
-                return Err(unsupported(&format!("{what} algorithm"), format!("{got:?}")));
+                return Err(unsupported(
+                    &format!("{what} algorithm"),
+                    format!("{got:?}"),
+                ));
             }
         }
         self.chunker.params.check()
@@ -119,7 +126,12 @@ impl ChunkerParams {
     /// # Errors
     /// [`crate::ErrorKind::Corrupt`] naming what is wrong.
     pub fn check(&self) -> Result<()> {
-        let Self { min, avg, max, normalization } = *self;
+        let Self {
+            min,
+            avg,
+            max,
+            normalization,
+        } = *self;
         let even = min % 2 == 0 && avg % 2 == 0 && max % 2 == 0;
         let in_range = (64..=1 << 20).contains(&min)
             && (256..=4 << 20).contains(&avg)
@@ -167,7 +179,10 @@ impl ConfigHeader {
         }
         let unknown = header.mandatory_features & !KNOWN_MANDATORY_FEATURES;
         if unknown != 0 {
-            return Err(unsupported("mandatory repository feature set", format!("{unknown:#x}")));
+            return Err(unsupported(
+                "mandatory repository feature set",
+                format!("{unknown:#x}"),
+            ));
         }
         Ok(header)
     }
@@ -179,10 +194,21 @@ impl ConfigHeader {
 
 /// Encodes a whole config object.
 pub fn encode(header: &ConfigHeader, body: &ConfigBody, key: &AeadKey) -> Vec<u8> {
+    encode_with_nonce(header, body, key, &crate::crypto::random_array())
+}
+
+/// [`encode`] with a chosen nonce; only for test vectors.
+pub fn encode_with_nonce(
+    header: &ConfigHeader,
+    body: &ConfigBody,
+    key: &AeadKey,
+    nonce: &[u8; crate::crypto::NONCE_LEN],
+) -> Vec<u8> {
     let h = header.encode();
     let json = serde_json::to_vec(body).expect("config body serializes");
-    let sealed = envelope::seal(
+    let sealed = envelope::seal_with_nonce(
         key,
+        nonce,
         ObjectType::Config,
         &ConfigHeader::object_id(&h),
         &header.repo,
@@ -201,7 +227,9 @@ pub fn encode(header: &ConfigHeader, body: &ConfigBody, key: &AeadKey) -> Vec<u8
 /// [`crate::ErrorKind::Unsupported`] for an unknown algorithm.
 pub fn open_body(bytes: &[u8], key: &AeadKey) -> Result<ConfigBody> {
     let header = ConfigHeader::decode(bytes)?;
-    let h: &[u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("decoded header has 60 bytes");
+    let h: &[u8; HEADER_LEN] = bytes[..HEADER_LEN]
+        .try_into()
+        .expect("decoded header has 60 bytes");
     let plain = envelope::open(
         key,
         ObjectType::Config,
@@ -228,7 +256,12 @@ mod tests {
             compatible_features: 0,
             repo: RepoId([1; 32]),
         };
-        let body = ConfigBody::v1(ChunkerParams { min: 16 << 10, avg: 64 << 10, max: 256 << 10, normalization: 1 });
+        let body = ConfigBody::v1(ChunkerParams {
+            min: 16 << 10,
+            avg: 64 << 10,
+            max: 256 << 10,
+            normalization: 1,
+        });
         (header, body)
     }
 
@@ -240,7 +273,10 @@ mod tests {
         assert_eq!(open_body(&bytes, &key).unwrap(), body);
         let mut tampered = bytes.clone();
         tampered[20] ^= 1; // a compatible feature bit: header is bound to the body
-        assert_eq!(open_body(&tampered, &key).unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(
+            open_body(&tampered, &key).unwrap_err().kind(),
+            ErrorKind::Corrupt
+        );
     }
 
     #[test]

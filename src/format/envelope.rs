@@ -62,7 +62,14 @@ pub fn seal(
     repo: &RepoId,
     plaintext: &[u8],
 ) -> Vec<u8> {
-    seal_with_nonce(key, &random_array(), object_type, object_id, repo, plaintext)
+    seal_with_nonce(
+        key,
+        &random_array(),
+        object_type,
+        object_id,
+        repo,
+        plaintext,
+    )
 }
 
 /// [`seal`] with a caller-chosen nonce; only for test vectors.
@@ -107,8 +114,12 @@ pub fn open(
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&envelope[1..=NONCE_LEN]);
-    key.open(&nonce, &envelope[1 + NONCE_LEN..], &aad(object_type, object_id, repo))
-        .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(object_id))))
+    key.open(
+        &nonce,
+        &envelope[1 + NONCE_LEN..],
+        &aad(object_type, object_id, repo),
+    )
+    .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(object_id))))
 }
 
 #[cfg(test)]
@@ -123,7 +134,10 @@ mod tests {
         let id = [2; 32];
         let sealed = seal(&key, ObjectType::DataBlob, &id, &repo, b"payload");
         assert_eq!(sealed.len(), OVERHEAD + 7);
-        assert_eq!(open(&key, ObjectType::DataBlob, &id, &repo, &sealed).unwrap(), b"payload");
+        assert_eq!(
+            open(&key, ObjectType::DataBlob, &id, &repo, &sealed).unwrap(),
+            b"payload"
+        );
         let wrong_type = open(&key, ObjectType::TreeBlob, &id, &repo, &sealed);
         assert_eq!(wrong_type.unwrap_err().kind(), ErrorKind::Corrupt);
         assert!(open(&key, ObjectType::DataBlob, &[3; 32], &repo, &sealed).is_err());

@@ -18,7 +18,9 @@ pub const HEADER_LEN: usize = 5;
 /// makes it strictly smaller (`level == 0` disables compression).
 pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     let raw_len = u32::try_from(data.len()).expect("frames are limited to 4 GiB");
-    let compressed = (level != 0).then(|| compress::compress(data, level)).flatten();
+    let compressed = (level != 0)
+        .then(|| compress::compress(data, level))
+        .flatten();
     let (codec, payload) = match &compressed {
         Some(c) if c.len() < data.len() => (CODEC_ZSTD, c.as_slice()),
         _ => (CODEC_RAW, data),
@@ -66,7 +68,9 @@ mod tests {
 
     #[test]
     fn incompressible_is_stored_raw() {
-        let data: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let random = crate::crypto::random_array::<4096>();
         assert_eq!(encode(&random, 3)[0], CODEC_RAW);
         assert_eq!(encode(&[0u8; 4096], 3)[0], CODEC_ZSTD);

@@ -40,7 +40,9 @@ impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let entries: usize = self.packs.iter().map(|p| p.entries.len()).sum();
         let mut out = Vec::with_capacity(
-            9 + ID_LEN * self.supersedes.len() + PACK_FIXED_LEN * self.packs.len() + ENTRY_LEN * entries,
+            9 + ID_LEN * self.supersedes.len()
+                + PACK_FIXED_LEN * self.packs.len()
+                + ENTRY_LEN * entries,
         );
         out.push(VERSION);
         put_len(&mut out, self.supersedes.len());
@@ -97,7 +99,9 @@ fn decode_pack(r: &mut ByteReader<'_>) -> Result<IndexedPack> {
     let mut next_free = 0u64;
     for _ in 0..count {
         if ObjectType::blob_from_u8(r.u8()?)? != kind.blob_type() {
-            return Err(Error::corrupt(format!("index lists a blob of the wrong type in pack {id}")));
+            return Err(Error::corrupt(format!(
+                "index lists a blob of the wrong type in pack {id}"
+            )));
         }
         let e = PackEntry {
             id: ChunkId(r.id()?),
@@ -107,12 +111,19 @@ fn decode_pack(r: &mut ByteReader<'_>) -> Result<IndexedPack> {
         };
         let end = u64::from(e.offset) + u64::from(e.stored_len);
         if u64::from(e.offset) < next_free || end > size {
-            return Err(Error::corrupt(format!("index entries for pack {id} are inconsistent")));
+            return Err(Error::corrupt(format!(
+                "index entries for pack {id} are inconsistent"
+            )));
         }
         next_free = end;
         entries.push(e);
     }
-    Ok(IndexedPack { id, kind, size, entries })
+    Ok(IndexedPack {
+        id,
+        kind,
+        size,
+        entries,
+    })
 }
 
 fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -130,7 +141,11 @@ mod tests {
             packs: (0..packs)
                 .map(|p| IndexedPack {
                     id: PackId([p as u8; 32]),
-                    kind: if p % 2 == 0 { PackKind::Data } else { PackKind::Tree },
+                    kind: if p % 2 == 0 {
+                        PackKind::Data
+                    } else {
+                        PackKind::Tree
+                    },
                     size: 1 << 20,
                     entries: (0..entries)
                         .map(|i| PackEntry {

@@ -51,7 +51,15 @@ impl KeySlot {
         params: KdfParams,
         created: u64,
     ) -> Result<Self> {
-        Self::create_with(master, password, repo, params, created, random_array(), random_array())
+        Self::create_with(
+            master,
+            password,
+            repo,
+            params,
+            created,
+            random_array(),
+            random_array(),
+        )
     }
 
     /// [`Self::create`] with chosen salt and nonce; for test vectors.
@@ -91,7 +99,12 @@ impl KeySlot {
         let kek = AeadKey(self.params.derive(password, &self.salt)?);
         let plain = kek
             .open(&self.nonce, &self.wrapped, &self.header())
-            .map_err(|_| Error::new(ErrorKind::WrongPassword, "wrong password or no key slot for it"))?;
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::WrongPassword,
+                    "wrong password or no key slot for it",
+                )
+            })?;
         let mut master = [0u8; KEY_LEN];
         master.copy_from_slice(&plain[..KEY_LEN]);
         Ok(MasterSecret::from_bytes(master))
@@ -178,7 +191,10 @@ mod tests {
         let decoded = KeySlot::decode(&slot.encode()).unwrap();
         assert_eq!(decoded, slot);
         assert_eq!(decoded.unlock(b"pw").unwrap().as_bytes(), master.as_bytes());
-        assert_eq!(decoded.unlock(b"px").unwrap_err().kind(), ErrorKind::WrongPassword);
+        assert_eq!(
+            decoded.unlock(b"px").unwrap_err().kind(),
+            ErrorKind::WrongPassword
+        );
     }
 
     #[test]
@@ -188,9 +204,15 @@ mod tests {
         let mut bytes = slot.encode();
         bytes[44..48].copy_from_slice(&8u32.to_le_bytes()); // below the floor
         let weak = KeySlot::decode(&bytes).unwrap();
-        assert_eq!(weak.unlock(b"pw").unwrap_err().kind(), ErrorKind::KeySlotRefused);
+        assert_eq!(
+            weak.unlock(b"pw").unwrap_err().kind(),
+            ErrorKind::KeySlotRefused
+        );
         bytes[44..48].copy_from_slice(&u32::MAX.to_le_bytes()); // above the ceiling
         let huge = KeySlot::decode(&bytes).unwrap();
-        assert_eq!(huge.unlock(b"pw").unwrap_err().kind(), ErrorKind::KeySlotRefused);
+        assert_eq!(
+            huge.unlock(b"pw").unwrap_err().kind(),
+            ErrorKind::KeySlotRefused
+        );
     }
 }

@@ -77,7 +77,9 @@ pub fn parse_snapshot_path(path: &str) -> Result<SnapshotId> {
 }
 
 fn stray(path: &str) -> Error {
-    Error::corrupt(format!("unexpected object name in the repository: {path:?}"))
+    Error::corrupt(format!(
+        "unexpected object name in the repository: {path:?}"
+    ))
 }
 
 #[cfg(test)]

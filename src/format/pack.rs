@@ -8,7 +8,7 @@
 //! The header plaintext is padded to `padme(6 + 45 * count)` bytes and the
 //! whole pack to `padme(unpadded length)`.
 
-use crate::crypto::{AeadKey, fill_random};
+use crate::crypto::{AeadKey, NONCE_LEN, Subkeys, random_array};
 use crate::error::{Error, Result};
 use crate::format::envelope::{self, ObjectType};
 use crate::format::{ByteReader, padme, unsupported};
@@ -119,7 +119,9 @@ impl PackHeader {
             };
             let end = u64::from(entry.offset) + u64::from(entry.stored_len);
             if u64::from(entry.offset) < next_free || end > blobs_end {
-                return Err(Error::corrupt("pack header entries overlap or lie outside the pack"));
+                return Err(Error::corrupt(
+                    "pack header entries overlap or lie outside the pack",
+                ));
             }
             next_free = end;
             entries.push(entry);
@@ -132,17 +134,42 @@ impl PackHeader {
     }
 }
 
+/// The `len` padding bytes of pack `pack_id`: BLAKE3 keyed XOF (key
+/// `K_pad`, input the pack id). They look random to an observer and can be
+/// checked by a reader.
+pub fn padding(key: &[u8; 32], pack_id: &PackId, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new_keyed(key)
+        .update(pack_id.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
 /// Assembles a finished pack from its concatenated blob envelopes: adds
-/// random padding, the sealed header and the trailer.
+/// the padding, the sealed header and the trailer.
 pub fn assemble(
-    mut blobs: Vec<u8>,
+    blobs: Vec<u8>,
     header: &PackHeader,
-    key: &AeadKey,
+    keys: &Subkeys,
     pack_id: &PackId,
     repo: &RepoId,
 ) -> Vec<u8> {
-    let sealed = envelope::seal(
-        key,
+    assemble_with_nonce(blobs, header, keys, pack_id, repo, &random_array())
+}
+
+/// [`assemble`] with a chosen header nonce; only for test vectors.
+pub fn assemble_with_nonce(
+    mut blobs: Vec<u8>,
+    header: &PackHeader,
+    keys: &Subkeys,
+    pack_id: &PackId,
+    repo: &RepoId,
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
+    let sealed = envelope::seal_with_nonce(
+        &keys.metadata,
+        nonce,
         ObjectType::PackHeader,
         pack_id.as_bytes(),
         repo,
@@ -150,9 +177,7 @@ pub fn assemble(
     );
     let unpadded = (blobs.len() + sealed.len() + TRAILER_LEN) as u64;
     let pad = usize::try_from(padme(unpadded) - unpadded).expect("padding fits in memory");
-    let blobs_len = blobs.len();
-    blobs.resize(blobs_len + pad, 0);
-    fill_random(&mut blobs[blobs_len..]);
+    blobs.extend_from_slice(&padding(&keys.padding, pack_id, pad));
     blobs.extend_from_slice(&sealed);
     let sealed_len = u32::try_from(sealed.len()).expect("header envelope fits u32");
     blobs.extend_from_slice(&sealed_len.to_le_bytes());
@@ -171,7 +196,9 @@ pub fn decode_trailer(trailer: &[u8], pack_len: u64) -> Result<u32> {
     }
     let len = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
     if len as usize > MAX_HEADER_LEN || u64::from(len) + TRAILER_LEN as u64 > pack_len {
-        return Err(Error::corrupt(format!("pack header length {len} is impossible")));
+        return Err(Error::corrupt(format!(
+            "pack header length {len} is impossible"
+        )));
     }
     Ok(len)
 }
@@ -187,7 +214,13 @@ pub fn open_header(
     sealed: &[u8],
     pack_len: u64,
 ) -> Result<PackHeader> {
-    let plain = envelope::open(key, ObjectType::PackHeader, pack_id.as_bytes(), repo, sealed)?;
+    let plain = envelope::open(
+        key,
+        ObjectType::PackHeader,
+        pack_id.as_bytes(),
+        repo,
+        sealed,
+    )?;
     let blobs_end = pack_len.saturating_sub((sealed.len() + TRAILER_LEN) as u64);
     PackHeader::decode_plaintext(&plain, blobs_end)
         .map_err(|e| e.context(format!("pack {pack_id}")))
@@ -197,11 +230,67 @@ pub fn open_header(
 ///
 /// # Errors
 /// As [`decode_trailer`] and [`open_header`].
-pub fn open_whole(key: &AeadKey, pack_id: &PackId, repo: &RepoId, pack: &[u8]) -> Result<PackHeader> {
+pub fn open_whole(
+    key: &AeadKey,
+    pack_id: &PackId,
+    repo: &RepoId,
+    pack: &[u8],
+) -> Result<PackHeader> {
     let len = pack.len() as u64;
-    let trailer_at = pack.len().checked_sub(TRAILER_LEN).ok_or_else(|| Error::corrupt("pack is truncated"))?;
+    let trailer_at = pack
+        .len()
+        .checked_sub(TRAILER_LEN)
+        .ok_or_else(|| Error::corrupt("pack is truncated"))?;
     let header_len = decode_trailer(&pack[trailer_at..], len)? as usize;
-    open_header(key, pack_id, repo, &pack[trailer_at - header_len..trailer_at], len)
+    open_header(
+        key,
+        pack_id,
+        repo,
+        &pack[trailer_at - header_len..trailer_at],
+        len,
+    )
+}
+
+/// Checks the parts of a whole pack that no envelope covers: blobs lie
+/// back to back from offset 0, the padding is exactly the keyed padding,
+/// and the pack's length is the Padmé length.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] naming what differs.
+pub fn check_layout(
+    keys: &Subkeys,
+    pack_id: &PackId,
+    header: &PackHeader,
+    pack: &[u8],
+) -> Result<()> {
+    let mut next = 0u64;
+    for e in &header.entries {
+        if u64::from(e.offset) != next {
+            return Err(Error::corrupt(format!(
+                "pack {pack_id} has a gap before offset {}",
+                e.offset
+            )));
+        }
+        next += u64::from(e.stored_len);
+    }
+    let trailer_at = pack.len() - TRAILER_LEN;
+    let header_len = u32::from_le_bytes(
+        pack[trailer_at..trailer_at + 4]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let pad_start = usize::try_from(next).unwrap_or(usize::MAX);
+    let pad_end = trailer_at - header_len;
+    let expected = padding(&keys.padding, pack_id, pad_end.saturating_sub(pad_start));
+    if pad_start > pad_end
+        || pack[pad_start..pad_end] != expected[..]
+        || padme(pack.len() as u64) != pack.len() as u64
+    {
+        return Err(Error::corrupt(format!(
+            "pack {pack_id} has damaged padding"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -232,16 +321,21 @@ mod tests {
 
     #[test]
     fn whole_pack_round_trip_and_padding() {
-        let key = AeadKey([3; 32]);
+        let keys = crate::crypto::MasterSecret::from_bytes([3; 32]).subkeys();
+        let key = &keys.metadata;
         let (id, repo) = (PackId([4; 32]), RepoId([5; 32]));
         let h = header(10);
-        let pack = assemble(vec![7u8; 1000], &h, &key, &id, &repo);
+        let pack = assemble(vec![7u8; 1000], &h, &keys, &id, &repo);
         assert_eq!(pack.len() as u64, padme(pack.len() as u64));
-        assert_eq!(open_whole(&key, &id, &repo, &pack).unwrap(), h);
-        assert!(open_whole(&key, &PackId([6; 32]), &repo, &pack).is_err());
+        assert_eq!(open_whole(key, &id, &repo, &pack).unwrap(), h);
+        check_layout(&keys, &id, &h, &pack).unwrap();
+        let mut bad_pad = pack.clone();
+        bad_pad[1000] ^= 1;
+        assert!(check_layout(&keys, &id, &h, &bad_pad).is_err());
+        assert!(open_whole(key, &PackId([6; 32]), &repo, &pack).is_err());
         let mut tail_cut = pack.clone();
         tail_cut.truncate(pack.len() - 1);
-        assert!(open_whole(&key, &id, &repo, &tail_cut).is_err());
+        assert!(open_whole(key, &id, &repo, &tail_cut).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::envelope::ObjectType;
@@ -55,7 +57,13 @@ impl BlobLocation {
     }
 
     pub fn from_entry(pack: PackId, kind: PackKind, e: &PackEntry) -> Self {
-        Self { pack, kind, offset: e.offset, stored_len: e.stored_len, raw_len: e.raw_len }
+        Self {
+            pack,
+            kind,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        }
     }
 }
 
@@ -148,7 +156,10 @@ impl ChunkIndex {
     /// Cache I/O errors.
     pub fn len(&self) -> Result<u64> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        txn.open_table(CHUNKS).map_err(db_err)?.len().map_err(db_err)
+        txn.open_table(CHUNKS)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)
     }
 
     /// Whether the cache knows no blob.
@@ -170,11 +181,16 @@ impl ChunkIndex {
             for pack in packs {
                 for e in &pack.entries {
                     let loc = BlobLocation::from_entry(pack.id, pack.kind, e);
-                    chunks.insert(e.id.as_bytes(), loc.encode()).map_err(db_err)?;
+                    chunks
+                        .insert(e.id.as_bytes(), loc.encode())
+                        .map_err(db_err)?;
                 }
             }
             if let Some(id) = id {
-                txn.open_table(LOADED).map_err(db_err)?.insert(id.as_bytes(), ()).map_err(db_err)?;
+                txn.open_table(LOADED)
+                    .map_err(db_err)?
+                    .insert(id.as_bytes(), ())
+                    .map_err(db_err)?;
             }
             Ok(())
         })
@@ -233,13 +249,21 @@ impl ChunkIndex {
     ///
     /// # Errors
     /// A failed listing or cache I/O errors.
-    pub fn rebuild_from_pack_headers(&self, repo: &Repository) -> Result<(Vec<IndexedPack>, Vec<(PackId, Error)>)> {
+    pub fn rebuild_from_pack_headers(
+        &self,
+        repo: &Repository,
+    ) -> Result<(Vec<IndexedPack>, Vec<(PackId, Error)>)> {
         let mut packs = Vec::new();
         let mut damaged = Vec::new();
         for info in repo.backend().list(layout::DATA_DIR)? {
             let id = layout::parse_pack_path(&info.path)?;
             match read_header(repo, &id, info.size) {
-                Ok(header) => packs.push(IndexedPack { id, kind: header.kind, size: info.size, entries: header.entries }),
+                Ok(header) => packs.push(IndexedPack {
+                    id,
+                    kind: header.kind,
+                    size: info.size,
+                    entries: header.entries,
+                }),
                 Err(e) => damaged.push((id, e)),
             }
         }
@@ -255,6 +279,8 @@ impl ChunkIndex {
 /// Backend errors, [`ErrorKind::Corrupt`] for a damaged file.
 pub fn read_index_file(repo: &Repository, id: &IndexId) -> Result<IndexFile> {
     let stored = repo.backend().read(&layout::index_path(id), None)?;
-    let plain = repo.sealer().open(ObjectType::Index, id.as_bytes(), &stored, index::MAX_LEN)?;
+    let plain = repo
+        .sealer()
+        .open(ObjectType::Index, id.as_bytes(), &stored, index::MAX_LEN)?;
     IndexFile::decode(&plain).map_err(|e| e.context(format!("index file {id}")))
 }

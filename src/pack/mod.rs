@@ -6,8 +6,8 @@
 
 use crate::crypto::random_below;
 use crate::error::{Error, Result};
-use crate::format::pack::{self, PackEntry, PackHeader, PackKind, TRAILER_LEN};
 use crate::format::layout;
+use crate::format::pack::{self, PackEntry, PackHeader, PackKind, TRAILER_LEN};
 use crate::id::{ChunkId, PackId};
 use crate::repo::Repository;
 use crate::store::Sealer;
@@ -46,7 +46,11 @@ struct OpenPack {
 
 impl OpenPack {
     fn new() -> Self {
-        Self { id: PackId::random(), blobs: Vec::new(), entries: Vec::new() }
+        Self {
+            id: PackId::random(),
+            blobs: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -60,18 +64,33 @@ pub struct Packer {
 impl Packer {
     pub fn new(kind: PackKind, options: PackerOptions) -> Self {
         let n = options.open_packs.max(2);
-        Self { kind, options, open: (0..n).map(|_| OpenPack::new()).collect() }
+        Self {
+            kind,
+            options,
+            open: (0..n).map(|_| OpenPack::new()).collect(),
+        }
     }
 
     /// Adds a sealed blob to an open pack chosen at random; returns that
     /// pack if it is now full.
-    pub fn add(&mut self, sealer: &Sealer, id: ChunkId, sealed: &[u8], raw_len: u32) -> Option<FinishedPack> {
+    pub fn add(
+        &mut self,
+        sealer: &Sealer,
+        id: ChunkId,
+        sealed: &[u8],
+        raw_len: u32,
+    ) -> Option<FinishedPack> {
         let slot = random_below(self.open.len());
         let pack = &mut self.open[slot];
         let offset = u32::try_from(pack.blobs.len()).expect("packs stay below 4 GiB");
         let stored_len = u32::try_from(sealed.len()).expect("blobs stay below 4 GiB");
         pack.blobs.extend_from_slice(sealed);
-        pack.entries.push(PackEntry { id, offset, stored_len, raw_len });
+        pack.entries.push(PackEntry {
+            id,
+            offset,
+            stored_len,
+            raw_len,
+        });
         if pack.blobs.len() >= self.options.target_size {
             let full = std::mem::replace(pack, OpenPack::new());
             return Some(self.finish(sealer, full));
@@ -98,9 +117,17 @@ impl Packer {
     }
 
     fn finish(&self, sealer: &Sealer, p: OpenPack) -> FinishedPack {
-        let header = PackHeader { kind: self.kind, entries: p.entries };
-        let bytes = pack::assemble(p.blobs, &header, &sealer.keys().metadata, &p.id, sealer.repo());
-        FinishedPack { id: p.id, kind: self.kind, entries: header.entries, bytes }
+        let header = PackHeader {
+            kind: self.kind,
+            entries: p.entries,
+        };
+        let bytes = pack::assemble(p.blobs, &header, sealer.keys(), &p.id, sealer.repo());
+        FinishedPack {
+            id: p.id,
+            kind: self.kind,
+            entries: header.entries,
+            bytes,
+        }
     }
 }
 
@@ -113,11 +140,42 @@ pub fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<PackHead
     let path = layout::pack_path(id);
     let backend = repo.backend();
     if size < TRAILER_LEN as u64 {
-        return Err(Error::corrupt(format!("pack {id} is truncated ({size} bytes)")));
+        return Err(Error::corrupt(format!(
+            "pack {id} is truncated ({size} bytes)"
+        )));
     }
     let trailer = backend.read(&path, Some(size - TRAILER_LEN as u64..size))?;
-    let header_len = u64::from(pack::decode_trailer(&trailer, size).map_err(|e| e.context(format!("pack {id}")))?);
+    let header_len = u64::from(
+        pack::decode_trailer(&trailer, size).map_err(|e| e.context(format!("pack {id}")))?,
+    );
     let start = size - TRAILER_LEN as u64 - header_len;
     let sealed = backend.read(&path, Some(start..size - TRAILER_LEN as u64))?;
-    pack::open_header(&repo.sealer().keys().metadata, id, repo.sealer().repo(), &sealed, size)
+    pack::open_header(
+        &repo.sealer().keys().metadata,
+        id,
+        repo.sealer().repo(),
+        &sealed,
+        size,
+    )
+}
+
+/// Verifies a whole pack read from storage: trailer, header, layout and
+/// padding, and every blob (authenticated, decompressed, id recomputed).
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] for the first damage found.
+pub fn verify_pack(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
+    let header = pack::open_whole(&sealer.keys().metadata, id, sealer.repo(), bytes)?;
+    pack::check_layout(sealer.keys(), id, &header, bytes)?;
+    for e in &header.entries {
+        let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        let plain = sealer.open_blob(header.kind, &e.id, blob)?;
+        if plain.len() != e.raw_len as usize {
+            return Err(Error::corrupt(format!(
+                "blob {} in pack {id} has the wrong length",
+                e.id
+            )));
+        }
+    }
+    Ok(header)
 }

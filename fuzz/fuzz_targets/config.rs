@@ -1,0 +1,7 @@
+//! Fuzz target `config`: see `kura_fuzz::config` for what is decoded and asserted.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| kura_fuzz::config(data));

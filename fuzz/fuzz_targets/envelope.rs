@@ -1,0 +1,7 @@
+//! Fuzz target `envelope`: see `kura_fuzz::envelope` for what is decoded and asserted.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| kura_fuzz::envelope(data));

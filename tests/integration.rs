@@ -1,0 +1,15 @@
+//! Integration tests, one binary so the crate links once; one module per area.
+
+#[path = "integration/common.rs"]
+mod common;
+
+#[path = "integration/backends.rs"]
+mod backends;
+#[path = "integration/chunkstore.rs"]
+mod chunkstore;
+#[path = "integration/cli.rs"]
+mod cli;
+#[path = "integration/security.rs"]
+mod security;
+#[path = "integration/vectors.rs"]
+mod vectors;

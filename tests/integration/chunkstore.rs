@@ -1,0 +1,269 @@
+//! The chunk store: round trips, deduplication, parallel/serial agreement,
+//! the cache as a rebuildable copy of the index files and pack headers.
+
+use std::sync::Arc;
+
+use kura::backend::faulty::FaultPlan;
+use kura::backend::{Backend, FaultyBackend, MemoryBackend};
+use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions};
+use kura::index::ChunkIndex;
+use kura::pack::PackerOptions;
+use kura::repo::Repository;
+
+use crate::common::{PASSWORD, fast_options, memory_repo, pseudo_random, text_like};
+
+fn small_packs() -> ChunkStoreOptions {
+    ChunkStoreOptions {
+        packer: PackerOptions {
+            target_size: 256 << 10,
+            open_packs: 2,
+        },
+        index_every: 3,
+        segment: 1 << 20,
+        ..ChunkStoreOptions::default()
+    }
+}
+
+fn sample_input() -> Vec<u8> {
+    let mut data = text_like(3 << 20, 1);
+    data.extend(pseudo_random(2 << 20, 2));
+    data.extend(text_like(1 << 20, 1)); // repeats the start: dedup within a stream
+    data
+}
+
+fn restore(store: &ChunkStore<'_>, refs: &[ChunkRef]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in refs {
+        let chunk = store.get(&r.id).unwrap();
+        assert_eq!(chunk.len(), r.len as usize);
+        out.extend(chunk);
+    }
+    out
+}
+
+#[test]
+fn stream_round_trip_and_dedup() {
+    let (backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let data = sample_input();
+    let refs = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(restore(&store, &refs), data);
+    let first = store.stats();
+    assert!(
+        first.chunks_new < first.chunks,
+        "the repeated part is deduplicated"
+    );
+    assert!(first.packs_written >= 4 && first.index_files_written >= 2);
+
+    let objects_before = backend.list("data").unwrap().len();
+    let again = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(again, refs);
+    assert_eq!(
+        store.stats().chunks_new,
+        first.chunks_new,
+        "nothing new the second time"
+    );
+    assert_eq!(backend.list("data").unwrap().len(), objects_before);
+}
+
+#[test]
+fn a_new_handle_finds_everything_through_the_index_files() {
+    let (backend, repo) = memory_repo();
+    let data = sample_input();
+    let refs = {
+        let index = ChunkIndex::open(None).unwrap();
+        let store = ChunkStore::new(&repo, &index, small_packs());
+        let refs = store.put_stream(data.as_slice()).unwrap();
+        store.flush().unwrap();
+        refs
+    };
+    let reopened = Repository::open(backend.clone() as Arc<dyn Backend>, PASSWORD).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    let report = index.sync(&reopened).unwrap();
+    assert!(report.index_files_loaded >= 2);
+    let store = ChunkStore::new(&reopened, &index, small_packs());
+    assert_eq!(restore(&store, &refs), data);
+    // Storing the same data again through the new handle adds nothing.
+    store.put_stream(data.as_slice()).unwrap();
+    assert_eq!(store.stats().chunks_new, 0);
+}
+
+#[test]
+fn on_disk_cache_survives_reopen_and_follows_deleted_index_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache/index.redb");
+    let (backend, repo) = memory_repo();
+    let data = text_like(2 << 20, 9);
+    {
+        let index = ChunkIndex::open(Some(&cache)).unwrap();
+        let store = ChunkStore::new(&repo, &index, small_packs());
+        store.put_stream(data.as_slice()).unwrap();
+        store.flush().unwrap();
+    }
+    let index = ChunkIndex::open(Some(&cache)).unwrap();
+    let known = index.len().unwrap();
+    assert!(known > 0);
+    assert_eq!(
+        index.sync(&repo).unwrap().index_files_loaded,
+        0,
+        "already cached"
+    );
+    // An index file disappears (as after a prune): the cache starts over.
+    let first = backend.list("index").unwrap()[0].path.clone();
+    backend.delete(&first).unwrap();
+    let report = index.sync(&repo).unwrap();
+    assert!(report.rebuilt);
+    assert!(index.len().unwrap() < known);
+}
+
+#[test]
+fn cache_rebuilds_from_pack_headers_when_index_files_are_lost() {
+    let (backend, repo) = memory_repo();
+    let data = sample_input();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let refs = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    for info in backend.list("index").unwrap() {
+        backend.delete(&info.path).unwrap();
+    }
+    let fresh = ChunkIndex::open(None).unwrap();
+    fresh.sync(&repo).unwrap();
+    assert!(fresh.is_empty().unwrap());
+    let (packs, damaged) = fresh.rebuild_from_pack_headers(&repo).unwrap();
+    assert!(damaged.is_empty() && !packs.is_empty());
+    let store = ChunkStore::new(&repo, &fresh, small_packs());
+    assert_eq!(restore(&store, &refs), data);
+}
+
+#[test]
+fn parallel_and_single_threaded_give_the_same_ids() {
+    let (_backend, repo) = memory_repo();
+    let data = sample_input();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let index = ChunkIndex::open(None).unwrap();
+            let store = ChunkStore::new(&repo, &index, small_packs());
+            let refs = store.put_stream(data.as_slice()).unwrap();
+            store.flush().unwrap();
+            refs
+        })
+    };
+    let serial = run(1);
+    assert_eq!(serial, run(4));
+    // The chunker alone, over the whole buffer, agrees with the stream.
+    let lens: Vec<u32> = repo
+        .chunker()
+        .cut_all(&data)
+        .iter()
+        .map(|r| r.len() as u32)
+        .collect();
+    assert_eq!(lens, serial.iter().map(|r| r.len).collect::<Vec<_>>());
+}
+
+#[test]
+fn two_repositories_cut_and_name_the_same_input_differently() {
+    let (_b1, r1) = memory_repo();
+    let (_b2, r2) = memory_repo();
+    let data = text_like(2 << 20, 4);
+    let cuts1 = r1.chunker().cut_all(&data);
+    let cuts2 = r2.chunker().cut_all(&data);
+    assert_ne!(cuts1, cuts2, "cut points differ");
+    let ids1: std::collections::HashSet<_> = cuts1
+        .iter()
+        .map(|c| r1.sealer().chunk_id(&data[c.clone()]))
+        .collect();
+    let ids2: std::collections::HashSet<_> = cuts2
+        .iter()
+        .map(|c| r2.sealer().chunk_id(&data[c.clone()]))
+        .collect();
+    assert!(ids1.is_disjoint(&ids2), "no chunk id is shared");
+    // Even the same bytes get a different id.
+    assert_ne!(r1.sealer().chunk_id(b"same"), r2.sealer().chunk_id(b"same"));
+}
+
+#[test]
+fn chunks_are_spread_over_several_packs() {
+    let (_backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let opts = ChunkStoreOptions {
+        packer: PackerOptions {
+            target_size: 64 << 20,
+            open_packs: 2,
+        },
+        ..small_packs()
+    };
+    let store = ChunkStore::new(&repo, &index, opts);
+    let refs = store
+        .put_stream(pseudo_random(4 << 20, 5).as_slice())
+        .unwrap();
+    store.flush().unwrap();
+    let packs: Vec<_> = refs
+        .iter()
+        .map(|r| index.lookup(&r.id).unwrap().unwrap().pack)
+        .collect();
+    let distinct: std::collections::HashSet<_> = packs.iter().collect();
+    assert_eq!(distinct.len(), 2, "one stream lands in both open packs");
+    // Consecutive chunks do not simply follow each other in one pack.
+    let switches = packs.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(
+        switches > refs.len() / 5,
+        "{switches} switches over {} chunks",
+        refs.len()
+    );
+}
+
+#[test]
+fn a_crash_at_any_operation_of_a_flush_leaves_a_readable_repository() {
+    let data = text_like(1 << 20, 3);
+    let mut k = 1;
+    loop {
+        let inner = Arc::new(MemoryBackend::new());
+        let faulty = Arc::new(FaultyBackend::new(inner.clone()));
+        let repo = Repository::init(
+            faulty.clone() as Arc<dyn Backend>,
+            PASSWORD,
+            &fast_options(),
+        )
+        .unwrap();
+        faulty.set_plan(FaultPlan {
+            crash_at: Some(k),
+            ..FaultPlan::default()
+        });
+        let result = {
+            let index = ChunkIndex::open(None).unwrap();
+            let store = ChunkStore::new(&repo, &index, small_packs());
+            store
+                .put_stream(data.as_slice())
+                .and_then(|refs| store.flush().map(|()| refs))
+        };
+        let crashed = faulty.crashed();
+        // After the "crash", open afresh: everything an index names is readable.
+        let repo = Repository::open(inner.clone() as Arc<dyn Backend>, PASSWORD).unwrap();
+        let index = ChunkIndex::open(None).unwrap();
+        index.sync(&repo).unwrap();
+        let store = ChunkStore::new(&repo, &index, small_packs());
+        let refs = repo.chunker().cut_all(&data);
+        for r in &refs {
+            let id = repo.sealer().chunk_id(&data[r.clone()]);
+            if index.lookup(&id).unwrap().is_some() {
+                assert_eq!(store.get(&id).unwrap(), &data[r.clone()]);
+            }
+        }
+        if !crashed {
+            assert!(result.is_ok());
+            break;
+        }
+        assert!(result.is_err(), "a crash is reported");
+        k += 1;
+    }
+    assert!(k > 3, "the crash points covered several operations");
+}

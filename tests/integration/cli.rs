@@ -1,0 +1,188 @@
+//! The `kura` binary: set-up commands, password sources and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kura");
+const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
+
+fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-r").arg(repo).args(args);
+    for var in [
+        "KURA_PASSWORD",
+        "KURA_PASSWORD_FILE",
+        "KURA_PASSWORD_COMMAND",
+        "KURA_REPOSITORY",
+        "KURA_NEW_PASSWORD",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(p) = password {
+        cmd.env("KURA_PASSWORD", p);
+    }
+    cmd.output().expect("run kura")
+}
+
+fn init(repo: &Path) {
+    let out = kura(repo, Some("pw"), &[&["init"][..], &FAST_KDF].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn init_then_config_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let out = kura(&repo, Some("pw"), &["--json", "config", "show"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["config"]["chunker"]["algorithm"], "fastcdc-v2020");
+    assert_eq!(v["config"]["chunker"]["avg"], 32768);
+    // init again refuses.
+    let again = kura(&repo, Some("pw"), &[&["init"][..], &FAST_KDF].concat());
+    assert_eq!(again.status.code(), Some(16), "{}", stderr(&again));
+}
+
+#[test]
+fn wrong_password_and_missing_repository_have_their_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let out = kura(&repo, Some("nope"), &["config", "show"]);
+    assert_eq!(out.status.code(), Some(12));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    let out = kura(&dir.path().join("absent"), Some("pw"), &["config", "show"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no kura repository"));
+    // No password source and no terminal: a clear error, not a hang.
+    let out = kura(&repo, None, &["config", "show"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no password given"));
+}
+
+#[test]
+fn password_file_and_command_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let file = dir.path().join("pw.txt");
+    std::fs::write(&file, "pw\n").unwrap();
+    let mut cmd = Command::new(BIN);
+    let out = cmd
+        .arg("-r")
+        .arg(&repo)
+        .args(["config", "show"])
+        .env_remove("KURA_PASSWORD")
+        .env("KURA_PASSWORD_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new(BIN)
+        .arg("-r")
+        .arg(&repo)
+        .args(["--password-command", "echo pw", "config", "show"])
+        .env_remove("KURA_PASSWORD")
+        .env_remove("KURA_PASSWORD_FILE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn unsupported_repository_is_refused_before_asking_for_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let config = repo.join("config");
+    let mut bytes = std::fs::read(&config).unwrap();
+    bytes[12] |= 0x01; // an unknown mandatory feature
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(&config, &bytes).unwrap();
+    let out = kura(&repo, None, &["config", "show"]);
+    assert_eq!(out.status.code(), Some(13), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not supported"));
+}
+
+#[test]
+fn planted_key_slot_with_weak_kdf_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    for entry in std::fs::read_dir(repo.join("keys")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[44..48].copy_from_slice(&8u32.to_le_bytes());
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let out = kura(&repo, Some("pw"), &["config", "show"]);
+    assert_eq!(out.status.code(), Some(15), "{}", stderr(&out));
+    assert!(stderr(&out).contains("outside the accepted range"));
+}
+
+#[test]
+fn key_add_list_remove_passwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let add = Command::new(BIN)
+        .arg("-r")
+        .arg(&repo)
+        .args([&["key", "add"][..], &FAST_KDF].concat())
+        .env("KURA_PASSWORD", "pw")
+        .env("KURA_NEW_PASSWORD", "second")
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", stderr(&add));
+    let list = kura(&repo, Some("second"), &["--json", "key", "list"]);
+    let keys: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let other = keys.iter().find(|k| k["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Removing the slot in use is refused; removing the other works.
+    let current = keys.iter().find(|k| k["current"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = kura(&repo, Some("second"), &["key", "remove", &current[..12]]);
+    assert!(!out.status.success());
+    let out = kura(&repo, Some("second"), &["key", "remove", &other[..12]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        kura(&repo, Some("pw"), &["config", "show"]).status.code(),
+        Some(12)
+    );
+    let passwd = Command::new(BIN)
+        .arg("-r")
+        .arg(&repo)
+        .args([&["key", "passwd"][..], &FAST_KDF].concat())
+        .env("KURA_PASSWORD", "second")
+        .env("KURA_NEW_PASSWORD", "third")
+        .output()
+        .unwrap();
+    assert!(passwd.status.success(), "{}", stderr(&passwd));
+    assert_eq!(
+        kura(&repo, Some("second"), &["config", "show"])
+            .status
+            .code(),
+        Some(12)
+    );
+    assert!(
+        kura(&repo, Some("third"), &["config", "show"])
+            .status
+            .success()
+    );
+}

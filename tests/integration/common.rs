@@ -1,0 +1,81 @@
+//! Shared fixtures: fast repositories and deterministic data.
+
+use std::sync::Arc;
+
+use kura::backend::{Backend, MemoryBackend};
+use kura::crypto::kdf::KdfParams;
+use kura::repo::{InitOptions, Repository};
+
+pub const PASSWORD: &[u8] = b"correct horse battery staple";
+
+/// Init options with the cheapest KDF the policy accepts.
+pub fn fast_options() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams::FLOOR,
+        ..InitOptions::default()
+    }
+}
+
+/// A new repository in memory; returns the backend too for tampering.
+pub fn memory_repo() -> (Arc<MemoryBackend>, Repository) {
+    let backend = Arc::new(MemoryBackend::new());
+    let repo = Repository::init(
+        backend.clone() as Arc<dyn Backend>,
+        PASSWORD,
+        &fast_options(),
+    )
+    .expect("init");
+    (backend, repo)
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Deterministic compressible text, like a SQL dump.
+pub fn text_like(len: usize, seed: u64) -> Vec<u8> {
+    let words = pseudo_random(len / 4 + 64, seed);
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0usize;
+    while out.len() < len {
+        let n = u32::from_le_bytes(words[i % (words.len() - 4)..][..4].try_into().unwrap());
+        out.extend_from_slice(
+            format!(
+                "{}\tuser{}\tpost title {}\t2026-11-{:02}\n",
+                i,
+                n % 5000,
+                n % 977,
+                n % 28 + 1
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every object of a repository, as (path, bytes).
+pub fn all_objects(backend: &dyn Backend) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![(
+        "config".to_owned(),
+        backend.read("config", None).expect("config"),
+    )];
+    for dir in ["keys", "data", "index", "snapshots"] {
+        for info in backend.list(dir).expect("list") {
+            let bytes = backend.read(&info.path, None).expect("read");
+            out.push((info.path, bytes));
+        }
+    }
+    out
+}
