@@ -7,6 +7,7 @@
 //! kept short (`sample_size(10)`, 3 s) so the whole bench fits in a few
 //! minutes on a small CI machine; see `benches/README.md`.
 
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -74,13 +75,14 @@ fn sql_like(len: usize, seed: u64) -> Vec<u8> {
         let status = STATUS[((r >> 16) % 4) as usize];
         let amount = (r >> 24) % 1_000_000;
         let (day, hour, min) = ((r >> 44) % 28 + 1, (r >> 50) % 24, (r >> 56) % 60);
-        out.push_str(&format!(
+        let _ = writeln!(
+            out,
             "INSERT INTO {table} (id, customer, city, status, amount, created_at) VALUES \
-             ({row}, 'customer_{:05}', '{city}', '{status}', {}.{:02}, '2026-11-{day:02} {hour:02}:{min:02}:00');\n",
+             ({row}, 'customer_{:05}', '{city}', '{status}', {}.{:02}, '2026-11-{day:02} {hour:02}:{min:02}:00');",
             (r >> 32) % 50_000,
             amount / 100,
             amount % 100,
-        ));
+        );
         row += 1;
     }
     let mut bytes = out.into_bytes();

@@ -219,12 +219,16 @@ mod tests {
     fn streaming_matches_whole_buffer_cuts() {
         let data = pseudo_random(1 << 20, 1);
         let chunker = Chunker::new(&[1; 32], PARAMS);
-        let whole: Vec<usize> = chunker.cut_all(&data).iter().map(|r| r.len()).collect();
+        let whole: Vec<usize> = chunker
+            .cut_all(&data)
+            .iter()
+            .map(std::iter::ExactSizeIterator::len)
+            .collect();
         for (segment, step) in [(65_536, 1000), (100_000, 65_536), (1 << 22, 7)] {
             let mut stream = ChunkStream::new(&chunker, Dribble(&data, step), segment);
             let mut lens = Vec::new();
             while let Some(batch) = stream.next_batch().unwrap() {
-                lens.extend(batch.chunks.iter().map(|r| r.len()));
+                lens.extend(batch.chunks.iter().map(std::iter::ExactSizeIterator::len));
             }
             assert_eq!(lens, whole, "segment {segment} step {step}");
         }

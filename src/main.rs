@@ -13,7 +13,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let parsed = cli::Cli::parse();
-    match cli::run(parsed) {
+    match cli::run(&parsed) {
         Ok(()) => ExitCode::from(cli::exit::OK),
         Err(err) => {
             eprintln!("kura: error: {err:#}");

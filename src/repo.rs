@@ -294,7 +294,7 @@ fn unlock_any(
         match slot.unlock(password) {
             Ok(master) => return Ok((id, master)),
             Err(e) if e.kind() == ErrorKind::KeySlotRefused => {
-                refused = Some(e.context(format!("key slot {id}")))
+                refused = Some(e.context(format!("key slot {id}")));
             }
             Err(_) => tried += 1,
         }

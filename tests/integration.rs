@@ -1,5 +1,8 @@
 //! Integration tests, one binary so the crate links once; one module per area.
 
+// Test fixtures take owned values for brevity.
+#![allow(clippy::needless_pass_by_value, clippy::too_many_lines)]
+
 #[path = "integration/common.rs"]
 mod common;
 

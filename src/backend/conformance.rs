@@ -181,6 +181,7 @@ fn large_object(b: &dyn Backend) {
     assert_eq!(got, &data[r.start as usize..r.end as usize]);
 }
 
+#[allow(clippy::needless_pass_by_value)] // each thread takes its own clone
 fn concurrent_create(b: Arc<dyn Backend>) {
     let handles: Vec<_> = (0..8u8)
         .map(|i| {

@@ -117,6 +117,7 @@ pub enum ConfigCommand {
 
 /// Argon2id cost for a new key slot.
 #[derive(Args, Debug, Clone, Copy)]
+#[allow(clippy::struct_field_names)] // the flags are --kdf-*
 pub struct KdfArgs {
     /// Argon2id memory in KiB.
     #[arg(long, default_value_t = KdfParams::DEFAULT.m_cost)]
@@ -165,7 +166,7 @@ impl GlobalArgs {
 ///
 /// # Errors
 /// Whatever the command fails with; [`exit_code`] maps it.
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match &cli.command {
         Command::Init { kdf } => {

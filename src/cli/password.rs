@@ -35,7 +35,7 @@ impl PasswordSource {
         }
     }
 
-    fn from_sources(&self) -> Result<Option<String>> {
+    fn given(&self) -> Result<Option<String>> {
         if let Some(cmd) = &self.command {
             let out = Command::new("sh")
                 .arg("-c")
@@ -59,7 +59,7 @@ impl PasswordSource {
 
     /// The password, or a prompt on the terminal.
     pub fn read(&self, prompt: &str) -> Result<String> {
-        if let Some(p) = self.from_sources()? {
+        if let Some(p) = self.given()? {
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {
@@ -70,15 +70,14 @@ impl PasswordSource {
 
     /// A new password; a prompt asks twice. Empty passwords are refused.
     pub fn read_new(&self, prompt: &str) -> Result<String> {
-        let password = match self.from_sources()? {
-            Some(p) => p,
-            None => {
-                let first = self.read(prompt)?;
-                if rpassword::prompt_password("enter it again: ")? != first {
-                    bail!("the passwords do not match");
-                }
-                first
+        let password = if let Some(p) = self.given()? {
+            p
+        } else {
+            let first = self.read(prompt)?;
+            if rpassword::prompt_password("enter it again: ")? != first {
+                bail!("the passwords do not match");
             }
+            first
         };
         if password.is_empty() {
             bail!("refusing an empty password");

@@ -74,6 +74,15 @@ pub struct SyncReport {
     pub rebuilt: bool,
 }
 
+/// What [`ChunkIndex::rebuild_from_pack_headers`] found.
+#[derive(Debug)]
+pub struct RebuildReport {
+    /// Packs whose headers were read and indexed.
+    pub packs: Vec<IndexedPack>,
+    /// Packs whose headers could not be read, with why.
+    pub damaged: Vec<(PackId, Error)>,
+}
+
 /// The local cache of the repository's index.
 pub struct ChunkIndex {
     db: Database,
@@ -245,14 +254,11 @@ impl ChunkIndex {
 
     /// Empties the cache and refills it from every pack's header, for when
     /// index files are missing or damaged. Packs whose header cannot be read
-    /// are returned with their error; the rest are indexed.
+    /// are reported with their error; the rest are indexed.
     ///
     /// # Errors
     /// A failed listing or cache I/O errors.
-    pub fn rebuild_from_pack_headers(
-        &self,
-        repo: &Repository,
-    ) -> Result<(Vec<IndexedPack>, Vec<(PackId, Error)>)> {
+    pub fn rebuild_from_pack_headers(&self, repo: &Repository) -> Result<RebuildReport> {
         let mut packs = Vec::new();
         let mut damaged = Vec::new();
         for info in repo.backend().list(layout::DATA_DIR)? {
@@ -269,7 +275,7 @@ impl ChunkIndex {
         }
         self.clear()?;
         self.insert(None, &packs)?;
-        Ok((packs, damaged))
+        Ok(RebuildReport { packs, damaged })
     }
 }
 

@@ -134,8 +134,8 @@ fn cache_rebuilds_from_pack_headers_when_index_files_are_lost() {
     let fresh = ChunkIndex::open(None).unwrap();
     fresh.sync(&repo).unwrap();
     assert!(fresh.is_empty().unwrap());
-    let (packs, damaged) = fresh.rebuild_from_pack_headers(&repo).unwrap();
-    assert!(damaged.is_empty() && !packs.is_empty());
+    let report = fresh.rebuild_from_pack_headers(&repo).unwrap();
+    assert!(report.damaged.is_empty() && !report.packs.is_empty());
     let store = ChunkStore::new(&repo, &fresh, small_packs());
     assert_eq!(restore(&store, &refs), data);
 }

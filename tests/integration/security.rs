@@ -136,7 +136,7 @@ fn tampered_blob_is_caught_on_the_chunk_read_path() {
     store.flush().unwrap();
     let loc = index.lookup(&refs[0].id).unwrap().unwrap();
     backend.tamper(&layout::pack_path(&loc.pack), |b| {
-        b[loc.offset as usize + 30] ^= 4
+        b[loc.offset as usize + 30] ^= 4;
     });
     assert_eq!(
         store.get(&refs[0].id).unwrap_err().kind(),
