@@ -33,8 +33,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let password = std::env::var("KURA_PASSWORD")?;
     let repo = Repository::open(Arc::new(LocalBackend::new(repo_path)), password.as_bytes())?;
-    let cache = std::env::temp_dir().join(format!("kura-demo-cache-{}.redb", repo.id()));
-    let index = ChunkIndex::open(Some(&cache))?;
+    // Cache root as format-spec/06-index.md says: $KURA_CACHE_DIR,
+    // $XDG_CACHE_HOME/kura, then ~/.cache/kura.
+    let root = std::env::var_os("KURA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
+        .unwrap_or_else(|| std::env::temp_dir().join("kura-cache"));
+    let index = ChunkIndex::open(Some(&kura::index::cache_file(&root, repo.id())))?;
     index.sync(&repo)?;
     let mut paths = Vec::new();
     files(Path::new(dir), &mut paths)?;

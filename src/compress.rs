@@ -3,9 +3,24 @@
 
 use crate::error::{Error, Result};
 
+use std::cell::RefCell;
+
+thread_local! {
+    /// One compression context per thread and level, reused across blobs
+    /// (building a context costs more than compressing a small chunk).
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+}
+
 /// Compresses `data` at `level`; `None` if zstd fails (never expected).
 pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    zstd::bulk::compress(data, level).ok()
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(data).ok()
+    })
 }
 
 /// Decompresses into at most `capacity` bytes.

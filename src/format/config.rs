@@ -187,7 +187,8 @@ impl ConfigHeader {
         Ok(header)
     }
 
-    fn object_id(encoded: &[u8; HEADER_LEN]) -> [u8; 32] {
+    /// The config body's envelope object id: BLAKE3 of the clear header.
+    pub fn object_id(encoded: &[u8; HEADER_LEN]) -> [u8; 32] {
         *blake3::hash(encoded).as_bytes()
     }
 }

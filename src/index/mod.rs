@@ -6,7 +6,7 @@
 //! refills it from the packs themselves when index files are lost.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -17,7 +17,7 @@ use crate::format::envelope::ObjectType;
 use crate::format::index::{self, IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::{PackEntry, PackKind};
-use crate::id::{ChunkId, IndexId, PackId};
+use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::pack::read_header;
 use crate::repo::Repository;
 
@@ -102,7 +102,7 @@ impl ChunkIndex {
     /// Only if even an in-memory database cannot be created.
     pub fn open(path: Option<&Path>) -> Result<Self> {
         let on_disk = path.and_then(|p| {
-            std::fs::create_dir_all(p.parent()?).ok()?;
+            create_private_dir(p.parent()?).ok()?;
             match Database::create(p) {
                 Ok(db) => Some(db),
                 Err(e) => {
@@ -277,6 +277,23 @@ impl ChunkIndex {
         self.insert(None, &packs)?;
         Ok(RebuildReport { packs, damaged })
     }
+}
+
+/// Where the cache of repository `repo` lives under a cache root
+/// (format-spec/06-index.md): `<root>/<repository id>/index.redb`.
+pub fn cache_file(root: &Path, repo: &RepoId) -> PathBuf {
+    root.join(repo.to_hex()).join("index.redb")
+}
+
+/// Creates `dir` (and parents) readable by its owner only: the cache holds
+/// decrypted metadata.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Reads, authenticates and decodes one index file.

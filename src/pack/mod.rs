@@ -112,7 +112,8 @@ impl Packer {
     pub fn find(&self, id: &ChunkId) -> Option<&[u8]> {
         self.open.iter().find_map(|p| {
             let e = p.entries.iter().find(|e| e.id == *id)?;
-            Some(&p.blobs[e.offset as usize..(e.offset + e.stored_len) as usize])
+            let start = e.offset as usize;
+            Some(&p.blobs[start..start + e.stored_len as usize])
         })
     }
 
@@ -168,7 +169,9 @@ pub fn verify_pack(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHea
     let header = pack::open_whole(&sealer.keys().metadata, id, sealer.repo(), bytes)?;
     pack::check_layout(sealer.keys(), id, &header, bytes)?;
     for e in &header.entries {
-        let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        // check_layout proved the entries lie back to back inside the pack.
+        let start = e.offset as usize;
+        let blob = &bytes[start..start + e.stored_len as usize];
         let plain = sealer.open_blob(header.kind, &e.id, blob)?;
         if plain.len() != e.raw_len as usize {
             return Err(Error::corrupt(format!(
