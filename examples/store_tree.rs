@@ -2,7 +2,8 @@
 //! twice, and reads every file back, printing what deduplication saved.
 //! Used by `scripts/demo.sh`; snapshots and restore arrive with issue 3.
 //!
-//! Usage: store_tree REPO DIR  (password from KURA_PASSWORD)
+//! Usage: store_tree REPO DIR [--once]  (password from KURA_PASSWORD)
+//! `--once` stores the tree once and does not read it back (for timing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +29,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, repo_path, dir] = args.as_slice() else {
-        return Err("usage: store_tree REPO DIR".into());
+    let (repo_path, dir, once) = match args.as_slice() {
+        [_, repo, dir] => (repo, dir, false),
+        [_, repo, dir, flag] if flag == "--once" => (repo, dir, true),
+        _ => return Err("usage: store_tree REPO DIR [--once]".into()),
     };
     let password = std::env::var("KURA_PASSWORD")?;
     let repo = Repository::open(Arc::new(LocalBackend::new(repo_path)), password.as_bytes())?;
@@ -46,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     files(Path::new(dir), &mut paths)?;
     paths.sort();
     let mut stored: Vec<(PathBuf, Vec<ChunkRef>)> = Vec::new();
-    for round in 1..=2 {
+    for round in 1..=if once { 1 } else { 2 } {
         let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
         let start = Instant::now();
         stored.clear();
@@ -67,6 +70,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             secs,
             s.bytes as f64 / 1e6 / secs
         );
+    }
+    if once {
+        return Ok(());
     }
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     for (path, refs) in &stored {

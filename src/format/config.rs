@@ -249,6 +249,31 @@ pub fn open_body(bytes: &[u8], key: &AeadKey) -> Result<ConfigBody> {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn header_and_body_round_trip(
+            repo in any::<[u8; 32]>(), compatible in any::<u64>(),
+            avg_log in 8u32..=22, normalization in 0u8..=3, key in any::<[u8; 32]>(),
+        ) {
+            let avg = 1u32 << avg_log;
+            let params = ChunkerParams { min: (avg / 4).max(64), avg, max: (avg * 4).clamp(1024, MAX_CHUNK_LIMIT), normalization };
+            prop_assume!(params.check().is_ok());
+            let header = ConfigHeader { version: VERSION, mandatory_features: 0, compatible_features: compatible, repo: RepoId(repo) };
+            let body = ConfigBody::v1(params);
+            let key = AeadKey(key);
+            let bytes = encode(&header, &body, &key);
+            prop_assert_eq!(ConfigHeader::decode(&bytes).unwrap(), header);
+            prop_assert_eq!(open_body(&bytes, &key).unwrap(), body);
+        }
+
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = ConfigHeader::decode(&data);
+            let _ = open_body(&data, &AeadKey([0; 32]));
+        }
+    }
 
     fn sample() -> (ConfigHeader, ConfigBody) {
         let header = ConfigHeader {

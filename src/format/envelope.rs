@@ -126,6 +126,27 @@ pub fn open(
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn seal_open_round_trip(
+            plaintext in proptest::collection::vec(any::<u8>(), 0..2000),
+            key in any::<[u8; 32]>(),
+            id in any::<[u8; 32]>(),
+            repo in any::<[u8; 32]>(),
+        ) {
+            let key = AeadKey(key);
+            let sealed = seal(&key, ObjectType::Index, &id, &RepoId(repo), &plaintext);
+            prop_assert_eq!(sealed.len(), plaintext.len() + OVERHEAD);
+            prop_assert_eq!(open(&key, ObjectType::Index, &id, &RepoId(repo), &sealed).unwrap(), plaintext);
+        }
+
+        #[test]
+        fn open_never_panics(data in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = open(&AeadKey([0; 32]), ObjectType::DataBlob, &[0; 32], &RepoId([0; 32]), &data);
+        }
+    }
 
     #[test]
     fn round_trip_and_binding() {

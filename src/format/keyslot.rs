@@ -183,6 +183,34 @@ impl KeySlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(
+            repo in any::<[u8; 32]>(), m in any::<u32>(), t in any::<u32>(), p in any::<u32>(),
+            created in any::<u64>(), salt in any::<[u8; 32]>(), nonce in any::<[u8; 24]>(),
+            wrapped in proptest::collection::vec(any::<u8>(), WRAPPED_LEN),
+        ) {
+            let slot = KeySlot {
+                repo: RepoId(repo),
+                role: ROLE_FULL,
+                params: KdfParams { m_cost: m, t_cost: t, p_cost: p },
+                created,
+                salt,
+                nonce,
+                wrapped: wrapped.try_into().unwrap(),
+            };
+            let bytes = slot.encode();
+            prop_assert_eq!(bytes.len(), SLOT_LEN);
+            prop_assert_eq!(KeySlot::decode(&bytes).unwrap(), slot);
+        }
+
+        #[test]
+        fn decode_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = KeySlot::decode(&data);
+        }
+    }
 
     #[test]
     fn create_unlock_encode_decode() {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Compares kura's chunk store with restic (and borg) on the gen_site corpus:
+# nights 0..N generated into one root, each tool backing it up into its own
+# repository, one after the other on the same night. Prints wall time, CPU,
+# peak RSS and repository size per night, and ratios.
+#
+# kura has no `backup` command yet (issue 3): it is measured with
+# examples/store_tree (every regular file as one chunk stream, no tree
+# metadata, no snapshot), so this compares the data path only.
+#
+# Usage: benches/compare_store.sh [SCALE] [NIGHTS]   (defaults 0.25, 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scale=${1:-0.25}
+nights=${2:-2}
+gen=../shared/bench/gen_site.py
+command -v restic >/dev/null || { echo "apt-get install restic borgbackup" >&2; exit 1; }
+cargo build --release --quiet --bin kura --example store_tree
+work=$(mktemp -d "${TMPDIR:-/tmp}/kura-compare.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+root=$work/site
+export KURA_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench KURA_CACHE_DIR=$work/kura-cache
+export RESTIC_CACHE_DIR=$work/restic-cache BORG_BASE_DIR=$work/borg-base
+target/release/kura -r "$work/kura" init --kdf-memory 19456 --kdf-passes 2 >/dev/null
+restic -r "$work/restic" init -q >/dev/null
+have_borg=0
+if command -v borg >/dev/null; then
+    borg init -q -e repokey "$work/borg" && have_borg=1
+fi
+measure() { # label night command...
+    local label=$1 night=$2; shift 2
+    sync
+    /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+    read -r wall user sys rss <"$work/time"
+    printf '%s\t%s\t%s\t%.2f\t%s\n' "$label" "$night" "$wall" "$(echo "$user + $sys" | bc)" "$((rss / 1024))" >>"$work/results"
+}
+size() { du -sb "$1" | cut -f1; }
+printf 'tool\tnight\twall_s\tcpu_s\trss_MB\trepo_MB\tadded_MB\n'
+declare -A last=([kura]=0 [restic]=0 [borg]=0)
+for night in $(seq 0 "$nights"); do
+    python3 "$gen" "$root" --night "$night" --scale "$scale" >/dev/null
+    sync
+    measure kura "$night" target/release/examples/store_tree "$work/kura" "$root" --once
+    measure restic "$night" restic -r "$work/restic" backup -q --host bench "$root"
+    if [ $have_borg = 1 ]; then
+        measure borg "$night" borg create --compression zstd,3 "$work/borg::n$night" "$root"
+    fi
+    for tool in kura restic borg; do
+        [ -d "$work/$tool" ] || continue
+        s=$(size "$work/$tool")
+        line=$(grep -P "^$tool\t$night\t" "$work/results")
+        printf '%s\t%.1f\t%.1f\n' "$line" "$(echo "$s / 1000000" | bc -l)" "$(echo "($s - ${last[$tool]}) / 1000000" | bc -l)"
+        last[$tool]=$s
+    done
+done
