@@ -25,7 +25,7 @@ target/release/kura -r "$work/kura" init --kdf-memory 19456 --kdf-passes 2 >/dev
 restic -r "$work/restic" init -q >/dev/null
 have_borg=0
 if command -v borg >/dev/null; then
-    borg init -q -e repokey "$work/borg" && have_borg=1
+    borg init -e repokey "$work/borg" && have_borg=1
 fi
 measure() { # label night command...
     local label=$1 night=$2; shift 2
