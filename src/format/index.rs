@@ -7,10 +7,10 @@
 //! ```
 //! An index file lists every entry of each pack it names.
 
-use crate::error::{Error, Result};
-use crate::format::pack::{PackEntry, PackKind};
-use crate::format::{ByteReader, envelope::ObjectType, unsupported};
-use crate::id::{ChunkId, ID_LEN, IndexId, PackId};
+use crate::error::Result;
+use crate::format::pack::{PackEntry, PackKind, read_entries, write_entries};
+use crate::format::{ByteReader, unsupported};
+use crate::id::{ID_LEN, IndexId, PackId};
 
 pub const VERSION: u8 = 1;
 pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
@@ -54,15 +54,7 @@ impl IndexFile {
             out.extend_from_slice(pack.id.as_bytes());
             out.push(pack.kind as u8);
             out.extend_from_slice(&pack.size.to_le_bytes());
-            put_len(&mut out, pack.entries.len());
-            let blob_type = pack.kind.blob_type() as u8;
-            for e in &pack.entries {
-                out.push(blob_type);
-                out.extend_from_slice(e.id.as_bytes());
-                out.extend_from_slice(&e.offset.to_le_bytes());
-                out.extend_from_slice(&e.stored_len.to_le_bytes());
-                out.extend_from_slice(&e.raw_len.to_le_bytes());
-            }
+            write_entries(&mut out, pack.kind, &pack.entries);
         }
         out
     }
@@ -94,30 +86,8 @@ fn decode_pack(r: &mut ByteReader<'_>) -> Result<IndexedPack> {
     let id = PackId(r.id()?);
     let kind = PackKind::from_u8(r.u8()?)?;
     let size = r.u64()?;
-    let count = r.count(ENTRY_LEN)?;
-    let mut entries = Vec::with_capacity(count);
-    let mut next_free = 0u64;
-    for _ in 0..count {
-        if ObjectType::blob_from_u8(r.u8()?)? != kind.blob_type() {
-            return Err(Error::corrupt(format!(
-                "index lists a blob of the wrong type in pack {id}"
-            )));
-        }
-        let e = PackEntry {
-            id: ChunkId(r.id()?),
-            offset: r.u32()?,
-            stored_len: r.u32()?,
-            raw_len: r.u32()?,
-        };
-        let end = u64::from(e.offset) + u64::from(e.stored_len);
-        if u64::from(e.offset) < next_free || end > size {
-            return Err(Error::corrupt(format!(
-                "index entries for pack {id} are inconsistent"
-            )));
-        }
-        next_free = end;
-        entries.push(e);
-    }
+    let entries =
+        read_entries(r, kind, size).map_err(|e| e.context(format!("index entry for pack {id}")))?;
     Ok(IndexedPack {
         id,
         kind,
@@ -133,6 +103,7 @@ fn put_len(out: &mut Vec<u8>, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::ChunkId;
     use proptest::prelude::*;
 
     fn sample(packs: usize, entries: usize) -> IndexFile {

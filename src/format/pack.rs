@@ -75,16 +75,7 @@ impl PackHeader {
         let mut out = Vec::with_capacity(padded);
         out.push(HEADER_VERSION);
         out.push(self.kind as u8);
-        let count = u32::try_from(self.entries.len()).expect("pack entry count fits u32");
-        out.extend_from_slice(&count.to_le_bytes());
-        let blob_type = self.kind.blob_type() as u8;
-        for e in &self.entries {
-            out.push(blob_type);
-            out.extend_from_slice(e.id.as_bytes());
-            out.extend_from_slice(&e.offset.to_le_bytes());
-            out.extend_from_slice(&e.stored_len.to_le_bytes());
-            out.extend_from_slice(&e.raw_len.to_le_bytes());
-        }
+        write_entries(&mut out, self.kind, &self.entries);
         out.resize(padded, 0);
         out
     }
@@ -103,29 +94,8 @@ impl PackHeader {
             return Err(unsupported("pack header version", version));
         }
         let kind = PackKind::from_u8(r.u8()?)?;
-        let count = r.count(ENTRY_LEN)?;
-        let mut entries = Vec::with_capacity(count);
-        let mut next_free = 0u64;
-        for _ in 0..count {
-            let blob_type = ObjectType::blob_from_u8(r.u8()?)?;
-            if blob_type != kind.blob_type() {
-                return Err(Error::corrupt("pack holds a blob of the wrong type"));
-            }
-            let entry = PackEntry {
-                id: ChunkId(r.id()?),
-                offset: r.u32()?,
-                stored_len: r.u32()?,
-                raw_len: r.u32()?,
-            };
-            let end = u64::from(entry.offset) + u64::from(entry.stored_len);
-            if u64::from(entry.offset) < next_free || end > blobs_end {
-                return Err(Error::corrupt(
-                    "pack header entries overlap or lie outside the pack",
-                ));
-            }
-            next_free = end;
-            entries.push(entry);
-        }
+        let entries =
+            read_entries(&mut r, kind, blobs_end).map_err(|e| e.context("pack header"))?;
         let used = r.position();
         if bytes.len() as u64 != padme(used as u64) || r.remaining().iter().any(|&b| b != 0) {
             return Err(Error::corrupt("pack header padding is malformed"));
@@ -144,6 +114,54 @@ pub fn padding(key: &[u8; 32], pack_id: &PackId, len: usize) -> Vec<u8> {
         .finalize_xof()
         .fill(&mut out);
     out
+}
+
+/// Appends `entries` (45 bytes each) of a pack of `kind`, after their count.
+/// Shared by pack headers and index files, which store entries alike.
+pub(crate) fn write_entries(out: &mut Vec<u8>, kind: PackKind, entries: &[PackEntry]) {
+    let count = u32::try_from(entries.len()).expect("pack entry count fits u32");
+    out.extend_from_slice(&count.to_le_bytes());
+    let blob_type = kind.blob_type() as u8;
+    for e in entries {
+        out.push(blob_type);
+        out.extend_from_slice(e.id.as_bytes());
+        out.extend_from_slice(&e.offset.to_le_bytes());
+        out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_len.to_le_bytes());
+    }
+}
+
+/// Reads a count and that many entries of a pack of `kind`, checking that
+/// each has the pack's blob type, that they are sorted and disjoint, and
+/// that none reaches past `end`.
+pub(crate) fn read_entries(
+    r: &mut ByteReader<'_>,
+    kind: PackKind,
+    end: u64,
+) -> Result<Vec<PackEntry>> {
+    let count = r.count(ENTRY_LEN)?;
+    let mut entries = Vec::with_capacity(count);
+    let mut next_free = 0u64;
+    for _ in 0..count {
+        if ObjectType::blob_from_u8(r.u8()?)? != kind.blob_type() {
+            return Err(Error::corrupt(
+                "an entry has the wrong blob type for its pack",
+            ));
+        }
+        let e = PackEntry {
+            id: ChunkId(r.id()?),
+            offset: r.u32()?,
+            stored_len: r.u32()?,
+            raw_len: r.u32()?,
+        };
+        let e_end = u64::from(e.offset) + u64::from(e.stored_len);
+        if u64::from(e.offset) < next_free || e_end > end {
+            return Err(Error::corrupt("entries overlap or lie outside the pack"));
+        }
+        next_free = e_end;
+        entries.push(e);
+    }
+    Ok(entries)
 }
 
 /// Assembles a finished pack from its concatenated blob envelopes: adds

@@ -314,6 +314,19 @@ fn chunker_stream() -> Vec<u8> {
     data
 }
 
+/// `[offset, length, chunk id]` of every chunk of `data` under the vector keys.
+fn chunk_list(data: &[u8], params: ChunkerParams) -> Vec<Value> {
+    let keys = master().subkeys();
+    Chunker::new(&keys.chunker, params)
+        .cut_all(data)
+        .into_iter()
+        .map(|r| {
+            let id = kura::crypto::keyed_hash(&keys.chunk_id, &data[r.clone()]);
+            json!([r.start, r.len(), hex::encode(id)])
+        })
+        .collect()
+}
+
 fn chunker_vectors() -> Value {
     let keys = master().subkeys();
     let data = chunker_stream();
@@ -323,19 +336,7 @@ fn chunker_vectors() -> Value {
         max: 32768,
         normalization: 2,
     };
-    let cuts = |p: ChunkerParams| -> Vec<Value> {
-        Chunker::new(&keys.chunker, p)
-            .cut_all(&data)
-            .into_iter()
-            .map(|r| {
-                json!([
-                    r.start,
-                    r.len(),
-                    hex::encode(kura::crypto::keyed_hash(&keys.chunk_id, &data[r]))
-                ])
-            })
-            .collect()
-    };
+    let cuts = |p: ChunkerParams| chunk_list(&data, p);
     let gear: Vec<String> = gear_table(&keys.chunker)
         .iter()
         .map(|g| format!("{g:016x}"))
@@ -618,20 +619,8 @@ fn envelope_vectors_match() {
 #[test]
 fn chunker_vectors_match() {
     golden("chunker.json", &chunker_vectors(), |c| {
-        let keys = master().subkeys();
         let params: ChunkerParams = serde_json::from_value(c["params"].clone()).unwrap();
-        let data = chunker_stream();
-        let got: Vec<Value> = Chunker::new(&keys.chunker, params)
-            .cut_all(&data)
-            .into_iter()
-            .map(|r| {
-                json!([
-                    r.start,
-                    r.len(),
-                    hex::encode(kura::crypto::keyed_hash(&keys.chunk_id, &data[r]))
-                ])
-            })
-            .collect();
+        let got = chunk_list(&chunker_stream(), params);
         if Value::Array(got) == c["chunks"] {
             "ok".into()
         } else {
