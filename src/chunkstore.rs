@@ -23,12 +23,11 @@ use rayon::prelude::*;
 use crate::backend::{Backend, write_bytes};
 use crate::chunker::ChunkStream;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::envelope::ObjectType;
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
-use crate::id::{ChunkId, IndexId};
-use crate::index::ChunkIndex;
+use crate::id::ChunkId;
+use crate::index::{ChunkIndex, write_index_file};
 use crate::pack::{FinishedPack, Packer, PackerOptions};
 use crate::repo::Repository;
 
@@ -286,22 +285,11 @@ impl<'r> ChunkStore<'r> {
     }
 
     fn write_index(&self, packs: &[IndexedPack]) -> Result<()> {
-        let id = IndexId::random();
         let file = IndexFile {
             supersedes: Vec::new(),
             packs: packs.to_vec(),
         };
-        let sealed = self.repo.sealer().seal(
-            ObjectType::Index,
-            id.as_bytes(),
-            &file.encode(),
-            self.options.compression_level,
-        );
-        write_bytes(
-            self.repo.backend().as_ref(),
-            &layout::index_path(&id),
-            &sealed,
-        )?;
+        let id = write_index_file(self.repo, &file, self.options.compression_level)?;
         self.index.insert(Some(&id), packs)
     }
 

@@ -5,7 +5,7 @@
 //! the index files listed, and [`ChunkIndex::rebuild_from_pack_headers`]
 //! refills it from the packs themselves when index files are lost.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -23,6 +23,8 @@ use crate::repo::Repository;
 
 const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks");
 const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
+/// Index files named in the supersedes list of a loaded one: never loaded.
+const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,7 @@ impl ChunkIndex {
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.open_table(CHUNKS).map_err(db_err)?;
         txn.open_table(LOADED).map_err(db_err)?;
+        txn.open_table(SUPERSEDED).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -207,17 +210,19 @@ impl ChunkIndex {
 
     fn clear(&self) -> Result<()> {
         self.write(|txn| {
+            for table in [LOADED, SUPERSEDED] {
+                txn.delete_table(table).map_err(db_err)?;
+                txn.open_table(table).map_err(db_err)?;
+            }
             txn.delete_table(CHUNKS).map_err(db_err)?;
-            txn.delete_table(LOADED).map_err(db_err)?;
             txn.open_table(CHUNKS).map_err(db_err)?;
-            txn.open_table(LOADED).map_err(db_err)?;
             Ok(())
         })
     }
 
-    fn loaded(&self) -> Result<HashSet<IndexId>> {
+    fn ids(&self, which: TableDefinition<[u8; 32], ()>) -> Result<HashSet<IndexId>> {
         let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(LOADED).map_err(db_err)?;
+        let table = txn.open_table(which).map_err(db_err)?;
         let mut out = HashSet::new();
         for item in table.iter().map_err(db_err)? {
             out.insert(IndexId(item.map_err(db_err)?.0.value()));
@@ -236,19 +241,46 @@ impl ChunkIndex {
         for info in repo.backend().list(layout::INDEX_DIR)? {
             listed.push(layout::parse_index_path(&info.path)?);
         }
-        let mut loaded = self.loaded()?;
         let listed_set: HashSet<IndexId> = listed.iter().copied().collect();
         let mut report = SyncReport::default();
+        let (mut loaded, mut superseded) = (self.ids(LOADED)?, self.ids(SUPERSEDED)?);
         if loaded.iter().any(|id| !listed_set.contains(id)) {
             self.clear()?;
-            loaded.clear();
+            (loaded, superseded) = (HashSet::new(), HashSet::new());
             report.rebuilt = true;
         }
-        for id in listed.iter().filter(|id| !loaded.contains(id)) {
-            let file = read_index_file(repo, id)?;
+        let mut files = HashMap::new();
+        loop {
+            for id in &listed {
+                if !loaded.contains(id) && !superseded.contains(id) && !files.contains_key(id) {
+                    files.insert(*id, read_index_file(repo, id)?);
+                }
+            }
+            let newly: HashSet<IndexId> = files
+                .values()
+                .flat_map(|f| f.supersedes.iter().copied())
+                .collect();
+            // A new file replaces one already loaded (prune crashed before
+            // deleting it, or ran since): start over without the old one.
+            if newly.is_disjoint(&loaded) {
+                superseded.extend(newly);
+                break;
+            }
+            self.clear()?;
+            (loaded, superseded) = (HashSet::new(), HashSet::new());
+            report.rebuilt = true;
+        }
+        for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
             self.insert(Some(id), &file.packs)?;
             report.index_files_loaded += 1;
         }
+        self.write(|txn| {
+            let mut table = txn.open_table(SUPERSEDED).map_err(db_err)?;
+            for id in &superseded {
+                table.insert(id.as_bytes(), ()).map_err(db_err)?;
+            }
+            Ok(())
+        })?;
         Ok(report)
     }
 
@@ -294,6 +326,20 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Seals and writes a new index file (create-only) and returns its id.
+/// The caller records it in its cache once this returns.
+///
+/// # Errors
+/// Backend errors.
+pub fn write_index_file(repo: &Repository, file: &IndexFile, level: i32) -> Result<IndexId> {
+    let id = IndexId::random();
+    let sealed = repo
+        .sealer()
+        .seal(ObjectType::Index, id.as_bytes(), &file.encode(), level);
+    crate::backend::write_bytes(repo.backend().as_ref(), &layout::index_path(&id), &sealed)?;
+    Ok(id)
 }
 
 /// Reads, authenticates and decodes one index file.

@@ -267,3 +267,46 @@ fn a_crash_at_any_operation_of_a_flush_leaves_a_readable_repository() {
     }
     assert!(k > 3, "the crash points covered several operations");
 }
+
+#[test]
+fn an_index_file_that_supersedes_another_hides_it() {
+    use kura::format::index::IndexFile;
+    use kura::index::{read_index_file, write_index_file};
+    let (backend, repo) = memory_repo();
+    let opts = ChunkStoreOptions {
+        index_every: 1000,
+        ..small_packs()
+    };
+    let early = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &early, opts);
+    store.put_stream(sample_input().as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let listed = backend.list("index").unwrap();
+    assert_eq!(listed.len(), 1);
+    let old_id = kura::format::layout::parse_index_path(&listed[0].path).unwrap();
+    let old = read_index_file(&repo, &old_id).unwrap();
+    assert!(old.packs.len() >= 2);
+    // As prune would: a new file without the first pack, superseding the old.
+    let dropped = &old.packs[0];
+    let kept = &old.packs[1];
+    let replacement = IndexFile {
+        supersedes: vec![old_id],
+        packs: old.packs[1..].to_vec(),
+    };
+    write_index_file(&repo, &replacement, 3).unwrap();
+    // A fresh cache never loads the superseded file.
+    let fresh = ChunkIndex::open(None).unwrap();
+    fresh.sync(&repo).unwrap();
+    assert!(fresh.lookup(&dropped.entries[0].id).unwrap().is_none());
+    assert!(fresh.lookup(&kept.entries[0].id).unwrap().is_some());
+    // A cache that had loaded the old file starts over without it.
+    let report = early.sync(&repo).unwrap();
+    assert!(report.rebuilt);
+    assert!(early.lookup(&dropped.entries[0].id).unwrap().is_none());
+    assert!(early.lookup(&kept.entries[0].id).unwrap().is_some());
+    // Once the superseded file is deleted, nothing changes.
+    backend.delete(&listed[0].path).unwrap();
+    assert!(!early.sync(&repo).unwrap().rebuilt);
+    assert!(fresh.lookup(&kept.entries[0].id).unwrap().is_some());
+}
