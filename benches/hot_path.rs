@@ -200,7 +200,7 @@ fn packer(c: &mut Criterion) {
     let mut group = c.benchmark_group("packer");
     short(&mut group);
     group.throughput(Throughput::Bytes((count * per_blob) as u64));
-    group.bench_function("sealed_32KiB_blobs_into_16MiB_packs", |b| {
+    group.bench_function("sealed_32KiB_blobs_into_default_packs", |b| {
         b.iter(|| {
             let mut packer = Packer::new(PackKind::Data, PackerOptions::default());
             let mut finished = 0usize;

@@ -129,6 +129,11 @@ impl<'c, R: Read> ChunkStream<'c, R> {
         }
     }
 
+    /// Whether the stream is exhausted: the next batch is `None`.
+    pub fn finished(&self) -> bool {
+        self.eof && self.carry.is_empty()
+    }
+
     /// Bytes read from the stream so far.
     pub fn bytes_read(&self) -> u64 {
         self.bytes_read

@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, write_bytes};
-use crate::chunker::ChunkStream;
+use crate::chunker::{Batch, ChunkStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
@@ -51,8 +51,8 @@ impl Default for ChunkStoreOptions {
             compression_level: 3,
             packer: PackerOptions::default(),
             index_every: 32,
-            segment: 8 << 20,
-            upload_queue: 2,
+            segment: 4 << 20,
+            upload_queue: 1,
         }
     }
 }
@@ -171,22 +171,51 @@ impl<'r> ChunkStore<'r> {
     ///
     /// # Errors
     /// The reader's error, backend errors (a failed pack upload), cache I/O.
-    pub fn put_stream(&self, reader: impl Read) -> Result<Vec<ChunkRef>> {
+    pub fn put_stream(&self, reader: impl Read + Send) -> Result<Vec<ChunkRef>> {
         let mut stream = ChunkStream::new(self.repo.chunker(), reader, self.options.segment);
         let mut refs = Vec::new();
-        while let Some(batch) = stream.next_batch()? {
-            let pieces: Vec<&[u8]> = batch
-                .chunks
-                .iter()
-                .map(|r| &batch.data[r.clone()])
-                .collect();
-            let ids = self.put_pieces(PackKind::Data, &pieces)?;
-            refs.extend(ids.into_iter().zip(&pieces).map(|(id, p)| ChunkRef {
-                id,
-                len: u32::try_from(p.len()).expect("chunks are below 4 GiB"),
-            }));
+        let Some(first) = stream.next_batch()? else {
+            return Ok(refs);
+        };
+        if stream.finished() {
+            // A small stream: one batch, no reader thread.
+            self.put_batch(&first, &mut refs)?;
+            return Ok(refs);
         }
-        Ok(refs)
+        // Read and cut the next batch while this one is hashed and sealed.
+        // The channel holds one batch, which bounds memory to about three
+        // segments; if storing fails, dropping the receiver stops the reader.
+        std::thread::scope(|scope| {
+            let (sender, receiver) = sync_channel::<Result<Batch>>(1);
+            scope.spawn(move || {
+                loop {
+                    let next = stream.next_batch().transpose();
+                    let stop = !matches!(next, Some(Ok(_)));
+                    if next.is_none_or(|b| sender.send(b).is_err()) || stop {
+                        break;
+                    }
+                }
+            });
+            self.put_batch(&first, &mut refs)?;
+            for batch in receiver {
+                self.put_batch(&batch?, &mut refs)?;
+            }
+            Ok(refs)
+        })
+    }
+
+    fn put_batch(&self, batch: &Batch, refs: &mut Vec<ChunkRef>) -> Result<()> {
+        let pieces: Vec<&[u8]> = batch
+            .chunks
+            .iter()
+            .map(|r| &batch.data[r.clone()])
+            .collect();
+        let ids = self.put_pieces(PackKind::Data, &pieces)?;
+        refs.extend(ids.into_iter().zip(&pieces).map(|(id, p)| ChunkRef {
+            id,
+            len: u32::try_from(p.len()).expect("chunks are below 4 GiB"),
+        }));
+        Ok(())
     }
 
     /// Stores one blob of `kind` (a tree, or a small file in one chunk).

@@ -24,7 +24,7 @@ pub struct PackerOptions {
 impl Default for PackerOptions {
     fn default() -> Self {
         Self {
-            target_size: 16 << 20,
+            target_size: 8 << 20,
             open_packs: 2,
         }
     }
@@ -45,10 +45,12 @@ struct OpenPack {
 }
 
 impl OpenPack {
-    fn new() -> Self {
+    /// Reserves (without touching) room for a full pack plus its last
+    /// blob, padding and header, so the buffer never doubles while filling.
+    fn new(target_size: usize) -> Self {
         Self {
             id: PackId::random(),
-            blobs: Vec::new(),
+            blobs: Vec::with_capacity(target_size + (2 << 20)),
             entries: Vec::new(),
         }
     }
@@ -67,7 +69,7 @@ impl Packer {
         Self {
             kind,
             options,
-            open: (0..n).map(|_| OpenPack::new()).collect(),
+            open: (0..n).map(|_| OpenPack::new(options.target_size)).collect(),
         }
     }
 
@@ -92,7 +94,7 @@ impl Packer {
             raw_len,
         });
         if pack.blobs.len() >= self.options.target_size {
-            let full = std::mem::replace(pack, OpenPack::new());
+            let full = std::mem::replace(pack, OpenPack::new(self.options.target_size));
             return Some(self.finish(sealer, full));
         }
         None
@@ -101,7 +103,9 @@ impl Packer {
     /// Finishes every non-empty open pack.
     pub fn finish_all(&mut self, sealer: &Sealer) -> Vec<FinishedPack> {
         let open = std::mem::take(&mut self.open);
-        self.open = (0..open.len()).map(|_| OpenPack::new()).collect();
+        self.open = (0..open.len())
+            .map(|_| OpenPack::new(self.options.target_size))
+            .collect();
         open.into_iter()
             .filter(|p| !p.entries.is_empty())
             .map(|p| self.finish(sealer, p))
