@@ -43,16 +43,16 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 println!(
-                    "  {:<16} {:>12} {:<28}",
-                    "id", "created", "argon2id (KiB, passes, lanes)"
+                    "  {:<16} {:<17} {:<28}",
+                    "id", "created (UTC)", "argon2id (KiB, passes, lanes)"
                 );
                 for k in keys {
                     let mark = if k.current { "*" } else { " " };
                     let p = k.params;
                     println!(
-                        "{mark} {:<16} {:>12} {}, {}, {}",
+                        "{mark} {:<16} {:<17} {}, {}, {}",
                         &k.id.to_hex()[..16],
-                        k.created,
+                        utc_minutes(k.created),
                         p.m_cost,
                         p.t_cost,
                         p.p_cost
@@ -95,5 +95,36 @@ fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
         )
         .into()),
         _ => anyhow::bail!("{prefix:?} matches several key slots; give more digits"),
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) for unix seconds, by the civil-from-days
+/// algorithm (H. Hinnant), to keep a date crate out of the binary.
+fn utc_minutes(unix: u64) -> String {
+    let days = i64::try_from(unix / 86_400).unwrap_or(0);
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_minutes_known_dates() {
+        assert_eq!(super::utc_minutes(0), "1970-01-01 00:00");
+        assert_eq!(super::utc_minutes(1_795_700_496), "2026-11-26 13:41");
+        assert_eq!(super::utc_minutes(951_782_400), "2000-02-29 00:00");
     }
 }
