@@ -20,6 +20,7 @@ use kura::format::frame;
 use kura::format::index::IndexFile;
 use kura::format::keyslot::KeySlot;
 use kura::format::pack::{self, PackHeader};
+use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob};
 use kura::id::{PackId, RepoId};
 use kura::store::Sealer;
 
@@ -220,6 +221,15 @@ pub fn index_file(data: &[u8]) {
             next_free = u64::from(e.offset) + u64::from(e.stored_len);
         }
         assert!(next_free <= p.size);
+    }
+}
+
+/// `TreeBlob::decode`. The tree encoding is canonical (format-spec/10), so
+/// whatever decodes must re-encode to exactly the input.
+pub fn tree(data: &[u8]) {
+    match TreeBlob::decode(data) {
+        Ok(blob) => assert_eq!(blob.encode(), data, "tree encoding is canonical"),
+        Err(e) => assert_decode_error(&e),
     }
 }
 
@@ -426,6 +436,16 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ),
         ("index_file", "two_packs", index.encode()),
         ("index_file", "empty", IndexFile::default().encode()),
+        ("tree", "directory", sample_tree().encode()),
+        (
+            "tree",
+            "extent_list",
+            TreeBlob::ExtentList(vec![
+                Extent::Data { id: kura::id::ChunkId([1; 32]), len: 4096 },
+                Extent::Hole { len: 1 << 20 },
+            ])
+            .encode(),
+        ),
         (
             "config",
             "object",
@@ -459,6 +479,22 @@ fn serde_json_body(body: &ConfigBody) -> Vec<u8> {
     frame::decode(&framed, config::MAX_BODY_LEN).expect("own frame decodes")
 }
 
+fn sample_tree() -> TreeBlob {
+    let meta = Metadata { mode: 0o644, nlink: 1, size: 10, user: b"root".to_vec(), ..Metadata::default() };
+    TreeBlob::Directory(vec![
+        Entry {
+            name: b"a.txt".to_vec(),
+            meta: meta.clone(),
+            payload: Payload::File(Content::Inline(vec![Extent::Data { id: kura::id::ChunkId([2; 32]), len: 10 }])),
+        },
+        Entry {
+            name: b"link".to_vec(),
+            meta: Metadata { size: 0, ..meta },
+            payload: Payload::Symlink(b"a.txt".to_vec()),
+        },
+    ])
+}
+
 fn prefixed(mode: u8, bytes: &[u8]) -> Vec<u8> {
     let mut out = vec![mode];
     out.extend_from_slice(bytes);
@@ -473,10 +509,11 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "pack_header" => pack_header(data),
         "index_file" => index_file(data),
         "config" => config(data),
+        "tree" => tree(data),
         _ => return None,
     }
     Some(())
 }
 
 /// Every target, by the name of its `fuzz_targets/` file.
-pub const TARGETS: [&str; 5] = ["keyslot", "envelope", "pack_header", "index_file", "config"];
+pub const TARGETS: [&str; 6] = ["keyslot", "envelope", "pack_header", "index_file", "config", "tree"];

@@ -14,6 +14,7 @@ use kura::format::frame;
 use kura::format::index::{IndexFile, IndexedPack};
 use kura::format::keyslot::KeySlot;
 use kura::format::pack::{self, PackEntry, PackHeader, PackKind};
+use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob, Xattr};
 use kura::id::{ChunkId, PackId, RepoId};
 use kura::repo::DEFAULT_CHUNKER;
 use serde_json::{Value, json};
@@ -577,6 +578,139 @@ fn check_config(c: &Value) -> String {
     kind_name(config::open_body(&bytes, &master().subkeys().metadata).map(drop))
 }
 
+fn tree_entry(name: &[u8], payload: Payload, size: u64) -> Entry {
+    Entry {
+        name: name.to_vec(),
+        meta: Metadata {
+            mode: 0o640,
+            uid: 33,
+            gid: 33,
+            user: b"www-data".to_vec(),
+            group: b"www-data".to_vec(),
+            mtime: (1_764_115_200, 123_456_789),
+            ctime: (1_764_115_201, 5),
+            dev: 2049,
+            ino: 131_077,
+            nlink: 1,
+            size,
+            xattrs: vec![Xattr {
+                name: b"user.origin".to_vec(),
+                value: b"upload".to_vec(),
+            }],
+        },
+        payload,
+    }
+}
+
+fn tree_vectors() -> Value {
+    let id = |n: u8| ChunkId([n; 32]);
+    let sparse = Payload::File(Content::Inline(vec![
+        Extent::Data {
+            id: id(1),
+            len: 4096,
+        },
+        Extent::Hole { len: 1 << 20 },
+        Extent::Data { id: id(2), len: 10 },
+    ]));
+    let entries = vec![
+        tree_entry(
+            b"caf\xe9-latin1.txt",
+            Payload::File(Content::Inline(vec![])),
+            0,
+        ),
+        tree_entry(b"disk.img", sparse, 4096 + (1 << 20) + 10),
+        tree_entry(b"fifo", Payload::Fifo, 0),
+        tree_entry(b"link", Payload::Symlink(b"../etc/site.conf".to_vec()), 0),
+        tree_entry(b"null", Payload::CharDevice(0x0103), 0),
+        tree_entry(b"theme", Payload::Dir(id(3)), 0),
+    ];
+    let dir = TreeBlob::Directory(entries.clone());
+    let encode = |b: &TreeBlob| hex::encode(b.encode());
+    let c = |name: &str, expect: &str, bytes: String| case(name, expect, json!({ "tree": bytes }));
+    let mut unsorted = entries.clone();
+    unsorted.swap(0, 1);
+    let mut bad_size = entries.clone();
+    bad_size[1].meta.size += 1;
+    let mut bad_nsec = entries.clone();
+    bad_nsec[0].meta.mtime.1 = 1_000_000_000;
+    let holes = vec![Extent::Hole { len: 1 }, Extent::Hole { len: 1 }];
+    file(
+        "tree blobs (chapter 10): a directory with one entry of each kind of payload and a non-UTF-8 name, an extent list, a large directory",
+        json!({}),
+        vec![
+            c("directory", "ok", encode(&dir)),
+            c(
+                "extent list",
+                "ok",
+                encode(&TreeBlob::ExtentList(vec![
+                    Extent::Data { id: id(4), len: 7 },
+                    Extent::Hole { len: 9 },
+                ])),
+            ),
+            c(
+                "large directory",
+                "ok",
+                encode(&TreeBlob::LargeDirectory(vec![id(5), id(6)])),
+            ),
+            c(
+                "entries out of order",
+                "Corrupt",
+                encode(&TreeBlob::Directory(unsorted)),
+            ),
+            c(
+                "name ..",
+                "Corrupt",
+                encode(&TreeBlob::Directory(vec![tree_entry(
+                    b"..",
+                    Payload::Fifo,
+                    0,
+                )])),
+            ),
+            c(
+                "name with a slash",
+                "Corrupt",
+                encode(&TreeBlob::Directory(vec![tree_entry(
+                    b"a/b",
+                    Payload::Fifo,
+                    0,
+                )])),
+            ),
+            c(
+                "extents do not add up to the size",
+                "Corrupt",
+                encode(&TreeBlob::Directory(bad_size)),
+            ),
+            c(
+                "nanoseconds out of range",
+                "Corrupt",
+                encode(&TreeBlob::Directory(bad_nsec)),
+            ),
+            c(
+                "adjacent holes",
+                "Corrupt",
+                encode(&TreeBlob::ExtentList(holes)),
+            ),
+            c(
+                "large directory of one part",
+                "Corrupt",
+                encode(&TreeBlob::LargeDirectory(vec![id(5)])),
+            ),
+            c("unknown kind", "Corrupt", "04".into()),
+        ],
+    )
+}
+
+fn check_tree(c: &Value) -> String {
+    let bytes = hex::decode(c["tree"].as_str().unwrap()).unwrap();
+    kind_name(TreeBlob::decode(&bytes).and_then(|t| {
+        if t.encode() == bytes {
+            Ok(())
+        } else {
+            Err(kura::Error::corrupt("not canonical"))
+        }
+    }))
+}
+
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors")
 }
@@ -637,6 +771,11 @@ fn pack_vectors_match() {
 #[test]
 fn index_vectors_match() {
     golden("index.json", &index_vectors(), check_index);
+}
+
+#[test]
+fn tree_vectors_match() {
+    golden("tree.json", &tree_vectors(), check_tree);
 }
 
 #[test]
