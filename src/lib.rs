@@ -20,8 +20,12 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod ops;
 pub mod pack;
 pub mod repo;
+pub mod snapshot;
+pub mod source;
 pub mod store;
+pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};

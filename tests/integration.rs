@@ -14,5 +14,7 @@ mod chunkstore;
 mod cli;
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/snapshots.rs"]
+mod snapshots;
 #[path = "integration/vectors.rs"]
 mod vectors;

@@ -1,0 +1,164 @@
+//! Snapshots (format-spec/11-snapshots.md): the commit record of one
+//! backup. Plaintext is a UTF-8 JSON object inside a type-7 envelope.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::unsupported;
+use crate::id::{ChunkId, SnapshotId};
+
+pub const VERSION: u32 = 1;
+
+/// A path as the operating system gave it: a string when it is UTF-8,
+/// otherwise its bytes in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawPath {
+    Utf8(String),
+    Bytes { hex: String },
+}
+
+impl RawPath {
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Self::Utf8(s.to_owned()),
+            Err(_) => Self::Bytes {
+                hex: hex::encode(bytes),
+            },
+        }
+    }
+
+    /// The path's bytes.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] for malformed hex.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        match self {
+            Self::Utf8(s) => Ok(s.as_bytes().to_vec()),
+            Self::Bytes { hex } => {
+                hex::decode(hex).map_err(|_| Error::corrupt("snapshot path is not hex"))
+            }
+        }
+    }
+}
+
+/// What a backup did, as recorded in its snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    pub others: u64,
+    /// Bytes of file content (holes included).
+    pub bytes: u64,
+    /// Files whose content was reused from the parent without reading.
+    pub files_unchanged: u64,
+    pub chunks_new: u64,
+    pub bytes_stored: u64,
+    pub warnings: u64,
+}
+
+/// The decoded snapshot object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// Root tree (kind 1 or 3): mirrors the absolute paths backed up.
+    pub tree: String,
+    pub parent: Option<String>,
+    /// Start and end, nanoseconds since the Unix epoch (UTC).
+    pub time: i64,
+    pub end_time: i64,
+    pub hostname: String,
+    pub username: String,
+    pub paths: Vec<RawPath>,
+    pub tags: Vec<String>,
+    /// The writer, e.g. "kura 0.1.0".
+    pub program: String,
+    /// Some files could not be read or changed while read.
+    pub incomplete: bool,
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    pub fn tree_id(&self) -> Result<ChunkId> {
+        ChunkId::from_hex(&self.tree).map_err(|_| Error::corrupt("snapshot tree id is malformed"))
+    }
+
+    pub fn parent_id(&self) -> Result<Option<SnapshotId>> {
+        self.parent
+            .as_deref()
+            .map(|p| {
+                SnapshotId::from_hex(p)
+                    .map_err(|_| Error::corrupt("snapshot parent id is malformed"))
+            })
+            .transpose()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("snapshots serialize")
+    }
+
+    /// Parses and checks a snapshot's plaintext.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Unsupported`] for another version,
+    /// [`crate::ErrorKind::Corrupt`] for anything malformed.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u32,
+        }
+        let v: Versioned = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(format!("snapshot does not parse: {e}")))?;
+        if v.version != VERSION {
+            return Err(unsupported("snapshot version", v.version));
+        }
+        let snap: Self = serde_json::from_slice(bytes)
+            .map_err(|e| Error::corrupt(format!("snapshot does not parse: {e}")))?;
+        snap.tree_id()?;
+        snap.parent_id()?;
+        for p in &snap.paths {
+            p.to_bytes()?;
+        }
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            version: VERSION,
+            tree: ChunkId([1; 32]).to_hex(),
+            parent: None,
+            time: 1_764_115_200_000_000_000,
+            end_time: 1_764_115_260_000_000_000,
+            hostname: "web1".into(),
+            username: "root".into(),
+            paths: vec![
+                RawPath::from_bytes(b"/srv/www"),
+                RawPath::from_bytes(b"/srv/caf\xe9"),
+            ],
+            tags: vec!["nightly".into()],
+            program: "kura 0.1.0".into(),
+            incomplete: false,
+            summary: Summary::default(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_version() {
+        let s = sample();
+        assert_eq!(Snapshot::decode(&s.encode()).unwrap(), s);
+        assert_eq!(s.paths[1].to_bytes().unwrap(), b"/srv/caf\xe9");
+        let mut newer = s.clone();
+        newer.version = 2;
+        let err = Snapshot::decode(&newer.encode()).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Unsupported);
+        let mut bad = s;
+        bad.tree = "zz".into();
+        assert!(Snapshot::decode(&bad.encode()).is_err());
+        assert!(Snapshot::decode(b"{").is_err());
+    }
+}

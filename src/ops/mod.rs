@@ -1,0 +1,4 @@
+//! Operations layer: one file per operation, Options -> fn -> Report.
+
+pub mod backup;
+pub mod restore;

@@ -1,0 +1,144 @@
+//! Sources layer: reads what is backed up from the local system, the
+//! metadata of files (owners, modes, times, xattrs) and where a sparse
+//! file's data lies. Nothing here writes.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata as FsMetadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::unistd::{Gid, Group, Uid, User, Whence, lseek};
+
+use crate::format::tree::{Metadata, Xattr};
+
+/// Owner and group names by id, looked up once each.
+#[derive(Default)]
+pub struct NameCache {
+    users: HashMap<u32, Vec<u8>>,
+    groups: HashMap<u32, Vec<u8>>,
+}
+
+impl NameCache {
+    fn user(&mut self, uid: u32) -> Vec<u8> {
+        self.users
+            .entry(uid)
+            .or_insert_with(|| {
+                let name = User::from_uid(Uid::from_raw(uid))
+                    .ok()
+                    .flatten()
+                    .map(|u| u.name);
+                name.map(String::into_bytes)
+                    .filter(|n| n.len() < 256)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+
+    fn group(&mut self, gid: u32) -> Vec<u8> {
+        self.groups
+            .entry(gid)
+            .or_insert_with(|| {
+                let name = Group::from_gid(Gid::from_raw(gid))
+                    .ok()
+                    .flatten()
+                    .map(|g| g.name);
+                name.map(String::into_bytes)
+                    .filter(|n| n.len() < 256)
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+/// The entry metadata of `path` (whose `lstat` is `md`). Extended attributes
+/// that cannot be read are left out and reported in the error list.
+pub fn read_metadata(
+    path: &Path,
+    md: &FsMetadata,
+    names: &mut NameCache,
+) -> (Metadata, Option<io::Error>) {
+    let (xattrs, xattr_error) = match read_xattrs(path) {
+        Ok(x) => (x, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    let nsec = |n: i64| u32::try_from(n).unwrap_or(0);
+    let meta = Metadata {
+        mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        user: names.user(md.uid()),
+        group: names.group(md.gid()),
+        mtime: (md.mtime(), nsec(md.mtime_nsec())),
+        ctime: (md.ctime(), nsec(md.ctime_nsec())),
+        dev: md.dev(),
+        ino: md.ino(),
+        nlink: u32::try_from(md.nlink()).unwrap_or(u32::MAX),
+        size: if md.file_type().is_file() {
+            md.len()
+        } else {
+            0
+        },
+        xattrs,
+    };
+    (meta, xattr_error)
+}
+
+/// Extended attributes of `path` itself (not of a symlink's target),
+/// sorted by name. A filesystem without xattrs gives none.
+///
+/// # Errors
+/// Reading a listed attribute fails.
+pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(value) = xattr::get(path, &name)? {
+            out.push(Xattr {
+                name: name.as_bytes().to_vec(),
+                value,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The data ranges `(offset, length)` of a file of `size` bytes, from
+/// `SEEK_DATA`/`SEEK_HOLE`; the whole file when the filesystem cannot say.
+pub fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let whole = || {
+        if size == 0 {
+            Vec::new()
+        } else {
+            vec![(0, size)]
+        }
+    };
+    let Ok(end) = i64::try_from(size) else {
+        return whole();
+    };
+    let mut out = Vec::new();
+    let mut pos = 0i64;
+    while pos < end {
+        let data = match lseek(file, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole remains
+            Err(_) => return whole(),
+        };
+        let hole = match lseek(file, data, Whence::SeekHole) {
+            Ok(h) => h.min(end),
+            Err(_) => return whole(),
+        };
+        if hole > data {
+            // Both are file offsets returned by lseek, so non-negative.
+            out.push((data.unsigned_abs(), (hole - data).unsigned_abs()));
+        }
+        pos = hole.max(data + 1);
+    }
+    out
+}

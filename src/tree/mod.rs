@@ -1,0 +1,97 @@
+//! Tree layer: stores directories and file contents as tree blobs through
+//! the chunk store, and reads them back, resolving large directories and
+//! extent lists (format-spec/10-trees.md) so callers see whole listings.
+
+use crate::chunkstore::ChunkStore;
+use crate::error::{Error, Result};
+use crate::format::pack::PackKind;
+use crate::format::tree::{self, Content, Entry, Extent, TreeBlob};
+use crate::id::ChunkId;
+
+/// Stores a directory's entries (sorted by name) and returns the id of its
+/// tree blob (a plain directory, or a large directory of parts).
+///
+/// # Errors
+/// Chunk store errors.
+pub fn store_directory(store: &ChunkStore<'_>, mut entries: Vec<Entry>) -> Result<ChunkId> {
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut parts = tree::plan_directory(entries);
+    if parts.len() == 1 {
+        let blob = TreeBlob::Directory(parts.pop().expect("one part"));
+        return store.put_blob(PackKind::Tree, &blob.encode());
+    }
+    let ids = parts
+        .into_iter()
+        .map(|p| store.put_blob(PackKind::Tree, &TreeBlob::Directory(p).encode()))
+        .collect::<Result<Vec<_>>>()?;
+    store.put_blob(PackKind::Tree, &TreeBlob::LargeDirectory(ids).encode())
+}
+
+/// Turns a file's extents into its content, storing extent lists when the
+/// file has too many extents to hold inline.
+///
+/// # Errors
+/// Chunk store errors.
+pub fn store_content(store: &ChunkStore<'_>, extents: Vec<Extent>) -> Result<Content> {
+    match tree::plan_content(extents) {
+        Ok(inline) => Ok(Content::Inline(inline)),
+        Err(lists) => lists
+            .into_iter()
+            .map(|l| store.put_blob(PackKind::Tree, &TreeBlob::ExtentList(l).encode()))
+            .collect::<Result<Vec<_>>>()
+            .map(Content::Indirect),
+    }
+}
+
+fn load_blob(store: &ChunkStore<'_>, id: &ChunkId) -> Result<TreeBlob> {
+    TreeBlob::decode(&store.get(id)?).map_err(|e| e.context(format!("tree {id}")))
+}
+
+/// Reads a directory's entries, in name order, whichever form it has.
+///
+/// # Errors
+/// Missing or damaged blobs, or parts that are not the canonical split.
+pub fn load_directory(store: &ChunkStore<'_>, id: &ChunkId) -> Result<Vec<Entry>> {
+    match load_blob(store, id)? {
+        TreeBlob::Directory(entries) => Ok(entries),
+        TreeBlob::LargeDirectory(part_ids) => {
+            let mut parts = Vec::with_capacity(part_ids.len());
+            for part in &part_ids {
+                match load_blob(store, part)? {
+                    TreeBlob::Directory(entries) => parts.push(entries),
+                    _ => {
+                        return Err(Error::corrupt(format!(
+                            "tree {part} is not a directory part"
+                        )));
+                    }
+                }
+            }
+            tree::check_parts(&parts).map_err(|e| e.context(format!("tree {id}")))?;
+            Ok(parts.concat())
+        }
+        TreeBlob::ExtentList(_) => Err(Error::corrupt(format!(
+            "tree {id} is an extent list, not a directory"
+        ))),
+    }
+}
+
+/// A file's extents, whichever form its content has.
+///
+/// # Errors
+/// Missing or damaged lists, or lists that are not the canonical split.
+pub fn load_extents(store: &ChunkStore<'_>, content: &Content, size: u64) -> Result<Vec<Extent>> {
+    match content {
+        Content::Inline(extents) => Ok(extents.clone()),
+        Content::Indirect(ids) => {
+            let mut lists = Vec::with_capacity(ids.len());
+            for id in ids {
+                match load_blob(store, id)? {
+                    TreeBlob::ExtentList(l) => lists.push(l),
+                    _ => return Err(Error::corrupt(format!("tree {id} is not an extent list"))),
+                }
+            }
+            tree::check_lists(&lists, size)?;
+            Ok(lists.concat())
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! Backup and restore of file trees: contents and metadata survive,
+//! unchanged files are not read again, sparse files stay sparse, and no
+//! snapshot can make restore write outside its target.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kura::backend::{Backend, LocalBackend};
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::format::pack::PackKind;
+use kura::format::snapshot::{RawPath, Snapshot, Summary};
+use kura::format::tree::{Entry, Metadata, Payload, TreeBlob};
+use kura::index::ChunkIndex;
+use kura::ops::backup::{BackupOptions, backup};
+use kura::ops::restore::{RestoreOptions, restore};
+use kura::repo::Repository;
+use kura::{ErrorKind, snapshot};
+
+use crate::common::{PASSWORD, fast_options, pseudo_random, text_like};
+
+/// A tree with one of each thing a server holds.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("www/theme/css")).unwrap();
+    fs::write(root.join("www/index.php"), text_like(10_000, 1)).unwrap();
+    fs::write(root.join("www/theme/css/site.css"), text_like(300_000, 2)).unwrap();
+    fs::write(root.join("www/upload.jpg"), pseudo_random(700_000, 3)).unwrap();
+    fs::write(root.join("www/empty"), b"").unwrap();
+    fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"www/caf\xe9.txt")),
+        b"latin-1 name",
+    )
+    .unwrap();
+    fs::set_permissions(
+        root.join("www/index.php"),
+        fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("www/theme"), fs::Permissions::from_mode(0o2750)).unwrap();
+    symlink("index.php", root.join("www/link")).unwrap();
+    symlink("/nonexistent/target", root.join("www/dangling")).unwrap();
+    fs::hard_link(
+        root.join("www/upload.jpg"),
+        root.join("www/upload-copy.jpg"),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("www/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let sparse = fs::File::create(root.join("www/disk.img")).unwrap();
+    sparse.set_len(64 << 20).unwrap();
+    sparse
+        .write_all_at(&pseudo_random(100_000, 4), 5 << 20)
+        .unwrap();
+    sparse
+        .write_all_at(&text_like(50_000, 5), 40 << 20)
+        .unwrap();
+    let _ = xattr::set(root.join("www/index.php"), "user.kura-test", b"xattr value");
+}
+
+/// Everything restore must reproduce, per relative path.
+fn describe(root: &Path) -> HashMap<PathBuf, String> {
+    let mut out = HashMap::new();
+    let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let md = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mut d = format!(
+                "mode {:o} mtime {}.{}",
+                md.mode(),
+                md.mtime(),
+                md.mtime_nsec()
+            );
+            if md.is_dir() {
+                stack.push(path.clone());
+            } else if md.file_type().is_symlink() {
+                let _ = write!(d, " -> {}", fs::read_link(&path).unwrap().display());
+            } else if md.is_file() {
+                let _ = write!(
+                    d,
+                    " size {} blake3 {}",
+                    md.len(),
+                    blake3::hash(&fs::read(&path).unwrap()).to_hex()
+                );
+                if md.nlink() > 1 {
+                    let first = inodes.entry(md.ino()).or_insert_with(|| rel.clone());
+                    let _ = write!(d, " linked-with {}", first.display());
+                }
+            }
+            if let Ok(Some(v)) = xattr::get(&path, "user.kura-test") {
+                let _ = write!(d, " xattr {}", String::from_utf8_lossy(&v));
+            }
+            out.insert(rel, d);
+        }
+    }
+    out
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    src: PathBuf,
+    work: PathBuf,
+    repo: Repository,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src);
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path().join("repo")));
+    let repo = Repository::init(backend, PASSWORD, &fast_options()).unwrap();
+    let work = dir.path().to_path_buf();
+    Fixture {
+        _dir: dir,
+        src,
+        work,
+        repo,
+    }
+}
+
+fn options(paths: &[&Path]) -> BackupOptions {
+    BackupOptions {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        hostname: "test".into(),
+        ..BackupOptions::default()
+    }
+}
+
+fn restore_latest(
+    f: &Fixture,
+    target: &Path,
+    include: Vec<PathBuf>,
+) -> kura::Result<kura::ops::restore::RestoreReport> {
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&f.repo).unwrap();
+    let (_, snap) = snapshot::find(&f.repo, "latest").unwrap();
+    let store = ChunkStore::new(&f.repo, &index, ChunkStoreOptions::default());
+    restore(
+        &store,
+        &snap.tree_id().unwrap(),
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            include,
+            owners: false,
+        },
+    )
+}
+
+#[test]
+fn a_tree_round_trips_with_metadata() {
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    let report = backup(&f.repo, &index, &options(&[&f.src])).unwrap();
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(report.summary.files, 7);
+    let target = f.work.join("restored");
+    restore_latest(&f, &target, vec![]).unwrap();
+    let restored_root = target.join(f.src.strip_prefix("/").unwrap());
+    assert_eq!(describe(&restored_root), describe(&f.src));
+    // The sparse image stays sparse: 64 MiB apparent, about 150 KB of data.
+    let img = fs::metadata(restored_root.join("www/disk.img")).unwrap();
+    assert_eq!(img.len(), 64 << 20);
+    assert!(
+        img.blocks() * 512 < 4 << 20,
+        "{} bytes allocated",
+        img.blocks() * 512
+    );
+    assert!(
+        fs::symlink_metadata(restored_root.join("www/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    let first = backup(&f.repo, &index, &options(&[&f.src])).unwrap();
+    assert_eq!(first.summary.files_unchanged, 0);
+    fs::write(f.src.join("www/index.php"), text_like(12_000, 9)).unwrap();
+    let second = backup(&f.repo, &index, &options(&[&f.src])).unwrap();
+    assert_eq!(second.parent, Some(first.snapshot));
+    assert_eq!(second.summary.files, 7);
+    assert_eq!(
+        second.summary.files_unchanged, 6,
+        "only the edited file is read"
+    );
+    assert!(second.summary.bytes_stored < 100_000);
+    let target = f.work.join("restored");
+    restore_latest(&f, &target, vec![]).unwrap();
+    assert_eq!(
+        describe(&target.join(f.src.strip_prefix("/").unwrap())),
+        describe(&f.src)
+    );
+}
+
+#[test]
+fn include_restores_one_path() {
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    backup(&f.repo, &index, &options(&[&f.src])).unwrap();
+    let target = f.work.join("partial");
+    let css = f.src.join("www/theme/css");
+    restore_latest(&f, &target, vec![css.clone()]).unwrap();
+    let rel = css.strip_prefix("/").unwrap();
+    assert_eq!(
+        fs::read(target.join(rel).join("site.css")).unwrap(),
+        fs::read(css.join("site.css")).unwrap()
+    );
+    assert!(
+        !target
+            .join(f.src.strip_prefix("/").unwrap())
+            .join("www/index.php")
+            .exists()
+    );
+}
+
+/// Stores a root tree holding `entries` and a snapshot naming it.
+fn plant_snapshot(repo: &Repository, entries: Vec<Entry>) {
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(repo, &index, ChunkStoreOptions::default());
+    let root = store
+        .put_blob(PackKind::Tree, &TreeBlob::Directory(entries).encode())
+        .unwrap();
+    store.flush().unwrap();
+    let snap = Snapshot {
+        version: 1,
+        tree: root.to_hex(),
+        parent: None,
+        time: 1,
+        end_time: 2,
+        hostname: "evil".into(),
+        username: String::new(),
+        paths: vec![RawPath::from_bytes(b"/x")],
+        tags: vec![],
+        program: "test".into(),
+        incomplete: false,
+        summary: Summary::default(),
+    };
+    snapshot::save(repo, &snap).unwrap();
+}
+
+fn file_entry(repo: &Repository, name: &[u8], data: &[u8]) -> Entry {
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(repo, &index, ChunkStoreOptions::default());
+    let refs = store.put_stream(data).unwrap();
+    store.flush().unwrap();
+    let extents = refs
+        .iter()
+        .map(|r| kura::format::tree::Extent::Data {
+            id: r.id,
+            len: r.len,
+        })
+        .collect();
+    Entry {
+        name: name.to_vec(),
+        meta: Metadata {
+            mode: 0o644,
+            nlink: 1,
+            size: data.len() as u64,
+            ..Metadata::default()
+        },
+        payload: Payload::File(kura::format::tree::Content::Inline(extents)),
+    }
+}
+
+#[test]
+fn hostile_names_never_write_outside_the_target() {
+    for name in [
+        &b"../escaped"[..],
+        b"/tmp/absolute-escape",
+        b"a/../../escaped",
+        b"..",
+    ] {
+        let f = fixture();
+        let entry = file_entry(&f.repo, name, b"payload");
+        plant_snapshot(&f.repo, vec![entry]);
+        let target = f.work.join("target");
+        let err = restore_latest(&f, &target, vec![]).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::Corrupt,
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+        assert!(!f.work.join("escaped").exists());
+        assert!(!Path::new("/tmp/absolute-escape").exists());
+    }
+}
+
+#[test]
+fn an_existing_symlink_in_the_target_is_not_followed() {
+    let f = fixture();
+    let outside = f.work.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let file = file_entry(&f.repo, b"f", b"data");
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&f.repo, &index, ChunkStoreOptions::default());
+    let sub = store
+        .put_blob(PackKind::Tree, &TreeBlob::Directory(vec![file]).encode())
+        .unwrap();
+    store.flush().unwrap();
+    let dir = Entry {
+        name: b"a".to_vec(),
+        meta: Metadata {
+            mode: 0o755,
+            ..Metadata::default()
+        },
+        payload: Payload::Dir(sub),
+    };
+    plant_snapshot(&f.repo, vec![dir]);
+    let target = f.work.join("target");
+    fs::create_dir(&target).unwrap();
+    symlink(&outside, target.join("a")).unwrap();
+    restore_latest(&f, &target, vec![]).unwrap();
+    assert!(
+        fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing was written through the symlink"
+    );
+    assert_eq!(fs::read(target.join("a/f")).unwrap(), b"data");
+}
