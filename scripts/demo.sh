@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Local demo (README.md, "Set-up"): builds kura, creates a repository in a
-# temporary directory, shows its keys and config, then stores a sample tree
-# twice through the chunk store and reads every file back.
+# Local demo (README.md, "Set-up"): builds kura, generates a small web
+# server tree (../shared/bench/gen_site.py if present, else this source
+# tree), backs it up on two "nights", lists the snapshots, restores the
+# latest one and compares it with the source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet --bin kura --example store_tree
+cargo build --release --quiet --bin kura
+kura=$PWD/target/release/kura
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-demo.XXXXXX")
-export KURA_REPOSITORY="$work/repo" KURA_PASSWORD="demo password"
-source_dir=${1:-}
-if [ -z "$source_dir" ]; then
-    source_dir="$work/site"
-    if [ -x ../shared/bench/gen_site.py ] && command -v python3 >/dev/null; then
-        python3 ../shared/bench/gen_site.py "$source_dir" --night 0 --scale 0.05
+export KURA_REPOSITORY="$work/repo" KURA_PASSWORD="demo password" KURA_CACHE_DIR="$work/cache"
+site="$work/site"
+night() {
+    if [ -f ../shared/bench/gen_site.py ] && command -v python3 >/dev/null; then
+        python3 ../shared/bench/gen_site.py "$site" --night "$1" --scale 0.05
     else
-        mkdir -p "$source_dir" && cp -r src format-spec "$source_dir/"
+        mkdir -p "$site" && cp -r src format-spec "$site/" && date >"$site/night-$1"
     fi
-fi
+}
 echo "== kura init"
-target/release/kura init
-echo "== kura key list"
-target/release/kura key list
-echo "== kura config show"
-target/release/kura config show
-echo "== store $source_dir twice, then read it all back"
-target/release/examples/store_tree "$KURA_REPOSITORY" "$source_dir"
-du -sh "$KURA_REPOSITORY"
+"$kura" init
+echo "== night 0: kura backup $site"
+night 0
+"$kura" backup "$site"
+echo "== night 1: kura backup $site (unchanged files are not read)"
+night 1
+"$kura" backup "$site"
+echo "== kura snapshots"
+"$kura" snapshots
+echo "== kura restore latest"
+"$kura" restore latest --target "$work/restored"
+diff -r "$site" "$work/restored$site" && echo "restored tree is identical to the source"
+du -sh "$work/repo" "$site"
 echo "demo repository left in $work/repo (password: demo password)"

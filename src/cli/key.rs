@@ -100,7 +100,7 @@ fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
 
 /// `YYYY-MM-DD HH:MM` (UTC) for unix seconds, by the civil-from-days
 /// algorithm (H. Hinnant), to keep a date crate out of the binary.
-fn utc_minutes(unix: u64) -> String {
+pub(super) fn utc_minutes(unix: u64) -> String {
     let days = i64::try_from(unix / 86_400).unwrap_or(0);
     let secs = unix % 86_400;
     let z = days + 719_468;

@@ -5,6 +5,7 @@
 
 mod key;
 mod password;
+mod snapshot_cmds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ pub mod exit {
     /// Bad command line (clap's own exit code).
     #[allow(dead_code)]
     pub const USAGE: u8 = 2;
+    pub const INCOMPLETE: u8 = 3;
     pub const REPO_NOT_FOUND: u8 = 10;
     pub const LOCKED: u8 = 11;
     pub const WRONG_PASSWORD: u8 = 12;
@@ -33,9 +35,17 @@ pub mod exit {
     pub const ALREADY_EXISTS: u8 = 16;
 }
 
+/// A backup that committed a snapshot with files missing (exit code 3).
+#[derive(Debug, thiserror::Error)]
+#[error("the snapshot is incomplete: some files could not be read (see the warnings)")]
+pub struct Incomplete;
+
 /// Maps an error from anywhere in the program to its exit code.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     use kura::ErrorKind as K;
+    if err.downcast_ref::<Incomplete>().is_some() {
+        return exit::INCOMPLETE;
+    }
     let Some(e) = err.chain().find_map(|c| c.downcast_ref::<kura::Error>()) else {
         return exit::ERROR;
     };
@@ -102,6 +112,12 @@ pub enum Command {
         #[command(subcommand)]
         action: key::KeyCommand,
     },
+    /// Back up files and directories into a new snapshot.
+    Backup(snapshot_cmds::BackupArgs),
+    /// List snapshots.
+    Snapshots,
+    /// Restore a snapshot (or paths of it) into a directory.
+    Restore(snapshot_cmds::RestoreArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -195,6 +211,14 @@ pub fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Command::Key { action } => key::run(g, action),
+        Command::Backup(args) => {
+            if snapshot_cmds::run_backup(g, args)? {
+                return Err(Incomplete.into());
+            }
+            Ok(())
+        }
+        Command::Snapshots => snapshot_cmds::run_snapshots(g),
+        Command::Restore(args) => snapshot_cmds::run_restore(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

@@ -186,3 +186,60 @@ fn key_add_list_remove_passwd() {
             .success()
     );
 }
+
+#[test]
+fn backup_snapshots_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let src = dir.path().join("site");
+    std::fs::create_dir_all(src.join("db")).unwrap();
+    std::fs::write(
+        src.join("db/site.sql"),
+        "COPY posts FROM stdin;\n1\thello\n\\.\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("-r")
+            .arg(&repo)
+            .args(args)
+            .env("KURA_PASSWORD", "pw")
+            .env("KURA_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    let src_str = src.to_str().unwrap();
+    run(&["backup", "--tag", "nightly", src_str]);
+    let out = run(&["--json", "backup", src_str]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["summary"]["files_unchanged"], 1);
+    let out = run(&["--json", "snapshots"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert_eq!(list[0]["snapshot"]["tags"][0], "nightly");
+    let target = dir.path().join("restored");
+    run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let restored = target
+        .join(src.strip_prefix("/").unwrap())
+        .join("db/site.sql");
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        std::fs::read(src.join("db/site.sql")).unwrap()
+    );
+    // A snapshot name that matches nothing is "not found".
+    let out = kura(
+        &repo,
+        Some("pw"),
+        &[
+            "restore",
+            "ffffffff",
+            "--target",
+            "/nonexistent-kura-target",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+}
