@@ -1,31 +1,29 @@
 #!/usr/bin/env bash
-# Compares kura's chunk store with restic (and borg) on the gen_site corpus:
-# nights 0..N generated into one root, each tool backing it up into its own
-# repository, one after the other on the same night. Prints wall time, CPU,
-# peak RSS and repository size per night, and ratios.
+# Nightly comparison (issue 3): gen_site nights 0..N generated into one
+# root; each night kura, restic and borg back it up into their own
+# repositories, one after the other; then each restores the last night and
+# the result is compared with the source. Prints wall time, CPU time, peak
+# RSS and repository growth per night, and the restore times.
 #
-# kura has no `backup` command yet (issue 3): it is measured with
-# examples/store_tree (every regular file as one chunk stream, no tree
-# metadata, no snapshot), so this compares the data path only.
-#
-# Usage: benches/compare_store.sh [SCALE] [NIGHTS]   (defaults 0.25, 2)
+# Usage: benches/compare.sh [SCALE] [LAST_NIGHT]   (defaults 0.25, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-0.25}
-nights=${2:-2}
+nights=${2:-3}
 gen=../shared/bench/gen_site.py
 command -v restic >/dev/null || { echo "apt-get install restic borgbackup" >&2; exit 1; }
-cargo build --release --quiet --bin kura --example store_tree
+cargo build --release --quiet --bin kura
+kura=$PWD/target/release/kura
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-compare.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/site
 export KURA_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench KURA_CACHE_DIR=$work/kura-cache
 export RESTIC_CACHE_DIR=$work/restic-cache BORG_BASE_DIR=$work/borg-base
-target/release/kura -r "$work/kura" init --kdf-memory 19456 --kdf-passes 2 >/dev/null
+"$kura" -r "$work/kura" init --kdf-memory 19456 --kdf-passes 2 >/dev/null
 restic -r "$work/restic" init -q >/dev/null
 have_borg=0
 if command -v borg >/dev/null; then
-    borg init -e repokey "$work/borg" && have_borg=1
+    borg init -e repokey "$work/borg" 2>/dev/null && have_borg=1
 fi
 measure() { # label night command...
     local label=$1 night=$2; shift 2
@@ -40,7 +38,7 @@ declare -A last=([kura]=0 [restic]=0 [borg]=0)
 for night in $(seq 0 "$nights"); do
     python3 "$gen" "$root" --night "$night" --scale "$scale" >/dev/null
     sync
-    measure kura "$night" target/release/examples/store_tree "$work/kura" "$root" --once
+    measure kura "$night" "$kura" -r "$work/kura" backup --host bench --quiet "$root"
     measure restic "$night" restic -r "$work/restic" backup -q --host bench "$root"
     if [ $have_borg = 1 ]; then
         measure borg "$night" borg create --compression zstd,3 "$work/borg::n$night" "$root"
@@ -53,3 +51,11 @@ for night in $(seq 0 "$nights"); do
         last[$tool]=$s
     done
 done
+echo
+printf 'restore of night %s\twall_s\tcpu_s\trss_MB\tidentical\n' "$nights"
+(cd "$root" && find . -type f -print0 | sort -z | xargs -0 sha256sum) >"$work/want"
+check() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | cmp -s - "$work/want" && echo yes || echo NO; }
+measure kura-restore r "$kura" -r "$work/kura" restore latest --target "$work/r-kura"
+printf '%s\t%s\n' "$(grep -P '^kura-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-kura$root")" | sed 's/^/kura\t/'
+measure restic-restore r restic -r "$work/restic" restore latest --target "$work/r-restic"
+printf '%s\t%s\n' "$(grep -P '^restic-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-restic$root")" | sed 's/^/restic\t/'
