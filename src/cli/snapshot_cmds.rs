@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::index::ChunkIndex;
-use kura::ops::backup::{BackupOptions, ParentChoice, backup};
+use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup};
 use kura::ops::restore::{RestoreOptions, restore};
 use kura::repo::Repository;
 use kura::snapshot;
@@ -16,8 +16,19 @@ use super::GlobalArgs;
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required = true)]
+    #[arg(required_unless_present_any = ["stdin", "stdin_from_command"])]
     pub paths: Vec<PathBuf>,
+    /// Store standard input as a file of the snapshot (see --stdin-filename).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Where --stdin, or a --stdin-from-command without NAME=, is stored.
+    #[arg(long, default_value = "stdin")]
+    pub stdin_filename: PathBuf,
+    /// Store a command's output, e.g. `db/site.sql=pg_dump site`, or a
+    /// plain command named by --stdin-filename (repeatable). A command that
+    /// exits non-zero aborts the backup: no snapshot is saved.
+    #[arg(long, value_name = "[NAME=]COMMAND")]
+    pub stdin_from_command: Vec<String>,
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -63,6 +74,23 @@ fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
     Ok(index)
 }
 
+/// `NAME=COMMAND` when the part before the first `=` is a plain name (no
+/// white space), else the whole text is the command, named `default_name`.
+fn command_source(text: &str, default_name: &std::path::Path) -> StreamSource {
+    match text.split_once('=') {
+        Some((name, cmd)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+            StreamSource {
+                name: name.into(),
+                command: Some(cmd.to_owned()),
+            }
+        }
+        _ => StreamSource {
+            name: default_name.to_path_buf(),
+            command: Some(text.to_owned()),
+        },
+    }
+}
+
 fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -79,8 +107,20 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         (Some(p), false) => ParentChoice::Id(snapshot::find(&repo, p)?.0),
         (None, false) => ParentChoice::Latest,
     };
+    let mut streams: Vec<StreamSource> = args
+        .stdin_from_command
+        .iter()
+        .map(|c| command_source(c, &args.stdin_filename))
+        .collect();
+    if args.stdin {
+        streams.push(StreamSource {
+            name: args.stdin_filename.clone(),
+            command: None,
+        });
+    }
     let options = BackupOptions {
         paths: args.paths.clone(),
+        streams,
         tags: args.tags.clone(),
         hostname: args.host.clone().unwrap_or_else(hostname),
         parent,

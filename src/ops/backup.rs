@@ -32,10 +32,21 @@ pub enum ParentChoice {
     Id(SnapshotId),
 }
 
+/// A stream stored as one file of the snapshot: a command's standard
+/// output (a database dump) or this process's standard input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSource {
+    /// Where the stream appears in the snapshot, e.g. `db/site.sql`.
+    pub name: PathBuf,
+    /// A shell command whose output is stored; `None` reads standard input.
+    pub command: Option<String>,
+}
+
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
+    pub streams: Vec<StreamSource>,
     pub tags: Vec<String>,
     pub hostname: String,
     pub parent: ParentChoice,
@@ -310,9 +321,14 @@ pub fn backup(
         .iter()
         .map(|p| clean_absolute(p))
         .collect::<Result<_>>()?;
+    let stream_paths: Vec<PathBuf> = options
+        .streams
+        .iter()
+        .map(|st| stream_path(&st.name))
+        .collect::<Result<_>>()?;
     paths.sort();
     paths.dedup();
-    if paths.is_empty() {
+    if paths.is_empty() && stream_paths.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "nothing to back up: no paths given",
@@ -320,6 +336,7 @@ pub fn backup(
     }
     let raw_paths: Vec<RawPath> = paths
         .iter()
+        .chain(&stream_paths)
         .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
         .collect();
     let parent = find_parent(repo, options, &raw_paths)?;
@@ -335,11 +352,7 @@ pub fn backup(
     for path in &paths {
         fs::symlink_metadata(path)
             .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
-        let comps: Vec<Vec<u8>> = path
-            .components()
-            .skip(1)
-            .map(|c| c.as_os_str().as_bytes().to_vec())
-            .collect();
+        let comps = components(path);
         let parent_entry = match parent_root {
             Some(id) => find_entry(&store, id, &comps)?,
             None => None,
@@ -353,7 +366,18 @@ pub fn backup(
         let Some(entry) = walker.entry(path, name.clone(), parent_entry.as_ref())? else {
             continue;
         };
-        insert_root(&mut root, dirs, entry, &mut walker.names);
+        let names = &mut walker.names;
+        insert_root(&mut root, dirs, entry, |real| {
+            fs::symlink_metadata(real)
+                .map(|md| read_metadata(real, &md, names).0)
+                .unwrap_or_default()
+        });
+    }
+    for (source, path) in options.streams.iter().zip(&stream_paths) {
+        let comps = components(path);
+        let (name, dirs) = comps.split_last().expect("stream paths have a name");
+        let entry = store_stream(&store, source, name.clone(), &mut walker.summary)?;
+        insert_root(&mut root, dirs, entry, |_| stream_metadata(0o700, 0));
     }
     let tree_id = store_root(&store, root)?;
     store.flush()?;
@@ -420,15 +444,20 @@ fn find_entry(store: &ChunkStore<'_>, root: ChunkId, comps: &[Vec<u8>]) -> Resul
     Ok(None)
 }
 
-fn insert_root(root: &mut RootDir, dirs: &[Vec<u8>], entry: Entry, names: &mut NameCache) {
+/// Puts `entry` into the root tree below `dirs`, creating the directories
+/// on the way with the metadata `dir_meta` gives for their absolute path.
+fn insert_root(
+    root: &mut RootDir,
+    dirs: &[Vec<u8>],
+    entry: Entry,
+    mut dir_meta: impl FnMut(&Path) -> Metadata,
+) {
     let mut node = root;
     let mut real = PathBuf::from("/");
     for d in dirs {
         real.push(std::ffi::OsStr::from_bytes(d));
         let child = node.children.entry(d.clone()).or_insert_with(|| {
-            let meta = fs::symlink_metadata(&real)
-                .map(|md| read_metadata(&real, &md, names).0)
-                .unwrap_or_default();
+            let meta = dir_meta(&real);
             RootNode::Dir(RootDir {
                 meta,
                 children: BTreeMap::new(),
@@ -441,6 +470,123 @@ fn insert_root(root: &mut RootDir, dirs: &[Vec<u8>], entry: Entry, names: &mut N
     }
     node.children
         .insert(entry.name.clone(), RootNode::Entry(entry));
+}
+
+/// The components of an absolute, clean path, as bytes.
+fn components(path: &Path) -> Vec<Vec<u8>> {
+    path.components()
+        .skip(1)
+        .map(|c| c.as_os_str().as_bytes().to_vec())
+        .collect()
+}
+
+/// The absolute in-snapshot path of a stream named `name` (`db/site.sql`
+/// becomes `/db/site.sql`); `..` and empty names are refused.
+fn stream_path(name: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("stream name {} may not contain ..", name.display()),
+                ));
+            }
+        }
+    }
+    if out.as_os_str().len() == 1 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "a stream needs a file name",
+        ));
+    }
+    Ok(out)
+}
+
+/// Metadata of a stream's file (or of a directory leading to it): owned by
+/// the backing-up user, timestamped now.
+fn stream_metadata(mode: u32, size: u64) -> Metadata {
+    let now = now_ns();
+    let time = (
+        now.div_euclid(1_000_000_000),
+        u32::try_from(now.rem_euclid(1_000_000_000)).unwrap_or(0),
+    );
+    Metadata {
+        mode,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        mtime: time,
+        ctime: time,
+        nlink: 1,
+        size,
+        ..Metadata::default()
+    }
+}
+
+/// Stores a command's output (or standard input) as one file entry. A
+/// command that fails aborts the backup, with its standard error in the
+/// message, before anything is committed.
+fn store_stream(
+    store: &ChunkStore<'_>,
+    source: &StreamSource,
+    name: Vec<u8>,
+    summary: &mut Summary,
+) -> Result<Entry> {
+    let refs = match &source.command {
+        None => store.put_stream(std::io::stdin())?,
+        Some(cmd) => run_command(store, cmd)?,
+    };
+    let size: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
+    summary.files += 1;
+    summary.bytes += size;
+    let extents = refs
+        .into_iter()
+        .map(|r| Extent::Data {
+            id: r.id,
+            len: r.len,
+        })
+        .collect();
+    Ok(Entry {
+        name,
+        meta: stream_metadata(0o600, size),
+        payload: Payload::File(tree::store_content(store, extents)?),
+    })
+}
+
+fn run_command(store: &ChunkStore<'_>, cmd: &str) -> Result<Vec<crate::chunkstore::ChunkRef>> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {cmd:?}"), e))?;
+    let mut stderr = child.stderr.take().expect("piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        text
+    });
+    let stdout = child.stdout.take().expect("piped");
+    let stored = store.put_stream(stdout);
+    let status = child
+        .wait()
+        .map_err(|e| Error::io(format!("waiting for {cmd:?}"), e))?;
+    let text = stderr_reader.join().unwrap_or_default();
+    if !status.success() {
+        let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(4096)..])
+            .trim()
+            .to_owned();
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("command {cmd:?} failed ({status}); nothing was committed: {tail}"),
+        ));
+    }
+    stored
 }
 
 fn store_root(store: &ChunkStore<'_>, dir: RootDir) -> Result<ChunkId> {

@@ -243,3 +243,33 @@ fn backup_snapshots_restore() {
     );
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
 }
+
+#[test]
+fn failing_dump_command_exits_non_zero_without_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let out = kura(
+        &repo,
+        Some("pw"),
+        &[
+            "backup",
+            "--stdin-from-command",
+            "db.sql=echo partial; echo 'no such database' >&2; exit 1",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("no such database"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kura(&repo, Some("pw"), &["--json", "snapshots"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    let ok = kura(
+        &repo,
+        Some("pw"),
+        &["backup", "--stdin-from-command", "db.sql=echo dump"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}

@@ -334,3 +334,50 @@ fn an_existing_symlink_in_the_target_is_not_followed() {
     );
     assert_eq!(fs::read(target.join("a/f")).unwrap(), b"data");
 }
+
+#[test]
+fn command_output_is_stored_and_a_failing_command_commits_nothing() {
+    use kura::ops::backup::StreamSource;
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    let dump = StreamSource {
+        name: "db/site.sql".into(),
+        command: Some("seq 1 300000".into()),
+    };
+    let opts = BackupOptions {
+        streams: vec![dump],
+        ..options(&[&f.src.join("www/theme")])
+    };
+    let report = backup(&f.repo, &index, &opts).unwrap();
+    assert_eq!(report.summary.files, 2);
+    let target = f.work.join("restored");
+    restore_latest(&f, &target, vec![]).unwrap();
+    let expected = std::process::Command::new("seq")
+        .args(["1", "300000"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(fs::read(target.join("db/site.sql")).unwrap(), expected);
+    assert!(
+        target
+            .join(f.src.strip_prefix("/").unwrap())
+            .join("www/theme/css/site.css")
+            .exists()
+    );
+
+    let failing = StreamSource {
+        name: "db/site.sql".into(),
+        command: Some("seq 1 1000; echo 'pg_dump: connection refused' >&2; exit 3".into()),
+    };
+    let opts = BackupOptions {
+        streams: vec![failing],
+        ..options(&[&f.src])
+    };
+    let err = backup(&f.repo, &index, &opts).unwrap_err();
+    assert!(err.to_string().contains("connection refused"), "{err}");
+    assert_eq!(
+        snapshot::list(&f.repo).unwrap().len(),
+        1,
+        "no snapshot was committed"
+    );
+}
