@@ -118,6 +118,10 @@ pub enum Command {
     Snapshots,
     /// Restore a snapshot (or paths of it) into a directory.
     Restore(snapshot_cmds::RestoreArgs),
+    /// List the files of a snapshot.
+    Ls(snapshot_cmds::LsArgs),
+    /// Write one file of a snapshot to standard output.
+    Dump(snapshot_cmds::DumpArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -219,6 +223,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         }
         Command::Snapshots => snapshot_cmds::run_snapshots(g),
         Command::Restore(args) => snapshot_cmds::run_restore(g, args),
+        Command::Ls(args) => snapshot_cmds::run_ls(g, args),
+        Command::Dump(args) => snapshot_cmds::run_dump(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

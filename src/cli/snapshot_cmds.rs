@@ -222,3 +222,133 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Snapshot id prefix, or `latest`.
+    pub snapshot: String,
+    /// A directory or file of the snapshot (default: everything).
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Snapshot id prefix, or `latest`.
+    pub snapshot: String,
+    /// The file to write to standard output, e.g. `db/site.sql`.
+    pub path: PathBuf,
+}
+
+/// Path components of a snapshot path given by a user (`db/site.sql` and
+/// `/db/site.sql` are the same).
+fn snapshot_components(path: &std::path::Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    path.components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .map(|c| c.as_os_str().as_bytes().to_vec())
+        .collect()
+}
+
+fn not_found(what: &str) -> anyhow::Error {
+    kura::Error::new(kura::ErrorKind::NotFound, what.to_owned()).into()
+}
+
+pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
+    use kura::format::tree::Payload;
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let comps = args
+        .path
+        .as_deref()
+        .map(snapshot_components)
+        .unwrap_or_default();
+    let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
+    if comps.is_empty() {
+        for e in kura::tree::load_directory(&store, &snap.tree_id()?)? {
+            stack.push((b"/".to_vec(), e));
+        }
+    } else {
+        let e = kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+            .ok_or_else(|| not_found("no such path in the snapshot"))?;
+        let mut parent = b"/".to_vec();
+        for c in &comps[..comps.len() - 1] {
+            parent.extend_from_slice(c);
+            parent.push(b'/');
+        }
+        stack.push((parent, e));
+    }
+    stack.reverse();
+    let mut out = std::io::stdout().lock();
+    while let Some((dir, e)) = stack.pop() {
+        let mut path = dir.clone();
+        path.extend_from_slice(&e.name);
+        let kind = match &e.payload {
+            Payload::File(_) => '-',
+            Payload::Dir(_) => 'd',
+            Payload::Symlink(_) => 'l',
+            Payload::CharDevice(_) => 'c',
+            Payload::BlockDevice(_) => 'b',
+            Payload::Fifo => 'p',
+            Payload::Socket => 's',
+        };
+        let line = format!(
+            "{kind}{:04o} {:>8} {:>8} {:>12} {} {}",
+            e.meta.mode,
+            String::from_utf8_lossy(&e.meta.user),
+            String::from_utf8_lossy(&e.meta.group),
+            e.meta.size,
+            super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
+            String::from_utf8_lossy(&path)
+        );
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+        if let Payload::Dir(id) = &e.payload {
+            let mut sub = path.clone();
+            sub.push(b'/');
+            let children = kura::tree::load_directory(&store, id)?;
+            stack.extend(children.into_iter().rev().map(|c| (sub.clone(), c)));
+        }
+    }
+    Ok(())
+}
+
+/// Writes a line; `Ok(true)` if the reader went away (not an error).
+fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Result<bool> {
+    match writeln!(out, "{line}") {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
+    use kura::format::tree::Payload;
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let comps = snapshot_components(&args.path);
+    let entry = kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+        .ok_or_else(|| not_found("no such path in the snapshot"))?;
+    let Payload::File(content) = &entry.payload else {
+        anyhow::bail!(
+            "{} is not a regular file (dumping directories as tar is not implemented yet)",
+            args.path.display()
+        );
+    };
+    let mut out = std::io::stdout().lock();
+    match kura::tree::write_content(&store, content, entry.meta.size, &mut out) {
+        Ok(_) => Ok(()),
+        Err(e) if is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_broken_pipe(e: &kura::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}

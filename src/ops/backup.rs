@@ -354,7 +354,7 @@ pub fn backup(
             .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
         let comps = components(path);
         let parent_entry = match parent_root {
-            Some(id) => find_entry(&store, id, &comps)?,
+            Some(id) => tree::lookup(&store, id, &comps)?,
             None => None,
         };
         let Some((name, dirs)) = comps.split_last() else {
@@ -421,27 +421,6 @@ fn find_parent(
             .rev()
             .find(|(_, s)| s.hostname == options.hostname && s.paths == paths)),
     }
-}
-
-/// The entry at `comps` below the root tree `root`, if there is one.
-fn find_entry(store: &ChunkStore<'_>, root: ChunkId, comps: &[Vec<u8>]) -> Result<Option<Entry>> {
-    let mut dir = root;
-    for (i, name) in comps.iter().enumerate() {
-        let Some(e) = tree::load_directory(store, &dir)?
-            .into_iter()
-            .find(|e| &e.name == name)
-        else {
-            return Ok(None);
-        };
-        if i + 1 == comps.len() {
-            return Ok(Some(e));
-        }
-        let Payload::Dir(id) = e.payload else {
-            return Ok(None);
-        };
-        dir = id;
-    }
-    Ok(None)
 }
 
 /// Puts `entry` into the root tree below `dirs`, creating the directories

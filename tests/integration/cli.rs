@@ -273,3 +273,44 @@ fn failing_dump_command_exits_non_zero_without_a_snapshot() {
     );
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
+
+#[test]
+fn dump_writes_a_file_to_stdout_and_ls_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    let ok = kura(
+        &repo,
+        Some("pw"),
+        &["backup", "--stdin-from-command", "db/site.sql=seq 1 200000"],
+    );
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let expected = Command::new("seq")
+        .args(["1", "200000"])
+        .output()
+        .unwrap()
+        .stdout;
+    let out = kura(&repo, Some("pw"), &["dump", "latest", "db/site.sql"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, expected);
+    // A reader that stops early is not an error.
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {BIN} -r {} dump latest /db/site.sql | head -c 10 >/dev/null",
+            repo.display()
+        ))
+        .env("KURA_PASSWORD", "pw")
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(stderr(&piped).is_empty(), "{}", stderr(&piped));
+    let ls = kura(&repo, Some("pw"), &["ls", "latest"]);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listing.contains("/db/site.sql") && listing.lines().count() == 2,
+        "{listing}"
+    );
+    let missing = kura(&repo, Some("pw"), &["dump", "latest", "db/other.sql"]);
+    assert_eq!(missing.status.code(), Some(10));
+}
