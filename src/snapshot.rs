@@ -81,3 +81,112 @@ pub fn find(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot)> {
         )),
     }
 }
+
+/// Which snapshots a point-in-time lookup considers.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub host: Option<String>,
+    pub tag: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &Snapshot) -> bool {
+        self.host.as_ref().is_none_or(|h| &s.hostname == h)
+            && self.tag.as_ref().is_none_or(|t| s.tags.contains(t))
+    }
+}
+
+/// The newest snapshot taken at or before `time_ns` (start time, ns since
+/// the epoch) that `filter` accepts.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] if there is none.
+pub fn newest_at(
+    repo: &Repository,
+    time_ns: i64,
+    filter: &Filter,
+) -> Result<(SnapshotId, Snapshot)> {
+    list(repo)?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.time <= time_ns && filter.matches(s))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                "no snapshot was taken at or before that time",
+            )
+        })
+}
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (UTC,
+/// as `kura snapshots` shows times; a `T` may stand for the space) into
+/// nanoseconds since the epoch. A bare date means the end of that day.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for anything else.
+pub fn parse_utc(text: &str) -> Result<i64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a time (want YYYY-MM-DD[ HH:MM[:SS]], UTC): {text:?}"),
+        )
+    };
+    let (date, clock) = match text.trim().split_once([' ', 'T']) {
+        Some((d, c)) => (d, Some(c)),
+        None => (text.trim(), None),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, m, day] = d.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, day) = (num(y)?, num(m)?, num(day)?);
+    let (hh, mm, ss) = match clock {
+        None => (23, 59, 59),
+        Some(c) => {
+            let parts: Vec<&str> = c.split(':').collect();
+            match parts.as_slice() {
+                [h, mi] => (num(h)?, num(mi)?, 0),
+                [h, mi, sec] => (num(h)?, num(mi)?, num(sec)?),
+                _ => return Err(bad()),
+            }
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    // days_from_civil (H. Hinnant).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Ok(secs * 1_000_000_000 + if clock.is_none() { 999_999_999 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_utc;
+
+    #[test]
+    fn parses_utc_times() {
+        assert_eq!(parse_utc("1970-01-01 00:00").unwrap(), 0);
+        assert_eq!(
+            parse_utc("2026-11-20 03:00").unwrap(),
+            1_795_143_600 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_utc("2026-11-20T03:00:05").unwrap(),
+            1_795_143_605 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_utc("2000-02-29").unwrap(),
+            (951_868_799 * 1_000_000_000) + 999_999_999
+        );
+        for bad in ["2026-13-01", "yesterday", "2026-11-20 25:00", "2026-11"] {
+            assert!(parse_utc(bad).is_err(), "{bad}");
+        }
+    }
+}

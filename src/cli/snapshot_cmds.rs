@@ -49,8 +49,19 @@ pub struct BackupArgs {
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix, or `latest`.
+    /// Snapshot id prefix, or `latest` (the default).
+    #[arg(default_value = "latest", conflicts_with = "at")]
     pub snapshot: String,
+    /// Restore the newest snapshot taken at or before this time:
+    /// `YYYY-MM-DD[ HH:MM[:SS]]`, UTC as `kura snapshots` shows it.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// With --at: only snapshots of this host.
+    #[arg(long, requires = "at")]
+    pub host: Option<String>,
+    /// With --at: only snapshots with this tag.
+    #[arg(long, requires = "at")]
+    pub tag: Option<String>,
     /// Directory to restore into.
     #[arg(long, short)]
     pub target: PathBuf,
@@ -194,7 +205,16 @@ pub fn run_snapshots(g: &GlobalArgs) -> Result<()> {
 pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let (id, snap) = snapshot::find(&repo, &args.snapshot)?;
+    let (id, snap) = match &args.at {
+        Some(at) => {
+            let filter = snapshot::Filter {
+                host: args.host.clone(),
+                tag: args.tag.clone(),
+            };
+            snapshot::newest_at(&repo, snapshot::parse_utc(at)?, &filter)?
+        }
+        None => snapshot::find(&repo, &args.snapshot)?,
+    };
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let options = RestoreOptions {
         target: args.target.clone(),

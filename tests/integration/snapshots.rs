@@ -232,6 +232,16 @@ fn include_restores_one_path() {
 
 /// Stores a root tree holding `entries` and a snapshot naming it.
 fn plant_snapshot(repo: &Repository, entries: Vec<Entry>) {
+    plant_snapshot_at(repo, entries, 1, "evil", &[]);
+}
+
+fn plant_snapshot_at(
+    repo: &Repository,
+    entries: Vec<Entry>,
+    time: i64,
+    host: &str,
+    tags: &[&str],
+) -> kura::id::SnapshotId {
     let index = ChunkIndex::open(None).unwrap();
     let store = ChunkStore::new(repo, &index, ChunkStoreOptions::default());
     let root = store
@@ -242,17 +252,17 @@ fn plant_snapshot(repo: &Repository, entries: Vec<Entry>) {
         version: 1,
         tree: root.to_hex(),
         parent: None,
-        time: 1,
-        end_time: 2,
-        hostname: "evil".into(),
+        time,
+        end_time: time + 1,
+        hostname: host.into(),
         username: String::new(),
         paths: vec![RawPath::from_bytes(b"/x")],
-        tags: vec![],
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
         program: "test".into(),
         incomplete: false,
         summary: Summary::default(),
     };
-    snapshot::save(repo, &snap).unwrap();
+    snapshot::save(repo, &snap).unwrap()
 }
 
 fn file_entry(repo: &Repository, name: &[u8], data: &[u8]) -> Entry {
@@ -379,5 +389,44 @@ fn command_output_is_stored_and_a_failing_command_commits_nothing() {
         snapshot::list(&f.repo).unwrap().len(),
         1,
         "no snapshot was committed"
+    );
+}
+
+#[test]
+fn at_selects_the_newest_snapshot_not_after_the_time() {
+    use kura::snapshot::{Filter, newest_at, parse_utc};
+    let f = fixture();
+    let t = |s: &str| parse_utc(s).unwrap();
+    let a = plant_snapshot_at(&f.repo, vec![], t("2026-11-18 03:00"), "web1", &["nightly"]);
+    let b = plant_snapshot_at(&f.repo, vec![], t("2026-11-19 03:00"), "web1", &[]);
+    let c = plant_snapshot_at(&f.repo, vec![], t("2026-11-20 03:00"), "web2", &["nightly"]);
+    let d = plant_snapshot_at(&f.repo, vec![], t("2026-11-21 03:00"), "web1", &["nightly"]);
+    let all = Filter::default();
+    let at = |time: &str, filter: &Filter| newest_at(&f.repo, t(time), filter).map(|(id, _)| id);
+    assert_eq!(
+        at("2026-11-20 03:00", &all).unwrap(),
+        c,
+        "a snapshot exactly at the time counts"
+    );
+    assert_eq!(at("2026-11-20 02:59", &all).unwrap(), b);
+    assert_eq!(
+        at("2026-11-19", &all).unwrap(),
+        b,
+        "a bare date means its end"
+    );
+    assert_eq!(at("2026-12-01", &all).unwrap(), d);
+    let web1 = Filter {
+        host: Some("web1".into()),
+        tag: None,
+    };
+    assert_eq!(at("2026-11-20 12:00", &web1).unwrap(), b);
+    let nightly_web1 = Filter {
+        host: Some("web1".into()),
+        tag: Some("nightly".into()),
+    };
+    assert_eq!(at("2026-11-20 12:00", &nightly_web1).unwrap(), a);
+    assert_eq!(
+        at("2026-11-17", &all).unwrap_err().kind(),
+        ErrorKind::NotFound
     );
 }
