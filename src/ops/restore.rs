@@ -17,6 +17,8 @@ use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchownat};
 
+use rayon::prelude::*;
+
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Entry, Extent, Payload};
@@ -50,7 +52,13 @@ struct Restorer<'s, 'r> {
     options: &'s RestoreOptions,
     include: Vec<Vec<Vec<u8>>>,
     /// First restored path of each multiply linked inode, by (dev, ino).
-    links: HashMap<(u64, u64), PathBuf>,
+    first_links: HashMap<(u64, u64), PathBuf>,
+    /// Files to write (in parallel, after the walk).
+    files: Vec<(PathBuf, Entry)>,
+    /// Hard links to make once their first path is written: (first, link).
+    links: Vec<(PathBuf, PathBuf)>,
+    /// Directories whose metadata is set last, children before parents.
+    dirs: Vec<(PathBuf, Entry)>,
     report: RestoreReport,
 }
 
@@ -105,14 +113,6 @@ impl Restorer<'_, '_> {
         let m = &entry.meta;
         let is_dir = matches!(entry.payload, Payload::Dir(_));
         clear_for(path, is_dir)?;
-        if m.nlink > 1 && !is_dir {
-            if let Some(first) = self.links.get(&(m.dev, m.ino)) {
-                fs::hard_link(first, path).map_err(io_err(path))?;
-                self.report.files += 1;
-                return Ok(());
-            }
-            self.links.insert((m.dev, m.ino), path.to_path_buf());
-        }
         match &entry.payload {
             Payload::Dir(id) => {
                 self.report.dirs += 1;
@@ -120,11 +120,20 @@ impl Restorer<'_, '_> {
                     fs::create_dir(path).map_err(io_err(path))?;
                 }
                 self.directory(id, path, comps)?;
+                self.dirs.push((path.to_path_buf(), entry.clone()));
+                return Ok(());
             }
-            Payload::File(content) => {
+            Payload::File(_) => {
                 self.report.files += 1;
-                let extents = tree::load_extents(self.store, content, m.size)?;
-                self.file(path, &extents, m.size)?;
+                if m.nlink > 1 {
+                    if let Some(first) = self.first_links.get(&(m.dev, m.ino)) {
+                        self.links.push((first.clone(), path.to_path_buf()));
+                        return Ok(());
+                    }
+                    self.first_links.insert((m.dev, m.ino), path.to_path_buf());
+                }
+                self.files.push((path.to_path_buf(), entry.clone()));
+                return Ok(());
             }
             Payload::Symlink(target) => {
                 self.report.others += 1;
@@ -152,83 +161,116 @@ impl Restorer<'_, '_> {
                 }
             }
         }
-        self.metadata(entry, path);
+        let warnings = set_metadata(entry, path, self.options.owners);
+        self.report.warnings.extend(warnings);
         Ok(())
     }
 
-    /// Writes a file's extents; holes are skipped, so the file is sparse.
-    fn file(&mut self, path: &Path, extents: &[Extent], size: u64) -> Result<()> {
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err(path))?;
-        let mut pos = 0u64;
-        for e in extents {
-            match *e {
-                Extent::Hole { len } => pos += len,
-                Extent::Data { id, len } => {
-                    let data = self.store.get(&id)?;
-                    if data.len() != len as usize {
-                        return Err(Error::corrupt(format!(
-                            "chunk {id} has another length than its tree says"
-                        )));
-                    }
-                    file.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
-                    file.write_all(&data).map_err(io_err(path))?;
-                    pos += u64::from(len);
-                    self.report.bytes += u64::from(len);
-                }
-            }
+    /// Writes the collected files in parallel, then the hard links, then
+    /// the directories' metadata (after their contents, so their times stay).
+    fn finish(&mut self) -> Result<()> {
+        let store = self.store;
+        let owners = self.options.owners;
+        let results: Vec<Result<(u64, Vec<String>)>> = std::mem::take(&mut self.files)
+            .into_par_iter()
+            .map(|(path, entry)| {
+                let Payload::File(content) = &entry.payload else {
+                    return Err(Error::corrupt("only files are queued for writing"));
+                };
+                let extents = tree::load_extents(store, content, entry.meta.size)?;
+                let bytes = write_file(store, &path, &extents, entry.meta.size)?;
+                Ok((bytes, set_metadata(&entry, &path, owners)))
+            })
+            .collect();
+        for r in results {
+            let (bytes, warnings) = r?;
+            self.report.bytes += bytes;
+            self.report.warnings.extend(warnings);
         }
-        file.set_len(size).map_err(io_err(path))
+        for (first, link) in std::mem::take(&mut self.links) {
+            fs::hard_link(&first, &link).map_err(io_err(&link))?;
+        }
+        for (path, entry) in std::mem::take(&mut self.dirs) {
+            let warnings = set_metadata(&entry, &path, owners);
+            self.report.warnings.extend(warnings);
+        }
+        Ok(())
     }
 
     fn warn(&mut self, message: String) {
         tracing::warn!("{message}");
         self.report.warnings.push(message);
     }
+}
 
-    /// Owner, mode, xattrs and times, in that order (chown clears setuid
-    /// bits, and times must come last).
-    fn metadata(&mut self, entry: &Entry, path: &Path) {
-        let m = &entry.meta;
-        let is_link = matches!(entry.payload, Payload::Symlink(_));
-        if self.options.owners {
-            let flag = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
-            if let Err(e) = fchownat(
-                nix::fcntl::AT_FDCWD,
-                path,
-                Some(Uid::from_raw(m.uid)),
-                Some(Gid::from_raw(m.gid)),
-                flag,
-            ) {
-                self.warn(format!("{}: cannot set owner: {e}", path.display()));
+/// Writes a file's extents; holes are skipped, so the file is sparse.
+/// Returns the data bytes written.
+fn write_file(store: &ChunkStore<'_>, path: &Path, extents: &[Extent], size: u64) -> Result<u64> {
+    let mut file: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let mut pos = 0u64;
+    let mut written = 0u64;
+    for e in extents {
+        match *e {
+            Extent::Hole { len } => pos += len,
+            Extent::Data { id, len } => {
+                let data = store.get(&id)?;
+                if data.len() != len as usize {
+                    return Err(Error::corrupt(format!(
+                        "chunk {id} has another length than its tree says"
+                    )));
+                }
+                file.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
+                file.write_all(&data).map_err(io_err(path))?;
+                pos += u64::from(len);
+                written += u64::from(len);
             }
-        }
-        if !is_link && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(m.mode)) {
-            self.warn(format!("{}: cannot set mode: {e}", path.display()));
-        }
-        for x in &m.xattrs {
-            if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
-                self.warn(format!(
-                    "{}: cannot set xattr {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy(&x.name)
-                ));
-            }
-        }
-        let ts = |(sec, nsec): (i64, u32)| TimeSpec::new(sec, i64::from(nsec));
-        if let Err(e) = utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &ts(m.mtime),
-            &ts(m.mtime),
-            UtimensatFlags::NoFollowSymlink,
-        ) {
-            self.warn(format!("{}: cannot set times: {e}", path.display()));
         }
     }
+    file.set_len(size).map_err(io_err(path))?;
+    Ok(written)
+}
+
+/// Owner, mode, xattrs and times, in that order (chown clears setuid bits,
+/// and times must come last). Returns what could not be set.
+fn set_metadata(entry: &Entry, path: &Path, owners: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let m = &entry.meta;
+    let is_link = matches!(entry.payload, Payload::Symlink(_));
+    if owners {
+        let flag = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        let (uid, gid) = (Some(Uid::from_raw(m.uid)), Some(Gid::from_raw(m.gid)));
+        if let Err(e) = fchownat(nix::fcntl::AT_FDCWD, path, uid, gid, flag) {
+            warnings.push(format!("{}: cannot set owner: {e}", path.display()));
+        }
+    }
+    if !is_link && let Err(e) = fs::set_permissions(path, fs::Permissions::from_mode(m.mode)) {
+        warnings.push(format!("{}: cannot set mode: {e}", path.display()));
+    }
+    for x in &m.xattrs {
+        if let Err(e) = xattr::set(path, OsStr::from_bytes(&x.name), &x.value) {
+            let name = String::from_utf8_lossy(&x.name);
+            warnings.push(format!("{}: cannot set xattr {name}: {e}", path.display()));
+        }
+    }
+    let ts = |(sec, nsec): (i64, u32)| TimeSpec::new(sec, i64::from(nsec));
+    let times = utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts(m.mtime),
+        &ts(m.mtime),
+        UtimensatFlags::NoFollowSymlink,
+    );
+    if let Err(e) = times {
+        warnings.push(format!("{}: cannot set times: {e}", path.display()));
+    }
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    warnings
 }
 
 /// Restores the tree `root` of a snapshot below `options.target`.
@@ -255,10 +297,14 @@ pub fn restore(
         store,
         options,
         include,
-        links: HashMap::new(),
+        first_links: HashMap::new(),
+        files: Vec::new(),
+        links: Vec::new(),
+        dirs: Vec::new(),
         report: RestoreReport::default(),
     };
     r.directory(root, &options.target, &mut Vec::new())?;
+    r.finish()?;
     if r.report.files + r.report.dirs + r.report.others == 0 && !options.include.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,
