@@ -42,6 +42,16 @@ pub struct BackupArgs {
     /// Read every file, reusing nothing from an earlier snapshot.
     #[arg(long)]
     pub no_parent: bool,
+    /// Leave out paths matching this glob (repeatable): with a `/` it is
+    /// matched against the absolute path, without one against file names.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read exclude globs from a file, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out directories that contain a file of this name (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
@@ -129,9 +139,18 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
             command: None,
         });
     }
+    let mut patterns = args.exclude.clone();
+    for file in &args.exclude_file {
+        patterns.extend(kura::source::exclude::read_exclude_file(file)?);
+    }
+    let excludes = kura::source::exclude::ExcludeOptions {
+        patterns,
+        if_present: args.exclude_if_present.clone(),
+    };
     let options = BackupOptions {
         paths: args.paths.clone(),
         streams,
+        excludes,
         tags: args.tags.clone(),
         hostname: args.host.clone().unwrap_or_else(hostname),
         parent,

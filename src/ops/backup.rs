@@ -18,6 +18,7 @@ use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
 use crate::index::ChunkIndex;
 use crate::repo::Repository;
+use crate::source::exclude::{ExcludeOptions, Excluder};
 use crate::source::{NameCache, data_ranges, read_metadata};
 use crate::{snapshot, tree};
 
@@ -50,6 +51,7 @@ pub struct BackupOptions {
     pub tags: Vec<String>,
     pub hostname: String,
     pub parent: ParentChoice,
+    pub excludes: ExcludeOptions,
     pub store: ChunkStoreOptions,
 }
 
@@ -84,6 +86,7 @@ enum RootNode {
 
 struct Walker<'s, 'r> {
     store: &'s ChunkStore<'r>,
+    excluder: Excluder,
     names: NameCache,
     summary: Summary,
     warnings: Vec<String>,
@@ -211,6 +214,11 @@ impl Walker<'_, '_> {
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
+            if self.excluder.excludes(&child)
+                || (child.is_dir() && !child.is_symlink() && self.excluder.marked(&child))
+            {
+                continue;
+            }
             if let Some(e) = self.entry(&child, name.clone(), parent_entries.get(&name))? {
                 entries.push(e);
             }
@@ -343,6 +351,7 @@ pub fn backup(
     let store = ChunkStore::new(repo, index, options.store);
     let mut walker = Walker {
         store: &store,
+        excluder: Excluder::new(&options.excludes)?,
         names: NameCache::default(),
         summary: Summary::default(),
         warnings: Vec::new(),

@@ -2,6 +2,8 @@
 //! metadata of files (owners, modes, times, xattrs) and where a sparse
 //! file's data lies. Nothing here writes.
 
+pub mod exclude;
+
 use std::collections::HashMap;
 use std::fs::{File, Metadata as FsMetadata};
 use std::io;

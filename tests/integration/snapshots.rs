@@ -430,3 +430,37 @@ fn at_selects_the_newest_snapshot_not_after_the_time() {
         ErrorKind::NotFound
     );
 }
+
+#[test]
+fn excludes_leave_out_globs_and_marked_directories() {
+    use kura::source::exclude::ExcludeOptions;
+    let f = fixture();
+    fs::create_dir_all(f.src.join("www/cache/sub")).unwrap();
+    fs::write(f.src.join("www/cache/.nobackup"), b"").unwrap();
+    fs::write(f.src.join("www/cache/sub/big.bin"), b"regenerable").unwrap();
+    let css = f.src.join("www/theme/css");
+    let excludes = ExcludeOptions {
+        patterns: vec!["*.jpg".into(), css.to_str().unwrap().to_owned()],
+        if_present: vec![".nobackup".into()],
+    };
+    let index = ChunkIndex::open(None).unwrap();
+    let opts = BackupOptions {
+        excludes,
+        ..options(&[&f.src])
+    };
+    backup(&f.repo, &index, &opts).unwrap();
+    let target = f.work.join("restored");
+    restore_latest(&f, &target, vec![]).unwrap();
+    let root = target.join(f.src.strip_prefix("/").unwrap());
+    assert!(root.join("www/index.php").exists());
+    assert!(
+        root.join("www/theme").is_dir(),
+        "the parent of an excluded path stays"
+    );
+    assert!(!root.join("www/theme/css").exists());
+    assert!(!root.join("www/upload.jpg").exists() && !root.join("www/upload-copy.jpg").exists());
+    assert!(
+        !root.join("www/cache").exists(),
+        "a marked directory is left out whole"
+    );
+}
