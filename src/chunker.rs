@@ -112,7 +112,6 @@ pub struct ChunkStream<'c, R> {
     carry: Vec<u8>,
     segment: usize,
     eof: bool,
-    bytes_read: u64,
 }
 
 impl<'c, R: Read> ChunkStream<'c, R> {
@@ -125,18 +124,12 @@ impl<'c, R: Read> ChunkStream<'c, R> {
             carry: Vec::new(),
             segment,
             eof: false,
-            bytes_read: 0,
         }
     }
 
     /// Whether the stream is exhausted: the next batch is `None`.
     pub fn finished(&self) -> bool {
         self.eof && self.carry.is_empty()
-    }
-
-    /// Bytes read from the stream so far.
-    pub fn bytes_read(&self) -> u64 {
-        self.bytes_read
     }
 
     /// The next batch, or `None` at the end of the stream.
@@ -170,10 +163,7 @@ impl<'c, R: Read> ChunkStream<'c, R> {
         while !self.eof && filled < data.len() {
             match self.reader.read(&mut data[filled..]) {
                 Ok(0) => self.eof = true,
-                Ok(n) => {
-                    filled += n;
-                    self.bytes_read += n as u64;
-                }
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     data.truncate(filled);

@@ -116,7 +116,8 @@ impl Walker<'_, '_> {
         self.warnings.push(message);
     }
 
-    /// The entry for `path`, or `None` (with a warning) if it cannot be read.
+    /// The entry for `path`; `None` if it cannot be read (with a warning)
+    /// or is a directory holding an exclude marker.
     fn entry(
         &mut self,
         path: &Path,
@@ -130,11 +131,14 @@ impl Walker<'_, '_> {
                 return Ok(None);
             }
         };
+        let ft = md.file_type();
+        if ft.is_dir() && self.excluder.marked(path) {
+            return Ok(None);
+        }
         let (meta, xattr_error) = read_metadata(path, &md, &mut self.names);
         if let Some(e) = xattr_error {
             self.warn(format!("{}: extended attributes: {e}", path.display()));
         }
-        let ft = md.file_type();
         let payload = if ft.is_dir() {
             self.summary.dirs += 1;
             let parent_dir = match parent.map(|p| &p.payload) {
@@ -214,9 +218,7 @@ impl Walker<'_, '_> {
         let mut entries = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(std::ffi::OsStr::from_bytes(&name));
-            if self.excluder.excludes(&child)
-                || (child.is_dir() && !child.is_symlink() && self.excluder.marked(&child))
-            {
+            if self.excluder.excludes(&child) {
                 continue;
             }
             if let Some(e) = self.entry(&child, name.clone(), parent_entries.get(&name))? {

@@ -24,34 +24,34 @@ pub struct NameCache {
 
 impl NameCache {
     fn user(&mut self, uid: u32) -> Vec<u8> {
-        self.users
-            .entry(uid)
-            .or_insert_with(|| {
-                let name = User::from_uid(Uid::from_raw(uid))
-                    .ok()
-                    .flatten()
-                    .map(|u| u.name);
-                name.map(String::into_bytes)
-                    .filter(|n| n.len() < 256)
-                    .unwrap_or_default()
-            })
-            .clone()
+        cached_name(&mut self.users, uid, |id| {
+            Some(User::from_uid(Uid::from_raw(id)).ok()??.name)
+        })
     }
 
     fn group(&mut self, gid: u32) -> Vec<u8> {
-        self.groups
-            .entry(gid)
-            .or_insert_with(|| {
-                let name = Group::from_gid(Gid::from_raw(gid))
-                    .ok()
-                    .flatten()
-                    .map(|g| g.name);
-                name.map(String::into_bytes)
-                    .filter(|n| n.len() < 256)
-                    .unwrap_or_default()
-            })
-            .clone()
+        cached_name(&mut self.groups, gid, |id| {
+            Some(Group::from_gid(Gid::from_raw(id)).ok()??.name)
+        })
     }
+}
+
+/// The name of `id` from `cache`, looked up once with `lookup`; empty when
+/// unknown or too long for a tree entry (255 bytes).
+fn cached_name(
+    cache: &mut HashMap<u32, Vec<u8>>,
+    id: u32,
+    lookup: impl FnOnce(u32) -> Option<String>,
+) -> Vec<u8> {
+    cache
+        .entry(id)
+        .or_insert_with(|| {
+            lookup(id)
+                .map(String::into_bytes)
+                .filter(|n| n.len() < 256)
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// The entry metadata of `path` (whose `lstat` is `md`). Extended attributes

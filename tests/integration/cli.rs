@@ -1,12 +1,15 @@
 //! The `kura` binary: set-up commands, password sources and exit codes.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kura");
 const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
 
-fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
+/// Runs kura on `repo` with none of the caller's KURA_* variables, only
+/// those in `env`.
+fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("-r").arg(repo).args(args);
     for var in [
@@ -18,10 +21,24 @@ fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
     ] {
         cmd.env_remove(var);
     }
-    if let Some(p) = password {
-        cmd.env("KURA_PASSWORD", p);
-    }
+    cmd.envs(env.iter().copied());
     cmd.output().expect("run kura")
+}
+
+fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
+    match password {
+        Some(p) => kura_env(repo, &[("KURA_PASSWORD", OsStr::new(p))], args),
+        None => kura_env(repo, &[], args),
+    }
+}
+
+/// Runs a key command that asks for a new password.
+fn with_new_password(repo: &Path, password: &str, new: &str, args: &[&str]) -> Output {
+    let env = [
+        ("KURA_PASSWORD", OsStr::new(password)),
+        ("KURA_NEW_PASSWORD", OsStr::new(new)),
+    ];
+    kura_env(repo, &env, &[args, &FAST_KDF].concat())
 }
 
 fn init(repo: &Path) {
@@ -77,24 +94,17 @@ fn password_file_and_command_work() {
     init(&repo);
     let file = dir.path().join("pw.txt");
     std::fs::write(&file, "pw\n").unwrap();
-    let mut cmd = Command::new(BIN);
-    let out = cmd
-        .arg("-r")
-        .arg(&repo)
-        .args(["config", "show"])
-        .env_remove("KURA_PASSWORD")
-        .env("KURA_PASSWORD_FILE", &file)
-        .output()
-        .unwrap();
+    let out = kura_env(
+        &repo,
+        &[("KURA_PASSWORD_FILE", file.as_os_str())],
+        &["config", "show"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = Command::new(BIN)
-        .arg("-r")
-        .arg(&repo)
-        .args(["--password-command", "echo pw", "config", "show"])
-        .env_remove("KURA_PASSWORD")
-        .env_remove("KURA_PASSWORD_FILE")
-        .output()
-        .unwrap();
+    let out = kura(
+        &repo,
+        None,
+        &["--password-command", "echo pw", "config", "show"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -135,14 +145,7 @@ fn key_add_list_remove_passwd() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("repo");
     init(&repo);
-    let add = Command::new(BIN)
-        .arg("-r")
-        .arg(&repo)
-        .args([&["key", "add"][..], &FAST_KDF].concat())
-        .env("KURA_PASSWORD", "pw")
-        .env("KURA_NEW_PASSWORD", "second")
-        .output()
-        .unwrap();
+    let add = with_new_password(&repo, "pw", "second", &["key", "add"]);
     assert!(add.status.success(), "{}", stderr(&add));
     let list = kura(&repo, Some("second"), &["--json", "key", "list"]);
     let keys: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -165,14 +168,7 @@ fn key_add_list_remove_passwd() {
         kura(&repo, Some("pw"), &["config", "show"]).status.code(),
         Some(12)
     );
-    let passwd = Command::new(BIN)
-        .arg("-r")
-        .arg(&repo)
-        .args([&["key", "passwd"][..], &FAST_KDF].concat())
-        .env("KURA_PASSWORD", "second")
-        .env("KURA_NEW_PASSWORD", "third")
-        .output()
-        .unwrap();
+    let passwd = with_new_password(&repo, "second", "third", &["key", "passwd"]);
     assert!(passwd.status.success(), "{}", stderr(&passwd));
     assert_eq!(
         kura(&repo, Some("second"), &["config", "show"])
@@ -201,14 +197,11 @@ fn backup_snapshots_restore() {
     .unwrap();
     let cache = dir.path().join("cache");
     let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .arg("-r")
-            .arg(&repo)
-            .args(args)
-            .env("KURA_PASSWORD", "pw")
-            .env("KURA_CACHE_DIR", &cache)
-            .output()
-            .unwrap();
+        let env = [
+            ("KURA_PASSWORD", OsStr::new("pw")),
+            ("KURA_CACHE_DIR", cache.as_os_str()),
+        ];
+        let out = kura_env(&repo, &env, args);
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         out
     };
