@@ -12,6 +12,8 @@ mod backends;
 mod chunkstore;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/crash.rs"]
+mod crash;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/snapshots.rs"]

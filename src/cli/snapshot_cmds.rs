@@ -161,10 +161,14 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    for p in &report.packs_refused {
+        eprintln!("warning: unindexed {p} (not reused)");
+    }
     if g.json {
         println!(
             "{}",
             serde_json::json!({
+                "packs_adopted": report.packs_adopted,
                 "snapshot": report.snapshot.to_hex(),
                 "parent": report.parent.map(|p| p.to_hex()),
                 "summary": s,

@@ -25,6 +25,15 @@ const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks
 const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
 /// Index files named in the supersedes list of a loaded one: never loaded.
 const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
+/// Every pack some loaded index file (or adoption) names: pack id -> kind.
+const PACKS: TableDefinition<[u8; 32], u8> = TableDefinition::new("packs");
+/// Cache layout version; a cache of another version is emptied and refilled.
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema";
+const SCHEMA: u32 = 2;
+/// Packs per index file written by adoption: keeps each file far below
+/// the decoder's size limit however full the packs are.
+const ADOPT_PACKS_PER_FILE: usize = 256;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +130,9 @@ impl ChunkIndex {
         };
         let index = Self { db };
         index.write(|_| Ok(()))?; // creates the tables
+        if index.schema()? != Some(SCHEMA) {
+            index.clear()?;
+        }
         Ok(index)
     }
 
@@ -130,8 +142,16 @@ impl ChunkIndex {
         txn.open_table(CHUNKS).map_err(db_err)?;
         txn.open_table(LOADED).map_err(db_err)?;
         txn.open_table(SUPERSEDED).map_err(db_err)?;
+        txn.open_table(PACKS).map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
+    }
+
+    fn schema(&self) -> Result<Option<u32>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(META).map_err(db_err)?;
+        Ok(table.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))
     }
 
     /// Where blob `id` is stored, if the cache knows it.
@@ -190,7 +210,11 @@ impl ChunkIndex {
     pub fn insert(&self, id: Option<&IndexId>, packs: &[IndexedPack]) -> Result<()> {
         self.write(|txn| {
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut known = txn.open_table(PACKS).map_err(db_err)?;
             for pack in packs {
+                known
+                    .insert(pack.id.as_bytes(), pack.kind as u8)
+                    .map_err(db_err)?;
                 for e in &pack.entries {
                     let loc = BlobLocation::from_entry(pack.id, pack.kind, e);
                     chunks
@@ -216,6 +240,12 @@ impl ChunkIndex {
             }
             txn.delete_table(CHUNKS).map_err(db_err)?;
             txn.open_table(CHUNKS).map_err(db_err)?;
+            txn.delete_table(PACKS).map_err(db_err)?;
+            txn.open_table(PACKS).map_err(db_err)?;
+            txn.open_table(META)
+                .map_err(db_err)?
+                .insert(SCHEMA_KEY, SCHEMA)
+                .map_err(db_err)?;
             Ok(())
         })
     }
@@ -284,6 +314,43 @@ impl ChunkIndex {
         Ok(report)
     }
 
+    /// Whether some loaded index file names pack `id`.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn knows_pack(&self, id: &PackId) -> Result<bool> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(PACKS).map_err(db_err)?;
+        Ok(table.get(id.as_bytes()).map_err(db_err)?.is_some())
+    }
+
+    /// Adopts orphan packs (format-spec/07, "Crash states"): packs in the
+    /// repository that no index file names, left by a backup that was
+    /// killed before writing its index. Their headers are read and
+    /// authenticated, and one new index file lists them, so the chunks they
+    /// hold are deduplicated against instead of uploaded again. Packs whose
+    /// header does not authenticate are left alone and reported.
+    ///
+    /// Call it after [`ChunkIndex::sync`]. A pack of a backup still running
+    /// elsewhere is adopted too, which is harmless: two index files then
+    /// name the same blobs at the same place.
+    ///
+    /// # Errors
+    /// A failed listing (never read as "no packs"), a failed index write,
+    /// or cache I/O errors.
+    pub fn adopt_orphan_packs(&self, repo: &Repository, level: i32) -> Result<RebuildReport> {
+        let RebuildReport { packs, damaged } = read_pack_headers(repo, |id| self.knows_pack(id))?;
+        for chunk in packs.chunks(ADOPT_PACKS_PER_FILE) {
+            let file = IndexFile {
+                supersedes: Vec::new(),
+                packs: chunk.to_vec(),
+            };
+            let id = write_index_file(repo, &file, level)?;
+            self.insert(Some(&id), chunk)?;
+        }
+        Ok(RebuildReport { packs, damaged })
+    }
+
     /// Empties the cache and refills it from every pack's header, for when
     /// index files are missing or damaged. Packs whose header cannot be read
     /// are reported with their error; the rest are indexed.
@@ -291,24 +358,39 @@ impl ChunkIndex {
     /// # Errors
     /// A failed listing or cache I/O errors.
     pub fn rebuild_from_pack_headers(&self, repo: &Repository) -> Result<RebuildReport> {
-        let mut packs = Vec::new();
-        let mut damaged = Vec::new();
-        for info in repo.backend().list(layout::DATA_DIR)? {
-            let id = layout::parse_pack_path(&info.path)?;
-            match read_header(repo, &id, info.size) {
-                Ok(header) => packs.push(IndexedPack {
-                    id,
-                    kind: header.kind,
-                    size: info.size,
-                    entries: header.entries,
-                }),
-                Err(e) => damaged.push((id, e)),
-            }
-        }
+        let report = read_pack_headers(repo, |_| Ok(false))?;
         self.clear()?;
-        self.insert(None, &packs)?;
-        Ok(RebuildReport { packs, damaged })
+        self.insert(None, &report.packs)?;
+        Ok(report)
     }
+}
+
+/// Reads and authenticates the header of every listed pack that `skip`
+/// does not rule out; damaged headers are reported, not fatal.
+fn read_pack_headers(
+    repo: &Repository,
+    skip: impl Fn(&PackId) -> Result<bool>,
+) -> Result<RebuildReport> {
+    let mut report = RebuildReport {
+        packs: Vec::new(),
+        damaged: Vec::new(),
+    };
+    for info in repo.backend().list(layout::DATA_DIR)? {
+        let id = layout::parse_pack_path(&info.path)?;
+        if skip(&id)? {
+            continue;
+        }
+        match read_header(repo, &id, info.size) {
+            Ok(header) => report.packs.push(IndexedPack {
+                id,
+                kind: header.kind,
+                size: info.size,
+                entries: header.entries,
+            }),
+            Err(e) => report.damaged.push((id, e)),
+        }
+    }
+    Ok(report)
 }
 
 /// Where the cache of repository `repo` lives under a cache root

@@ -63,6 +63,10 @@ pub struct BackupReport {
     pub summary: Summary,
     /// Files that could not be read, or changed while read.
     pub warnings: Vec<String>,
+    /// Orphan packs of an interrupted backup that were indexed and reused.
+    pub packs_adopted: usize,
+    /// Unindexed packs whose header did not authenticate (left alone).
+    pub packs_refused: Vec<String>,
 }
 
 fn now_ns() -> i64 {
@@ -350,6 +354,7 @@ pub fn backup(
         .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
         .collect();
     let parent = find_parent(repo, options, &raw_paths)?;
+    let adopted = index.adopt_orphan_packs(repo, options.store.compression_level)?;
     let store = ChunkStore::new(repo, index, options.store);
     let mut walker = Walker {
         store: &store,
@@ -416,6 +421,12 @@ pub fn backup(
         parent: parent.map(|(id, _)| id),
         summary,
         warnings: walker.warnings,
+        packs_adopted: adopted.packs.len(),
+        packs_refused: adopted
+            .damaged
+            .iter()
+            .map(|(id, e)| format!("pack {id}: {e}"))
+            .collect(),
     })
 }
 

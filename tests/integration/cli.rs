@@ -4,33 +4,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kura");
-const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
-
-/// Runs kura on `repo` with none of the caller's KURA_* variables, only
-/// those in `env`.
-fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.arg("-r").arg(repo).args(args);
-    for var in [
-        "KURA_PASSWORD",
-        "KURA_PASSWORD_FILE",
-        "KURA_PASSWORD_COMMAND",
-        "KURA_REPOSITORY",
-        "KURA_NEW_PASSWORD",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run kura")
-}
-
-fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
-    match password {
-        Some(p) => kura_env(repo, &[("KURA_PASSWORD", OsStr::new(p))], args),
-        None => kura_env(repo, &[], args),
-    }
-}
+use crate::common::{BIN, FAST_KDF, init, kura, kura_env, stderr};
 
 /// Runs a key command that asks for a new password.
 fn with_new_password(repo: &Path, password: &str, new: &str, args: &[&str]) -> Output {
@@ -39,19 +13,6 @@ fn with_new_password(repo: &Path, password: &str, new: &str, args: &[&str]) -> O
         ("KURA_NEW_PASSWORD", OsStr::new(new)),
     ];
     kura_env(repo, &env, &[args, &FAST_KDF].concat())
-}
-
-fn init(repo: &Path) {
-    let out = kura(repo, Some("pw"), &[&["init"][..], &FAST_KDF].concat());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]

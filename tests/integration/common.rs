@@ -1,5 +1,8 @@
 //! Shared fixtures: fast repositories and deterministic data.
 
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::Arc;
 
 use kura::backend::{Backend, MemoryBackend};
@@ -78,4 +81,47 @@ pub fn all_objects(backend: &dyn Backend) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+// ---- the kura binary
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kura");
+pub const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
+
+/// Runs kura on `repo` with none of the caller's KURA_* variables, only
+/// those in `env`.
+pub fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-r").arg(repo).args(args);
+    for var in [
+        "KURA_PASSWORD",
+        "KURA_PASSWORD_FILE",
+        "KURA_PASSWORD_COMMAND",
+        "KURA_REPOSITORY",
+        "KURA_NEW_PASSWORD",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run kura")
+}
+
+pub fn kura(repo: &Path, password: Option<&str>, args: &[&str]) -> Output {
+    match password {
+        Some(p) => kura_env(repo, &[("KURA_PASSWORD", OsStr::new(p))], args),
+        None => kura_env(repo, &[], args),
+    }
+}
+
+pub fn init(repo: &Path) {
+    let out = kura(repo, Some("pw"), &[&["init"][..], &FAST_KDF].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

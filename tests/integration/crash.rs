@@ -1,0 +1,156 @@
+//! A backup killed with SIGKILL: the repository still verifies, and the
+//! next backup adopts the packs already uploaded instead of sending them
+//! again (format-spec/07, "Crash states").
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kura::backend::{Backend, LocalBackend};
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::format::layout;
+use kura::index::ChunkIndex;
+use kura::ops::restore::{RestoreOptions, restore};
+use kura::pack::verify_pack;
+use kura::repo::Repository;
+use kura::snapshot;
+
+use crate::common::{BIN, init, kura_env, pseudo_random, stderr};
+
+/// Total size of the repository's objects (what `list` shows; a killed
+/// writer's hidden temporary files are not objects).
+fn repo_bytes(backend: &dyn Backend) -> u64 {
+    ["keys", "data", "index", "snapshots"]
+        .iter()
+        .flat_map(|d| backend.list(d).unwrap())
+        .map(|i| i.size)
+        .sum::<u64>()
+        + backend.read("config", None).unwrap().len() as u64
+}
+
+/// What `kura check --read-data` will do, from the library: every pack
+/// authenticates whole (header, padding, every blob and its id), every
+/// index file decodes, and every snapshot restores; returns the number of
+/// snapshots.
+pub fn verify_repository(path: &Path, password: &[u8], scratch: &Path) -> usize {
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+    let repo = Repository::open(backend.clone(), password).unwrap();
+    for info in backend.list(layout::DATA_DIR).unwrap() {
+        let id = layout::parse_pack_path(&info.path).unwrap();
+        let bytes = backend.read(&info.path, None).unwrap();
+        verify_pack(repo.sealer(), &id, &bytes)
+            .unwrap_or_else(|e| panic!("pack {id} does not verify: {e}"));
+    }
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).expect("index files authenticate");
+    let snaps = snapshot::list(&repo).unwrap();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    for (i, (id, snap)) in snaps.iter().enumerate() {
+        let target = scratch.join(format!("verify-{i}"));
+        restore(
+            &store,
+            &snap.tree_id().unwrap(),
+            &RestoreOptions {
+                target: target.clone(),
+                ..RestoreOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("snapshot {id} does not restore: {e}"));
+        fs::remove_dir_all(&target).unwrap();
+    }
+    snaps.len()
+}
+
+fn pack_count(repo: &Path) -> usize {
+    let Ok(dirs) = fs::read_dir(repo.join("data")) else {
+        return 0;
+    };
+    dirs.flatten()
+        .filter_map(|d| fs::read_dir(d.path()).ok())
+        .flat_map(Iterator::flatten)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count()
+}
+
+#[test]
+fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // 128 MiB that does not compress: 16 packs of 8 MiB.
+    for i in 0..16u64 {
+        fs::write(
+            src.join(format!("media-{i:02}.bin")),
+            pseudo_random(8 << 20, 1001 + 2 * i),
+        )
+        .unwrap();
+    }
+    let repo = dir.path().join("repo");
+    let cache = dir.path().join("cache");
+    init(&repo);
+    let env = [
+        ("KURA_PASSWORD", OsStr::new("pw")),
+        ("KURA_CACHE_DIR", cache.as_os_str()),
+    ];
+
+    // Kill the first backup once a few packs are stored.
+    let mut child = Command::new(BIN)
+        .arg("-r")
+        .arg(&repo)
+        .args(["backup", "--quiet"])
+        .arg(&src)
+        .env_remove("KURA_PASSWORD_FILE")
+        .env_remove("KURA_PASSWORD_COMMAND")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pack_count(&repo) < 4 {
+        assert!(child.try_wait().unwrap().is_none(), "backup ended early");
+        assert!(Instant::now() < deadline, "no packs appeared");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the backup finished before the kill");
+
+    let backend = LocalBackend::new(&repo);
+    let killed_bytes = repo_bytes(&backend);
+    assert!(killed_bytes > 24 << 20, "only {killed_bytes} bytes stored");
+    assert_eq!(
+        verify_repository(&repo, b"pw", dir.path()),
+        0,
+        "no snapshot was committed"
+    );
+
+    // The next backup adopts what is there and completes.
+    let out = kura_env(&repo, &env, &["--json", "backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["packs_adopted"].as_u64().unwrap() >= 3, "{report}");
+    let added = repo_bytes(&backend) - killed_bytes;
+    assert_eq!(verify_repository(&repo, b"pw", dir.path()), 1);
+
+    // The same data into a fresh repository, for the full cost.
+    let fresh = dir.path().join("fresh");
+    init(&fresh);
+    let out = kura_env(
+        &fresh,
+        &[("KURA_PASSWORD", OsStr::new("pw"))],
+        &["backup", "--quiet", src.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let full = repo_bytes(&LocalBackend::new(&fresh));
+    // Everything stored before the kill was reused: the second run sent at
+    // most the rest, plus a pack's worth of slack for index files.
+    assert!(
+        added + killed_bytes <= full + (4 << 20),
+        "second run added {added} after {killed_bytes} were stored; a full backup is {full}"
+    );
+    assert!(added < full - (16 << 20), "added {added}, full {full}");
+}
