@@ -1,7 +1,11 @@
 //! Shared fixtures: fast repositories and deterministic data.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
@@ -83,6 +87,61 @@ pub fn all_objects(backend: &dyn Backend) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Everything restore must reproduce, per relative path.
+pub fn describe(root: &Path) -> HashMap<PathBuf, String> {
+    let mut out = HashMap::new();
+    let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let md = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mut d = format!(
+                "mode {:o} mtime {}.{}",
+                md.mode(),
+                md.mtime(),
+                md.mtime_nsec()
+            );
+            if md.is_dir() {
+                stack.push(path.clone());
+            } else if md.file_type().is_symlink() {
+                let _ = write!(d, " -> {}", fs::read_link(&path).unwrap().display());
+            } else if md.is_file() {
+                let _ = write!(
+                    d,
+                    " size {} blake3 {}",
+                    md.len(),
+                    blake3::hash(&fs::read(&path).unwrap()).to_hex()
+                );
+                if md.nlink() > 1 {
+                    let first = inodes.entry(md.ino()).or_insert_with(|| rel.clone());
+                    let _ = write!(d, " linked-with {}", first.display());
+                }
+            }
+            let mut names: Vec<_> = xattr::list(&path)
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            names.sort();
+            for name in names {
+                let v = xattr::get(&path, &name).unwrap().unwrap_or_default();
+                let _ = write!(
+                    d,
+                    " xattr {}={}",
+                    name.to_string_lossy(),
+                    String::from_utf8_lossy(&v)
+                );
+            }
+            out.insert(rel, d);
+        }
+    }
+    out
+}
+
 // ---- the kura binary
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kura");
@@ -124,4 +183,34 @@ pub fn init(repo: &Path) {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A repository at `dir/repo` made with `kura init`, opened by password
+/// "pw" with its index cache in `dir/cache`.
+pub struct CliRepo {
+    pub path: PathBuf,
+    cache: PathBuf,
+}
+
+impl CliRepo {
+    pub fn init(dir: &Path) -> Self {
+        let path = dir.join("repo");
+        init(&path);
+        Self {
+            path,
+            cache: dir.join("cache"),
+        }
+    }
+
+    pub fn env(&self) -> [(&'static str, &OsStr); 2] {
+        [
+            ("KURA_PASSWORD", OsStr::new("pw")),
+            ("KURA_CACHE_DIR", self.cache.as_os_str()),
+        ]
+    }
+
+    /// Runs kura on this repository.
+    pub fn run(&self, args: &[&str]) -> Output {
+        kura_env(&self.path, &self.env(), args)
+    }
 }

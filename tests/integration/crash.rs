@@ -18,7 +18,7 @@ use kura::pack::verify_pack;
 use kura::repo::Repository;
 use kura::snapshot;
 
-use crate::common::{BIN, init, kura_env, pseudo_random, stderr};
+use crate::common::{BIN, CliRepo, init, kura_env, pseudo_random, stderr};
 
 /// Total size of the repository's objects (what `list` shows; a killed
 /// writer's hidden temporary files are not objects).
@@ -88,13 +88,8 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
         )
         .unwrap();
     }
-    let repo = dir.path().join("repo");
-    let cache = dir.path().join("cache");
-    init(&repo);
-    let env = [
-        ("KURA_PASSWORD", OsStr::new("pw")),
-        ("KURA_CACHE_DIR", cache.as_os_str()),
-    ];
+    let cli = CliRepo::init(dir.path());
+    let repo = cli.path.clone();
 
     // Kill the first backup once a few packs are stored.
     let mut child = Command::new(BIN)
@@ -104,7 +99,7 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
         .arg(&src)
         .env_remove("KURA_PASSWORD_FILE")
         .env_remove("KURA_PASSWORD_COMMAND")
-        .envs(env.iter().copied())
+        .envs(cli.env())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -129,7 +124,7 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
     );
 
     // The next backup adopts what is there and completes.
-    let out = kura_env(&repo, &env, &["--json", "backup", src.to_str().unwrap()]);
+    let out = cli.run(&["--json", "backup", src.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["packs_adopted"].as_u64().unwrap() >= 3, "{report}");

@@ -2,8 +2,6 @@
 //! unchanged files are not read again, sparse files stay sparse, and no
 //! snapshot can make restore write outside its target.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
@@ -21,7 +19,7 @@ use kura::ops::restore::{RestoreOptions, restore};
 use kura::repo::Repository;
 use kura::{ErrorKind, snapshot};
 
-use crate::common::{PASSWORD, fast_options, pseudo_random, text_like};
+use crate::common::{PASSWORD, describe, fast_options, pseudo_random, text_like};
 
 /// A tree with one of each thing a server holds.
 fn make_tree(root: &Path) {
@@ -62,51 +60,6 @@ fn make_tree(root: &Path) {
         .write_all_at(&text_like(50_000, 5), 40 << 20)
         .unwrap();
     let _ = xattr::set(root.join("www/index.php"), "user.kura-test", b"xattr value");
-}
-
-/// Everything restore must reproduce, per relative path.
-fn describe(root: &Path) -> HashMap<PathBuf, String> {
-    let mut out = HashMap::new();
-    let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        names.sort();
-        for path in names {
-            let md = fs::symlink_metadata(&path).unwrap();
-            let rel = path.strip_prefix(root).unwrap().to_path_buf();
-            let mut d = format!(
-                "mode {:o} mtime {}.{}",
-                md.mode(),
-                md.mtime(),
-                md.mtime_nsec()
-            );
-            if md.is_dir() {
-                stack.push(path.clone());
-            } else if md.file_type().is_symlink() {
-                let _ = write!(d, " -> {}", fs::read_link(&path).unwrap().display());
-            } else if md.is_file() {
-                let _ = write!(
-                    d,
-                    " size {} blake3 {}",
-                    md.len(),
-                    blake3::hash(&fs::read(&path).unwrap()).to_hex()
-                );
-                if md.nlink() > 1 {
-                    let first = inodes.entry(md.ino()).or_insert_with(|| rel.clone());
-                    let _ = write!(d, " linked-with {}", first.display());
-                }
-            }
-            if let Ok(Some(v)) = xattr::get(&path, "user.kura-test") {
-                let _ = write!(d, " xattr {}", String::from_utf8_lossy(&v));
-            }
-            out.insert(rel, d);
-        }
-    }
-    out
 }
 
 struct Fixture {
