@@ -162,6 +162,12 @@ impl<'r> ChunkStore<'r> {
         }
     }
 
+    /// The id `data` has in this repository (keyed BLAKE3), to check bytes
+    /// already on disk against a tree without reading the repository.
+    pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
+        self.repo.sealer().chunk_id(data)
+    }
+
     pub fn stats(&self) -> StoreStats {
         lock(&self.state).stats
     }

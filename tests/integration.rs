@@ -14,6 +14,8 @@ mod chunkstore;
 mod cli;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/images.rs"]
+mod images;
 #[path = "integration/nightly.rs"]
 mod nightly;
 #[path = "integration/security.rs"]

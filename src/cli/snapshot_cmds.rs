@@ -16,8 +16,13 @@ use super::GlobalArgs;
 #[derive(Args, Debug)]
 pub struct BackupArgs {
     /// Files and directories to back up.
-    #[arg(required_unless_present_any = ["stdin", "stdin_from_command"])]
+    #[arg(required_unless_present_any = ["stdin", "stdin_from_command", "image"])]
     pub paths: Vec<PathBuf>,
+    /// Back up a disk image or block device (e.g. /dev/vdb) by reading its
+    /// content, streamed straight into the repository; runs of zeros are
+    /// stored as holes (repeatable).
+    #[arg(long, value_name = "DEVICE|FILE")]
+    pub image: Vec<PathBuf>,
     /// Store standard input as a file of the snapshot (see --stdin-filename).
     #[arg(long)]
     pub stdin: bool,
@@ -73,11 +78,19 @@ pub struct RestoreArgs {
     #[arg(long, requires = "at")]
     pub tag: Option<String>,
     /// Directory to restore into.
-    #[arg(long, short)]
-    pub target: PathBuf,
+    #[arg(long, short, required_unless_present = "image")]
+    pub target: Option<PathBuf>,
     /// Restore only this path of the snapshot (repeatable).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "image")]
     pub include: Vec<PathBuf>,
+    /// Restore one file of the snapshot, a disk image such as `/dev/vdb`,
+    /// to the device or file given by --to.
+    #[arg(long, requires = "to", conflicts_with = "target", value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// With --image: a block device (written in place; holes are zeroed)
+    /// or a file (created or replaced, sparse).
+    #[arg(long, requires = "image", value_name = "DEVICE|FILE")]
+    pub to: Option<PathBuf>,
 }
 
 /// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
@@ -150,6 +163,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let options = BackupOptions {
         paths: args.paths.clone(),
         streams,
+        images: args.image.clone(),
         excludes,
         tags: args.tags.clone(),
         hostname: args.host.clone().unwrap_or_else(hostname),
@@ -239,8 +253,33 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         None => snapshot::find(&repo, &args.snapshot)?,
     };
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    if let (Some(image), Some(to)) = (&args.image, &args.to) {
+        let entry = kura::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
+            .ok_or_else(|| not_found("no such path in the snapshot"))?;
+        let written = kura::ops::restore::write_image(&store, &entry, to)?;
+        if g.json {
+            println!(
+                "{}",
+                serde_json::json!({"snapshot": id.to_hex(), "size": entry.meta.size, "bytes": written})
+            );
+        } else {
+            println!(
+                "restored {} of snapshot {} to {}: {:.1} MB, {:.1} MB of data",
+                image.display(),
+                &id.to_hex()[..16],
+                to.display(),
+                entry.meta.size as f64 / 1e6,
+                written as f64 / 1e6
+            );
+        }
+        return Ok(());
+    }
+    let target = args
+        .target
+        .clone()
+        .expect("clap requires --target without --image");
     let options = RestoreOptions {
-        target: args.target.clone(),
+        target: target.clone(),
         include: args.include.clone(),
         owners: nix::unistd::geteuid().is_root(),
     };
@@ -251,14 +290,15 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     if g.json {
         println!(
             "{}",
-            serde_json::json!({"snapshot": id.to_hex(), "files": report.files, "dirs": report.dirs, "bytes": report.bytes, "warnings": report.warnings})
+            serde_json::json!({"snapshot": id.to_hex(), "files": report.files, "files_intact": report.files_intact, "dirs": report.dirs, "bytes": report.bytes, "warnings": report.warnings})
         );
     } else {
         println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {:.1} MB",
+            "restored snapshot {} to {}: {} files ({} already intact), {} dirs, {:.1} MB",
             &id.to_hex()[..16],
-            args.target.display(),
+            target.display(),
             report.files,
+            report.files_intact,
             report.dirs,
             report.bytes as f64 / 1e6
         );

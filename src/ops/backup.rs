@@ -19,6 +19,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::index::ChunkIndex;
 use crate::repo::Repository;
 use crate::source::exclude::{ExcludeOptions, Excluder};
+use crate::source::image::ZeroRunReader;
 use crate::source::{NameCache, data_ranges, read_metadata};
 use crate::{snapshot, tree};
 
@@ -48,6 +49,9 @@ pub struct StreamSource {
 pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     pub streams: Vec<StreamSource>,
+    /// Disk images or block devices, read whole with zero runs as holes
+    /// (source::image); stored as regular files at their absolute paths.
+    pub images: Vec<PathBuf>,
     pub tags: Vec<String>,
     pub hostname: String,
     pub parent: ParentChoice,
@@ -340,9 +344,14 @@ pub fn backup(
         .iter()
         .map(|st| stream_path(&st.name))
         .collect::<Result<_>>()?;
+    let image_paths: Vec<PathBuf> = options
+        .images
+        .iter()
+        .map(|p| clean_absolute(p))
+        .collect::<Result<_>>()?;
     paths.sort();
     paths.dedup();
-    if paths.is_empty() && stream_paths.is_empty() {
+    if paths.is_empty() && stream_paths.is_empty() && image_paths.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
             "nothing to back up: no paths given",
@@ -350,6 +359,7 @@ pub fn backup(
     }
     let raw_paths: Vec<RawPath> = paths
         .iter()
+        .chain(&image_paths)
         .chain(&stream_paths)
         .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
         .collect();
@@ -366,28 +376,10 @@ pub fn backup(
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
     let mut root = RootDir::default();
     for path in &paths {
-        fs::symlink_metadata(path)
-            .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
-        let comps = components(path);
-        let parent_entry = match parent_root {
-            Some(id) => tree::lookup(&store, id, &comps)?,
-            None => None,
-        };
-        let Some((name, dirs)) = comps.split_last() else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "backing up / itself is not supported yet",
-            ));
-        };
-        let Some(entry) = walker.entry(path, name.clone(), parent_entry.as_ref())? else {
-            continue;
-        };
-        let names = &mut walker.names;
-        insert_root(&mut root, dirs, entry, |real| {
-            fs::symlink_metadata(real)
-                .map(|md| read_metadata(real, &md, names).0)
-                .unwrap_or_default()
-        });
+        walker.add_path(&mut root, path, parent_root)?;
+    }
+    for path in &image_paths {
+        walker.add_image(&mut root, path)?;
     }
     for (source, path) in options.streams.iter().zip(&stream_paths) {
         let comps = components(path);
@@ -529,6 +521,113 @@ fn stream_metadata(mode: u32, size: u64) -> Metadata {
 /// Stores a command's output (or standard input) as one file entry. A
 /// command that fails aborts the backup, with its standard error in the
 /// message, before anything is committed.
+impl Walker<'_, '_> {
+    /// Inserts `entry` into the root tree below the directories `dirs`,
+    /// which take the metadata of the real directories.
+    fn insert(&mut self, root: &mut RootDir, dirs: &[Vec<u8>], entry: Entry) {
+        let names = &mut self.names;
+        insert_root(root, dirs, entry, |real| {
+            fs::symlink_metadata(real)
+                .map(|md| read_metadata(real, &md, names).0)
+                .unwrap_or_default()
+        });
+    }
+
+    /// Backs up one path given on the command line into the root tree.
+    fn add_path(&mut self, root: &mut RootDir, path: &Path, parent: Option<ChunkId>) -> Result<()> {
+        fs::symlink_metadata(path)
+            .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
+        let comps = components(path);
+        let parent_entry = match parent {
+            Some(id) => tree::lookup(self.store, id, &comps)?,
+            None => None,
+        };
+        let Some((name, dirs)) = comps.split_last() else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "backing up / itself is not supported yet",
+            ));
+        };
+        if let Some(entry) = self.entry(path, name.clone(), parent_entry.as_ref())? {
+            self.insert(root, dirs, entry);
+        }
+        Ok(())
+    }
+
+    /// Backs up one image into the root tree.
+    fn add_image(&mut self, root: &mut RootDir, path: &Path) -> Result<()> {
+        let comps = components(path);
+        let Some((name, dirs)) = comps.split_last() else {
+            return Err(Error::new(ErrorKind::InvalidInput, "/ is not an image"));
+        };
+        let (entry, warning) = store_image(self.store, path, name.clone(), self)?;
+        if let Some(w) = warning {
+            self.warn(format!("{}: {w}", path.display()));
+        }
+        self.insert(root, dirs, entry);
+        Ok(())
+    }
+}
+
+/// Stores a disk image or block device, read once front to back; long
+/// runs of zeros become holes (source::image). An image that cannot be read
+/// fails the backup (it was named explicitly); one that changed while read
+/// is stored with a warning.
+fn store_image(
+    store: &ChunkStore<'_>,
+    path: &Path,
+    name: Vec<u8>,
+    walker: &mut Walker<'_, '_>,
+) -> Result<(Entry, Option<String>)> {
+    let err = |e| Error::io(format!("reading image {}", path.display()), e);
+    let file = File::open(path).map_err(err)?;
+    let md = file.metadata().map_err(err)?;
+    if !(md.is_file() || md.file_type().is_block_device()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is neither a regular file nor a block device",
+                path.display()
+            ),
+        ));
+    }
+    let mut reader = ZeroRunReader::new(file);
+    let mut extents = Vec::new();
+    loop {
+        let hole = reader.skip_zeros().map_err(err)?;
+        if hole > 0 {
+            extents.push(Extent::Hole { len: hole });
+        }
+        if reader.at_end().map_err(err)? {
+            break;
+        }
+        let refs = store.put_stream(&mut reader)?;
+        extents.extend(refs.into_iter().map(|r| Extent::Data {
+            id: r.id,
+            len: r.len,
+        }));
+    }
+    let (mut meta, _) = read_metadata(path, &md, &mut walker.names);
+    meta.size = reader.position();
+    meta.nlink = 1;
+    walker.summary.files += 1;
+    walker.summary.bytes += meta.size;
+    let changed = fs::metadata(path).ok().is_none_or(|after| {
+        md.is_file()
+            && (after.len(), after.mtime(), after.mtime_nsec())
+                != (md.len(), md.mtime(), md.mtime_nsec())
+    });
+    let entry = Entry {
+        name,
+        meta,
+        payload: Payload::File(tree::store_content(store, extents)?),
+    };
+    Ok((
+        entry,
+        changed.then(|| "changed while it was read".to_owned()),
+    ))
+}
+
 fn store_stream(
     store: &ChunkStore<'_>,
     source: &StreamSource,

@@ -4,13 +4,22 @@
 //! tree blobs whose decoder refuses `/`, `.` and `..`, and nothing already
 //! in the target is followed as a symlink, so no name makes restore write
 //! outside the target.
+//!
+//! A restore that is run again over its own, interrupted output does not
+//! rewrite files already restored intact: a regular file of the right size
+//! whose every data extent hashes to its chunk id (keyed BLAKE3 of the bytes
+//! on disk) and whose holes read as zeros is kept, and only its metadata is
+//! set. Anything else at a file's path is removed and written anew.
+//!
+//! Large files are written by several threads at once, in groups of
+//! extents at their offsets; holes are skipped, so files stay sparse.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, mknod, utimensat};
@@ -43,6 +52,8 @@ pub struct RestoreReport {
     pub dirs: u64,
     pub others: u64,
     pub bytes: u64,
+    /// Files already present and intact (an earlier run wrote them).
+    pub files_intact: u64,
     /// Metadata that could not be set (owner, xattrs, times).
     pub warnings: Vec<String>,
 }
@@ -112,7 +123,12 @@ impl Restorer<'_, '_> {
     fn entry(&mut self, entry: &Entry, path: &Path, comps: &mut Vec<Vec<u8>>) -> Result<()> {
         let m = &entry.meta;
         let is_dir = matches!(entry.payload, Payload::Dir(_));
-        clear_for(path, is_dir)?;
+        let is_file = matches!(entry.payload, Payload::File(_));
+        // A regular file already there is checked (and kept if intact)
+        // when contents are written.
+        if !(is_file && is_regular(path)) {
+            clear_for(path, is_dir)?;
+        }
         match &entry.payload {
             Payload::Dir(id) => {
                 self.report.dirs += 1;
@@ -171,23 +187,35 @@ impl Restorer<'_, '_> {
     fn finish(&mut self) -> Result<()> {
         let store = self.store;
         let owners = self.options.owners;
-        let results: Vec<Result<(u64, Vec<String>)>> = std::mem::take(&mut self.files)
+        let results: Vec<Result<(Option<u64>, Vec<String>)>> = std::mem::take(&mut self.files)
             .into_par_iter()
             .map(|(path, entry)| {
                 let Payload::File(content) = &entry.payload else {
                     return Err(Error::corrupt("only files are queued for writing"));
                 };
                 let extents = tree::load_extents(store, content, entry.meta.size)?;
-                let bytes = write_file(store, &path, &extents, entry.meta.size)?;
+                let bytes = if already_intact(store, &path, &entry, &extents) {
+                    None
+                } else {
+                    clear_for(&path, false)?;
+                    Some(write_file(store, &path, &extents, entry.meta.size)?)
+                };
                 Ok((bytes, set_metadata(&entry, &path, owners)))
             })
             .collect();
         for r in results {
             let (bytes, warnings) = r?;
-            self.report.bytes += bytes;
+            match bytes {
+                Some(b) => self.report.bytes += b,
+                None => self.report.files_intact += 1,
+            }
             self.report.warnings.extend(warnings);
         }
         for (first, link) in std::mem::take(&mut self.links) {
+            if same_inode(&first, &link) {
+                continue;
+            }
+            clear_for(&link, false)?;
             fs::hard_link(&first, &link).map_err(io_err(&link))?;
         }
         for (path, entry) in std::mem::take(&mut self.dirs) {
@@ -203,34 +231,236 @@ impl Restorer<'_, '_> {
     }
 }
 
-/// Writes a file's extents; holes are skipped, so the file is sparse.
+/// Data bytes per task when one file is written by several threads.
+const WRITE_GROUP: u64 = 8 << 20;
+
+/// What writing does with a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holes {
+    /// Leave it (a new file: it stays sparse).
+    Skip,
+    /// Make it read as zeros (a device or an old file being overwritten).
+    Zero,
+}
+
+fn is_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Extents with their offsets, in groups of about [`WRITE_GROUP`] data
+/// bytes, so one large file is written by several threads.
+fn extent_groups(extents: &[Extent]) -> Vec<Vec<(u64, Extent)>> {
+    let mut groups = vec![Vec::new()];
+    let (mut pos, mut in_group) = (0u64, 0u64);
+    for e in extents {
+        if in_group >= WRITE_GROUP {
+            groups.push(Vec::new());
+            in_group = 0;
+        }
+        groups.last_mut().expect("one group").push((pos, *e));
+        pos += e.len();
+        if let Extent::Data { len, .. } = e {
+            in_group += u64::from(*len);
+        }
+    }
+    groups
+}
+
+/// Writes `extents` into `file` at their offsets (in parallel for large
+/// files). Every chunk is authenticated by the store before it is written.
+/// Returns the data bytes written.
+fn write_extents(
+    store: &ChunkStore<'_>,
+    file: &File,
+    path: &Path,
+    extents: &[Extent],
+    holes: Holes,
+) -> Result<u64> {
+    extent_groups(extents)
+        .into_par_iter()
+        .map(|group| {
+            let mut written = 0u64;
+            for (pos, e) in group {
+                match e {
+                    Extent::Hole { len } if holes == Holes::Zero => {
+                        zero_range(file, pos, len).map_err(io_err(path))?;
+                    }
+                    Extent::Hole { .. } => {}
+                    Extent::Data { id, len } => {
+                        let data = store.get(&id)?;
+                        if data.len() != len as usize {
+                            return Err(Error::corrupt(format!(
+                                "chunk {id} has another length than its tree says"
+                            )));
+                        }
+                        file.write_all_at(&data, pos).map_err(io_err(path))?;
+                        written += u64::from(len);
+                    }
+                }
+            }
+            Ok(written)
+        })
+        .sum()
+}
+
+/// Makes `len` bytes at `pos` read as zeros: punched out where the file
+/// system or device supports it (no space used, or a discard), else
+/// written.
+fn zero_range(file: &File, pos: u64, len: u64) -> std::io::Result<()> {
+    use nix::fcntl::{FallocateFlags as F, fallocate};
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let (Ok(off), Ok(n)) = (i64::try_from(pos), i64::try_from(len)) else {
+        return Err(std::io::Error::other("range beyond 2^63"));
+    };
+    if fallocate(
+        file,
+        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+        off,
+        n,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], pos + done)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Writes a new file from its extents; holes are skipped, so it is sparse.
 /// Returns the data bytes written.
 fn write_file(store: &ChunkStore<'_>, path: &Path, extents: &[Extent], size: u64) -> Result<u64> {
-    let mut file: File = OpenOptions::new()
+    let file: File = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(io_err(path))?;
-    let mut pos = 0u64;
-    let mut written = 0u64;
-    for e in extents {
-        match *e {
-            Extent::Hole { len } => pos += len,
-            Extent::Data { id, len } => {
-                let data = store.get(&id)?;
-                if data.len() != len as usize {
-                    return Err(Error::corrupt(format!(
-                        "chunk {id} has another length than its tree says"
-                    )));
-                }
-                file.seek(SeekFrom::Start(pos)).map_err(io_err(path))?;
-                file.write_all(&data).map_err(io_err(path))?;
-                pos += u64::from(len);
-                written += u64::from(len);
-            }
-        }
-    }
     file.set_len(size).map_err(io_err(path))?;
+    write_extents(store, &file, path, extents, Holes::Skip)
+}
+
+/// Whether the regular file at `path` already holds `entry`'s content:
+/// the right size, each data extent hashing to its chunk id, each hole
+/// reading as zeros (only the file's data ranges inside a hole are read).
+/// A file with other hard links is only trusted when the entry has them
+/// too, so metadata is never set on an inode shared with a file elsewhere.
+fn already_intact(store: &ChunkStore<'_>, path: &Path, entry: &Entry, extents: &[Extent]) -> bool {
+    let Ok(md) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !md.is_file() || md.len() != entry.meta.size || (md.nlink() > 1 && entry.meta.nlink < 2) {
+        return false;
+    }
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let data = crate::source::data_ranges(&file, md.len());
+    let mut buf = Vec::new();
+    let mut pos = 0u64;
+    for e in extents {
+        let ok = match *e {
+            Extent::Data { id, len } => {
+                buf.resize(len as usize, 0);
+                file.read_exact_at(&mut buf, pos).is_ok() && store.chunk_id(&buf) == id
+            }
+            Extent::Hole { len } => data.iter().all(|&(start, n)| {
+                let (a, b) = (start.max(pos), (start + n).min(pos + len));
+                a >= b || reads_zeros(&file, a, b - a)
+            }),
+        };
+        if !ok {
+            return false;
+        }
+        pos += e.len();
+    }
+    true
+}
+
+fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        if file.read_exact_at(&mut buf[..n], pos + done).is_err()
+            || buf[..n].iter().any(|&b| b != 0)
+        {
+            return false;
+        }
+        done += n as u64;
+    }
+    true
+}
+
+/// Writes one file of a snapshot, typically a disk image, to `dest`:
+/// onto a block device in place (holes are zeroed; the device must be at
+/// least as large as the image), or into a regular file, created or
+/// replaced, with holes left sparse. The data is synced before returning.
+/// Returns the data bytes written.
+///
+/// # Errors
+/// `InvalidInput` if the entry is not a regular file, `dest` is neither a
+/// block device nor a regular file, or the device is too small; missing or
+/// damaged blobs; write errors.
+pub fn write_image(store: &ChunkStore<'_>, entry: &Entry, dest: &Path) -> Result<u64> {
+    let Payload::File(content) = &entry.payload else {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file in the snapshot",
+        ));
+    };
+    let size = entry.meta.size;
+    let extents = tree::load_extents(store, content, size)?;
+    let err = io_err(dest);
+    let written = match fs::metadata(dest) {
+        Ok(md) if md.file_type().is_block_device() => {
+            let mut file = OpenOptions::new().write(true).open(dest).map_err(&err)?;
+            let capacity = file.seek(SeekFrom::End(0)).map_err(&err)?;
+            if capacity < size {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{} holds {capacity} bytes; the image has {size}",
+                        dest.display()
+                    ),
+                ));
+            }
+            let n = write_extents(store, &file, dest, &extents, Holes::Zero)?;
+            file.sync_all().map_err(&err)?;
+            n
+        }
+        Ok(md) if !md.is_file() => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} is neither a block device nor a regular file",
+                    dest.display()
+                ),
+            ));
+        }
+        _ => {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dest)
+                .map_err(&err)?;
+            file.set_len(size).map_err(&err)?;
+            let n = write_extents(store, &file, dest, &extents, Holes::Skip)?;
+            file.sync_all().map_err(&err)?;
+            n
+        }
+    };
     Ok(written)
 }
 

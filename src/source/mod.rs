@@ -3,6 +3,7 @@
 //! file's data lies. Nothing here writes.
 
 pub mod exclude;
+pub mod image;
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata as FsMetadata};

@@ -183,6 +183,53 @@ fn include_restores_one_path() {
     );
 }
 
+#[test]
+fn restore_run_again_keeps_intact_files_and_rewrites_the_rest() {
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    backup(&f.repo, &index, &options(&[&f.src])).unwrap();
+    let target = f.work.join("again");
+    let first = restore_latest(&f, &target, vec![]).unwrap();
+    assert_eq!(first.files_intact, 0);
+    let www = target.join(f.src.strip_prefix("/").unwrap()).join("www");
+    // An interrupted or damaged earlier restore: a byte changed (same
+    // size), a file cut short, a file replaced by a symlink to outside,
+    // a file missing, a hole filled with data.
+    let outside = f.work.join("outside");
+    fs::write(&outside, b"must stay").unwrap();
+    let mut css = fs::read(www.join("theme/css/site.css")).unwrap();
+    css[1000] ^= 1;
+    fs::write(www.join("theme/css/site.css"), &css).unwrap();
+    let upload = fs::OpenOptions::new()
+        .write(true)
+        .open(www.join("index.php"))
+        .unwrap();
+    upload.set_len(100).unwrap();
+    fs::remove_file(www.join("empty")).unwrap();
+    symlink(&outside, www.join("empty")).unwrap();
+    fs::remove_file(www.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"))).unwrap();
+    let disk = fs::OpenOptions::new()
+        .write(true)
+        .open(www.join("disk.img"))
+        .unwrap();
+    disk.write_all_at(b"not a hole", 20 << 20).unwrap();
+    drop(disk);
+
+    let second = restore_latest(&f, &target, vec![]).unwrap();
+    assert_eq!(second.files, first.files);
+    // upload.jpg and its hard link are one file to write; the five damaged
+    // ones are written again, the rest kept.
+    assert_eq!(second.files_intact, first.files - 1 - 5, "{second:?}");
+    assert_eq!(fs::read(&outside).unwrap(), b"must stay");
+    assert_eq!(
+        describe(&target.join(f.src.strip_prefix("/").unwrap())),
+        describe(&f.src)
+    );
+    let third = restore_latest(&f, &target, vec![]).unwrap();
+    assert_eq!(third.files_intact, first.files - 1);
+    assert_eq!(third.bytes, 0);
+}
+
 /// Stores a root tree holding `entries` and a snapshot naming it.
 fn plant_snapshot(repo: &Repository, entries: Vec<Entry>) {
     plant_snapshot_at(repo, entries, 1, "evil", &[]);
