@@ -57,6 +57,10 @@ pub struct BackupArgs {
     /// Leave out directories that contain a file of this name (repeatable).
     #[arg(long, value_name = "NAME")]
     pub exclude_if_present: Vec<String>,
+    /// Stay on the file system of each path given: directories where
+    /// another file system is mounted are kept empty.
+    #[arg(long, short = 'x')]
+    pub one_file_system: bool,
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
@@ -159,6 +163,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let excludes = kura::source::exclude::ExcludeOptions {
         patterns,
         if_present: args.exclude_if_present.clone(),
+        one_file_system: args.one_file_system,
     };
     let options = BackupOptions {
         paths: args.paths.clone(),

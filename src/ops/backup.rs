@@ -98,6 +98,9 @@ struct Walker<'s, 'r> {
     names: NameCache,
     summary: Summary,
     warnings: Vec<String>,
+    /// The file system of the path being walked (for one_file_system).
+    device: u64,
+    one_file_system: bool,
 }
 
 /// Makes `path` absolute and lexically clean (no `.` or `..`).
@@ -153,9 +156,13 @@ impl Walker<'_, '_> {
                 Some(Payload::Dir(id)) => Some(*id),
                 _ => None,
             };
-            match self.directory(path, parent_dir)? {
-                Some(id) => Payload::Dir(id),
-                None => return Ok(None),
+            if self.one_file_system && md.dev() != self.device {
+                Payload::Dir(tree::store_directory(self.store, Vec::new())?)
+            } else {
+                match self.directory(path, parent_dir)? {
+                    Some(id) => Payload::Dir(id),
+                    None => return Ok(None),
+                }
             }
         } else if ft.is_file() {
             self.summary.files += 1;
@@ -372,6 +379,8 @@ pub fn backup(
         names: NameCache::default(),
         summary: Summary::default(),
         warnings: Vec::new(),
+        device: 0,
+        one_file_system: options.excludes.one_file_system,
     };
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
     let mut root = RootDir::default();
@@ -535,8 +544,9 @@ impl Walker<'_, '_> {
 
     /// Backs up one path given on the command line into the root tree.
     fn add_path(&mut self, root: &mut RootDir, path: &Path, parent: Option<ChunkId>) -> Result<()> {
-        fs::symlink_metadata(path)
+        let md = fs::symlink_metadata(path)
             .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
+        self.device = md.dev();
         let comps = components(path);
         let parent_entry = match parent {
             Some(id) => tree::lookup(self.store, id, &comps)?,

@@ -2,7 +2,9 @@
 //! (`*`, `?`, `[..]`, `**`); one with a `/` is matched against the whole
 //! absolute path, one without against the file name at any depth (as
 //! restic does). A directory holding a file named in `if_present` is left
-//! out with everything below it.
+//! out with everything below it. With `one_file_system`, a directory on
+//! another file system than the backed-up path it lies under is kept as an
+//! empty directory (the mount point), as restic does.
 
 use std::path::Path;
 
@@ -16,6 +18,9 @@ pub struct ExcludeOptions {
     pub patterns: Vec<String>,
     /// Leave out directories that contain a file of this name.
     pub if_present: Vec<String>,
+    /// Do not descend into directories on another file system than the
+    /// path given; their mount points are kept as empty directories.
+    pub one_file_system: bool,
 }
 
 /// Compiled [`ExcludeOptions`].

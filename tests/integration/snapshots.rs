@@ -442,6 +442,7 @@ fn excludes_leave_out_globs_and_marked_directories() {
     let excludes = ExcludeOptions {
         patterns: vec!["*.jpg".into(), css.to_str().unwrap().to_owned()],
         if_present: vec![".nobackup".into()],
+        one_file_system: false,
     };
     let index = ChunkIndex::open(None).unwrap();
     let opts = BackupOptions {
@@ -463,4 +464,49 @@ fn excludes_leave_out_globs_and_marked_directories() {
         !root.join("www/cache").exists(),
         "a marked directory is left out whole"
     );
+}
+
+/// A tmpfs mounted inside the tree, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn one_file_system_keeps_mount_points_empty() {
+    use kura::source::exclude::ExcludeOptions;
+    let f = fixture();
+    let mnt = f.src.join("www/mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "none"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here; --one-file-system test not run");
+        return;
+    }
+    let _mount = Mount(mnt.clone());
+    fs::write(mnt.join("other-fs.txt"), b"on the tmpfs").unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    for one_fs in [true, false] {
+        let opts = BackupOptions {
+            excludes: ExcludeOptions {
+                one_file_system: one_fs,
+                ..ExcludeOptions::default()
+            },
+            ..options(&[&f.src])
+        };
+        backup(&f.repo, &index, &opts).unwrap();
+        let target = f.work.join(format!("restored-{one_fs}"));
+        restore_latest(&f, &target, vec![]).unwrap();
+        let root = target.join(f.src.strip_prefix("/").unwrap());
+        assert!(root.join("www/index.php").exists());
+        assert!(root.join("www/mnt").is_dir(), "the mount point stays");
+        assert_eq!(root.join("www/mnt/other-fs.txt").exists(), !one_fs);
+    }
 }
