@@ -107,7 +107,7 @@ mod tests {
                 "/srv/**/tmp/*".into(),
                 "node_modules/".into(),
             ],
-            if_present: vec![],
+            ..ExcludeOptions::default()
         })
         .unwrap();
         assert!(ex.excludes(Path::new("/srv/www/error.log")));
@@ -121,7 +121,7 @@ mod tests {
         assert!(
             Excluder::new(&ExcludeOptions {
                 patterns: vec!["[".into()],
-                if_present: vec![]
+                ..ExcludeOptions::default()
             })
             .is_err()
         );
