@@ -14,6 +14,7 @@ use kura::snapshot;
 use super::GlobalArgs;
 
 #[derive(Args, Debug)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 pub struct BackupArgs {
     /// Files and directories to back up.
     #[arg(required_unless_present_any = ["stdin", "stdin_from_command", "image"])]
