@@ -5,6 +5,7 @@
 
 mod key;
 mod password;
+mod progress;
 mod snapshot_cmds;
 
 use std::path::PathBuf;

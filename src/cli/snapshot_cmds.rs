@@ -6,12 +6,13 @@ use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::index::ChunkIndex;
-use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup};
-use kura::ops::restore::{RestoreOptions, restore};
+use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
+use kura::ops::restore::{RestoreOptions, restore_with_progress};
 use kura::repo::Repository;
 use kura::snapshot;
 
 use super::GlobalArgs;
+use super::progress::Bar;
 
 #[derive(Args, Debug)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -96,6 +97,9 @@ pub struct RestoreArgs {
     /// or a file (created or replaced, sparse).
     #[arg(long, requires = "image", value_name = "DEVICE|FILE")]
     pub to: Option<PathBuf>,
+    /// Print nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
@@ -176,7 +180,25 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         parent,
         store: ChunkStoreOptions::default(),
     };
-    let report = backup(&repo, &index, &options)?;
+    let bar = Bar::new(!args.quiet && !g.json);
+    let report = std::thread::scope(|scope| {
+        if bar.visible() {
+            // Count what will be read, for the total and time left.
+            scope.spawn(|| {
+                let totals = kura::source::scan::estimate(
+                    &options.paths,
+                    &options.images,
+                    &options.excludes,
+                );
+                if let Ok((files, bytes)) = totals {
+                    kura::ops::progress::Progress::set_total(&bar, files, bytes);
+                }
+            });
+        }
+        backup_with_progress(&repo, &index, &options, &bar)
+    });
+    bar.finish();
+    let report = report?;
     let s = report.summary;
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -262,13 +284,16 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     if let (Some(image), Some(to)) = (&args.image, &args.to) {
         let entry = kura::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
             .ok_or_else(|| not_found("no such path in the snapshot"))?;
-        let written = kura::ops::restore::write_image(&store, &entry, to)?;
+        let bar = Bar::new(!args.quiet && !g.json);
+        let written = kura::ops::restore::write_image(&store, &entry, to, &bar);
+        bar.finish();
+        let written = written?;
         if g.json {
             println!(
                 "{}",
                 serde_json::json!({"snapshot": id.to_hex(), "size": entry.meta.size, "bytes": written})
             );
-        } else {
+        } else if !args.quiet {
             println!(
                 "restored {} of snapshot {} to {}: {:.1} MB, {:.1} MB of data",
                 image.display(),
@@ -289,7 +314,10 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         include: args.include.clone(),
         owners: nix::unistd::geteuid().is_root(),
     };
-    let report = restore(&store, &snap.tree_id()?, &options)?;
+    let bar = Bar::new(!args.quiet && !g.json);
+    let report = restore_with_progress(&store, &snap.tree_id()?, &options, &bar);
+    bar.finish();
+    let report = report?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
@@ -298,7 +326,7 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             "{}",
             serde_json::json!({"snapshot": id.to_hex(), "files": report.files, "files_intact": report.files_intact, "dirs": report.dirs, "bytes": report.bytes, "warnings": report.warnings})
         );
-    } else {
+    } else if !args.quiet {
         println!(
             "restored snapshot {} to {}: {} files ({} already intact), {} dirs, {:.1} MB",
             &id.to_hex()[..16],

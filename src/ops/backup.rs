@@ -17,6 +17,7 @@ use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
 use crate::index::ChunkIndex;
+use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repo::Repository;
 use crate::source::exclude::{ExcludeOptions, Excluder};
 use crate::source::image::ZeroRunReader;
@@ -94,6 +95,7 @@ enum RootNode {
 
 struct Walker<'s, 'r> {
     store: &'s ChunkStore<'r>,
+    progress: &'s dyn Progress,
     excluder: Excluder,
     names: NameCache,
     summary: Summary,
@@ -167,18 +169,21 @@ impl Walker<'_, '_> {
         } else if ft.is_file() {
             self.summary.files += 1;
             self.summary.bytes += meta.size;
-            if let Some(content) = unchanged_content(parent, &meta) {
+            let content = if let Some(content) = unchanged_content(parent, &meta) {
                 self.summary.files_unchanged += 1;
-                Payload::File(content)
+                self.progress.bytes(meta.size);
+                content
             } else {
                 match self.file_content(path, &md)? {
-                    Ok(content) => Payload::File(content),
+                    Ok(content) => content,
                     Err(warning) => {
                         self.warn(format!("{}: {warning}", path.display()));
                         return Ok(None);
                     }
                 }
-            }
+            };
+            self.progress.file_done();
+            Payload::File(content)
         } else {
             self.summary.others += 1;
             if ft.is_symlink() {
@@ -261,12 +266,16 @@ impl Walker<'_, '_> {
         for (offset, len) in data_ranges(&file, size) {
             if offset > pos {
                 extents.push(Extent::Hole { len: offset - pos });
+                self.progress.bytes(offset - pos);
             }
             if let Err(e) = file.seek(SeekFrom::Start(offset)) {
                 return Ok(Err(e.to_string()));
             }
             let mut reader = WatchedReader {
-                inner: (&mut file).take(len),
+                inner: CountingReader {
+                    inner: (&mut file).take(len),
+                    progress: self.progress,
+                },
                 error: None,
             };
             let refs = match self.store.put_stream(&mut reader) {
@@ -288,6 +297,7 @@ impl Walker<'_, '_> {
         }
         if pos < size {
             extents.push(Extent::Hole { len: size - pos });
+            self.progress.bytes(size - pos);
         }
         match file.metadata() {
             Ok(after)
@@ -340,6 +350,19 @@ pub fn backup(
     index: &ChunkIndex,
     options: &BackupOptions,
 ) -> Result<BackupReport> {
+    backup_with_progress(repo, index, options, &NoProgress)
+}
+
+/// [`backup`], reporting progress to `progress`.
+///
+/// # Errors
+/// As [`backup`].
+pub fn backup_with_progress(
+    repo: &Repository,
+    index: &ChunkIndex,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
     let time = now_ns();
     let mut paths: Vec<PathBuf> = options
         .paths
@@ -375,6 +398,7 @@ pub fn backup(
     let store = ChunkStore::new(repo, index, options.store);
     let mut walker = Walker {
         store: &store,
+        progress,
         excluder: Excluder::new(&options.excludes)?,
         names: NameCache::default(),
         summary: Summary::default(),
@@ -601,7 +625,10 @@ fn store_image(
             ),
         ));
     }
-    let mut reader = ZeroRunReader::new(file);
+    let mut reader = ZeroRunReader::new(CountingReader {
+        inner: file,
+        progress: walker.progress,
+    });
     let mut extents = Vec::new();
     loop {
         let hole = reader.skip_zeros().map_err(err)?;
@@ -622,6 +649,7 @@ fn store_image(
     meta.nlink = 1;
     walker.summary.files += 1;
     walker.summary.bytes += meta.size;
+    walker.progress.file_done();
     let changed = fs::metadata(path).ok().is_none_or(|after| {
         md.is_file()
             && (after.len(), after.mtime(), after.mtime_nsec())

@@ -32,6 +32,7 @@ use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Entry, Extent, Payload};
 use crate::id::ChunkId;
+use crate::ops::progress::{NoProgress, Progress};
 use crate::tree;
 
 /// Where and what to restore.
@@ -60,6 +61,7 @@ pub struct RestoreReport {
 
 struct Restorer<'s, 'r> {
     store: &'s ChunkStore<'r>,
+    progress: &'s dyn Progress,
     options: &'s RestoreOptions,
     include: Vec<Vec<Vec<u8>>>,
     /// First restored path of each multiply linked inode, by (dev, ino).
@@ -185,8 +187,10 @@ impl Restorer<'_, '_> {
     /// Writes the collected files in parallel, then the hard links, then
     /// the directories' metadata (after their contents, so their times stay).
     fn finish(&mut self) -> Result<()> {
-        let store = self.store;
+        let (store, progress) = (self.store, self.progress);
         let owners = self.options.owners;
+        let total = self.files.iter().map(|(_, e)| e.meta.size).sum();
+        progress.set_total(self.files.len() as u64, total);
         let results: Vec<Result<(Option<u64>, Vec<String>)>> = std::mem::take(&mut self.files)
             .into_par_iter()
             .map(|(path, entry)| {
@@ -195,11 +199,19 @@ impl Restorer<'_, '_> {
                 };
                 let extents = tree::load_extents(store, content, entry.meta.size)?;
                 let bytes = if already_intact(store, &path, &entry, &extents) {
+                    progress.bytes(entry.meta.size);
                     None
                 } else {
                     clear_for(&path, false)?;
-                    Some(write_file(store, &path, &extents, entry.meta.size)?)
+                    Some(write_file(
+                        store,
+                        progress,
+                        &path,
+                        &extents,
+                        entry.meta.size,
+                    )?)
                 };
+                progress.file_done();
                 Ok((bytes, set_metadata(&entry, &path, owners)))
             })
             .collect();
@@ -278,6 +290,7 @@ fn extent_groups(extents: &[Extent]) -> Vec<Vec<(u64, Extent)>> {
 /// Returns the data bytes written.
 fn write_extents(
     store: &ChunkStore<'_>,
+    progress: &dyn Progress,
     file: &File,
     path: &Path,
     extents: &[Extent],
@@ -288,6 +301,7 @@ fn write_extents(
         .map(|group| {
             let mut written = 0u64;
             for (pos, e) in group {
+                progress.bytes(e.len());
                 match e {
                     Extent::Hole { len } if holes == Holes::Zero => {
                         zero_range(file, pos, len).map_err(io_err(path))?;
@@ -340,14 +354,20 @@ fn zero_range(file: &File, pos: u64, len: u64) -> std::io::Result<()> {
 
 /// Writes a new file from its extents; holes are skipped, so it is sparse.
 /// Returns the data bytes written.
-fn write_file(store: &ChunkStore<'_>, path: &Path, extents: &[Extent], size: u64) -> Result<u64> {
+fn write_file(
+    store: &ChunkStore<'_>,
+    progress: &dyn Progress,
+    path: &Path,
+    extents: &[Extent],
+    size: u64,
+) -> Result<u64> {
     let file: File = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(io_err(path))?;
     file.set_len(size).map_err(io_err(path))?;
-    write_extents(store, &file, path, extents, Holes::Skip)
+    write_extents(store, progress, &file, path, extents, Holes::Skip)
 }
 
 /// Whether the regular file at `path` already holds `entry`'s content:
@@ -412,7 +432,12 @@ fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
 /// `InvalidInput` if the entry is not a regular file, `dest` is neither a
 /// block device nor a regular file, or the device is too small; missing or
 /// damaged blobs; write errors.
-pub fn write_image(store: &ChunkStore<'_>, entry: &Entry, dest: &Path) -> Result<u64> {
+pub fn write_image(
+    store: &ChunkStore<'_>,
+    entry: &Entry,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<u64> {
     let Payload::File(content) = &entry.payload else {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -421,6 +446,7 @@ pub fn write_image(store: &ChunkStore<'_>, entry: &Entry, dest: &Path) -> Result
     };
     let size = entry.meta.size;
     let extents = tree::load_extents(store, content, size)?;
+    progress.set_total(1, size);
     let err = io_err(dest);
     let written = match fs::metadata(dest) {
         Ok(md) if md.file_type().is_block_device() => {
@@ -435,7 +461,7 @@ pub fn write_image(store: &ChunkStore<'_>, entry: &Entry, dest: &Path) -> Result
                     ),
                 ));
             }
-            let n = write_extents(store, &file, dest, &extents, Holes::Zero)?;
+            let n = write_extents(store, progress, &file, dest, &extents, Holes::Zero)?;
             file.sync_all().map_err(&err)?;
             n
         }
@@ -456,7 +482,7 @@ pub fn write_image(store: &ChunkStore<'_>, entry: &Entry, dest: &Path) -> Result
                 .open(dest)
                 .map_err(&err)?;
             file.set_len(size).map_err(&err)?;
-            let n = write_extents(store, &file, dest, &extents, Holes::Skip)?;
+            let n = write_extents(store, progress, &file, dest, &extents, Holes::Skip)?;
             file.sync_all().map_err(&err)?;
             n
         }
@@ -512,6 +538,20 @@ pub fn restore(
     root: &ChunkId,
     options: &RestoreOptions,
 ) -> Result<RestoreReport> {
+    restore_with_progress(store, root, options, &NoProgress)
+}
+
+/// [`restore`], reporting progress to `progress` (the total is set once
+/// the tree has been walked, before contents are written).
+///
+/// # Errors
+/// As [`restore`].
+pub fn restore_with_progress(
+    store: &ChunkStore<'_>,
+    root: &ChunkId,
+    options: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     fs::create_dir_all(&options.target).map_err(io_err(&options.target))?;
     let include = options
         .include
@@ -525,6 +565,7 @@ pub fn restore(
         .collect();
     let mut r = Restorer {
         store,
+        progress,
         options,
         include,
         first_links: HashMap::new(),

@@ -4,6 +4,7 @@
 
 pub mod exclude;
 pub mod image;
+pub mod scan;
 
 use std::collections::HashMap;
 use std::fs::{File, Metadata as FsMetadata};

@@ -510,3 +510,66 @@ fn one_file_system_keeps_mount_points_empty() {
         assert_eq!(root.join("www/mnt/other-fs.txt").exists(), !one_fs);
     }
 }
+
+/// Counts what an operation reports.
+#[derive(Default)]
+struct Counted {
+    bytes: std::sync::atomic::AtomicU64,
+    files: std::sync::atomic::AtomicU64,
+    total: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl kura::ops::progress::Progress for Counted {
+    fn set_total(&self, files: u64, bytes: u64) {
+        *self.total.lock().unwrap() = Some((files, bytes));
+    }
+    fn bytes(&self, n: u64) {
+        self.bytes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn file_done(&self) {
+        self.files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn progress_adds_up_to_the_summary_and_the_scan_agrees() {
+    use kura::ops::backup::backup_with_progress;
+    use std::sync::atomic::Ordering::Relaxed;
+    let f = fixture();
+    let index = ChunkIndex::open(None).unwrap();
+    let opts = options(&[&f.src]);
+    let (files, bytes) = kura::source::scan::estimate(&opts.paths, &[], &opts.excludes).unwrap();
+    for round in 0..2 {
+        // The second round reuses every file from the parent unread.
+        let counted = Counted::default();
+        let report = backup_with_progress(&f.repo, &index, &opts, &counted).unwrap();
+        assert_eq!(
+            report.summary.files_unchanged,
+            if round == 0 { 0 } else { 7 }
+        );
+        assert_eq!(counted.bytes.load(Relaxed), report.summary.bytes);
+        assert_eq!(counted.files.load(Relaxed), report.summary.files);
+        assert_eq!((files, bytes), (report.summary.files, report.summary.bytes));
+    }
+    let counted = Counted::default();
+    let store = ChunkStore::new(&f.repo, &index, ChunkStoreOptions::default());
+    let (_, snap) = snapshot::find(&f.repo, "latest").unwrap();
+    let target = f.work.join("restored");
+    let report = kura::ops::restore::restore_with_progress(
+        &store,
+        &snap.tree_id().unwrap(),
+        &RestoreOptions {
+            target,
+            ..RestoreOptions::default()
+        },
+        &counted,
+    )
+    .unwrap();
+    // Hard-linked copies are linked, not written: one file fewer.
+    let (total_files, total_bytes) = counted.total.lock().unwrap().unwrap();
+    assert_eq!(total_files, report.files - 1);
+    assert_eq!(counted.files.load(Relaxed), total_files);
+    assert_eq!(counted.bytes.load(Relaxed), total_bytes);
+}
