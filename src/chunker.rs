@@ -157,21 +157,21 @@ impl<'c, R: Read> ChunkStream<'c, R> {
         Ok(Some(Batch { data, chunks }))
     }
 
+    /// Appends up to one segment from the reader. `read_to_end` grows the
+    /// buffer as data arrives, so a small file costs a small buffer rather
+    /// than a zeroed segment.
     fn fill(&mut self, data: &mut Vec<u8>) -> Result<()> {
-        let mut filled = data.len();
-        data.resize(filled + self.segment, 0);
-        while !self.eof && filled < data.len() {
-            match self.reader.read(&mut data[filled..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    data.truncate(filled);
-                    return Err(Error::io("reading the input stream", e));
-                }
-            }
+        if self.eof {
+            return Ok(());
         }
-        data.truncate(filled);
+        let want = self.segment as u64;
+        let got = (&mut self.reader)
+            .take(want)
+            .read_to_end(data)
+            .map_err(|e| Error::io("reading the input stream", e))?;
+        if (got as u64) < want {
+            self.eof = true;
+        }
         Ok(())
     }
 }

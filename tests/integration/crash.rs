@@ -1,6 +1,7 @@
-//! A backup killed with SIGKILL: the repository still verifies, and the
-//! next backup adopts the packs already uploaded instead of sending them
-//! again (format-spec/07, "Crash states").
+//! Backups that go wrong. One killed with SIGKILL: the repository still
+//! verifies, and the next backup adopts the packs already uploaded instead
+//! of sending them again (format-spec/07, "Crash states"). One that meets
+//! unreadable files: warnings, an incomplete snapshot and exit code 3.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -148,4 +149,84 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
         "second run added {added} after {killed_bytes} were stored; a full backup is {full}"
     );
     assert!(added < full - (16 << 20), "added {added}, full {full}");
+}
+
+/// Runs kura as an unprivileged user (`nobody` via setpriv when the tests
+/// run as root, so that permissions apply), with `cli`'s environment.
+fn kura_unprivileged(cli: &CliRepo, args: &[&str]) -> std::process::Output {
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    cmd.arg("-r")
+        .arg(&cli.path)
+        .args(args)
+        .env_remove("KURA_PASSWORD_FILE")
+        .env_remove("KURA_PASSWORD_COMMAND")
+        .envs(cli.env())
+        .output()
+        .unwrap()
+}
+
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walk(path) {
+        let mode = if entry.is_dir() { 0o777 } else { 0o666 };
+        fs::set_permissions(&entry, fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if out[i].is_dir() && !out[i].is_symlink() {
+            let children: Vec<_> = fs::read_dir(&out[i])
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            out.extend(children);
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn unreadable_files_give_exit_3_and_an_incomplete_snapshot() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("locked")).unwrap();
+    fs::write(src.join("ok.txt"), b"readable").unwrap();
+    fs::write(src.join("secret.txt"), b"not for nobody").unwrap();
+    fs::write(src.join("locked/inside.txt"), b"hidden").unwrap();
+    open_up(dir.path());
+    fs::set_permissions(src.join("secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+
+    let out = kura_unprivileged(&cli, &["--json", "backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("secret.txt") && err.contains("locked"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["incomplete"], true);
+    assert_eq!(report["summary"]["warnings"], 2);
+
+    let out = cli.run(&["--json", "snapshots"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["snapshot"]["incomplete"], true);
+    let target = dir.path().join("target");
+    let out = cli.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(restored.join("ok.txt")).unwrap(), b"readable");
+    assert!(!restored.join("secret.txt").exists());
 }
