@@ -3,6 +3,7 @@
 //! arguments into library options and prints reports; it holds no logic of
 //! its own beyond that.
 
+mod browse_cmds;
 mod key;
 mod password;
 mod snapshot_cmds;
@@ -115,7 +116,7 @@ pub enum Command {
     /// Back up files and directories into a new snapshot.
     Backup(snapshot_cmds::BackupArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(browse_cmds::FilterArgs),
     /// Restore a snapshot (or paths of it) into a directory.
     Restore(snapshot_cmds::RestoreArgs),
     /// List the files of a snapshot.
@@ -221,7 +222,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Snapshots => snapshot_cmds::run_snapshots(g),
+        Command::Snapshots(filter) => snapshot_cmds::run_snapshots(g, filter),
         Command::Restore(args) => snapshot_cmds::run_restore(g, args),
         Command::Ls(args) => snapshot_cmds::run_ls(g, args),
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),

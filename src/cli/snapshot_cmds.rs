@@ -186,9 +186,11 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     Ok(!report.warnings.is_empty())
 }
 
-pub fn run_snapshots(g: &GlobalArgs) -> Result<()> {
+pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
-    let all = snapshot::list(&repo)?;
+    let filter = filter.filter();
+    let mut all = snapshot::list(&repo)?;
+    all.retain(|(_, s)| filter.matches(s));
     if g.json {
         let rows: Vec<_> = all
             .iter()
@@ -228,7 +230,8 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         Some(at) => {
             let filter = snapshot::Filter {
                 host: args.host.clone(),
-                tag: args.tag.clone(),
+                tags: args.tag.clone().into_iter().collect(),
+                paths: Vec::new(),
             };
             snapshot::newest_at(&repo, snapshot::parse_utc(at)?, &filter)?
         }

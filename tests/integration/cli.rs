@@ -4,12 +4,12 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kura");
-const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_kura");
+pub(crate) const FAST_KDF: [&str; 4] = ["--kdf-memory", "19456", "--kdf-passes", "2"];
 
 /// Runs kura on `repo` with none of the caller's KURA_* variables, only
 /// those in `env`.
-fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
+pub(crate) fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.arg("-r").arg(repo).args(args);
     for var in [
@@ -41,7 +41,7 @@ fn with_new_password(repo: &Path, password: &str, new: &str, args: &[&str]) -> O
     kura_env(repo, &env, &[args, &FAST_KDF].concat())
 }
 
-fn init(repo: &Path) {
+pub(crate) fn init(repo: &Path) {
     let out = kura(repo, Some("pw"), &[&["init"][..], &FAST_KDF].concat());
     assert!(
         out.status.success(),
@@ -50,7 +50,7 @@ fn init(repo: &Path) {
     );
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
