@@ -1,10 +1,17 @@
-//! Browsing snapshots without restoring them: the snapshot filter flags
-//! of `kura snapshots`.
+//! `kura diff`, and the snapshot filter flags of `kura snapshots`:
+//! browsing snapshots without restoring them.
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::Args;
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::format::snapshot::RawPath;
+use kura::ops::diff::{DiffReport, diff};
 use kura::snapshot;
+
+use super::GlobalArgs;
+use super::snapshot_cmds::{synced_index, writeln_or_pipe};
 
 /// Which snapshots to consider; every condition given must hold.
 #[derive(Args, Debug, Clone, Default)]
@@ -29,4 +36,79 @@ impl FilterArgs {
             paths: self.paths.clone(),
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot: id prefix, or `latest`.
+    pub old: String,
+    /// The newer snapshot: id prefix, or `latest`.
+    pub new: String,
+}
+
+fn path_text(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+fn path_json(path: &[u8]) -> serde_json::Value {
+    serde_json::to_value(RawPath::from_bytes(path)).expect("paths serialize")
+}
+
+pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let (old_id, old) = snapshot::find(&repo, &args.old)?;
+    let (new_id, new) = snapshot::find(&repo, &args.new)?;
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let report = diff(&store, &old.tree_id()?, &new.tree_id()?)?;
+    if g.json {
+        println!("{}", diff_json(&report, &old_id.to_hex(), &new_id.to_hex()));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for c in &report.changes {
+        let line = format!("{} {}", c.kind.marker(), path_text(&c.path));
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    let r = &report;
+    let summary = format!(
+        "{} added, {} removed, {} changed, {} metadata only, {} type changed; {:.1} MB added, {:.1} MB removed",
+        r.added,
+        r.removed,
+        r.changed,
+        r.metadata_only,
+        r.type_changed,
+        r.bytes_added as f64 / 1e6,
+        r.bytes_removed as f64 / 1e6
+    );
+    writeln_or_pipe(&mut out, &summary)?;
+    Ok(())
+}
+
+fn diff_json(r: &DiffReport, old: &str, new: &str) -> serde_json::Value {
+    let changes: Vec<_> = r
+        .changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "path": path_json(&c.path),
+                "change": c.kind.name(),
+                "marker": c.kind.marker().to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "old": old,
+        "new": new,
+        "changes": changes,
+        "added": r.added,
+        "removed": r.removed,
+        "changed": r.changed,
+        "metadata_only": r.metadata_only,
+        "type_changed": r.type_changed,
+        "bytes_added": r.bytes_added,
+        "bytes_removed": r.bytes_removed,
+    })
 }

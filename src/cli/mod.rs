@@ -123,6 +123,8 @@ pub enum Command {
     Ls(snapshot_cmds::LsArgs),
     /// Write one file of a snapshot to standard output.
     Dump(snapshot_cmds::DumpArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse_cmds::DiffArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -226,6 +228,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Restore(args) => snapshot_cmds::run_restore(g, args),
         Command::Ls(args) => snapshot_cmds::run_ls(g, args),
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
+        Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

@@ -82,7 +82,7 @@ pub struct RestoreArgs {
 
 /// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
 /// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`).
-fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
+pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
     let root = std::env::var_os("KURA_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
@@ -358,7 +358,7 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
 }
 
 /// Writes a line; `Ok(true)` if the reader went away (not an error).
-fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Result<bool> {
+pub(super) fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Result<bool> {
     match writeln!(out, "{line}") {
         Ok(()) => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),

@@ -1,4 +1,5 @@
 //! Operations layer: one file per operation, Options -> fn -> Report.
 
 pub mod backup;
+pub mod diff;
 pub mod restore;

@@ -1,11 +1,15 @@
-//! Browsing snapshots through the `kura` binary: the snapshot filters.
+//! Browsing snapshots through the `kura` binary: diff and the snapshot
+//! filters.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::cli::{FAST_KDF, kura_env, stderr};
+use crate::common::{pseudo_random, text_like};
 
 /// A repository made with the binary, with its own index cache.
 struct TestRepo {
@@ -59,6 +63,94 @@ impl TestRepo {
 fn write(path: &Path, data: &[u8]) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(path, data).unwrap();
+}
+
+#[test]
+fn diff_lists_each_kind_of_change() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    write(&src.join("keep.txt"), &text_like(5_000, 1));
+    write(&src.join("sub/deep.txt"), &text_like(5_000, 2));
+    write(&src.join("remove.txt"), &pseudo_random(700, 3));
+    write(&src.join("change.txt"), &pseudo_random(2_000, 4));
+    write(&src.join("chmod.txt"), &pseudo_random(100, 5));
+    write(&src.join("link.txt"), &pseudo_random(300, 6));
+    let old = r.backup(&[&src], &[]);
+
+    write(&src.join("new.txt"), &pseudo_random(1_000, 7));
+    write(&src.join("newdir/inner.txt"), &pseudo_random(500, 8));
+    fs::remove_file(src.join("remove.txt")).unwrap();
+    write(&src.join("change.txt"), &pseudo_random(3_000, 9));
+    fs::set_permissions(src.join("chmod.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(src.join("link.txt")).unwrap();
+    symlink("keep.txt", src.join("link.txt")).unwrap();
+    r.backup(&[&src], &[]);
+
+    let report = r.json(&["diff", &old[..8], "latest"]);
+    let s = src.to_str().unwrap();
+    let mut below = BTreeSet::new();
+    for c in report["changes"].as_array().unwrap() {
+        let path = c["path"].as_str().unwrap();
+        let marker = c["marker"].as_str().unwrap();
+        if let Some(rel) = path.strip_prefix(&format!("{s}/")) {
+            below.insert(format!("{marker} {rel}"));
+        } else {
+            // The backed-up directory and its ancestors: only their own
+            // metadata (mtime) may differ.
+            assert!(
+                marker == "U" && src.starts_with(path),
+                "unexpected change {marker} {path}"
+            );
+        }
+    }
+    let expected: BTreeSet<String> = [
+        "+ new.txt",
+        "+ newdir",
+        "+ newdir/inner.txt",
+        "- remove.txt",
+        "M change.txt",
+        "U chmod.txt",
+        "T link.txt",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(below, expected);
+    assert_eq!(report["added"], 3);
+    assert_eq!(report["removed"], 1);
+    assert_eq!(report["changed"], 1);
+    assert_eq!(report["type_changed"], 1);
+    // Small files are one chunk each: new.txt, inner.txt and the new
+    // change.txt were added; remove.txt, the old change.txt and the file
+    // that link.txt was went away.
+    assert_eq!(report["bytes_added"], 1_000 + 500 + 3_000);
+    assert_eq!(report["bytes_removed"], 700 + 2_000 + 300);
+
+    let text = String::from_utf8(r.run(&["diff", &old, "latest"]).stdout).unwrap();
+    for line in [
+        format!("+ {s}/newdir/inner.txt"),
+        format!("- {s}/remove.txt"),
+        format!("M {s}/change.txt"),
+        format!("U {s}/chmod.txt"),
+        format!("T {s}/link.txt"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("keep.txt") && !text.contains("deep.txt"),
+        "{text}"
+    );
+    assert!(text.lines().last().unwrap().contains("3 added, 1 removed"));
+
+    let same = r.json(&["diff", "latest", "latest"]);
+    assert_eq!(same["changes"].as_array().unwrap().len(), 0, "{same}");
+    assert_eq!(same["added"], 0);
+    assert_eq!(same["metadata_only"], 0);
+    let missing = r.raw(&["diff", "ffffffff", "latest"]);
+    assert_eq!(missing.status.code(), Some(10), "{}", stderr(&missing));
 }
 
 #[test]
