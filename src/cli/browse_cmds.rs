@@ -1,5 +1,5 @@
-//! `kura diff`, and the snapshot filter flags of `kura snapshots`:
-//! browsing snapshots without restoring them.
+//! `kura diff`, `kura find`, and the snapshot filter flags they share with
+//! `kura snapshots`: browsing snapshots without restoring them.
 
 use std::path::PathBuf;
 
@@ -8,9 +8,11 @@ use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::snapshot::RawPath;
 use kura::ops::diff::{DiffReport, diff};
+use kura::ops::find::{FindOptions, FindReport, find};
 use kura::snapshot;
 
 use super::GlobalArgs;
+use super::key::utc_minutes;
 use super::snapshot_cmds::{synced_index, writeln_or_pipe};
 
 /// Which snapshots to consider; every condition given must hold.
@@ -44,6 +46,20 @@ pub struct DiffArgs {
     pub old: String,
     /// The newer snapshot: id prefix, or `latest`.
     pub new: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob to look for (several: any may match). Without a `/` it matches
+    /// names at any depth; with one the absolute path (a relative one at
+    /// any depth).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot: id prefix or `latest` (repeatable).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 fn path_text(path: &[u8]) -> String {
@@ -111,4 +127,65 @@ fn diff_json(r: &DiffReport, old: &str, new: &str) -> serde_json::Value {
         "bytes_added": r.bytes_added,
         "bytes_removed": r.bytes_removed,
     })
+}
+
+pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let filter = args.filter.filter();
+    let mut snapshots = if args.snapshots.is_empty() {
+        snapshot::list(&repo)?
+    } else {
+        args.snapshots
+            .iter()
+            .map(|name| snapshot::find(&repo, name))
+            .collect::<kura::Result<Vec<_>>>()?
+    };
+    snapshots.retain(|(_, s)| filter.matches(s));
+    snapshots.sort_by_key(|(id, s)| (s.time, *id));
+    snapshots.dedup_by_key(|(id, _)| *id);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let options = FindOptions {
+        patterns: args.patterns.clone(),
+    };
+    let report = find(&store, &snapshots, &options)?;
+    if g.json {
+        println!("{}", find_json(&report));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for m in &report.matches {
+        let line = format!(
+            "{} {} {:<8} {:>12} {} {}",
+            &m.snapshot.to_hex()[..16],
+            utc_minutes(u64::try_from(m.time / 1_000_000_000).unwrap_or(0)),
+            m.entry_type.name(),
+            m.meta.size,
+            utc_minutes(u64::try_from(m.meta.mtime.0).unwrap_or(0)),
+            path_text(&m.path)
+        );
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn find_json(r: &FindReport) -> serde_json::Value {
+    let rows: Vec<_> = r
+        .matches
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "snapshot": m.snapshot.to_hex(),
+                "time": m.time,
+                "path": path_json(&m.path),
+                "type": m.entry_type.name(),
+                "size": m.meta.size,
+                "mode": m.meta.mode,
+                "mtime": m.meta.mtime.0,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
 }

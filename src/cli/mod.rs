@@ -125,6 +125,8 @@ pub enum Command {
     Dump(snapshot_cmds::DumpArgs),
     /// Show what changed between two snapshots.
     Diff(browse_cmds::DiffArgs),
+    /// Find files by name or path glob across snapshots.
+    Find(browse_cmds::FindArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -229,6 +231,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Ls(args) => snapshot_cmds::run_ls(g, args),
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
         Command::Diff(args) => browse_cmds::run_diff(g, args),
+        Command::Find(args) => browse_cmds::run_find(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

@@ -2,4 +2,5 @@
 
 pub mod backup;
 pub mod diff;
+pub mod find;
 pub mod restore;

@@ -1,5 +1,5 @@
-//! Browsing snapshots through the `kura` binary: diff and the snapshot
-//! filters.
+//! Browsing snapshots through the `kura` binary: diff, find, and the
+//! snapshot filters.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -151,6 +151,114 @@ fn diff_lists_each_kind_of_change() {
     assert_eq!(same["metadata_only"], 0);
     let missing = r.raw(&["diff", "ffffffff", "latest"]);
     assert_eq!(missing.status.code(), Some(10), "{}", stderr(&missing));
+}
+
+#[test]
+fn find_lists_matches_per_snapshot() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    write(&src.join("report.txt"), &text_like(100, 1));
+    write(&src.join("sub/a.log"), b"log");
+    write(&src.join("sub/deeper/b.log"), b"log");
+    write(&src.join("top.log"), b"log");
+    let first = r.backup(&[&src], &["--host", "one"]);
+    write(&src.join("report.txt"), &text_like(250, 2));
+    let second = r.backup(&[&src], &["--host", "two"]);
+    fs::remove_file(src.join("report.txt")).unwrap();
+    let third = r.backup(&[&src], &["--host", "one"]);
+
+    let found = r.json(&["find", "report.txt"]);
+    let rows: Vec<(String, u64)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["path"], format!("{}/report.txt", src.display()));
+            assert_eq!(m["type"], "file");
+            (
+                m["snapshot"].as_str().unwrap().to_owned(),
+                m["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(rows, vec![(first.clone(), 100), (second.clone(), 250)]);
+
+    // A path glob matches the whole path, at any depth when relative.
+    let logs = r.json(&["find", "*/sub/*.log"]);
+    let paths: BTreeSet<(String, String)> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["snapshot"].as_str().unwrap().to_owned(),
+                m["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let a_log = format!("{}/sub/a.log", src.display());
+    let expected: BTreeSet<_> = [&first, &second, &third]
+        .iter()
+        .map(|id| ((*id).clone(), a_log.clone()))
+        .collect();
+    assert_eq!(paths, expected);
+
+    // Snapshot selection: by id and by host.
+    let only = r.json(&["find", "report.txt", "--snapshot", &second[..10]]);
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(only[0]["size"], 250);
+    let host = r.json(&["find", "*.txt", "--host", "one"]);
+    let hosts: Vec<&str> = host
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, vec![first.as_str()]);
+    // The text form names the snapshot, the type and the size.
+    let text = String::from_utf8(r.run(&["find", "report.txt"]).stdout).unwrap();
+    let line = text.lines().nth(1).unwrap();
+    assert!(
+        line.starts_with(&second[..16]) && line.contains(" file ") && line.contains(" 250 "),
+        "{text}"
+    );
+}
+
+#[test]
+fn find_walks_a_shared_subtree_once() {
+    use kura::backend::{Backend, LocalBackend};
+    use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+    use kura::index::ChunkIndex;
+    use kura::ops::find::{FindOptions, find};
+    use std::sync::Arc;
+
+    let r = TestRepo::new();
+    let src = r.path("src");
+    for i in 0..20 {
+        write(&src.join(format!("shared/d{i}/f.txt")), b"same");
+    }
+    write(&src.join("changing.txt"), b"1");
+    r.backup(&[&src], &[]);
+    write(&src.join("changing.txt"), b"22");
+    r.backup(&[&src], &[]);
+
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(r.repo.clone()));
+    let repo = kura::repo::Repository::open(backend, b"pw").unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let snapshots = kura::snapshot::list(&repo).unwrap();
+    let options = FindOptions {
+        patterns: vec!["f.txt".into()],
+    };
+    let report = find(&store, &snapshots, &options).unwrap();
+    assert_eq!(report.matches.len(), 40);
+    // The first snapshot loads the trees on the way to src, src, `shared`
+    // and its 20 subdirectories; the second only the way to src again
+    // (changing.txt moved every tree id there): `shared` is memoized.
+    let way = src.components().count() as u64; // root tree included
+    assert_eq!(report.trees_loaded, 2 * way + 21);
+    assert_eq!(report.trees_reused, 1);
 }
 
 #[test]
