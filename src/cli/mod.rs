@@ -121,7 +121,8 @@ pub enum Command {
     Restore(snapshot_cmds::RestoreArgs),
     /// List the files of a snapshot.
     Ls(snapshot_cmds::LsArgs),
-    /// Write one file of a snapshot to standard output.
+    /// Write a file of a snapshot to standard output, or a directory (or
+    /// the whole snapshot) as a tar stream.
     Dump(snapshot_cmds::DumpArgs),
     /// Show what changed between two snapshots.
     Diff(browse_cmds::DiffArgs),

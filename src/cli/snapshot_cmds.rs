@@ -277,7 +277,9 @@ pub struct LsArgs {
 pub struct DumpArgs {
     /// Snapshot id prefix, or `latest`.
     pub snapshot: String,
-    /// The file to write to standard output, e.g. `db/site.sql`.
+    /// The file to write to standard output, e.g. `db/site.sql`; a
+    /// directory, or `/` for the whole snapshot, is written as a tar
+    /// stream (paths without the leading `/`).
     pub path: PathBuf,
 }
 
@@ -373,17 +375,50 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let comps = snapshot_components(&args.path);
-    let entry = kura::tree::lookup(&store, snap.tree_id()?, &comps)?
-        .ok_or_else(|| not_found("no such path in the snapshot"))?;
-    let Payload::File(content) = &entry.payload else {
-        anyhow::bail!(
-            "{} is not a regular file (dumping directories as tar is not implemented yet)",
-            args.path.display()
-        );
+    let entry = if comps.is_empty() {
+        None
+    } else {
+        Some(
+            kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+                .ok_or_else(|| not_found("no such path in the snapshot"))?,
+        )
     };
-    let mut out = std::io::stdout().lock();
-    match kura::tree::write_content(&store, content, entry.meta.size, &mut out) {
-        Ok(_) => Ok(()),
+    if let Some(e) = &entry
+        && let Payload::File(content) = &e.payload
+    {
+        let mut out = std::io::stdout().lock();
+        return match kura::tree::write_content(&store, content, e.meta.size, &mut out) {
+            Ok(_) => Ok(()),
+            Err(e) if is_broken_pipe(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+    dump_tar(&store, &snap.tree_id()?, comps)
+}
+
+/// Writes a directory (or the whole snapshot) as a tar stream to stdout.
+fn dump_tar(store: &ChunkStore<'_>, root: &kura::id::ChunkId, path: Vec<Vec<u8>>) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!("refusing to write a tar stream to a terminal: redirect or pipe it");
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let options = kura::ops::tar::TarOptions { path };
+    let written = kura::ops::tar::dump_tar(store, root, &options, &mut out).and_then(|report| {
+        out.flush()
+            .map_err(|e| kura::Error::io("writing the tar stream", e))?;
+        Ok(report)
+    });
+    match written {
+        Ok(report) => {
+            for p in &report.skipped {
+                eprintln!(
+                    "warning: {}: a socket cannot be stored in tar; left out",
+                    String::from_utf8_lossy(p)
+                );
+            }
+            Ok(())
+        }
         Err(e) if is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -4,3 +4,4 @@ pub mod backup;
 pub mod diff;
 pub mod find;
 pub mod restore;
+pub mod tar;

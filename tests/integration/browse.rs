@@ -1,14 +1,17 @@
-//! Browsing snapshots through the `kura` binary: diff, find, and the
-//! snapshot filters.
+//! Browsing snapshots through the `kura` binary: diff, find, dump of a
+//! directory as tar, and the snapshot filters.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
-use crate::cli::{FAST_KDF, kura_env, stderr};
+use crate::cli::{BIN, FAST_KDF, kura_env, stderr};
 use crate::common::{pseudo_random, text_like};
 
 /// A repository made with the binary, with its own index cache.
@@ -259,6 +262,198 @@ fn find_walks_a_shared_subtree_once() {
     let way = src.components().count() as u64; // root tree included
     assert_eq!(report.trees_loaded, 2 * way + 21);
     assert_eq!(report.trees_reused, 1);
+}
+
+/// Everything a tar extraction must reproduce, per relative path.
+fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, PathBuf> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for path in names {
+            let md = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let mut d = format!(
+                "mode {:o} owner {}:{} mtime {}",
+                md.mode(),
+                md.uid(),
+                md.gid(),
+                md.mtime()
+            );
+            if md.is_dir() {
+                stack.push(path.clone());
+            } else if md.file_type().is_symlink() {
+                let _ = write!(d, " -> {}", fs::read_link(&path).unwrap().display());
+            } else if md.is_file() {
+                let _ = write!(
+                    d,
+                    " size {} blake3 {}",
+                    md.len(),
+                    blake3::hash(&fs::read(&path).unwrap()).to_hex()
+                );
+                if md.nlink() > 1 {
+                    let first = inodes.entry(md.ino()).or_insert_with(|| rel.clone());
+                    let _ = write!(d, " linked-with {}", first.display());
+                }
+            }
+            if let Ok(Some(v)) = xattr::get(&path, "user.kura-test") {
+                let _ = write!(d, " xattr {}", String::from_utf8_lossy(&v));
+            }
+            out.insert(rel, d);
+        }
+    }
+    out
+}
+
+const LONG_NAME: &str = "a-name-longer-than-the-hundred-bytes-of-a-ustar-name-field-so-it-needs-a-pax-path-record-to-survive.txt";
+
+fn make_tar_tree(src: &Path) {
+    write(&src.join("top.txt"), &text_like(40_000, 1));
+    write(&src.join("a/b/c/deep.bin"), &pseudo_random(300_000, 2));
+    write(&src.join("a/b").join(LONG_NAME), b"long name");
+    write(
+        &src.join(OsStr::from_bytes(b"a/caf\xe9.txt")),
+        b"latin-1 name",
+    );
+    fs::set_permissions(src.join("top.txt"), fs::Permissions::from_mode(0o751)).unwrap();
+    fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o2750)).unwrap();
+    symlink("../top.txt", src.join("a/link")).unwrap();
+    fs::hard_link(src.join("a/b/c/deep.bin"), src.join("a/hard.bin")).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("a/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    let sparse = fs::File::create(src.join("sparse.img")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    sparse
+        .write_all_at(&pseudo_random(50_000, 3), 3 << 20)
+        .unwrap();
+    xattr::set(src.join("top.txt"), "user.kura-test", b"xattr value").unwrap();
+    // Directory times last: creating entries moves them.
+    for (dir, secs) in [("a/b/c", 1_600_000_000), ("a", 1_500_000_000)] {
+        let t = nix::sys::time::TimeSpec::new(secs, 0);
+        nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &src.join(dir),
+            &t,
+            &t,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn dump_of_a_directory_is_a_tar_stream() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    make_tar_tree(&src);
+    r.backup(&[&src], &[]);
+    let s = src.to_str().unwrap();
+    let dump = r.run(&["dump", "latest", s]);
+    let tar_file = r.path("x.tar");
+    fs::write(&tar_file, &dump.stdout).unwrap();
+
+    // GNU tar extracts it with everything.
+    let out = r.path("out");
+    fs::create_dir(&out).unwrap();
+    let gnu = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
+        .arg(&tar_file)
+        .arg("-C")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(gnu.status.success(), "{}", stderr(&gnu));
+    assert!(gnu.stderr.is_empty(), "{}", stderr(&gnu));
+    let extracted = out.join(src.strip_prefix("/").unwrap());
+    let (want, got) = (describe(&src), describe(&extracted));
+    assert_eq!(got, want);
+    assert!(want[Path::new("a/hard.bin")].contains("linked-with"));
+    assert!(want[Path::new("top.txt")].contains("xattr xattr value"));
+    assert!(want.contains_key(Path::new(OsStr::from_bytes(b"a/caf\xe9.txt"))));
+    assert_eq!(
+        fs::metadata(extracted.join("a/hard.bin")).unwrap().ino(),
+        fs::metadata(extracted.join("a/b/c/deep.bin"))
+            .unwrap()
+            .ino()
+    );
+
+    // The tar crate reads the same stream: pax paths, links and xattrs.
+    let rel = s.trim_start_matches('/');
+    let mut seen = BTreeMap::new();
+    let mut archive = tar::Archive::new(&dump.stdout[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path_bytes().into_owned();
+        let kind = entry.header().entry_type();
+        let link = entry.link_name_bytes().map(std::borrow::Cow::into_owned);
+        let mut xattr = None;
+        if let Some(exts) = entry.pax_extensions().unwrap() {
+            for e in exts {
+                let e = e.unwrap();
+                if e.key_bytes() == b"SCHILY.xattr.user.kura-test" {
+                    xattr = Some(e.value_bytes().to_vec());
+                }
+            }
+        }
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        seen.insert(path, (kind, link, xattr, data));
+    }
+    let key = |p: &[u8]| [rel.as_bytes(), b"/", p].concat();
+    let (kind, _, _, data) = &seen[&key(b"sparse.img")];
+    assert!(kind.is_file());
+    assert_eq!(data, &fs::read(src.join("sparse.img")).unwrap());
+    let long = key(format!("a/b/{LONG_NAME}").as_bytes());
+    assert!(long.len() > 100);
+    assert_eq!(seen[&long].3, b"long name");
+    assert_eq!(seen[&key(b"a/caf\xe9.txt")].3, b"latin-1 name");
+    let (kind, link, _, _) = &seen[&key(b"a/hard.bin")];
+    assert!(kind.is_hard_link());
+    assert_eq!(link.as_deref(), Some(&key(b"a/b/c/deep.bin")[..]));
+    let (kind, link, _, _) = &seen[&key(b"a/link")];
+    assert!(kind.is_symlink());
+    assert_eq!(link.as_deref(), Some(&b"../top.txt"[..]));
+    assert_eq!(
+        seen[&key(b"top.txt")].2.as_deref(),
+        Some(&b"xattr value"[..])
+    );
+    assert!(seen[&key(b"a/fifo")].0.is_fifo());
+    assert!(seen.contains_key(&key(b"a/b/c/")));
+    assert!(seen.keys().all(|p| !p.starts_with(b"/")));
+
+    // The whole snapshot: the same entries below the root's directories.
+    let whole = r.run(&["dump", "latest", "/"]);
+    let mut archive = tar::Archive::new(&whole.stdout[..]);
+    let names: BTreeSet<Vec<u8>> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    let top = format!("{}/", rel.split('/').next().unwrap());
+    assert!(names.contains(top.as_bytes()), "{top} missing");
+    assert!(seen.keys().all(|p| names.contains(p)));
+
+    // A reader that stops early is not an error.
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {BIN} -r {} dump latest {s} | head -c 10 >/dev/null",
+            r.repo.display()
+        ))
+        .env("KURA_PASSWORD", "pw")
+        .env("KURA_CACHE_DIR", &r.cache)
+        .output()
+        .unwrap();
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(stderr(&piped).is_empty(), "{}", stderr(&piped));
 }
 
 #[test]
