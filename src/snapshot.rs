@@ -1,6 +1,9 @@
 //! Snapshot layer: saving, listing and finding snapshots. Writing a
 //! snapshot is the commit point of a backup (format-spec/07).
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::envelope::ObjectType;
 use crate::format::layout;
@@ -82,18 +85,36 @@ pub fn find(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot)> {
     }
 }
 
-/// Which snapshots a point-in-time lookup considers.
+/// Which snapshots a listing or a point-in-time lookup considers. Every
+/// condition given must hold.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub host: Option<String>,
-    pub tag: Option<String>,
+    /// Tags the snapshot must all have.
+    pub tags: Vec<String>,
+    /// Paths the snapshot must all have backed up, compared by component
+    /// (`/srv/www/`, `srv/www` and `/srv/www` are the same).
+    pub paths: Vec<PathBuf>,
 }
 
 impl Filter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         self.host.as_ref().is_none_or(|h| &s.hostname == h)
-            && self.tag.as_ref().is_none_or(|t| s.tags.contains(t))
+            && self.tags.iter().all(|t| s.tags.contains(t))
+            && self.paths.iter().all(|p| {
+                let want = path_components(p.as_os_str().as_bytes());
+                s.paths
+                    .iter()
+                    .any(|sp| sp.to_bytes().is_ok_and(|b| path_components(&b) == want))
+            })
     }
+}
+
+/// The names of a `/`-separated path, without empty and `.` components.
+fn path_components(path: &[u8]) -> Vec<&[u8]> {
+    path.split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect()
 }
 
 /// The newest snapshot taken at or before `time_ns` (start time, ns since

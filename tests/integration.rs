@@ -8,6 +8,8 @@ mod common;
 
 #[path = "integration/backends.rs"]
 mod backends;
+#[path = "integration/browse.rs"]
+mod browse;
 #[path = "integration/chunkstore.rs"]
 mod chunkstore;
 #[path = "integration/cli.rs"]

@@ -3,6 +3,7 @@
 //! arguments into library options and prints reports; it holds no logic of
 //! its own beyond that.
 
+mod browse_cmds;
 mod key;
 mod password;
 mod progress;
@@ -116,13 +117,18 @@ pub enum Command {
     /// Back up files and directories into a new snapshot.
     Backup(snapshot_cmds::BackupArgs),
     /// List snapshots.
-    Snapshots,
+    Snapshots(browse_cmds::FilterArgs),
     /// Restore a snapshot (or paths of it) into a directory.
     Restore(snapshot_cmds::RestoreArgs),
     /// List the files of a snapshot.
     Ls(snapshot_cmds::LsArgs),
-    /// Write one file of a snapshot to standard output.
+    /// Write a file of a snapshot to standard output, or a directory (or
+    /// the whole snapshot) as a tar stream.
     Dump(snapshot_cmds::DumpArgs),
+    /// Show what changed between two snapshots.
+    Diff(browse_cmds::DiffArgs),
+    /// Find files by name or path glob across snapshots.
+    Find(browse_cmds::FindArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -222,10 +228,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Snapshots => snapshot_cmds::run_snapshots(g),
+        Command::Snapshots(filter) => snapshot_cmds::run_snapshots(g, filter),
         Command::Restore(args) => snapshot_cmds::run_restore(g, args),
         Command::Ls(args) => snapshot_cmds::run_ls(g, args),
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
+        Command::Diff(args) => browse_cmds::run_diff(g, args),
+        Command::Find(args) => browse_cmds::run_find(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

@@ -104,7 +104,7 @@ pub struct RestoreArgs {
 
 /// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
 /// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`).
-fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
+pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
     let root = std::env::var_os("KURA_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
@@ -232,9 +232,11 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     Ok(!report.warnings.is_empty())
 }
 
-pub fn run_snapshots(g: &GlobalArgs) -> Result<()> {
+pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
-    let all = snapshot::list(&repo)?;
+    let filter = filter.filter();
+    let mut all = snapshot::list(&repo)?;
+    all.retain(|(_, s)| filter.matches(s));
     if g.json {
         let rows: Vec<_> = all
             .iter()
@@ -274,7 +276,8 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         Some(at) => {
             let filter = snapshot::Filter {
                 host: args.host.clone(),
-                tag: args.tag.clone(),
+                tags: args.tag.clone().into_iter().collect(),
+                paths: Vec::new(),
             };
             snapshot::newest_at(&repo, snapshot::parse_utc(at)?, &filter)?
         }
@@ -352,7 +355,9 @@ pub struct LsArgs {
 pub struct DumpArgs {
     /// Snapshot id prefix, or `latest`.
     pub snapshot: String,
-    /// The file to write to standard output, e.g. `db/site.sql`.
+    /// The file to write to standard output, e.g. `db/site.sql`; a
+    /// directory, or `/` for the whole snapshot, is written as a tar
+    /// stream (paths without the leading `/`).
     pub path: PathBuf,
 }
 
@@ -433,7 +438,7 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
 }
 
 /// Writes a line; `Ok(true)` if the reader went away (not an error).
-fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Result<bool> {
+pub(super) fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Result<bool> {
     match writeln!(out, "{line}") {
         Ok(()) => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
@@ -448,17 +453,50 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let comps = snapshot_components(&args.path);
-    let entry = kura::tree::lookup(&store, snap.tree_id()?, &comps)?
-        .ok_or_else(|| not_found("no such path in the snapshot"))?;
-    let Payload::File(content) = &entry.payload else {
-        anyhow::bail!(
-            "{} is not a regular file (dumping directories as tar is not implemented yet)",
-            args.path.display()
-        );
+    let entry = if comps.is_empty() {
+        None
+    } else {
+        Some(
+            kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+                .ok_or_else(|| not_found("no such path in the snapshot"))?,
+        )
     };
-    let mut out = std::io::stdout().lock();
-    match kura::tree::write_content(&store, content, entry.meta.size, &mut out) {
-        Ok(_) => Ok(()),
+    if let Some(e) = &entry
+        && let Payload::File(content) = &e.payload
+    {
+        let mut out = std::io::stdout().lock();
+        return match kura::tree::write_content(&store, content, e.meta.size, &mut out) {
+            Ok(_) => Ok(()),
+            Err(e) if is_broken_pipe(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+    }
+    dump_tar(&store, &snap.tree_id()?, comps)
+}
+
+/// Writes a directory (or the whole snapshot) as a tar stream to stdout.
+fn dump_tar(store: &ChunkStore<'_>, root: &kura::id::ChunkId, path: Vec<Vec<u8>>) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!("refusing to write a tar stream to a terminal: redirect or pipe it");
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let options = kura::ops::tar::TarOptions { path };
+    let written = kura::ops::tar::dump_tar(store, root, &options, &mut out).and_then(|report| {
+        out.flush()
+            .map_err(|e| kura::Error::io("writing the tar stream", e))?;
+        Ok(report)
+    });
+    match written {
+        Ok(report) => {
+            for p in &report.skipped {
+                eprintln!(
+                    "warning: {}: a socket cannot be stored in tar; left out",
+                    String::from_utf8_lossy(p)
+                );
+            }
+            Ok(())
+        }
         Err(e) if is_broken_pipe(&e) => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -93,6 +93,59 @@ impl Payload {
             Self::Socket => 7,
         }
     }
+
+    /// What the entry is, without the payload's data.
+    pub fn entry_type(&self) -> EntryType {
+        match self {
+            Self::File(_) => EntryType::File,
+            Self::Dir(_) => EntryType::Dir,
+            Self::Symlink(_) => EntryType::Symlink,
+            Self::CharDevice(_) => EntryType::CharDevice,
+            Self::BlockDevice(_) => EntryType::BlockDevice,
+            Self::Fifo => EntryType::Fifo,
+            Self::Socket => EntryType::Socket,
+        }
+    }
+}
+
+/// The type of an entry, as a value to compare and print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryType {
+    File,
+    Dir,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+}
+
+impl EntryType {
+    /// A stable lower-case name, as JSON output uses it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Dir => "dir",
+            Self::Symlink => "symlink",
+            Self::CharDevice => "chardev",
+            Self::BlockDevice => "blockdev",
+            Self::Fifo => "fifo",
+            Self::Socket => "socket",
+        }
+    }
+
+    /// The type letter of `ls -l`.
+    pub fn letter(self) -> char {
+        match self {
+            Self::File => '-',
+            Self::Dir => 'd',
+            Self::Symlink => 'l',
+            Self::CharDevice => 'c',
+            Self::BlockDevice => 'b',
+            Self::Fifo => 'p',
+            Self::Socket => 's',
+        }
+    }
 }
 
 /// Metadata common to every entry type.

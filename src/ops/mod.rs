@@ -1,5 +1,8 @@
 //! Operations layer: one file per operation, Options -> fn -> Report.
 
 pub mod backup;
+pub mod diff;
+pub mod find;
 pub mod progress;
 pub mod restore;
+pub mod tar;

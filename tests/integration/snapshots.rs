@@ -417,12 +417,13 @@ fn at_selects_the_newest_snapshot_not_after_the_time() {
     assert_eq!(at("2026-12-01", &all).unwrap(), d);
     let web1 = Filter {
         host: Some("web1".into()),
-        tag: None,
+        ..Filter::default()
     };
     assert_eq!(at("2026-11-20 12:00", &web1).unwrap(), b);
     let nightly_web1 = Filter {
         host: Some("web1".into()),
-        tag: Some("nightly".into()),
+        tags: vec!["nightly".into()],
+        paths: Vec::new(),
     };
     assert_eq!(at("2026-11-20 12:00", &nightly_web1).unwrap(), a);
     assert_eq!(

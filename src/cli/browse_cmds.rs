@@ -1,0 +1,191 @@
+//! `kura diff`, `kura find`, and the snapshot filter flags they share with
+//! `kura snapshots`: browsing snapshots without restoring them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::format::snapshot::RawPath;
+use kura::ops::diff::{DiffReport, diff};
+use kura::ops::find::{FindOptions, FindReport, find};
+use kura::snapshot;
+
+use super::GlobalArgs;
+use super::key::utc_minutes;
+use super::snapshot_cmds::{synced_index, writeln_or_pipe};
+
+/// Which snapshots to consider; every condition given must hold.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Only snapshots with this tag (repeatable: all must be present).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots that backed up this path (repeatable: all must be
+    /// present), as `kura snapshots` lists them.
+    #[arg(long = "path")]
+    pub paths: Vec<PathBuf>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> snapshot::Filter {
+        snapshot::Filter {
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot: id prefix, or `latest`.
+    pub old: String,
+    /// The newer snapshot: id prefix, or `latest`.
+    pub new: String,
+}
+
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Glob to look for (several: any may match). Without a `/` it matches
+    /// names at any depth; with one the absolute path (a relative one at
+    /// any depth).
+    #[arg(required = true, value_name = "PATTERN")]
+    pub patterns: Vec<String>,
+    /// Search only this snapshot: id prefix or `latest` (repeatable).
+    #[arg(long = "snapshot", short = 's', value_name = "ID")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+fn path_text(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+fn path_json(path: &[u8]) -> serde_json::Value {
+    serde_json::to_value(RawPath::from_bytes(path)).expect("paths serialize")
+}
+
+pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let (old_id, old) = snapshot::find(&repo, &args.old)?;
+    let (new_id, new) = snapshot::find(&repo, &args.new)?;
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let report = diff(&store, &old.tree_id()?, &new.tree_id()?)?;
+    if g.json {
+        println!("{}", diff_json(&report, &old_id.to_hex(), &new_id.to_hex()));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for c in &report.changes {
+        let line = format!("{} {}", c.kind.marker(), path_text(&c.path));
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    let r = &report;
+    let summary = format!(
+        "{} added, {} removed, {} changed, {} metadata only, {} type changed; {:.1} MB added, {:.1} MB removed",
+        r.added,
+        r.removed,
+        r.changed,
+        r.metadata_only,
+        r.type_changed,
+        r.bytes_added as f64 / 1e6,
+        r.bytes_removed as f64 / 1e6
+    );
+    writeln_or_pipe(&mut out, &summary)?;
+    Ok(())
+}
+
+fn diff_json(r: &DiffReport, old: &str, new: &str) -> serde_json::Value {
+    let changes: Vec<_> = r
+        .changes
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "path": path_json(&c.path),
+                "change": c.kind.name(),
+                "marker": c.kind.marker().to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "old": old,
+        "new": new,
+        "changes": changes,
+        "added": r.added,
+        "removed": r.removed,
+        "changed": r.changed,
+        "metadata_only": r.metadata_only,
+        "type_changed": r.type_changed,
+        "bytes_added": r.bytes_added,
+        "bytes_removed": r.bytes_removed,
+    })
+}
+
+pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let filter = args.filter.filter();
+    let mut snapshots = if args.snapshots.is_empty() {
+        snapshot::list(&repo)?
+    } else {
+        args.snapshots
+            .iter()
+            .map(|name| snapshot::find(&repo, name))
+            .collect::<kura::Result<Vec<_>>>()?
+    };
+    snapshots.retain(|(_, s)| filter.matches(s));
+    snapshots.sort_by_key(|(id, s)| (s.time, *id));
+    snapshots.dedup_by_key(|(id, _)| *id);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let options = FindOptions {
+        patterns: args.patterns.clone(),
+    };
+    let report = find(&store, &snapshots, &options)?;
+    if g.json {
+        println!("{}", find_json(&report));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for m in &report.matches {
+        let line = format!(
+            "{} {} {:<8} {:>12} {} {}",
+            &m.snapshot.to_hex()[..16],
+            utc_minutes(u64::try_from(m.time / 1_000_000_000).unwrap_or(0)),
+            m.entry_type.name(),
+            m.meta.size,
+            utc_minutes(u64::try_from(m.meta.mtime.0).unwrap_or(0)),
+            path_text(&m.path)
+        );
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn find_json(r: &FindReport) -> serde_json::Value {
+    let rows: Vec<_> = r
+        .matches
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "snapshot": m.snapshot.to_hex(),
+                "time": m.time,
+                "path": path_json(&m.path),
+                "type": m.entry_type.name(),
+                "size": m.meta.size,
+                "mode": m.meta.mode,
+                "mtime": m.meta.mtime.0,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}

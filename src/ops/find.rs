@@ -1,0 +1,207 @@
+//! `find`: the entries of some snapshots whose name or path matches a glob.
+//! Patterns follow the exclude rules of `source::exclude`: one without a
+//! `/` matches the name at any depth, one with a `/` the whole absolute
+//! path (a relative one at any depth, as if it began with `**/`). The
+//! matches below a directory are memoized by its tree id, as paths
+//! relative to it, so a subtree that many snapshots share is walked once.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::chunkstore::ChunkStore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{EntryType, Metadata, Payload};
+use crate::id::{ChunkId, SnapshotId};
+use crate::tree;
+
+/// What to look for.
+#[derive(Debug, Clone, Default)]
+pub struct FindOptions {
+    /// Globs (`*`, `?`, `[..]`, `**`); an entry matching any is listed.
+    pub patterns: Vec<String>,
+}
+
+/// One matching entry of one snapshot.
+#[derive(Debug, Clone)]
+pub struct FindMatch {
+    pub snapshot: SnapshotId,
+    /// The snapshot's start time, ns since the epoch.
+    pub time: i64,
+    /// Absolute path in the snapshot, `/`-separated bytes.
+    pub path: Vec<u8>,
+    pub entry_type: EntryType,
+    pub meta: Metadata,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Default)]
+pub struct FindReport {
+    /// By snapshot in the order given, then in name order.
+    pub matches: Vec<FindMatch>,
+    /// Directory trees loaded, and trees whose matches were memoized.
+    pub trees_loaded: u64,
+    pub trees_reused: u64,
+}
+
+/// Searches `snapshots` (in the order given).
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for no pattern or one that is not a glob;
+/// missing or damaged tree blobs.
+pub fn find(
+    store: &ChunkStore<'_>,
+    snapshots: &[(SnapshotId, Snapshot)],
+    options: &FindOptions,
+) -> Result<FindReport> {
+    let mut finder = Finder {
+        store,
+        matcher: Matcher::new(&options.patterns)?,
+        memo: HashMap::new(),
+        report: FindReport::default(),
+    };
+    for (id, snap) in snapshots {
+        for hit in finder.below(&snap.tree_id()?, b"")?.iter() {
+            finder.report.matches.push(FindMatch {
+                snapshot: *id,
+                time: snap.time,
+                path: [b"/", &hit.rel[..]].concat(),
+                entry_type: hit.entry_type,
+                meta: hit.meta.clone(),
+            });
+        }
+    }
+    Ok(finder.report)
+}
+
+/// Compiled patterns.
+struct Matcher {
+    by_name: GlobSet,
+    by_path: GlobSet,
+}
+
+impl Matcher {
+    fn new(patterns: &[String]) -> Result<Self> {
+        if patterns.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidInput, "no pattern to find"));
+        }
+        let (mut by_path, mut by_name) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let trimmed = p.trim_end_matches('/');
+            let is_path = trimmed.contains('/');
+            let text = if is_path && !trimmed.starts_with('/') {
+                format!("**/{trimmed}")
+            } else {
+                trimmed.to_owned()
+            };
+            let glob = GlobBuilder::new(&text)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("pattern {p:?}: {e}")))?;
+            if is_path {
+                by_path.add(glob);
+            } else {
+                by_name.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("patterns: {e}")))
+        };
+        Ok(Self {
+            by_name: build(by_name)?,
+            by_path: build(by_path)?,
+        })
+    }
+
+    fn is_match(&self, path: &[u8], name: &[u8]) -> bool {
+        self.by_name.is_match(Path::new(OsStr::from_bytes(name)))
+            || self.by_path.is_match(Path::new(OsStr::from_bytes(path)))
+    }
+
+    /// Whether a match depends on where a tree is, not only on what it is.
+    fn uses_paths(&self) -> bool {
+        !self.by_path.is_empty()
+    }
+}
+
+/// A match below a directory, relative to it.
+struct Hit {
+    rel: Vec<u8>,
+    entry_type: EntryType,
+    meta: Metadata,
+}
+
+/// A directory tree id, with its absolute path when path patterns make
+/// the matches below it depend on where it is.
+type MemoKey = (ChunkId, Option<Vec<u8>>);
+
+struct Finder<'s, 'r> {
+    store: &'s ChunkStore<'r>,
+    matcher: Matcher,
+    memo: HashMap<MemoKey, Rc<Vec<Hit>>>,
+    report: FindReport,
+}
+
+impl Finder<'_, '_> {
+    /// The matches below directory tree `id` at absolute path `dir`.
+    fn below(&mut self, id: &ChunkId, dir: &[u8]) -> Result<Rc<Vec<Hit>>> {
+        let key = (*id, self.matcher.uses_paths().then(|| dir.to_vec()));
+        if let Some(hits) = self.memo.get(&key) {
+            self.report.trees_reused += 1;
+            return Ok(Rc::clone(hits));
+        }
+        self.report.trees_loaded += 1;
+        let mut hits = Vec::new();
+        for e in tree::load_directory(self.store, id)? {
+            let path = [dir, b"/", &e.name[..]].concat();
+            if self.matcher.is_match(&path, &e.name) {
+                hits.push(Hit {
+                    rel: e.name.clone(),
+                    entry_type: e.payload.entry_type(),
+                    meta: e.meta.clone(),
+                });
+            }
+            if let Payload::Dir(sub) = &e.payload {
+                for h in self.below(sub, &path)?.iter() {
+                    hits.push(Hit {
+                        rel: [&e.name[..], b"/", &h.rel[..]].concat(),
+                        entry_type: h.entry_type,
+                        meta: h.meta.clone(),
+                    });
+                }
+            }
+        }
+        let hits = Rc::new(hits);
+        self.memo.insert(key, Rc::clone(&hits));
+        Ok(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Matcher;
+
+    #[test]
+    fn names_and_paths() {
+        let m = Matcher::new(&["report.txt".into(), "*.LOG".into()]).unwrap();
+        assert!(m.is_match(b"/srv/a/report.txt", b"report.txt"));
+        assert!(!m.is_match(b"/srv/report.txt/x", b"x"));
+        assert!(m.is_match(b"/a.LOG", b"a.LOG"));
+        let m = Matcher::new(&["*/sub/*.log".into()]).unwrap();
+        assert!(m.is_match(b"/tmp/x/src/sub/a.log", b"a.log"));
+        assert!(m.is_match(b"/src/sub/a.log", b"a.log"));
+        assert!(!m.is_match(b"/src/sub/deeper/a.log", b"a.log"));
+        let m = Matcher::new(&["/srv/**/*.php".into()]).unwrap();
+        assert!(m.is_match(b"/srv/www/x/index.php", b"index.php"));
+        assert!(!m.is_match(b"/home/srv/index.php", b"index.php"));
+        assert!(Matcher::new(&["[".into()]).is_err());
+        assert!(Matcher::new(&[]).is_err());
+    }
+}
