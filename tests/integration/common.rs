@@ -89,6 +89,15 @@ pub fn all_objects(backend: &dyn Backend) -> Vec<(String, Vec<u8>)> {
 
 /// Everything restore must reproduce, per relative path.
 pub fn describe(root: &Path) -> HashMap<PathBuf, String> {
+    describe_impl(root, true)
+}
+
+/// [`describe`] with mtimes in whole seconds (what tar keeps).
+pub fn describe_seconds(root: &Path) -> HashMap<PathBuf, String> {
+    describe_impl(root, false)
+}
+
+fn describe_impl(root: &Path, nanoseconds: bool) -> HashMap<PathBuf, String> {
     let mut out = HashMap::new();
     let mut inodes: HashMap<u64, PathBuf> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -101,11 +110,13 @@ pub fn describe(root: &Path) -> HashMap<PathBuf, String> {
         for path in names {
             let md = fs::symlink_metadata(&path).unwrap();
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
+            let nsec = if nanoseconds { md.mtime_nsec() } else { 0 };
             let mut d = format!(
-                "mode {:o} mtime {}.{}",
+                "mode {:o} owner {}:{} mtime {}.{nsec}",
                 md.mode(),
+                md.uid(),
+                md.gid(),
                 md.mtime(),
-                md.mtime_nsec()
             );
             if md.is_dir() {
                 stack.push(path.clone());
