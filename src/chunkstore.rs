@@ -2,11 +2,15 @@
 //! back its chunk ids, storing only chunks the repository lacks; get a chunk
 //! back by id, authenticated and checked against its id on every read.
 //!
-//! Hot path: the stream is cut into batches; hashing and sealing of a batch
-//! run in parallel on rayon; full packs are written by an uploader thread
-//! behind a bounded queue. Memory is bounded by the batch size, the open
-//! packs and the queue, plus the ids of blobs not yet in an index file
-//! (at most [`ChunkStoreOptions::index_every`] packs' worth).
+//! Hot path, a pipeline: a reader thread cuts the stream into batches; the
+//! caller's thread hashes each batch (in parallel on rayon), decides which
+//! chunks are new and returns their ids at once; sealing (compress and
+//! encrypt) and packing of the new chunks run as background rayon jobs,
+//! so they overlap the reading and hashing of what follows, across files;
+//! full packs are written by an uploader thread behind a bounded queue.
+//! Memory is bounded by the batch size, [`SEAL_AHEAD`] bytes waiting to be
+//! sealed, the open packs and the queue, plus the ids of blobs not yet in
+//! an index file (at most [`ChunkStoreOptions::index_every`] packs' worth).
 //!
 //! Write ordering: a pack is uploaded before any index file names it, and
 //! an index file is written before the cache records its entries. What a
@@ -14,8 +18,9 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::ops::Range;
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use rayon::prelude::*;
@@ -30,6 +35,11 @@ use crate::id::ChunkId;
 use crate::index::{ChunkIndex, write_index_file};
 use crate::pack::{FinishedPack, Packer, PackerOptions};
 use crate::repo::Repository;
+use crate::store::Sealer;
+
+/// Raw bytes of new chunks that may wait to be sealed before the caller
+/// is held back.
+pub const SEAL_AHEAD: usize = 8 << 20;
 
 /// Tuning of the chunk store (none of it changes the bytes' meaning).
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +61,7 @@ impl Default for ChunkStoreOptions {
             compression_level: 3,
             packer: PackerOptions::default(),
             index_every: 32,
-            segment: 4 << 20,
+            segment: 2 << 20,
             upload_queue: 1,
         }
     }
@@ -134,12 +144,31 @@ struct WriteState {
     stats: StoreStats,
 }
 
+/// What background sealing shares with the store.
+struct Shared {
+    state: Mutex<WriteState>,
+    sealer: Sealer,
+    backend: Arc<dyn Backend>,
+    options: ChunkStoreOptions,
+    /// Raw bytes submitted for sealing and not yet packed, and the first
+    /// error a sealing job met.
+    ahead: Mutex<(usize, Option<Error>)>,
+    drained: Condvar,
+}
+
+/// New chunks of one batch (or one blob) to seal and pack.
+struct SealJob {
+    kind: PackKind,
+    data: Arc<Vec<u8>>,
+    chunks: Vec<(ChunkId, Range<usize>)>,
+}
+
 /// Stores and fetches chunks of one repository.
 pub struct ChunkStore<'r> {
     repo: &'r Repository,
     index: &'r ChunkIndex,
     options: ChunkStoreOptions,
-    state: Mutex<WriteState>,
+    shared: Arc<Shared>,
 }
 
 impl<'r> ChunkStore<'r> {
@@ -154,11 +183,19 @@ impl<'r> ChunkStore<'r> {
             uploader: None,
             stats: StoreStats::default(),
         };
+        let shared = Shared {
+            state: Mutex::new(state),
+            sealer: repo.sealer().clone(),
+            backend: Arc::clone(repo.backend()),
+            options,
+            ahead: Mutex::new((0, None)),
+            drained: Condvar::new(),
+        };
         Self {
             repo,
             index,
             options,
-            state: Mutex::new(state),
+            shared: Arc::new(shared),
         }
     }
 
@@ -168,8 +205,10 @@ impl<'r> ChunkStore<'r> {
         self.repo.sealer().chunk_id(data)
     }
 
+    /// Counters so far (sealing may still be under way until
+    /// [`Self::flush`]).
     pub fn stats(&self) -> StoreStats {
-        lock(&self.state).stats
+        lock(&self.shared.state).stats
     }
 
     /// Cuts `reader` into chunks, stores the new ones and returns the ids of
@@ -185,7 +224,7 @@ impl<'r> ChunkStore<'r> {
         };
         if stream.finished() {
             // A small stream: one batch, no reader thread.
-            self.put_batch(&first, &mut refs)?;
+            self.put_batch(first, &mut refs)?;
             return Ok(refs);
         }
         // Read and cut the next batch while this one is hashed and sealed.
@@ -202,24 +241,19 @@ impl<'r> ChunkStore<'r> {
                     }
                 }
             });
-            self.put_batch(&first, &mut refs)?;
+            self.put_batch(first, &mut refs)?;
             for batch in receiver {
-                self.put_batch(&batch?, &mut refs)?;
+                self.put_batch(batch?, &mut refs)?;
             }
             Ok(refs)
         })
     }
 
-    fn put_batch(&self, batch: &Batch, refs: &mut Vec<ChunkRef>) -> Result<()> {
-        let pieces: Vec<&[u8]> = batch
-            .chunks
-            .iter()
-            .map(|r| &batch.data[r.clone()])
-            .collect();
-        let ids = self.put_pieces(PackKind::Data, &pieces)?;
-        refs.extend(ids.into_iter().zip(&pieces).map(|(id, p)| ChunkRef {
+    fn put_batch(&self, batch: Batch, refs: &mut Vec<ChunkRef>) -> Result<()> {
+        let ids = self.put_pieces(PackKind::Data, Arc::new(batch.data), &batch.chunks)?;
+        refs.extend(ids.into_iter().zip(&batch.chunks).map(|(id, r)| ChunkRef {
             id,
-            len: u32::try_from(p.len()).expect("chunks are below 4 GiB"),
+            len: u32::try_from(r.len()).expect("chunks are below 4 GiB"),
         }));
         Ok(())
     }
@@ -229,61 +263,107 @@ impl<'r> ChunkStore<'r> {
     /// # Errors
     /// As [`Self::put_stream`].
     pub fn put_blob(&self, kind: PackKind, data: &[u8]) -> Result<ChunkId> {
-        Ok(self.put_pieces(kind, &[data])?[0])
+        #[allow(clippy::single_range_in_vec_init)] // one piece: the whole blob
+        let whole = [0..data.len()];
+        Ok(self.put_pieces(kind, Arc::new(data.to_vec()), &whole)?[0])
     }
 
-    /// Hashes pieces in parallel, seals the new ones in parallel, and hands
-    /// them to the packer in order.
-    fn put_pieces(&self, kind: PackKind, pieces: &[&[u8]]) -> Result<Vec<ChunkId>> {
-        let sealer = self.repo.sealer();
-        let ids: Vec<ChunkId> = pieces.par_iter().map(|p| sealer.chunk_id(p)).collect();
+    /// Hashes the pieces `ranges` of `data` in parallel, and hands the new
+    /// ones to a background job that seals and packs them. Returns the ids
+    /// of all pieces, in order.
+    fn put_pieces(
+        &self,
+        kind: PackKind,
+        data: Arc<Vec<u8>>,
+        ranges: &[Range<usize>],
+    ) -> Result<Vec<ChunkId>> {
+        let sealer = &self.shared.sealer;
+        let ids: Vec<ChunkId> = ranges
+            .par_iter()
+            .map(|r| sealer.chunk_id(&data[r.clone()]))
+            .collect();
         let known = self.index.lookup_many(&ids)?;
-        let fresh: Vec<usize> = {
-            let mut state = lock(&self.state);
-            let mut fresh = Vec::new();
+        let mut fresh = Vec::new();
+        {
+            let mut state = lock(&self.shared.state);
             for (i, id) in ids.iter().enumerate() {
                 state.stats.chunks += 1;
-                state.stats.bytes += pieces[i].len() as u64;
+                state.stats.bytes += ranges[i].len() as u64;
                 if known[i].is_none() && !state.pending.contains_key(id) {
                     state.pending.insert(*id, kind);
-                    fresh.push(i);
+                    fresh.push((*id, ranges[i].clone()));
                 }
             }
-            fresh
-        };
-        let level = self.options.compression_level;
-        let sealed: Vec<(usize, Vec<u8>)> = fresh
-            .par_iter()
-            .map(|&i| (i, sealer.seal_blob(kind, &ids[i], pieces[i], level)))
-            .collect();
-        let mut state = lock(&self.state);
-        for (i, blob) in sealed {
-            state.stats.chunks_new += 1;
-            state.stats.bytes_new += pieces[i].len() as u64;
-            state.stats.bytes_stored += blob.len() as u64;
-            let raw_len = u32::try_from(pieces[i].len()).expect("blobs are below 4 GiB");
-            let packer = match kind {
-                PackKind::Data => &mut state.data,
-                PackKind::Tree => &mut state.tree,
-            };
-            if let Some(full) = packer.add(sealer, ids[i], &blob, raw_len) {
-                self.upload(&mut state, full)?;
-            }
+            self.collect_uploads(&mut state, false)?;
         }
-        self.collect_uploads(&mut state, false)?;
+        if !fresh.is_empty() {
+            self.submit(SealJob {
+                kind,
+                data,
+                chunks: fresh,
+            })?;
+        }
         Ok(ids)
     }
 
+    /// Queues a sealing job once fewer than [`SEAL_AHEAD`] bytes wait
+    /// (counting the whole buffer the job keeps alive).
+    fn submit(&self, job: SealJob) -> Result<()> {
+        let bytes = job.data.len();
+        {
+            let mut ahead = self.wait_for(|queued| queued + bytes <= SEAL_AHEAD.max(bytes))?;
+            ahead.0 += bytes;
+        }
+        let shared = Arc::clone(&self.shared);
+        rayon::spawn(move || {
+            let outcome = seal_and_pack(&shared, &job);
+            let mut ahead = lock(&shared.ahead);
+            ahead.0 -= bytes;
+            if let Err(e) = outcome {
+                ahead.1.get_or_insert(e);
+            }
+            shared.drained.notify_all();
+        });
+        Ok(())
+    }
+
+    /// Waits until `ready` holds for the bytes waiting to be sealed, and
+    /// returns the lock; a sealing job's error ends the wait as an error.
+    /// On a rayon worker it runs other jobs while it waits, so that the
+    /// jobs it waits for cannot be stuck behind it.
+    fn wait_for(
+        &self,
+        ready: impl Fn(usize) -> bool,
+    ) -> Result<MutexGuard<'_, (usize, Option<Error>)>> {
+        let mut ahead = lock(&self.shared.ahead);
+        loop {
+            if let Some(e) = ahead.1.take() {
+                return Err(e.context("sealing new chunks"));
+            }
+            if ready(ahead.0) {
+                return Ok(ahead);
+            }
+            if rayon::current_thread_index().is_some() {
+                drop(ahead);
+                rayon::yield_now();
+                ahead = lock(&self.shared.ahead);
+            } else {
+                ahead = self
+                    .shared
+                    .drained
+                    .wait(ahead)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Waits for every queued sealing job.
+    fn drain(&self) -> Result<()> {
+        self.wait_for(|queued| queued == 0).map(drop)
+    }
+
     fn upload(&self, state: &mut WriteState, pack: FinishedPack) -> Result<()> {
-        let backend = Arc::clone(self.repo.backend());
-        let uploader = state
-            .uploader
-            .get_or_insert_with(|| Uploader::start(backend, self.options.upload_queue.max(1)));
-        state.stats.packs_written += 1;
-        uploader
-            .sender
-            .send(pack)
-            .map_err(|_| Error::new(ErrorKind::Io, "the pack uploader stopped"))
+        upload(&self.shared, state, pack)
     }
 
     /// Gathers finished uploads; writes an index file when enough packs
@@ -334,8 +414,9 @@ impl<'r> ChunkStore<'r> {
     /// # Errors
     /// Backend and cache errors; on error nothing already committed is lost.
     pub fn flush(&self) -> Result<()> {
-        let mut state = lock(&self.state);
-        let sealer = self.repo.sealer();
+        self.drain()?;
+        let mut state = lock(&self.shared.state);
+        let sealer = &self.shared.sealer;
         let mut finished = state.data.finish_all(sealer);
         finished.extend(state.tree.finish_all(sealer));
         for pack in finished {
@@ -354,7 +435,10 @@ impl<'r> ChunkStore<'r> {
         if let Some(loc) = self.index.lookup(id)? {
             return read_blob(self.repo, id, &loc);
         }
-        let state = lock(&self.state);
+        if lock(&self.shared.state).pending.contains_key(id) {
+            self.drain()?; // it may still be on its way into a pack
+        }
+        let state = lock(&self.shared.state);
         for (packer, kind) in [(&state.data, PackKind::Data), (&state.tree, PackKind::Tree)] {
             if let Some(sealed) = packer.find(id) {
                 return self.repo.sealer().open_blob(kind, id, sealed);
@@ -391,10 +475,55 @@ pub fn read_blob(
     Ok(plain)
 }
 
+/// Seals the job's chunks in parallel and adds them to the open packs;
+/// full packs go to the uploader.
+fn seal_and_pack(shared: &Shared, job: &SealJob) -> Result<()> {
+    let level = shared.options.compression_level;
+    let sealed: Vec<Vec<u8>> = job
+        .chunks
+        .par_iter()
+        .map(|(id, r)| {
+            shared
+                .sealer
+                .seal_blob(job.kind, id, &job.data[r.clone()], level)
+        })
+        .collect();
+    let mut state = lock(&shared.state);
+    for ((id, r), blob) in job.chunks.iter().zip(sealed) {
+        state.stats.chunks_new += 1;
+        state.stats.bytes_new += r.len() as u64;
+        state.stats.bytes_stored += blob.len() as u64;
+        let raw_len = u32::try_from(r.len()).expect("blobs are below 4 GiB");
+        let packer = match job.kind {
+            PackKind::Data => &mut state.data,
+            PackKind::Tree => &mut state.tree,
+        };
+        if let Some(full) = packer.add(&shared.sealer, *id, &blob, raw_len) {
+            upload(shared, &mut state, full)?;
+        }
+    }
+    Ok(())
+}
+
+fn upload(shared: &Shared, state: &mut WriteState, pack: FinishedPack) -> Result<()> {
+    let backend = Arc::clone(&shared.backend);
+    let queue = shared.options.upload_queue.max(1);
+    let uploader = state
+        .uploader
+        .get_or_insert_with(|| Uploader::start(backend, queue));
+    state.stats.packs_written += 1;
+    uploader
+        .sender
+        .send(pack)
+        .map_err(|_| Error::new(ErrorKind::Io, "the pack uploader stopped"))
+}
+
 impl Drop for ChunkStore<'_> {
     fn drop(&mut self) {
-        // Let a pending upload end; its pack stays unindexed, as after a crash.
-        if let Some(u) = lock(&self.state).uploader.take() {
+        // Let queued sealing and a pending upload end; their packs stay
+        // unindexed, as after a crash.
+        let _ = self.drain();
+        if let Some(u) = lock(&self.shared.state).uploader.take() {
             let _ = u.finish();
         }
     }
