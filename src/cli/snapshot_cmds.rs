@@ -406,24 +406,34 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
     while let Some((dir, e)) = stack.pop() {
         let mut path = dir.clone();
         path.extend_from_slice(&e.name);
-        let kind = match &e.payload {
-            Payload::File(_) => '-',
-            Payload::Dir(_) => 'd',
-            Payload::Symlink(_) => 'l',
-            Payload::CharDevice(_) => 'c',
-            Payload::BlockDevice(_) => 'b',
-            Payload::Fifo => 'p',
-            Payload::Socket => 's',
+        let kind = e.payload.entry_type();
+        let line = if g.json {
+            // One JSON object per line, as `restic ls --json` does.
+            serde_json::json!({
+                "path": String::from_utf8_lossy(&path),
+                "type": kind.name(),
+                "mode": e.meta.mode,
+                "uid": e.meta.uid,
+                "gid": e.meta.gid,
+                "user": String::from_utf8_lossy(&e.meta.user),
+                "group": String::from_utf8_lossy(&e.meta.group),
+                "size": e.meta.size,
+                "mtime": e.meta.mtime.0,
+                "mtime_nsec": e.meta.mtime.1,
+            })
+            .to_string()
+        } else {
+            format!(
+                "{}{:04o} {:>8} {:>8} {:>12} {} {}",
+                kind.letter(),
+                e.meta.mode,
+                String::from_utf8_lossy(&e.meta.user),
+                String::from_utf8_lossy(&e.meta.group),
+                e.meta.size,
+                super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
+                String::from_utf8_lossy(&path)
+            )
         };
-        let line = format!(
-            "{kind}{:04o} {:>8} {:>8} {:>12} {} {}",
-            e.meta.mode,
-            String::from_utf8_lossy(&e.meta.user),
-            String::from_utf8_lossy(&e.meta.group),
-            e.meta.size,
-            super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
-            String::from_utf8_lossy(&path)
-        );
         if writeln_or_pipe(&mut out, &line)? {
             return Ok(());
         }

@@ -265,6 +265,17 @@ fn dump_writes_a_file_to_stdout_and_ls_lists_it() {
         listing.contains("/db/site.sql") && listing.lines().count() == 2,
         "{listing}"
     );
+    let ls = kura(&repo, Some("pw"), &["--json", "ls", "latest", "/db"]);
+    let lines: Vec<serde_json::Value> = ls
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[1]["path"], "/db/site.sql");
+    assert_eq!(lines[1]["type"], "file");
+    assert!(lines[1]["size"].as_u64().unwrap() > 0);
     let missing = kura(&repo, Some("pw"), &["dump", "latest", "db/other.sql"]);
     assert_eq!(missing.status.code(), Some(10));
 }
