@@ -53,6 +53,9 @@ pub struct ChunkStoreOptions {
     pub segment: usize,
     /// Finished packs that may wait for upload.
     pub upload_queue: usize,
+    /// Packs uploaded at the same time (each writer waits for its pack to
+    /// be durable: an fsync here, a round trip to a remote store).
+    pub upload_threads: usize,
 }
 
 impl Default for ChunkStoreOptions {
@@ -63,6 +66,7 @@ impl Default for ChunkStoreOptions {
             index_every: 32,
             segment: 2 << 20,
             upload_queue: 1,
+            upload_threads: 2,
         }
     }
 }
@@ -91,40 +95,49 @@ type UploadResults = Arc<Mutex<Vec<Result<IndexedPack>>>>;
 
 struct Uploader {
     sender: SyncSender<FinishedPack>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
     results: UploadResults,
 }
 
 impl Uploader {
-    fn start(backend: Arc<dyn Backend>, queue: usize) -> Self {
+    fn start(backend: &Arc<dyn Backend>, queue: usize, threads: usize) -> Self {
         let (sender, receiver) = sync_channel::<FinishedPack>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
         let results: UploadResults = Arc::default();
-        let sink = Arc::clone(&results);
-        let thread = std::thread::spawn(move || {
-            for pack in receiver {
-                let size = pack.bytes.len() as u64;
-                let outcome =
-                    write_bytes(backend.as_ref(), &layout::pack_path(&pack.id), &pack.bytes).map(
-                        |()| IndexedPack {
-                            id: pack.id,
-                            kind: pack.kind,
-                            size,
-                            entries: pack.entries,
-                        },
-                    );
-                lock(&sink).push(outcome);
-            }
-        });
+        let threads = (0..threads.max(1))
+            .map(|_| {
+                let (backend, receiver) = (Arc::clone(backend), Arc::clone(&receiver));
+                let sink = Arc::clone(&results);
+                std::thread::spawn(move || {
+                    // Holding the lock only to take the next pack.
+                    while let Ok(pack) = { lock(&receiver).recv() } {
+                        let size = pack.bytes.len() as u64;
+                        let path = layout::pack_path(&pack.id);
+                        let outcome = write_bytes(backend.as_ref(), &path, &pack.bytes).map(|()| {
+                            IndexedPack {
+                                id: pack.id,
+                                kind: pack.kind,
+                                size,
+                                entries: pack.entries,
+                            }
+                        });
+                        lock(&sink).push(outcome);
+                    }
+                })
+            })
+            .collect();
         Self {
             sender,
-            thread,
+            threads,
             results,
         }
     }
 
     fn finish(self) -> Vec<Result<IndexedPack>> {
         drop(self.sender);
-        let _ = self.thread.join();
+        for t in self.threads {
+            let _ = t.join();
+        }
         std::mem::take(&mut *lock(&self.results))
     }
 }
@@ -422,7 +435,8 @@ impl<'r> ChunkStore<'r> {
         for pack in finished {
             self.upload(&mut state, pack)?;
         }
-        self.collect_uploads(&mut state, true)
+        self.collect_uploads(&mut state, true)?;
+        self.index.persist()
     }
 
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.
@@ -506,11 +520,14 @@ fn seal_and_pack(shared: &Shared, job: &SealJob) -> Result<()> {
 }
 
 fn upload(shared: &Shared, state: &mut WriteState, pack: FinishedPack) -> Result<()> {
-    let backend = Arc::clone(&shared.backend);
-    let queue = shared.options.upload_queue.max(1);
+    let backend = &shared.backend;
+    let (queue, threads) = (
+        shared.options.upload_queue.max(1),
+        shared.options.upload_threads,
+    );
     let uploader = state
         .uploader
-        .get_or_insert_with(|| Uploader::start(backend, queue));
+        .get_or_insert_with(|| Uploader::start(backend, queue, threads));
     state.stats.packs_written += 1;
     uploader
         .sender

@@ -144,7 +144,9 @@ fn hostname() -> String {
 /// Runs a backup; `Ok(true)` if the snapshot is incomplete.
 pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let repo = g.open()?;
+    tracing::debug!("repository opened");
     let index = synced_index(&repo)?;
+    tracing::debug!("index synced");
     let parent = match (&args.parent, args.no_parent) {
         (_, true) => ParentChoice::None,
         (Some(p), false) => ParentChoice::Id(snapshot::find(&repo, p)?.0),

@@ -136,9 +136,21 @@ impl ChunkIndex {
         Ok(index)
     }
 
+    /// Commits a change to the cache without waiting for the disk: a crash
+    /// may take the last changes back to the last [`Self::persist`], which
+    /// is harmless because the cache is checked against the repository's
+    /// listing on every sync.
     fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        self.write_with(Durability::None, f)
+    }
+
+    fn write_with(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        txn.set_durability(durability).map_err(db_err)?;
         txn.open_table(CHUNKS).map_err(db_err)?;
         txn.open_table(LOADED).map_err(db_err)?;
         txn.open_table(SUPERSEDED).map_err(db_err)?;
@@ -152,6 +164,15 @@ impl ChunkIndex {
         let txn = self.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(META).map_err(db_err)?;
         Ok(table.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// Makes every change so far durable (one synced commit), so that the
+    /// next run starts from it instead of reloading index files.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn persist(&self) -> Result<()> {
+        self.write_with(Durability::Immediate, |_| Ok(()))
     }
 
     /// Where blob `id` is stored, if the cache knows it.
@@ -304,7 +325,12 @@ impl ChunkIndex {
             self.insert(Some(id), &file.packs)?;
             report.index_files_loaded += 1;
         }
-        self.write(|txn| {
+        let durability = if report.index_files_loaded > 0 || report.rebuilt {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        self.write_with(durability, |txn| {
             let mut table = txn.open_table(SUPERSEDED).map_err(db_err)?;
             for id in &superseded {
                 table.insert(id.as_bytes(), ()).map_err(db_err)?;
@@ -348,6 +374,9 @@ impl ChunkIndex {
             let id = write_index_file(repo, &file, level)?;
             self.insert(Some(&id), chunk)?;
         }
+        if !packs.is_empty() {
+            self.persist()?;
+        }
         Ok(RebuildReport { packs, damaged })
     }
 
@@ -361,6 +390,7 @@ impl ChunkIndex {
         let report = read_pack_headers(repo, |_| Ok(false))?;
         self.clear()?;
         self.insert(None, &report.packs)?;
+        self.persist()?;
         Ok(report)
     }
 }

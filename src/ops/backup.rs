@@ -394,7 +394,9 @@ pub fn backup_with_progress(
         .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
         .collect();
     let parent = find_parent(repo, options, &raw_paths)?;
+    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
     let adopted = index.adopt_orphan_packs(repo, options.store.compression_level)?;
+    tracing::debug!(packs = adopted.packs.len(), "backup: orphan packs adopted");
     let store = ChunkStore::new(repo, index, options.store);
     let mut walker = Walker {
         store: &store,
@@ -410,6 +412,7 @@ pub fn backup_with_progress(
     let mut root = RootDir::default();
     for path in &paths {
         walker.add_path(&mut root, path, parent_root)?;
+        tracing::debug!(path = %path.display(), "backup: path stored");
     }
     for path in &image_paths {
         walker.add_image(&mut root, path)?;
@@ -422,6 +425,7 @@ pub fn backup_with_progress(
     }
     let tree_id = store_root(&store, root)?;
     store.flush()?;
+    tracing::debug!("backup: flushed");
     let stats = store.stats();
     let mut summary = walker.summary;
     summary.chunks_new = stats.chunks_new;
