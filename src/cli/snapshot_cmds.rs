@@ -49,8 +49,9 @@ pub struct BackupArgs {
     /// Read every file, reusing nothing from an earlier snapshot.
     #[arg(long)]
     pub no_parent: bool,
-    /// Leave out paths matching this glob (repeatable): with a `/` it is
-    /// matched against the absolute path, without one against file names.
+    /// Leave out paths matching this glob (repeatable): starting with `/`
+    /// it is matched against the absolute path, with another `/` against
+    /// the path's end at any depth, without one against file names.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Read exclude globs from a file, one per line (`#` starts a comment).

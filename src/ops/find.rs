@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::source::exclude::PathGlobs;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -79,55 +79,25 @@ pub fn find(
     Ok(finder.report)
 }
 
-/// Compiled patterns.
-struct Matcher {
-    by_name: GlobSet,
-    by_path: GlobSet,
-}
+/// Compiled patterns (the rules of excludes, `source::exclude::PathGlobs`).
+struct Matcher(PathGlobs);
 
 impl Matcher {
     fn new(patterns: &[String]) -> Result<Self> {
         if patterns.is_empty() {
             return Err(Error::new(ErrorKind::InvalidInput, "no pattern to find"));
         }
-        let (mut by_path, mut by_name) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            let trimmed = p.trim_end_matches('/');
-            let is_path = trimmed.contains('/');
-            let text = if is_path && !trimmed.starts_with('/') {
-                format!("**/{trimmed}")
-            } else {
-                trimmed.to_owned()
-            };
-            let glob = GlobBuilder::new(&text)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("pattern {p:?}: {e}")))?;
-            if is_path {
-                by_path.add(glob);
-            } else {
-                by_name.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("patterns: {e}")))
-        };
-        Ok(Self {
-            by_name: build(by_name)?,
-            by_path: build(by_path)?,
-        })
+        PathGlobs::new(patterns, "pattern").map(Self)
     }
 
     fn is_match(&self, path: &[u8], name: &[u8]) -> bool {
-        self.by_name.is_match(Path::new(OsStr::from_bytes(name)))
-            || self.by_path.is_match(Path::new(OsStr::from_bytes(path)))
+        self.0
+            .is_match(Path::new(OsStr::from_bytes(path)), OsStr::from_bytes(name))
     }
 
     /// Whether a match depends on where a tree is, not only on what it is.
     fn uses_paths(&self) -> bool {
-        !self.by_path.is_empty()
+        self.0.uses_paths()
     }
 }
 
