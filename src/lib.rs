@@ -23,6 +23,7 @@ pub mod index;
 pub mod ops;
 pub mod pack;
 pub mod repo;
+pub mod retention;
 pub mod snapshot;
 pub mod source;
 pub mod store;

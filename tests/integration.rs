@@ -20,6 +20,8 @@ mod crash;
 mod images;
 #[path = "integration/nightly.rs"]
 mod nightly;
+#[path = "integration/retention.rs"]
+mod retention;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/snapshots.rs"]

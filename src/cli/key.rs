@@ -101,21 +101,14 @@ fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
 /// `YYYY-MM-DD HH:MM` (UTC) for unix seconds, by the civil-from-days
 /// algorithm (H. Hinnant), to keep a date crate out of the binary.
 pub(super) fn utc_minutes(unix: u64) -> String {
-    let days = i64::try_from(unix / 86_400).unwrap_or(0);
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day, hour) = kura::snapshot::civil_utc(
+        i64::try_from(unix)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000),
+    );
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        secs / 3600,
-        secs % 3600 / 60
+        "{year:04}-{month:02}-{day:02} {hour:02}:{:02}",
+        unix % 3600 / 60
     )
 }
 

@@ -4,6 +4,7 @@
 //! its own beyond that.
 
 mod browse_cmds;
+mod forget_cmd;
 mod key;
 mod password;
 mod progress;
@@ -129,6 +130,8 @@ pub enum Command {
     Diff(browse_cmds::DiffArgs),
     /// Find files by name or path glob across snapshots.
     Find(browse_cmds::FindArgs),
+    /// Delete snapshots that a retention policy does not keep.
+    Forget(forget_cmd::ForgetArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -234,6 +237,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
         Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Find(args) => browse_cmds::run_find(g, args),
+        Command::Forget(args) => forget_cmd::run_forget(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

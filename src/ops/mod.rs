@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod diff;
 pub mod find;
+pub mod forget;
 pub mod progress;
 pub mod restore;
 pub mod tar;

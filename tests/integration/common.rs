@@ -225,3 +225,26 @@ impl CliRepo {
         kura_env(&self.path, &self.env(), args)
     }
 }
+
+/// A snapshot object (not stored) of `tree` at `time` for `host`, tagged.
+pub fn snapshot_at(
+    tree: &str,
+    time: i64,
+    host: &str,
+    tags: &[&str],
+) -> kura::format::snapshot::Snapshot {
+    kura::format::snapshot::Snapshot {
+        version: 1,
+        tree: tree.to_owned(),
+        parent: None,
+        time,
+        end_time: time + 1,
+        hostname: host.into(),
+        username: String::new(),
+        paths: vec![kura::format::snapshot::RawPath::from_bytes(b"/x")],
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        program: "test".into(),
+        incomplete: false,
+        summary: kura::format::snapshot::Summary::default(),
+    }
+}

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use kura::backend::{Backend, LocalBackend};
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::pack::PackKind;
-use kura::format::snapshot::{RawPath, Snapshot, Summary};
 use kura::format::tree::{Entry, Metadata, Payload, TreeBlob};
 use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
@@ -19,7 +18,7 @@ use kura::ops::restore::{RestoreOptions, restore};
 use kura::repo::Repository;
 use kura::{ErrorKind, snapshot};
 
-use crate::common::{PASSWORD, describe, fast_options, pseudo_random, text_like};
+use crate::common::{PASSWORD, describe, fast_options, pseudo_random, snapshot_at, text_like};
 
 /// A tree with one of each thing a server holds.
 fn make_tree(root: &Path) {
@@ -248,20 +247,7 @@ fn plant_snapshot_at(
         .put_blob(PackKind::Tree, &TreeBlob::Directory(entries).encode())
         .unwrap();
     store.flush().unwrap();
-    let snap = Snapshot {
-        version: 1,
-        tree: root.to_hex(),
-        parent: None,
-        time,
-        end_time: time + 1,
-        hostname: host.into(),
-        username: String::new(),
-        paths: vec![RawPath::from_bytes(b"/x")],
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        program: "test".into(),
-        incomplete: false,
-        summary: Summary::default(),
-    };
+    let snap = snapshot_at(&root.to_hex(), time, host, tags);
     snapshot::save(repo, &snap).unwrap()
 }
 

@@ -1,0 +1,126 @@
+//! `kura forget`: retention policy flags in, decisions out.
+
+use anyhow::Result;
+use clap::Args;
+use kura::ops::forget::{ForgetOptions, forget};
+use kura::retention::{GroupBy, RetentionPolicy, parse_duration};
+
+use super::GlobalArgs;
+use super::browse_cmds::FilterArgs;
+
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_hourly: u32,
+    /// The same per day (UTC).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_daily: u32,
+    /// The same per ISO week.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_weekly: u32,
+    /// The same per month.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_monthly: u32,
+    /// The same per year.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub keep_yearly: u32,
+    /// Keep snapshots taken within this long before the newest of their
+    /// group, e.g. `30d`, `2y6m`, `12h`.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep snapshots with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+    /// Apply the policy to each group of snapshots with the same values of
+    /// these (any of host, paths, tags; empty for one group).
+    #[arg(long, default_value = "host,paths")]
+    pub group_by: String,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show what would be kept and removed, and why; delete nothing.
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+}
+
+pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
+    let policy = RetentionPolicy {
+        last: args.keep_last,
+        hourly: args.keep_hourly,
+        daily: args.keep_daily,
+        weekly: args.keep_weekly,
+        monthly: args.keep_monthly,
+        yearly: args.keep_yearly,
+        within: args
+            .keep_within
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?,
+        tags: args.keep_tag.clone(),
+    };
+    let options = ForgetOptions {
+        policy,
+        group_by: GroupBy::parse(&args.group_by)?,
+        filter: args.filter.filter(),
+        dry_run: args.dry_run,
+    };
+    let repo = g.open()?;
+    let report = forget(&repo, &options)?;
+    if g.json {
+        let rows: Vec<_> = report
+            .decisions
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "id": d.id.to_hex(), "time": d.time, "group": d.group,
+                    "keep": d.keep, "reasons": d.reasons,
+                })
+            })
+            .collect();
+        let removed: Vec<String> = report
+            .removed
+            .iter()
+            .map(kura::id::SnapshotId::to_hex)
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "decisions": rows, "removed": removed, "dry_run": args.dry_run })
+        );
+        return Ok(());
+    }
+    let mut group = None;
+    for d in &report.decisions {
+        if group.as_ref() != Some(&d.group) {
+            println!(
+                "{}",
+                if d.group.is_empty() {
+                    "all snapshots"
+                } else {
+                    &d.group
+                }
+            );
+            group = Some(d.group.clone());
+        }
+        let secs = u64::try_from(d.time / 1_000_000_000).unwrap_or(0);
+        println!(
+            "  {} {}  {:<6} {}",
+            &d.id.to_hex()[..16],
+            super::key::utc_minutes(secs),
+            if d.keep { "keep" } else { "remove" },
+            d.reasons.join(", ")
+        );
+    }
+    let gone = report.decisions.iter().filter(|d| !d.keep).count();
+    if args.dry_run {
+        println!("dry run: {gone} snapshots would be removed");
+    } else {
+        println!(
+            "{} snapshots removed (their data stays until prune)",
+            report.removed.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `forget`: applies a retention policy (`retention`) to the snapshots a
+//! filter selects and deletes the snapshot objects the policy does not
+//! keep. Only snapshot objects are deleted; the data they referenced stays
+//! in the repository until prune (issue 4) removes what no snapshot uses.
+//! Deleting a snapshot object is safe while backups run: backups never
+//! read other snapshots except to pick a parent, and a parent that
+//! disappears mid-backup only costs re-reading files.
+
+use crate::error::Result;
+use crate::format::layout;
+use crate::id::SnapshotId;
+use crate::repo::Repository;
+use crate::retention::{Decision, GroupBy, RetentionPolicy, decide};
+use crate::snapshot::{self, Filter};
+
+/// What to forget.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetOptions {
+    pub policy: RetentionPolicy,
+    pub group_by: GroupBy,
+    /// Only snapshots this filter matches are considered; others are kept.
+    pub filter: Filter,
+    /// Decide and report, delete nothing.
+    pub dry_run: bool,
+}
+
+/// What forget decided and did.
+#[derive(Debug, Clone, Default)]
+pub struct ForgetReport {
+    /// One decision per considered snapshot, grouped, newest first.
+    pub decisions: Vec<Decision>,
+    /// Snapshots deleted (empty on a dry run).
+    pub removed: Vec<SnapshotId>,
+}
+
+/// Applies `options.policy` and deletes what it does not keep.
+///
+/// # Errors
+/// A policy without rules (`InvalidInput`), listing or reading snapshots,
+/// and delete errors (snapshots deleted before the error stay deleted; the
+/// rest stay).
+pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
+    let snapshots: Vec<_> = snapshot::list(repo)?
+        .into_iter()
+        .filter(|(_, s)| options.filter.matches(s))
+        .collect();
+    let decisions = decide(&options.policy, options.group_by, &snapshots)?;
+    let mut removed = Vec::new();
+    if !options.dry_run {
+        for d in decisions.iter().filter(|d| !d.keep) {
+            repo.backend().delete(&layout::snapshot_path(&d.id))?;
+            removed.push(d.id);
+        }
+    }
+    Ok(ForgetReport { decisions, removed })
+}
