@@ -47,12 +47,32 @@ pub fn load(repo: &Repository, id: &SnapshotId) -> Result<Snapshot> {
 /// A failed listing or a damaged snapshot.
 pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut out = Vec::new();
-    for info in repo.backend().list(layout::SNAPSHOTS_DIR)? {
-        let id = layout::parse_snapshot_path(&info.path)?;
-        out.push((id, load(repo, &id)?));
+    for id in list_ids(repo)? {
+        match load(repo, &id) {
+            Ok(s) => out.push((id, s)),
+            // A damaged snapshot must not stop backups or restores of the
+            // others (`check` reports it); one deleted since the listing
+            // (a concurrent forget) is simply gone.
+            Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                tracing::warn!("snapshot {id} skipped: {e}");
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by_key(|(id, s)| (s.time, *id));
     Ok(out)
+}
+
+/// The ids of all snapshot objects, unread.
+///
+/// # Errors
+/// A failed listing, or a name that is not a snapshot id.
+pub fn list_ids(repo: &Repository) -> Result<Vec<SnapshotId>> {
+    repo.backend()
+        .list(layout::SNAPSHOTS_DIR)?
+        .iter()
+        .map(|info| layout::parse_snapshot_path(&info.path))
+        .collect()
 }
 
 /// Finds a snapshot by `latest` or a unique prefix of its id.
@@ -61,19 +81,23 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
 /// [`ErrorKind::NotFound`] for no match, [`ErrorKind::InvalidInput`] for
 /// an ambiguous prefix.
 pub fn find(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot)> {
-    let mut all = list(repo)?;
     if name == "latest" {
-        return all
+        return list(repo)?
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "the repository has no snapshots"));
     }
+    // Only the match is read, so other (even damaged) snapshots do not
+    // stand in the way.
     let prefix = name.to_ascii_lowercase();
-    let mut matches: Vec<_> = all
+    let mut matches: Vec<SnapshotId> = list_ids(repo)?
         .into_iter()
-        .filter(|(id, _)| id.to_hex().starts_with(&prefix))
+        .filter(|id| id.to_hex().starts_with(&prefix))
         .collect();
     match matches.len() {
-        1 => Ok(matches.pop().expect("one match")),
+        1 => {
+            let id = matches.pop().expect("one match");
+            Ok((id, load(repo, &id)?))
+        }
         0 => Err(Error::new(
             ErrorKind::NotFound,
             format!("no snapshot matches {name:?}"),

@@ -4,6 +4,7 @@
 //! its own beyond that.
 
 mod browse_cmds;
+mod check_cmd;
 mod forget_cmd;
 mod key;
 mod password;
@@ -130,6 +131,8 @@ pub enum Command {
     Diff(browse_cmds::DiffArgs),
     /// Find files by name or path glob across snapshots.
     Find(browse_cmds::FindArgs),
+    /// Verify the repository: structure, and with --read-data every blob.
+    Check(check_cmd::CheckArgs),
     /// Delete snapshots that a retention policy does not keep.
     Forget(forget_cmd::ForgetArgs),
     /// Show the repository configuration.
@@ -238,6 +241,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Find(args) => browse_cmds::run_find(g, args),
         Command::Forget(args) => forget_cmd::run_forget(g, args),
+        Command::Check(args) => check_cmd::run_check(g, args),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

@@ -27,6 +27,9 @@ const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index
 const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
 /// Every pack some loaded index file (or adoption) names: pack id -> kind.
 const PACKS: TableDefinition<[u8; 32], u8> = TableDefinition::new("packs");
+/// When `check --read-data` last verified each pack (Unix seconds), so that
+/// partial checks take the packs verified longest ago first.
+const VERIFIED: TableDefinition<[u8; 32], u64> = TableDefinition::new("verified_packs");
 /// Cache layout version; a cache of another version is emptied and refilled.
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
@@ -156,6 +159,7 @@ impl ChunkIndex {
         txn.open_table(SUPERSEDED).map_err(db_err)?;
         txn.open_table(PACKS).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
+        txn.open_table(VERIFIED).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -338,6 +342,32 @@ impl ChunkIndex {
             Ok(())
         })?;
         Ok(report)
+    }
+
+    /// When pack `id` was last verified whole (Unix seconds), if ever.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn verified_at(&self, id: &PackId) -> Result<Option<u64>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(VERIFIED).map_err(db_err)?;
+        Ok(table.get(id.as_bytes()).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// Records that `packs` were verified whole at `when` (Unix seconds).
+    /// The record survives cache rebuilds from index files: it is about
+    /// packs, whose names never change meaning.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn mark_verified(&self, packs: &[PackId], when: u64) -> Result<()> {
+        self.write_with(Durability::Immediate, |txn| {
+            let mut table = txn.open_table(VERIFIED).map_err(db_err)?;
+            for p in packs {
+                table.insert(p.as_bytes(), when).map_err(db_err)?;
+            }
+            Ok(())
+        })
     }
 
     /// Whether some loaded index file names pack `id`.

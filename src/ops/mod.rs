@@ -1,6 +1,7 @@
 //! Operations layer: one file per operation, Options -> fn -> Report.
 
 pub mod backup;
+pub mod check;
 pub mod diff;
 pub mod find;
 pub mod forget;

@@ -55,7 +55,9 @@ fn stream_round_trip_and_dedup() {
         first.chunks_new < first.chunks,
         "the repeated part is deduplicated"
     );
-    assert!(first.packs_written >= 4 && first.index_files_written >= 2);
+    // Uploads finish in the background, so how many index files are
+    // written before the flush depends on timing; at least the flush's.
+    assert!(first.packs_written >= 4 && first.index_files_written >= 1);
 
     let objects_before = backend.list("data").unwrap().len();
     let again = store.put_stream(data.as_slice()).unwrap();
@@ -76,7 +78,11 @@ fn a_new_handle_finds_everything_through_the_index_files() {
     let refs = {
         let index = ChunkIndex::open(None).unwrap();
         let store = ChunkStore::new(&repo, &index, small_packs());
-        let refs = store.put_stream(data.as_slice()).unwrap();
+        // Two flushes: at least two index files, whatever the upload timing.
+        let (a, b) = data.split_at(data.len() / 2);
+        let mut refs = store.put_stream(a).unwrap();
+        store.flush().unwrap();
+        refs.extend(store.put_stream(b).unwrap());
         store.flush().unwrap();
         refs
     };
@@ -87,7 +93,9 @@ fn a_new_handle_finds_everything_through_the_index_files() {
     let store = ChunkStore::new(&reopened, &index, small_packs());
     assert_eq!(restore(&store, &refs), data);
     // Storing the same data again through the new handle adds nothing.
-    store.put_stream(data.as_slice()).unwrap();
+    let (a, b) = data.split_at(data.len() / 2);
+    store.put_stream(a).unwrap();
+    store.put_stream(b).unwrap();
     assert_eq!(store.stats().chunks_new, 0);
 }
 

@@ -1,0 +1,89 @@
+//! `kura check`: structure, optionally pack contents; damage is printed
+//! with what it affects and exits 14, a check that could not run exits
+//! with the code of what stopped it.
+
+use anyhow::Result;
+use clap::Args;
+use kura::ops::check::{CheckOptions, Subset, check};
+
+use super::GlobalArgs;
+use super::snapshot_cmds::synced_index;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Also read every pack and verify every blob.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Read part of the packs, those verified longest ago first: `n/m`,
+    /// `P%`, or a size such as `2G` (a nightly `1/7` covers all in a week).
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<String>,
+}
+
+pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
+    let read_data = match (&args.read_data_subset, args.read_data) {
+        (Some(s), _) => Some(Subset::parse(s)?),
+        (None, true) => Some(Subset::All),
+        (None, false) => None,
+    };
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let report = check(&repo, &index, &CheckOptions { read_data })?;
+    if g.json {
+        let damage: Vec<_> = report
+            .damage
+            .iter()
+            .map(|d| serde_json::json!({"object": d.object, "problem": d.problem, "affects": d.affects}))
+            .collect();
+        let orphans: Vec<String> = report
+            .orphan_packs
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "clean": report.is_clean(), "packs": report.packs, "index_files": report.index_files,
+                "snapshots": report.snapshots, "trees": report.trees, "packs_read": report.packs_read,
+                "bytes_read": report.bytes_read, "orphan_packs": orphans, "damage": damage,
+            })
+        );
+    } else {
+        println!(
+            "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {:.1} MB)",
+            report.snapshots,
+            report.trees,
+            report.index_files,
+            report.packs,
+            report.packs_read,
+            report.bytes_read as f64 / 1e6
+        );
+        if !report.orphan_packs.is_empty() {
+            println!(
+                "{} packs are in no index (an interrupted backup; the next backup reuses them)",
+                report.orphan_packs.len()
+            );
+        }
+        for d in &report.damage {
+            println!("damaged: {} {}", d.object, d.problem);
+            for a in &d.affects {
+                println!("  affects snapshot {a}");
+            }
+        }
+    }
+    if report.is_clean() {
+        if !g.json {
+            println!("no damage found");
+        }
+        Ok(())
+    } else {
+        Err(kura::Error::new(
+            kura::ErrorKind::Corrupt,
+            format!(
+                "the repository is damaged: {} problems",
+                report.damage.len()
+            ),
+        )
+        .into())
+    }
+}
