@@ -2,7 +2,8 @@
 # Nightly comparison (issue 3): gen_site nights 0..N generated into one
 # root; each night kura, restic and borg back it up into their own
 # repositories, one after the other; then each restores the last night and
-# the result is compared with the source. Prints wall time, CPU time, peak
+# the result is compared with the source; last, both check --read-data.
+# Prints wall time, CPU time, peak
 # RSS and repository growth per night, and the restore times.
 #
 # Usage: benches/compare.sh [SCALE] [LAST_NIGHT]   (defaults 0.25, 3)
@@ -59,3 +60,9 @@ measure kura-restore r "$kura" -r "$work/kura" restore latest --target "$work/r-
 printf '%s\t%s\n' "$(grep -P '^kura-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-kura$root")" | sed 's/^/kura\t/'
 measure restic-restore r restic -r "$work/restic" restore latest --target "$work/r-restic"
 printf '%s\t%s\n' "$(grep -P '^restic-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-restic$root")" | sed 's/^/restic\t/'
+echo
+printf 'check --read-data\twall_s\tcpu_s\trss_MB\n'
+measure kura-check c "$kura" -r "$work/kura" check --read-data
+printf 'kura\t%s\n' "$(grep -P '^kura-check\t' "$work/results" | cut -f3-)"
+measure restic-check c restic -r "$work/restic" check --read-data
+printf 'restic\t%s\n' "$(grep -P '^restic-check\t' "$work/results" | cut -f3-)"
