@@ -218,6 +218,20 @@ impl<'r> ChunkStore<'r> {
         self.repo.sealer().chunk_id(data)
     }
 
+    /// Whether every blob in `ids` is indexed or already accepted by this
+    /// store (so a snapshot may refer to it).
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn all_stored(&self, ids: &[ChunkId]) -> Result<bool> {
+        let known = self.index.lookup_many(ids)?;
+        let state = lock(&self.shared.state);
+        Ok(ids
+            .iter()
+            .zip(known)
+            .all(|(id, loc)| loc.is_some() || state.pending.contains_key(id)))
+    }
+
     /// Counters so far (sealing may still be under way until
     /// [`Self::flush`]).
     pub fn stats(&self) -> StoreStats {

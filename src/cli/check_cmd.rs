@@ -87,3 +87,57 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         .into())
     }
 }
+
+#[derive(clap::Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs: drops entries of missing or
+    /// damaged packs, so the next backup stores that data again.
+    Index {
+        /// Verify every pack whole, not only its header.
+        #[arg(long)]
+        read_data: bool,
+        /// Report what would be indexed and dropped; change nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+pub fn run_repair(g: &GlobalArgs, action: &RepairCommand) -> Result<()> {
+    use kura::ops::repair::{RepairIndexOptions, repair_index};
+    let RepairCommand::Index { read_data, dry_run } = action;
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let options = RepairIndexOptions {
+        read_data: *read_data,
+        dry_run: *dry_run,
+    };
+    let report = repair_index(&repo, &index, &options)?;
+    if g.json {
+        let dropped: Vec<_> = report
+            .packs_dropped
+            .iter()
+            .map(|(id, why)| serde_json::json!({"pack": id.to_string(), "problem": why}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "packs_indexed": report.packs_indexed, "packs_dropped": dropped,
+                "index_files_written": report.index_files_written,
+                "index_files_deleted": report.index_files_deleted, "dry_run": dry_run,
+            })
+        );
+        return Ok(());
+    }
+    for (id, why) in &report.packs_dropped {
+        println!("left out: pack {id}: {why}");
+    }
+    println!(
+        "{}{} packs indexed, {} left out; {} index files written, {} deleted",
+        if *dry_run { "dry run: " } else { "" },
+        report.packs_indexed,
+        report.packs_dropped.len(),
+        report.index_files_written,
+        report.index_files_deleted
+    );
+    Ok(())
+}

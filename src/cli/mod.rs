@@ -133,6 +133,11 @@ pub enum Command {
     Find(browse_cmds::FindArgs),
     /// Verify the repository: structure, and with --read-data every blob.
     Check(check_cmd::CheckArgs),
+    /// Repair the repository's metadata.
+    Repair {
+        #[command(subcommand)]
+        action: check_cmd::RepairCommand,
+    },
     /// Delete snapshots that a retention policy does not keep.
     Forget(forget_cmd::ForgetArgs),
     /// Show the repository configuration.
@@ -242,6 +247,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Find(args) => browse_cmds::run_find(g, args),
         Command::Forget(args) => forget_cmd::run_forget(g, args),
         Command::Check(args) => check_cmd::run_check(g, args),
+        Command::Repair { action } => check_cmd::run_repair(g, action),
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),

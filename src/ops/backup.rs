@@ -169,7 +169,11 @@ impl Walker<'_, '_> {
         } else if ft.is_file() {
             self.summary.files += 1;
             self.summary.bytes += meta.size;
-            let content = if let Some(content) = unchanged_content(parent, &meta) {
+            let reusable = match unchanged_content(parent, &meta) {
+                Some(c) if tree::content_is_stored(self.store, &c, meta.size)? => Some(c),
+                _ => None, // changed, or its data was lost: read it again
+            };
+            let content = if let Some(content) = reusable {
                 self.summary.files_unchanged += 1;
                 self.progress.bytes(meta.size);
                 content

@@ -6,5 +6,6 @@ pub mod diff;
 pub mod find;
 pub mod forget;
 pub mod progress;
+pub mod repair;
 pub mod restore;
 pub mod tar;

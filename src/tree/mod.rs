@@ -96,6 +96,30 @@ pub fn load_extents(store: &ChunkStore<'_>, content: &Content, size: u64) -> Res
     }
 }
 
+/// Whether every blob of a file's content (its extent lists and data
+/// chunks) is indexed or already accepted by `store`. A backup reuses a
+/// parent's content only then, so a snapshot never refers to data the
+/// index has lost (after `repair index` dropped a damaged pack, the file
+/// is read and stored again).
+///
+/// # Errors
+/// Cache I/O errors, or extent lists that cannot be read.
+pub fn content_is_stored(store: &ChunkStore<'_>, content: &Content, size: u64) -> Result<bool> {
+    if let Content::Indirect(lists) = content
+        && !store.all_stored(lists)?
+    {
+        return Ok(false);
+    }
+    let ids: Vec<ChunkId> = load_extents(store, content, size)?
+        .iter()
+        .filter_map(|e| match e {
+            Extent::Data { id, .. } => Some(*id),
+            Extent::Hole { .. } => None,
+        })
+        .collect();
+    store.all_stored(&ids)
+}
+
 /// The entry at path `comps` (names from the root) below the directory
 /// tree `root`, if there is one.
 ///

@@ -254,3 +254,53 @@ fn read_data_subsets_cover_every_pack_within_their_period() {
         );
     }
 }
+
+#[test]
+fn repair_index_drops_a_lost_pack_and_the_next_backup_is_whole() {
+    let d = two_snapshots();
+    fs::remove_file(&d.second_data_pack).unwrap();
+    let out = d.cli.run(&["--json", "repair", "index", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json(&out)["index_files_written"], 0);
+    assert!(
+        d.cli.run(&["check"]).status.code() == Some(14),
+        "dry run changed nothing"
+    );
+    let out = d.cli.run(&["--json", "repair", "index"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json(&out);
+    assert!(r["index_files_deleted"].as_u64().unwrap() >= 2, "{r}");
+    // The lost data is now simply absent from the index: the second
+    // snapshot is still damaged, the first is whole.
+    let out = d.cli.run(&["--json", "check"]);
+    assert_eq!(out.status.code(), Some(14));
+    let text = json(&out)["damage"].to_string();
+    assert!(
+        text.contains("is in no index") && text.contains(&d.second[..16]),
+        "{text}"
+    );
+    assert!(!text.contains("missing (named by index"), "{text}");
+    // A new backup stores the lost chunks again: its snapshot is whole.
+    let out = d.cli.run(&["--json", "backup", d.src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let third = json(&out)["snapshot"].as_str().unwrap().to_owned();
+    let out = d.cli.run(&["--json", "check", "--read-data"]);
+    let text = json(&out)["damage"].to_string();
+    assert!(
+        !text.contains(&third[..16]),
+        "the new snapshot is whole: {text}"
+    );
+    let target = d.cli.path.with_file_name("restore-third");
+    let out = d
+        .cli
+        .run(&["restore", &third, "--target", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = target.join(d.src.strip_prefix("/").unwrap());
+    for name in ["old.bin", "new.bin"] {
+        assert_eq!(
+            fs::read(restored.join(name)).unwrap(),
+            fs::read(d.src.join(name)).unwrap()
+        );
+    }
+    first_still_restores(&d);
+}
