@@ -157,8 +157,12 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .collect();
     report.orphan_packs.sort();
     if let Some(subset) = options.read_data {
+        // Packs the structure check already found damaged are not read
+        // (or reported) again.
+        let flagged: HashSet<PackId> = bad_blobs.values().copied().collect();
         let mut candidates: Vec<(PackId, u64)> = indexed
             .iter()
+            .filter(|p| !flagged.contains(p))
             .filter_map(|p| listed.get(p).map(|s| (*p, *s)))
             .collect();
         candidates.sort();
@@ -344,15 +348,14 @@ fn read_packs(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let mut verified = Vec::new();
+    let mut damaged = HashSet::new();
     for (id, size, outcome) in results {
         report.packs_read += 1;
         report.bytes_read += size;
         match outcome {
             Ok(()) => verified.push(id),
             Err(e) if is_damage(&e) => {
-                for blob in blobs_of(repo, &id)? {
-                    bad.insert(blob, id);
-                }
+                damaged.insert(id);
                 report
                     .damage
                     .push(damage(format!("pack {id}"), &e, Vec::new()));
@@ -360,21 +363,28 @@ fn read_packs(
             Err(e) => return Err(e),
         }
     }
+    if !damaged.is_empty() {
+        mark_blobs_of(repo, &damaged, bad)?;
+    }
     index.mark_verified(&verified, now)
 }
 
-/// The blobs index files list in pack `pack` (for a damaged pack).
-fn blobs_of(repo: &Repository, pack: &PackId) -> Result<Vec<ChunkId>> {
-    let mut out = Vec::new();
+/// Adds the blobs that index files list in the `damaged` packs to `bad`,
+/// in one pass over the index files.
+fn mark_blobs_of(
+    repo: &Repository,
+    damaged: &HashSet<PackId>,
+    bad: &mut HashMap<ChunkId, PackId>,
+) -> Result<()> {
     for info in repo.backend().list(layout::INDEX_DIR)? {
         let id = layout::parse_index_path(&info.path)?;
         if let Ok(f) = read_index_file(repo, &id) {
-            for p in f.packs.iter().filter(|p| p.id == *pack) {
-                out.extend(p.entries.iter().map(|e| e.id));
+            for p in f.packs.iter().filter(|p| damaged.contains(&p.id)) {
+                bad.extend(p.entries.iter().map(|e| (e.id, p.id)));
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A problem below a tree, relative to it.

@@ -448,7 +448,9 @@ pub fn write_image(
     let extents = tree::load_extents(store, content, size)?;
     progress.set_total(1, size);
     let err = io_err(dest);
-    let written = match fs::metadata(dest) {
+    // A device is written in place and its holes zeroed; a file is created
+    // (or replaced) at full length, so its holes stay sparse.
+    let (file, holes) = match fs::metadata(dest) {
         Ok(md) if md.file_type().is_block_device() => {
             let mut file = OpenOptions::new().write(true).open(dest).map_err(&err)?;
             let capacity = file.seek(SeekFrom::End(0)).map_err(&err)?;
@@ -461,9 +463,7 @@ pub fn write_image(
                     ),
                 ));
             }
-            let n = write_extents(store, progress, &file, dest, &extents, Holes::Zero)?;
-            file.sync_all().map_err(&err)?;
-            n
+            (file, Holes::Zero)
         }
         Ok(md) if !md.is_file() => {
             return Err(Error::new(
@@ -482,11 +482,11 @@ pub fn write_image(
                 .open(dest)
                 .map_err(&err)?;
             file.set_len(size).map_err(&err)?;
-            let n = write_extents(store, progress, &file, dest, &extents, Holes::Skip)?;
-            file.sync_all().map_err(&err)?;
-            n
+            (file, Holes::Skip)
         }
     };
+    let written = write_extents(store, progress, &file, dest, &extents, holes)?;
+    file.sync_all().map_err(&err)?;
     Ok(written)
 }
 
