@@ -16,7 +16,7 @@
 //! an index file is written before the cache records its entries. What a
 //! caller commits (a snapshot) must come after [`ChunkStore::flush`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -31,9 +31,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::index::{ChunkIndex, write_index_file};
-use crate::pack::{FinishedPack, Packer, PackerOptions};
+use crate::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::repo::Repository;
 use crate::store::Sealer;
 
@@ -89,6 +89,15 @@ pub struct StoreStats {
     pub bytes_stored: u64,
     pub packs_written: u64,
     pub index_files_written: u64,
+}
+
+/// What [`ChunkStore::secure_relied`] had to do.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SecureReport {
+    pub packs_resurrected: usize,
+    pub packs_copied: usize,
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
 }
 
 type UploadResults = Arc<Mutex<Vec<Result<IndexedPack>>>>;
@@ -155,6 +164,12 @@ struct WriteState {
     uploaded: Vec<IndexedPack>,
     uploader: Option<Uploader>,
     stats: StoreStats,
+    /// Packs whose blobs must not be relied on (missing, damaged, or
+    /// condemned by a prune record): their chunks are stored again.
+    distrusted: HashSet<PackId>,
+    /// Packs this store relied on: where it found blobs it returned as
+    /// stored, and the packs it wrote (format-spec/12, "Backups").
+    relied: HashSet<PackId>,
 }
 
 /// What background sealing shares with the store.
@@ -195,6 +210,8 @@ impl<'r> ChunkStore<'r> {
             uploaded: Vec::new(),
             uploader: None,
             stats: StoreStats::default(),
+            distrusted: HashSet::new(),
+            relied: HashSet::new(),
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -225,11 +242,28 @@ impl<'r> ChunkStore<'r> {
     /// Cache I/O errors.
     pub fn all_stored(&self, ids: &[ChunkId]) -> Result<bool> {
         let known = self.index.lookup_many(ids)?;
-        let state = lock(&self.shared.state);
-        Ok(ids
-            .iter()
-            .zip(known)
-            .all(|(id, loc)| loc.is_some() || state.pending.contains_key(id)))
+        let mut state = lock(&self.shared.state);
+        let mut packs = Vec::new();
+        for (id, loc) in ids.iter().zip(known) {
+            match loc {
+                Some(l) if !state.distrusted.contains(&l.pack) => packs.push(l.pack),
+                _ if state.pending.contains_key(id) => {}
+                _ => return Ok(false),
+            }
+        }
+        state.relied.extend(packs);
+        Ok(true)
+    }
+
+    /// Makes the store ignore blobs in `packs` (missing, damaged, or
+    /// condemned): chunks found only there are stored again.
+    pub fn distrust(&self, packs: impl IntoIterator<Item = PackId>) {
+        lock(&self.shared.state).distrusted.extend(packs);
+    }
+
+    /// The packs relied on so far (found blobs and written packs).
+    pub fn relied_packs(&self) -> HashSet<PackId> {
+        lock(&self.shared.state).relied.clone()
     }
 
     /// Counters so far (sealing may still be under way until
@@ -316,9 +350,15 @@ impl<'r> ChunkStore<'r> {
             for (i, id) in ids.iter().enumerate() {
                 state.stats.chunks += 1;
                 state.stats.bytes += ranges[i].len() as u64;
-                if known[i].is_none() && !state.pending.contains_key(id) {
-                    state.pending.insert(*id, kind);
-                    fresh.push((*id, ranges[i].clone()));
+                match known[i] {
+                    Some(loc) if !state.distrusted.contains(&loc.pack) => {
+                        state.relied.insert(loc.pack);
+                    }
+                    _ if state.pending.contains_key(id) => {}
+                    _ => {
+                        state.pending.insert(*id, kind);
+                        fresh.push((*id, ranges[i].clone()));
+                    }
                 }
             }
             self.collect_uploads(&mut state, false)?;
@@ -411,9 +451,9 @@ impl<'r> ChunkStore<'r> {
                 .unwrap_or_default()
         };
         for r in results {
-            state
-                .uploaded
-                .push(r.map_err(|e| e.context("uploading a pack"))?);
+            let pack = r.map_err(|e| e.context("uploading a pack"))?;
+            state.relied.insert(pack.id);
+            state.uploaded.push(pack);
         }
         if !state.uploaded.is_empty() && (all || state.uploaded.len() >= self.options.index_every) {
             let packs = std::mem::take(&mut state.uploaded);
@@ -451,6 +491,89 @@ impl<'r> ChunkStore<'r> {
         }
         self.collect_uploads(&mut state, true)?;
         self.index.persist()
+    }
+
+    /// The commit check of format-spec/12 ("Backups", rule 3): makes sure
+    /// no pack this store relied on is condemned by a prune record or
+    /// missing from the current index. Such a pack is named in a new index
+    /// file if `may_resurrect(grace)` says the backup is young enough for
+    /// the record's grace, otherwise its blobs are copied into new packs.
+    /// Call after [`Self::flush`]; it flushes again if it copied.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Transient`] (with an explanation) if such a pack is
+    /// gone: the snapshot must not be written, and a new backup will
+    /// succeed. Listing, backend and cache
+    /// errors.
+    pub fn secure_relied(&self, may_resurrect: impl Fn(u64) -> bool) -> Result<SecureReport> {
+        let mut report = SecureReport::default();
+        let condemned = crate::records::Condemned::load(self.repo)?;
+        self.index.sync(self.repo)?;
+        let relied = self.relied_packs();
+        let mut doubtful: Vec<PackId> = Vec::new();
+        for p in relied {
+            if condemned.contains(&p) || !self.index.knows_pack(&p)? {
+                doubtful.push(p);
+            }
+        }
+        doubtful.sort();
+        if doubtful.is_empty() {
+            return Ok(report);
+        }
+        self.distrust(doubtful.iter().copied());
+        let mut resurrect = Vec::new();
+        for p in &doubtful {
+            let bytes = match self.repo.backend().read(&layout::pack_path(p), None) {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Error::new(
+                        ErrorKind::Transient,
+                        format!(
+                            "pack {p}, which this backup relied on, was pruned while the \
+                             backup ran; no snapshot was written: run the backup again"
+                        ),
+                    ));
+                }
+                other => other?,
+            };
+            let header = verify_pack(self.repo.sealer(), p, &bytes)?;
+            if condemned.grace(p).is_some_and(&may_resurrect) {
+                resurrect.push(IndexedPack {
+                    id: *p,
+                    kind: header.kind,
+                    size: bytes.len() as u64,
+                    entries: header.entries,
+                });
+                continue;
+            }
+            let mut state = lock(&self.shared.state);
+            for e in &header.entries {
+                if state.pending.contains_key(&e.id) {
+                    continue;
+                }
+                let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+                state.pending.insert(e.id, header.kind);
+                report.blobs_copied += 1;
+                report.bytes_copied += u64::from(e.stored_len);
+                let packer = match header.kind {
+                    PackKind::Data => &mut state.data,
+                    PackKind::Tree => &mut state.tree,
+                };
+                if let Some(full) = packer.add(&self.shared.sealer, e.id, blob, e.raw_len) {
+                    self.upload(&mut state, full)?;
+                }
+            }
+            state.relied.remove(p);
+            report.packs_copied += 1;
+        }
+        if !resurrect.is_empty() {
+            self.write_index(&resurrect)?;
+            report.packs_resurrected = resurrect.len();
+            lock(&self.shared.state)
+                .distrusted
+                .retain(|p| !resurrect.iter().any(|r| r.id == *p));
+        }
+        self.flush()?;
+        Ok(report)
     }
 
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.

@@ -85,6 +85,10 @@ id_type!(
     KeySlotId
 );
 id_type!(
+    /// Random name of a prune record (format-spec/12-prune.md).
+    RecordId
+);
+id_type!(
     /// Random identity of a repository, bound into every envelope.
     RepoId
 );

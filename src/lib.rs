@@ -22,6 +22,7 @@ pub mod id;
 pub mod index;
 pub mod ops;
 pub mod pack;
+pub mod records;
 pub mod repo;
 pub mod retention;
 pub mod snapshot;

@@ -7,6 +7,7 @@ use kura::retention::{GroupBy, RetentionPolicy, parse_duration};
 
 use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;
+use super::prune_cmd::{PruneArgs, prune_open};
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
@@ -44,6 +45,22 @@ pub struct ForgetArgs {
     /// Show what would be kept and removed, and why; delete nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Run prune afterwards (with the prune flags below).
+    #[arg(long)]
+    pub prune: bool,
+    /// Repack until unused space is at most this share (with --prune).
+    #[arg(long, default_value = "5%", value_name = "PERCENT", requires = "prune")]
+    pub max_unused: String,
+    /// Read at most this much of packs for repacking (with --prune).
+    #[arg(long, value_name = "SIZE", requires = "prune")]
+    pub max_repack_size: Option<String>,
+    /// Grace period of the prune (with --prune), e.g. `1h`.
+    #[arg(long, value_name = "DURATION", requires = "prune")]
+    pub grace: Option<String>,
+    /// Prune with grace 0, deleting at once (with --prune): only when no
+    /// backup can be running.
+    #[arg(long, requires = "prune", conflicts_with = "grace")]
+    pub now: bool,
 }
 
 pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
@@ -67,8 +84,22 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         filter: args.filter.filter(),
         dry_run: args.dry_run,
     };
+    let prune = PruneArgs {
+        max_unused: args.max_unused.clone(),
+        max_repack_size: args.max_repack_size.clone(),
+        grace: args.grace.clone(),
+        now: args.now,
+        dry_run: args.dry_run,
+    };
+    // Flags are checked before anything is removed.
+    let prune_options = if args.prune {
+        Some(prune.options()?)
+    } else {
+        None
+    };
     let repo = g.open()?;
     let report = forget(&repo, &options)?;
+    let json = g.json;
     if g.json {
         let rows: Vec<_> = report
             .decisions
@@ -89,8 +120,19 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
             "{}",
             serde_json::json!({ "decisions": rows, "removed": removed, "dry_run": args.dry_run })
         );
-        return Ok(());
+    } else {
+        print_decisions(&report, args.dry_run);
     }
+    if let Some(options) = prune_options {
+        if !json {
+            println!("prune:");
+        }
+        prune_open(g, &repo, &options)?;
+    }
+    Ok(())
+}
+
+fn print_decisions(report: &kura::ops::forget::ForgetReport, dry_run: bool) {
     let mut group = None;
     for d in &report.decisions {
         if group.as_ref() != Some(&d.group) {
@@ -114,7 +156,7 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         );
     }
     let gone = report.decisions.iter().filter(|d| !d.keep).count();
-    if args.dry_run {
+    if dry_run {
         println!("dry run: {gone} snapshots would be removed");
     } else {
         println!(
@@ -122,5 +164,4 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
             report.removed.len()
         );
     }
-    Ok(())
 }

@@ -9,6 +9,7 @@ mod forget_cmd;
 mod key;
 mod password;
 mod progress;
+mod prune_cmd;
 mod snapshot_cmds;
 
 use std::path::PathBuf;
@@ -140,6 +141,9 @@ pub enum Command {
     },
     /// Delete snapshots that a retention policy does not keep.
     Forget(forget_cmd::ForgetArgs),
+    /// Delete data no snapshot needs, in two phases safe with running
+    /// backups (format-spec/12): condemn now, delete in a later prune.
+    Prune(prune_cmd::PruneArgs),
     /// Show the repository configuration.
     Config {
         #[command(subcommand)]
@@ -246,6 +250,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Find(args) => browse_cmds::run_find(g, args),
         Command::Forget(args) => forget_cmd::run_forget(g, args),
+        Command::Prune(args) => prune_cmd::run_prune(g, args),
         Command::Check(args) => check_cmd::run_check(g, args),
         Command::Repair { action } => check_cmd::run_repair(g, action),
         Command::Config {

@@ -103,13 +103,18 @@ pub struct RestoreArgs {
     pub quiet: bool,
 }
 
+/// The cache root (format-spec/06), if one can be named.
+pub(super) fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("KURA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
+}
+
 /// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
 /// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`).
 pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
-    let root = std::env::var_os("KURA_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")));
+    let root = cache_root();
     let index = ChunkIndex::open(
         root.map(|r| kura::index::cache_file(&r, repo.id()))
             .as_deref(),

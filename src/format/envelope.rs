@@ -29,6 +29,7 @@ pub enum ObjectType {
     PackHeader = 5,
     Index = 6,
     Snapshot = 7,
+    PruneRecord = 8,
 }
 
 impl ObjectType {

@@ -7,16 +7,18 @@
 //! data/<first 2 hex of pack id>/<pack id>
 //! index/<index id>
 //! snapshots/<snapshot id>
+//! prune/<record id>
 //! ```
 
 use crate::error::{Error, Result};
-use crate::id::{IndexId, KeySlotId, PackId, SnapshotId};
+use crate::id::{IndexId, KeySlotId, PackId, RecordId, SnapshotId};
 
 pub const CONFIG: &str = "config";
 pub const KEYS_DIR: &str = "keys";
 pub const DATA_DIR: &str = "data";
 pub const INDEX_DIR: &str = "index";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
+pub const PRUNE_DIR: &str = "prune";
 
 pub fn key_path(id: &KeySlotId) -> String {
     format!("{KEYS_DIR}/{id}")
@@ -33,6 +35,10 @@ pub fn index_path(id: &IndexId) -> String {
 
 pub fn snapshot_path(id: &SnapshotId) -> String {
     format!("{SNAPSHOTS_DIR}/{id}")
+}
+
+pub fn record_path(id: &RecordId) -> String {
+    format!("{PRUNE_DIR}/{id}")
 }
 
 /// The last path component, which is the object's id in hex.
@@ -74,6 +80,14 @@ pub fn parse_index_path(path: &str) -> Result<IndexId> {
 /// [`crate::ErrorKind::Corrupt`] for a name that is not an id.
 pub fn parse_snapshot_path(path: &str) -> Result<SnapshotId> {
     SnapshotId::from_hex(last_component(path)).map_err(|_| stray(path))
+}
+
+/// Parses a listed prune record path.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] for a name that is not an id.
+pub fn parse_record_path(path: &str) -> Result<RecordId> {
+    RecordId::from_hex(last_component(path)).map_err(|_| stray(path))
 }
 
 fn stray(path: &str) -> Error {

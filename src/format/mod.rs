@@ -13,6 +13,7 @@ pub mod index;
 pub mod keyslot;
 pub mod layout;
 pub mod pack;
+pub mod prune;
 pub mod snapshot;
 pub mod tree;
 

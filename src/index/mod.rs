@@ -387,6 +387,9 @@ impl ChunkIndex {
     /// hold are deduplicated against instead of uploaded again. Packs whose
     /// header does not authenticate are left alone and reported.
     ///
+    /// Packs in `condemned` (by a prune record) are not orphans: prune
+    /// deletes them once ripe (format-spec/12).
+    ///
     /// Call it after [`ChunkIndex::sync`]. A pack of a backup still running
     /// elsewhere is adopted too, which is harmless: two index files then
     /// name the same blobs at the same place.
@@ -394,8 +397,17 @@ impl ChunkIndex {
     /// # Errors
     /// A failed listing (never read as "no packs"), a failed index write,
     /// or cache I/O errors.
-    pub fn adopt_orphan_packs(&self, repo: &Repository, level: i32) -> Result<RebuildReport> {
-        let RebuildReport { packs, damaged } = read_pack_headers(repo, |id| self.knows_pack(id))?;
+    pub fn adopt_orphan_packs(
+        &self,
+        repo: &Repository,
+        level: i32,
+        condemned: &HashSet<PackId>,
+    ) -> Result<RebuildReport> {
+        let RebuildReport { packs, damaged } =
+            read_pack_headers(
+                repo,
+                |id| Ok(condemned.contains(id) || self.knows_pack(id)?),
+            )?;
         for chunk in packs.chunks(ADOPT_PACKS_PER_FILE) {
             let file = IndexFile {
                 supersedes: Vec::new(),
@@ -477,11 +489,25 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Backend errors.
 pub fn write_index_file(repo: &Repository, file: &IndexFile, level: i32) -> Result<IndexId> {
     let id = IndexId::random();
+    write_index_file_as(repo, &id, file, level)?;
+    Ok(id)
+}
+
+/// Seals and writes index file `file` under an id chosen beforehand (prune
+/// names its new files in its record before writing them).
+///
+/// # Errors
+/// Backend errors.
+pub fn write_index_file_as(
+    repo: &Repository,
+    id: &IndexId,
+    file: &IndexFile,
+    level: i32,
+) -> Result<()> {
     let sealed = repo
         .sealer()
         .seal(ObjectType::Index, id.as_bytes(), &file.encode(), level);
-    crate::backend::write_bytes(repo.backend().as_ref(), &layout::index_path(&id), &sealed)?;
-    Ok(id)
+    crate::backend::write_bytes(repo.backend().as_ref(), &layout::index_path(id), &sealed)
 }
 
 /// Reads, authenticates and decodes one index file.

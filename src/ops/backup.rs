@@ -9,15 +9,16 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
+use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
 use crate::index::ChunkIndex;
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
+use crate::records::Condemned;
 use crate::repo::Repository;
 use crate::source::exclude::{ExcludeOptions, Excluder};
 use crate::source::image::ZeroRunReader;
@@ -72,7 +73,14 @@ pub struct BackupReport {
     pub packs_adopted: usize,
     /// Unindexed packs whose header did not authenticate (left alone).
     pub packs_refused: Vec<String>,
+    /// Packs a concurrent prune condemned that the commit check took back
+    /// or copied (format-spec/12).
+    pub secured: SecureReport,
 }
+
+/// How long a backup may take from the start of its commit check to its
+/// snapshot write (format-spec/12, `W`).
+pub const COMMIT_WINDOW: Duration = Duration::from_secs(300);
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -367,6 +375,7 @@ pub fn backup_with_progress(
     options: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
+    let started = Started::now();
     let time = now_ns();
     let mut paths: Vec<PathBuf> = options
         .paths
@@ -399,9 +408,13 @@ pub fn backup_with_progress(
         .collect();
     let parent = find_parent(repo, options, &raw_paths)?;
     tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
-    let adopted = index.adopt_orphan_packs(repo, options.store.compression_level)?;
+    // Prune records first (format-spec/12, "Backups", rule 1): packs they
+    // condemn are neither deduplicated against nor adopted.
+    let condemned = Condemned::load(repo)?.packs();
+    let adopted = index.adopt_orphan_packs(repo, options.store.compression_level, &condemned)?;
     tracing::debug!(packs = adopted.packs.len(), "backup: orphan packs adopted");
     let store = ChunkStore::new(repo, index, options.store);
+    store.distrust(condemned);
     let mut walker = Walker {
         store: &store,
         progress,
@@ -430,6 +443,7 @@ pub fn backup_with_progress(
     let tree_id = store_root(&store, root)?;
     store.flush()?;
     tracing::debug!("backup: flushed");
+    let secured = commit_check(&store, &started)?;
     let stats = store.stats();
     let mut summary = walker.summary;
     summary.chunks_new = stats.chunks_new;
@@ -460,7 +474,52 @@ pub fn backup_with_progress(
             .iter()
             .map(|(id, e)| format!("pack {id}: {e}"))
             .collect(),
+        secured,
     })
+}
+
+/// Time since the backup started, on two clocks: the monotonic one keeps
+/// counting while the process is stopped, the wall clock also across a
+/// suspended machine. The larger counts.
+struct Started {
+    instant: Instant,
+    wall: SystemTime,
+}
+
+impl Started {
+    fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        let wall = self.wall.elapsed().unwrap_or(Duration::ZERO);
+        self.instant.elapsed().max(wall)
+    }
+}
+
+/// The commit check (format-spec/12, "Backups", rules 3 and 4): repeated
+/// until nothing this backup relies on is condemned or missing, and the
+/// snapshot can be written within [`COMMIT_WINDOW`] of the check.
+fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureReport> {
+    let mut total = SecureReport::default();
+    loop {
+        let check = Started::now();
+        let elapsed = started.elapsed().as_secs();
+        let done = store.secure_relied(|grace| elapsed < grace / 2)?;
+        total.packs_resurrected += done.packs_resurrected;
+        total.packs_copied += done.packs_copied;
+        total.blobs_copied += done.blobs_copied;
+        total.bytes_copied += done.bytes_copied;
+        if done == SecureReport::default() && check.elapsed() < COMMIT_WINDOW {
+            if total != SecureReport::default() {
+                tracing::info!(?total, "backup: packs condemned by a prune were secured");
+            }
+            return Ok(total);
+        }
+    }
 }
 
 fn find_parent(

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod find;
 pub mod forget;
 pub mod progress;
+pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod tar;

@@ -1,0 +1,98 @@
+//! Prune records in the repository (format-spec/12-prune.md): reading them
+//! all, writing one, and the set of packs they condemn, which backups must
+//! not rely on.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::backend::write_bytes;
+use crate::error::Result;
+use crate::format::envelope::ObjectType;
+use crate::format::layout;
+use crate::format::prune::{MAX_LEN, PruneRecord};
+use crate::id::{PackId, RecordId};
+use crate::repo::Repository;
+
+/// Every record in the repository, oldest first.
+///
+/// # Errors
+/// A failed listing, or a record that does not authenticate: a record that
+/// cannot be read could condemn anything, so nothing may rely on its
+/// absence.
+pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
+    let mut out = Vec::new();
+    for info in repo.backend().list(layout::PRUNE_DIR)? {
+        let id = layout::parse_record_path(&info.path)?;
+        out.push((id, load(repo, &id)?));
+    }
+    out.sort_by_key(|(id, r)| (r.created, *id));
+    Ok(out)
+}
+
+/// Reads and authenticates one record.
+///
+/// # Errors
+/// Backend errors; [`crate::ErrorKind::Corrupt`] for a damaged record.
+pub fn load(repo: &Repository, id: &RecordId) -> Result<PruneRecord> {
+    let stored = repo.backend().read(&layout::record_path(id), None)?;
+    let plain = repo
+        .sealer()
+        .open(ObjectType::PruneRecord, id.as_bytes(), &stored, MAX_LEN)?;
+    PruneRecord::decode(&plain).map_err(|e| e.context(format!("prune record {id}")))
+}
+
+/// Seals and writes `record` under `id` (create-only).
+///
+/// # Errors
+/// Backend errors.
+pub fn save(repo: &Repository, id: &RecordId, record: &PruneRecord) -> Result<()> {
+    let sealed = repo
+        .sealer()
+        .seal(ObjectType::PruneRecord, id.as_bytes(), &record.encode(), 3);
+    write_bytes(repo.backend().as_ref(), &layout::record_path(id), &sealed)
+}
+
+/// Packs condemned by some record, with the smallest grace (seconds) of
+/// the records that condemn each.
+#[derive(Debug, Clone, Default)]
+pub struct Condemned {
+    packs: HashMap<PackId, u64>,
+}
+
+impl Condemned {
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a PruneRecord>) -> Self {
+        let mut packs: HashMap<PackId, u64> = HashMap::new();
+        for r in records {
+            for (p, _) in &r.condemned {
+                let g = packs.entry(*p).or_insert(r.grace);
+                *g = (*g).min(r.grace);
+            }
+        }
+        Self { packs }
+    }
+
+    /// Lists and reads every record.
+    ///
+    /// # Errors
+    /// As [`load_all`].
+    pub fn load(repo: &Repository) -> Result<Self> {
+        let records = load_all(repo)?;
+        Ok(Self::from_records(records.iter().map(|(_, r)| r)))
+    }
+
+    pub fn contains(&self, pack: &PackId) -> bool {
+        self.packs.contains_key(pack)
+    }
+
+    /// The smallest grace of the records condemning `pack`.
+    pub fn grace(&self, pack: &PackId) -> Option<u64> {
+        self.packs.get(pack).copied()
+    }
+
+    pub fn packs(&self) -> HashSet<PackId> {
+        self.packs.keys().copied().collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packs.is_empty()
+    }
+}
