@@ -31,7 +31,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
-use crate::id::{ChunkId, PackId};
+use crate::id::{ChunkId, PackId, RecordId};
 use crate::index::{ChunkIndex, write_index_file};
 use crate::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::repo::Repository;
@@ -170,6 +170,9 @@ struct WriteState {
     /// Packs this store relied on: where it found blobs it returned as
     /// stored, and the packs it wrote (format-spec/12, "Backups").
     relied: HashSet<PackId>,
+    /// Packs this store named in an index file to take them back from the
+    /// prune records condemning them, with those records.
+    resurrected: HashMap<PackId, HashSet<RecordId>>,
 }
 
 /// What background sealing shares with the store.
@@ -212,6 +215,7 @@ impl<'r> ChunkStore<'r> {
             stats: StoreStats::default(),
             distrusted: HashSet::new(),
             relied: HashSet::new(),
+            resurrected: HashMap::new(),
         };
         let shared = Shared {
             state: Mutex::new(state),
@@ -511,9 +515,20 @@ impl<'r> ChunkStore<'r> {
         self.index.sync(self.repo)?;
         let relied = self.relied_packs();
         let mut doubtful: Vec<PackId> = Vec::new();
-        for p in relied {
-            if condemned.contains(&p) || !self.index.knows_pack(&p)? {
-                doubtful.push(p);
+        {
+            let state = lock(&self.shared.state);
+            for p in relied {
+                // A pack this store took back from a record stays safe from
+                // that record (the sweep sees the index file); only records
+                // that came later, or a lost index entry, put it in doubt.
+                let taken_back = state.resurrected.get(&p);
+                let newly_condemned = condemned
+                    .by(&p)
+                    .iter()
+                    .any(|(r, _)| taken_back.is_none_or(|t| !t.contains(r)));
+                if newly_condemned || !self.index.knows_pack(&p)? {
+                    doubtful.push(p);
+                }
             }
         }
         doubtful.sort();
@@ -536,7 +551,13 @@ impl<'r> ChunkStore<'r> {
                 other => other?,
             };
             let header = verify_pack(self.repo.sealer(), p, &bytes)?;
-            if condemned.grace(p).is_some_and(&may_resurrect) {
+            let by = condemned.by(p);
+            if !by.is_empty() && by.iter().all(|(_, grace)| may_resurrect(*grace)) {
+                lock(&self.shared.state)
+                    .resurrected
+                    .entry(*p)
+                    .or_default()
+                    .extend(by.iter().map(|(r, _)| *r));
                 resurrect.push(IndexedPack {
                     id: *p,
                     kind: header.kind,

@@ -51,20 +51,21 @@ pub fn save(repo: &Repository, id: &RecordId, record: &PruneRecord) -> Result<()
     write_bytes(repo.backend().as_ref(), &layout::record_path(id), &sealed)
 }
 
-/// Packs condemned by some record, with the smallest grace (seconds) of
-/// the records that condemn each.
+/// Packs condemned by some record: for each, the records condemning it
+/// and their grace (seconds).
 #[derive(Debug, Clone, Default)]
 pub struct Condemned {
-    packs: HashMap<PackId, u64>,
+    packs: HashMap<PackId, Vec<(RecordId, u64)>>,
 }
 
 impl Condemned {
-    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a PruneRecord>) -> Self {
-        let mut packs: HashMap<PackId, u64> = HashMap::new();
-        for r in records {
+    pub fn from_records<'a>(
+        records: impl IntoIterator<Item = &'a (RecordId, PruneRecord)>,
+    ) -> Self {
+        let mut packs: HashMap<PackId, Vec<(RecordId, u64)>> = HashMap::new();
+        for (id, r) in records {
             for (p, _) in &r.condemned {
-                let g = packs.entry(*p).or_insert(r.grace);
-                *g = (*g).min(r.grace);
+                packs.entry(*p).or_default().push((*id, r.grace));
             }
         }
         Self { packs }
@@ -75,17 +76,16 @@ impl Condemned {
     /// # Errors
     /// As [`load_all`].
     pub fn load(repo: &Repository) -> Result<Self> {
-        let records = load_all(repo)?;
-        Ok(Self::from_records(records.iter().map(|(_, r)| r)))
+        Ok(Self::from_records(&load_all(repo)?))
     }
 
     pub fn contains(&self, pack: &PackId) -> bool {
         self.packs.contains_key(pack)
     }
 
-    /// The smallest grace of the records condemning `pack`.
-    pub fn grace(&self, pack: &PackId) -> Option<u64> {
-        self.packs.get(pack).copied()
+    /// The records condemning `pack`, with their grace.
+    pub fn by(&self, pack: &PackId) -> &[(RecordId, u64)] {
+        self.packs.get(pack).map_or(&[], Vec::as_slice)
     }
 
     pub fn packs(&self) -> HashSet<PackId> {

@@ -22,6 +22,8 @@ mod crash;
 mod images;
 #[path = "integration/nightly.rs"]
 mod nightly;
+#[path = "integration/prune.rs"]
+mod prune;
 #[path = "integration/retention.rs"]
 mod retention;
 #[path = "integration/security.rs"]

@@ -46,6 +46,7 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
                 "clean": report.is_clean(), "packs": report.packs, "index_files": report.index_files,
                 "snapshots": report.snapshots, "trees": report.trees, "packs_read": report.packs_read,
                 "bytes_read": report.bytes_read, "orphan_packs": orphans, "damage": damage,
+                "condemned_packs": report.condemned_packs.len(),
             })
         );
     } else {
@@ -62,6 +63,12 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             println!(
                 "{} packs are in no index (an interrupted backup; the next backup reuses them)",
                 report.orphan_packs.len()
+            );
+        }
+        if !report.condemned_packs.is_empty() {
+            println!(
+                "{} packs are condemned by prune and wait for a later prune to delete them",
+                report.condemned_packs.len()
             );
         }
         for d in &report.damage {

@@ -122,7 +122,7 @@ fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
                 "packs": r.packs, "bytes": r.bytes,
                 "condemned_packs": r.condemned_packs, "condemned_bytes": r.condemned_bytes,
                 "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
-                "rewritten_bytes": r.rewritten_bytes,
+                "rewritten_bytes": r.rewritten_bytes, "new_pack_bytes": r.new_pack_bytes,
                 "deleted_packs": r.deleted_packs, "freed_bytes": r.freed_bytes,
                 "resurrected_packs": r.resurrected_packs, "adopted_packs": r.adopted_packs,
                 "index_files_written": r.index_files_written,

@@ -214,11 +214,23 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     for p in &report.packs_refused {
         eprintln!("warning: unindexed {p} (not reused)");
     }
+    let sec = report.secured;
+    if sec.packs_copied + sec.packs_resurrected > 0 {
+        eprintln!(
+            "note: a prune condemned {} packs this backup used while it ran: {} taken back, {} copied ({:.1} MB)",
+            sec.packs_copied + sec.packs_resurrected,
+            sec.packs_resurrected,
+            sec.packs_copied,
+            sec.bytes_copied as f64 / 1e6
+        );
+    }
     if g.json {
         println!(
             "{}",
             serde_json::json!({
                 "packs_adopted": report.packs_adopted,
+                "packs_taken_back": sec.packs_resurrected,
+                "packs_copied": sec.packs_copied,
                 "snapshot": report.snapshot.to_hex(),
                 "parent": report.parent.map(|p| p.to_hex()),
                 "summary": s,

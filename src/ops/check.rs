@@ -125,6 +125,9 @@ pub struct CheckReport {
     pub bytes_read: u64,
     /// Packs no index file names (left by an interrupted backup).
     pub orphan_packs: Vec<PackId>,
+    /// Packs a prune record condemned, awaiting deletion (format-spec/12);
+    /// not orphans, not damage.
+    pub condemned_packs: Vec<PackId>,
     pub damage: Vec<Damage>,
 }
 
@@ -156,6 +159,7 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .copied()
         .collect();
     report.orphan_packs.sort();
+    check_records(repo, &mut report)?;
     if let Some(subset) = options.read_data {
         // Packs the structure check already found damaged are not read
         // (or reported) again.
@@ -210,6 +214,31 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     found.sort_by(|a, b| a.object.cmp(&b.object));
     report.damage.extend(found);
     Ok(report)
+}
+
+/// Prune records must authenticate; the packs they condemn are told apart
+/// from orphans.
+fn check_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    let mut condemned = HashSet::new();
+    for info in repo.backend().list(layout::PRUNE_DIR)? {
+        let id = layout::parse_record_path(&info.path)?;
+        match crate::records::load(repo, &id) {
+            Ok(r) => condemned.extend(r.condemned.iter().map(|(p, _)| *p)),
+            Err(e) if is_damage(&e) => {
+                report
+                    .damage
+                    .push(damage(format!("prune record {id}"), &e, Vec::new()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let (waiting, orphans): (Vec<PackId>, Vec<PackId>) = report
+        .orphan_packs
+        .iter()
+        .partition(|p| condemned.contains(*p));
+    report.condemned_packs = waiting;
+    report.orphan_packs = orphans;
+    Ok(())
 }
 
 fn short(id: &SnapshotId) -> String {

@@ -85,6 +85,8 @@ pub struct PruneReport {
     pub repacked_bytes: u64,
     /// Bytes of blobs written into new packs by repacking.
     pub rewritten_bytes: u64,
+    /// Size of the new packs repacking wrote.
+    pub new_pack_bytes: u64,
     /// Packs deleted by this run (ripe records swept).
     pub deleted_packs: usize,
     pub freed_bytes: u64,
@@ -355,9 +357,17 @@ impl Marker<'_> {
 struct PackUse {
     kind: PackKind,
     size: u64,
-    live_bytes: u64,
+    /// Stored bytes of blobs no snapshot needs.
+    dead_bytes: u64,
     live_blobs: usize,
     old: bool,
+}
+
+impl PackUse {
+    /// Share of the pack's blob bytes that is live.
+    fn live_share(&self) -> f64 {
+        1.0 - self.dead_bytes as f64 / self.size.max(1) as f64
+    }
 }
 
 /// Prunes `repo`. `index` is the synced cache; `scratch` a private
@@ -464,17 +474,18 @@ pub fn prune(
         let f = read_index_file(repo, file)?;
         for pack in &f.packs {
             let old = old_file(file) && !exempt.contains(&pack.id);
-            let (mut live_bytes, mut live_blobs) = (0u64, 0usize);
+            let (mut dead_bytes, mut live_blobs) = (0u64, 0usize);
             for e in &pack.entries {
                 if live.contains(&e.id)? {
-                    live_bytes += u64::from(e.stored_len);
                     live_blobs += 1;
+                } else {
+                    dead_bytes += u64::from(e.stored_len);
                 }
             }
             let u = uses.entry(pack.id).or_insert(PackUse {
                 kind: pack.kind,
                 size: pack.size,
-                live_bytes,
+                dead_bytes,
                 live_blobs,
                 old,
             });
@@ -538,16 +549,17 @@ pub fn prune(
     let mut unused: u64 = uses
         .iter()
         .filter(|(p, u)| staying(p) && u.old)
-        .map(|(_, u)| u.size.saturating_sub(u.live_bytes))
+        .map(|(_, u)| u.dead_bytes)
         .sum();
     let mut candidates: Vec<(PackId, PackUse)> = uses
         .iter()
-        .filter(|(p, u)| staying(p) && u.old && u.live_bytes < u.size)
+        .filter(|(p, u)| staying(p) && u.old && u.dead_bytes > 0)
         .map(|(p, u)| (*p, *u))
         .collect();
     candidates.sort_by(|a, b| {
-        let share = |u: &PackUse| u.live_bytes as f64 / u.size.max(1) as f64;
-        share(&a.1).total_cmp(&share(&b.1)).then(a.0.cmp(&b.0))
+        a.1.live_share()
+            .total_cmp(&b.1.live_share())
+            .then(a.0.cmp(&b.0))
     });
     let mut repack: Vec<(PackId, PackUse)> = Vec::new();
     let mut repack_bytes = 0u64;
@@ -558,9 +570,8 @@ pub fn prune(
             break;
         }
         repack_bytes += u.size;
-        let waste = u.size.saturating_sub(u.live_bytes);
-        unused -= waste;
-        total -= waste;
+        unused -= u.dead_bytes;
+        total -= u.dead_bytes;
         repack.push((p, u));
     }
     report.unused_bytes_after = unused;
@@ -820,6 +831,7 @@ fn repack_packs(
             &layout::pack_path(&pack.id),
             &pack.bytes,
         )?;
+        report.new_pack_bytes += pack.bytes.len() as u64;
         out.push(IndexedPack {
             id: pack.id,
             kind: pack.kind,

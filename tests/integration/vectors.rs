@@ -14,8 +14,9 @@ use kura::format::frame;
 use kura::format::index::{IndexFile, IndexedPack};
 use kura::format::keyslot::KeySlot;
 use kura::format::pack::{self, PackEntry, PackHeader, PackKind};
+use kura::format::prune::PruneRecord;
 use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob, Xattr};
-use kura::id::{ChunkId, PackId, RepoId};
+use kura::id::{ChunkId, IndexId, PackId, RepoId};
 use kura::repo::DEFAULT_CHUNKER;
 use serde_json::{Value, json};
 
@@ -516,6 +517,55 @@ fn check_index(c: &Value) -> String {
     kind_name(IndexFile::decode(&hex::decode(c["payload"].as_str().unwrap()).unwrap()).map(drop))
 }
 
+fn prune_vectors() -> Value {
+    let record = PruneRecord {
+        created: 1_800_000_000,
+        grace: 3600,
+        seen_index: vec![IndexId([0x99; 32])],
+        seen_orphans: vec![PackId([0x77; 32])],
+        condemned: vec![(PackId([0x55; 32]), 4096), (PackId([0x66; 32]), 8192)],
+    };
+    let payload = record.encode();
+    let patch = |at: usize, v: &[u8]| {
+        let mut b = payload.clone();
+        b[at..at + v.len()].copy_from_slice(v);
+        hex::encode(b)
+    };
+    let mut trailing = payload.clone();
+    trailing.push(0);
+    let mut twice = record.clone();
+    twice.condemned[1].0 = twice.condemned[0].0;
+    let record_id = [0x44u8; 32];
+    let sealed = envelope::seal_with_nonce(
+        &master().subkeys().metadata,
+        &[0x33; 24],
+        ObjectType::PruneRecord,
+        &record_id,
+        &repo_id(),
+        &frame::encode(&payload, 0),
+    );
+    let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
+    // Offsets: version 0, created 1, grace 9, index count 17, ids 21,
+    // orphan count 53, ids 57, condemned count 89, entries 93.
+    file(
+        "a prune record (chapter 12); `sealed` is the whole object (raw frame, type 8, K_meta, nonce 33..)",
+        json!({ "record_id": hex::encode(record_id), "sealed": hex::encode(sealed) }),
+        vec![
+            c("one index file, one orphan, two condemned packs", "ok", hex::encode(&payload)),
+            c("version 2", "Unsupported", patch(0, &[2])),
+            c("index count too large", "Corrupt", patch(17, &1000u32.to_le_bytes())),
+            c("condemned count too large", "Corrupt", patch(89, &3u32.to_le_bytes())),
+            c("a pack condemned twice", "Corrupt", hex::encode(twice.encode())),
+            c("trailing bytes", "Corrupt", hex::encode(trailing)),
+            c("truncated", "Corrupt", hex::encode(&payload[..payload.len() - 1])),
+        ],
+    )
+}
+
+fn check_prune(c: &Value) -> String {
+    kind_name(PruneRecord::decode(&hex::decode(c["payload"].as_str().unwrap()).unwrap()).map(drop))
+}
+
 fn config_vectors() -> Value {
     let keys = master().subkeys();
     let header = ConfigHeader {
@@ -771,6 +821,11 @@ fn pack_vectors_match() {
 #[test]
 fn index_vectors_match() {
     golden("index.json", &index_vectors(), check_index);
+}
+
+#[test]
+fn prune_vectors_match() {
+    golden("prune.json", &prune_vectors(), check_prune);
 }
 
 #[test]

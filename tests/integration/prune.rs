@@ -1,0 +1,610 @@
+//! Prune (format-spec/12): two phases over a grace period, repacking,
+//! crash points, listing errors, and backups that run across a prune.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kura::backend::faulty::FaultPlan;
+use kura::backend::{Backend, FaultyBackend, MemoryBackend, write_bytes};
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::format::layout;
+use kura::id::SnapshotId;
+use kura::index::ChunkIndex;
+use kura::ops::backup::{BackupOptions, backup};
+use kura::ops::check::{CheckOptions, Subset, check};
+use kura::ops::prune::{PruneOptions, PruneReport, prune};
+use kura::ops::restore::{RestoreOptions, restore};
+use kura::pack::PackerOptions;
+use kura::repo::Repository;
+use kura::snapshot;
+
+use crate::common::{PASSWORD, all_objects, describe, fast_options, pseudo_random};
+
+/// Small packs, so that a few hundred KiB make many packs that mix files.
+fn small_packs() -> ChunkStoreOptions {
+    ChunkStoreOptions {
+        packer: PackerOptions {
+            target_size: 96 << 10,
+            open_packs: 2,
+        },
+        index_every: 4,
+        ..ChunkStoreOptions::default()
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    src: PathBuf,
+    backend: Arc<MemoryBackend>,
+    /// What each snapshot must restore to.
+    expected: HashMap<SnapshotId, HashMap<PathBuf, String>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let backend = Arc::new(MemoryBackend::new());
+        Repository::init(
+            backend.clone() as Arc<dyn Backend>,
+            PASSWORD,
+            &fast_options(),
+        )
+        .unwrap();
+        Self {
+            dir,
+            src,
+            backend,
+            expected: HashMap::new(),
+        }
+    }
+
+    fn open(backend: Arc<dyn Backend>) -> Repository {
+        Repository::open(backend, PASSWORD).unwrap()
+    }
+
+    fn repo(&self) -> Repository {
+        World::open(self.backend.clone() as Arc<dyn Backend>)
+    }
+
+    fn write(&self, name: &str, len: usize, seed: u64) {
+        fs::write(self.src.join(name), pseudo_random(len, seed)).unwrap();
+    }
+
+    fn backup(&mut self) -> SnapshotId {
+        let repo = self.repo();
+        let index = ChunkIndex::open(None).unwrap();
+        index.sync(&repo).unwrap();
+        let report = backup(
+            &repo,
+            &index,
+            &BackupOptions {
+                paths: vec![self.src.clone()],
+                hostname: "test".into(),
+                store: small_packs(),
+                ..BackupOptions::default()
+            },
+        )
+        .unwrap();
+        self.expected.insert(report.snapshot, describe(&self.src));
+        report.snapshot
+    }
+
+    fn forget(&mut self, id: &SnapshotId) {
+        self.backend.delete(&layout::snapshot_path(id)).unwrap();
+        self.expected.remove(id);
+    }
+
+    fn scratch(&self) -> PathBuf {
+        self.dir.path().join("scratch")
+    }
+
+    fn prune(&self, options: &PruneOptions) -> PruneReport {
+        prune_on(&self.repo(), &self.scratch(), options).unwrap()
+    }
+
+    /// A copy of the repository's objects in a new memory backend.
+    fn copy(&self) -> Arc<MemoryBackend> {
+        let copy = Arc::new(MemoryBackend::new());
+        for (name, bytes) in all_objects(self.backend.as_ref()) {
+            write_bytes(copy.as_ref(), &name, &bytes).unwrap();
+        }
+        copy
+    }
+
+    fn data_bytes(backend: &dyn Backend) -> u64 {
+        backend
+            .list(layout::DATA_DIR)
+            .unwrap()
+            .iter()
+            .map(|i| i.size)
+            .sum()
+    }
+}
+
+fn prune_on(
+    repo: &Repository,
+    scratch: &Path,
+    options: &PruneOptions,
+) -> kura::Result<PruneReport> {
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(repo)?;
+    prune(repo, &index, scratch, options)
+}
+
+/// `check --read-data` with a fresh cache must be clean, and every snapshot
+/// present must be one of `expected` and restore to it.
+fn assert_whole(
+    backend: Arc<dyn Backend>,
+    expected: &HashMap<SnapshotId, HashMap<PathBuf, String>>,
+    src: &Path,
+    scratch: &Path,
+) {
+    let repo = Repository::open(backend, PASSWORD).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let report = check(
+        &repo,
+        &index,
+        &CheckOptions {
+            read_data: Some(Subset::All),
+        },
+    )
+    .unwrap();
+    assert!(report.is_clean(), "{:?}", report.damage);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    for (id, snap) in snapshot::list(&repo).unwrap() {
+        let want = expected
+            .get(&id)
+            .unwrap_or_else(|| panic!("snapshot {id} was never committed"));
+        let target = scratch.join(format!("restore-{id}"));
+        let _ = fs::remove_dir_all(&target);
+        restore(
+            &store,
+            &snap.tree_id().unwrap(),
+            &RestoreOptions {
+                target: target.clone(),
+                ..RestoreOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("snapshot {id}: {e}"));
+        let got = describe(&target.join(src.strip_prefix("/").unwrap()));
+        assert_eq!(&got, want, "snapshot {id} restores differently");
+        fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+/// Two snapshots sharing `b`; the first also has `a`, the second `c`.
+fn two_snapshots() -> (World, SnapshotId, SnapshotId) {
+    let mut w = World::new();
+    w.write("a", 300_000, 1);
+    w.write("b", 300_000, 2);
+    let first = w.backup();
+    fs::remove_file(w.src.join("a")).unwrap();
+    w.write("c", 300_000, 3);
+    let second = w.backup();
+    (w, first, second)
+}
+
+fn graced(now: u64) -> PruneOptions {
+    PruneOptions {
+        grace: 3600,
+        now: Some(now),
+        ..PruneOptions::default()
+    }
+}
+
+const T0: u64 = 2_000_000_000;
+
+#[test]
+fn packs_are_condemned_then_deleted_by_runs_a_grace_apart() {
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
+    let before = World::data_bytes(w.backend.as_ref());
+
+    // No record yet: the first run only writes down what it saw.
+    let r1 = w.prune(&graced(T0));
+    assert!(r1.record_written);
+    assert_eq!((r1.condemned_packs, r1.deleted_packs), (0, 0));
+    // Within the grace period nothing is old enough either.
+    let r2 = w.prune(&graced(T0 + 1800));
+    assert_eq!((r2.condemned_packs, r2.deleted_packs), (0, 0));
+
+    // Ripe: the packs only `a` used are condemned, not yet deleted.
+    let r3 = w.prune(&graced(T0 + 3600));
+    assert!(r3.condemned_packs > 0, "{r3:?}");
+    assert_eq!(r3.deleted_packs, 0);
+    assert_eq!(
+        World::data_bytes(w.backend.as_ref()),
+        before + r3.new_pack_bytes
+    );
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+
+    // A run before the condemning record ripens deletes nothing.
+    let r4 = w.prune(&graced(T0 + 3600 + 1800));
+    assert_eq!(r4.deleted_packs, 0);
+
+    let r5 = w.prune(&graced(T0 + 7200));
+    assert_eq!(r5.deleted_packs, r3.condemned_packs, "{r5:?}");
+    assert!(r5.freed_bytes > 0);
+    let after = World::data_bytes(w.backend.as_ref());
+    let rewritten: u64 = [&r1, &r2, &r3, &r4, &r5]
+        .iter()
+        .map(|r| r.new_pack_bytes)
+        .sum();
+    assert_eq!(after, before + rewritten - r5.freed_bytes);
+    assert!(after < before * 3 / 4, "{after} of {before}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+    // Records are swept with their packs; the newest stays as reference.
+    assert!(!w.backend.list(layout::PRUNE_DIR).unwrap().is_empty());
+}
+
+#[test]
+fn prune_now_deletes_and_repacks_in_one_run() {
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
+    let before = World::data_bytes(w.backend.as_ref());
+    let dry = w.prune(&PruneOptions {
+        grace: 0,
+        dry_run: true,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(World::data_bytes(w.backend.as_ref()), before);
+    let r = w.prune(&PruneOptions {
+        grace: 0,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(r.deleted_packs, dry.deleted_packs);
+    assert!(r.repacked_packs > 0, "packs mixing a and b: {r:?}");
+    assert!(r.rewritten_bytes > 0);
+    assert_eq!(r.unused_bytes_after, 0);
+    assert!(!r.record_written);
+    let after = World::data_bytes(w.backend.as_ref());
+    assert!(after < before * 3 / 4, "{after} of {before}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+    // Nothing is left to do.
+    let again = w.prune(&PruneOptions {
+        grace: 0,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(
+        (again.deleted_packs, again.repacked_packs),
+        (0, 0),
+        "{again:?}"
+    );
+}
+
+#[test]
+fn the_default_threshold_leaves_a_little_unused_space_alone() {
+    let (mut w, _, _) = two_snapshots();
+    // Both snapshots live: nothing unused, nothing to do.
+    let r = w.prune(&PruneOptions {
+        grace: 0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(
+        (r.deleted_packs, r.repacked_packs, r.condemned_packs),
+        (0, 0, 0)
+    );
+    let _ = &mut w;
+}
+
+#[test]
+fn a_failed_listing_makes_prune_delete_nothing() {
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
+    let before = all_objects(w.backend.as_ref());
+    let faulty = Arc::new(FaultyBackend::new(w.backend.clone() as Arc<dyn Backend>));
+    let repo = World::open(faulty.clone() as Arc<dyn Backend>);
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    faulty.set_plan(FaultPlan {
+        fail_lists: true,
+        ..FaultPlan::default()
+    });
+    let options = PruneOptions {
+        grace: 0,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    };
+    assert!(prune(&repo, &index, &w.scratch(), &options).is_err());
+    assert_eq!(all_objects(w.backend.as_ref()), before);
+}
+
+/// Runs `options` against a copy of `w` crashing at operation k, for every
+/// k until a run completes; after each, the copy checks clean, its
+/// snapshots restore, and a fault-free `prune --now` finishes the job.
+fn crash_everywhere(w: &World, options: &PruneOptions) -> u64 {
+    let mut k = 1;
+    loop {
+        let copy = w.copy();
+        let faulty = Arc::new(FaultyBackend::new(copy.clone() as Arc<dyn Backend>));
+        let repo = World::open(faulty.clone() as Arc<dyn Backend>);
+        faulty.set_plan(FaultPlan {
+            crash_at: Some(k),
+            ..FaultPlan::default()
+        });
+        let outcome = prune_on(&repo, &w.scratch(), options);
+        let crashed = faulty.crashed();
+        assert_eq!(outcome.is_err(), crashed, "k={k}: {outcome:?}");
+        assert_whole(copy.clone(), &w.expected, &w.src, &w.scratch());
+        let finish = prune_on(
+            &World::open(copy.clone() as Arc<dyn Backend>),
+            &w.scratch(),
+            &PruneOptions {
+                grace: 0,
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("k={k}: prune after the crash: {e}"));
+        let _ = finish;
+        assert_whole(copy.clone(), &w.expected, &w.src, &w.scratch());
+        if !crashed {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+#[test]
+fn a_crash_at_any_operation_of_prune_now_leaves_a_whole_repository() {
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
+    let n = crash_everywhere(
+        &w,
+        &PruneOptions {
+            grace: 0,
+            max_unused: 0.0,
+            ..PruneOptions::default()
+        },
+    );
+    assert!(n > 20, "only {n} operations");
+}
+
+#[test]
+fn a_crash_at_any_operation_of_graced_runs_leaves_a_whole_repository() {
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
+    w.prune(&graced(T0));
+    // The condemning run (reference ripe), crashed everywhere.
+    crash_everywhere(&w, &graced(T0 + 3600));
+    w.prune(&graced(T0 + 3600));
+    // The sweeping run, crashed everywhere.
+    let n = crash_everywhere(&w, &graced(T0 + 7200));
+    assert!(n > 10, "only {n} operations");
+}
+
+/// A store that found blobs in packs a prune then condemned: the commit
+/// check takes them back (index file) or copies them, and the sweep then
+/// keeps or no longer needs them.
+fn relying_store_after_condemning(resurrect: bool) {
+    let (mut w, first, _) = two_snapshots();
+    let a = pseudo_random(300_000, 1);
+    w.forget(&first);
+    let repo = w.repo();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    // Like a backup that started before the prune: `a` is found, not stored.
+    let refs = store.put_stream(&a[..]).unwrap();
+    assert_eq!(store.stats().chunks_new, 0);
+    w.prune(&graced(T0));
+    let condemning = w.prune(&graced(T0 + 3600));
+    assert!(condemning.condemned_packs > 0);
+    store.flush().unwrap();
+    let secured = store.secure_relied(|_| resurrect).unwrap();
+    if resurrect {
+        assert!(secured.packs_resurrected > 0, "{secured:?}");
+    } else {
+        assert!(secured.packs_copied > 0, "{secured:?}");
+    }
+    assert_eq!(
+        store.secure_relied(|_| resurrect).unwrap(),
+        kura::chunkstore::SecureReport::default()
+    );
+    let sweep = w.prune(&graced(T0 + 7200));
+    if resurrect {
+        assert!(
+            sweep.deleted_packs < condemning.condemned_packs,
+            "{sweep:?}"
+        );
+    }
+    let fresh = ChunkIndex::open(None).unwrap();
+    fresh.sync(&repo).unwrap();
+    let reader = ChunkStore::new(&repo, &fresh, ChunkStoreOptions::default());
+    let mut back = Vec::new();
+    for r in &refs {
+        back.extend(reader.get(&r.id).unwrap());
+    }
+    assert_eq!(back, a);
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+}
+
+#[test]
+fn a_store_that_relied_on_condemned_packs_takes_them_back() {
+    relying_store_after_condemning(true);
+}
+
+#[test]
+fn a_store_that_relied_on_condemned_packs_copies_them() {
+    relying_store_after_condemning(false);
+}
+
+// ---- the CLI, with a real backup process stopped across prunes
+
+mod cli {
+    use std::fs;
+    use std::io::Write;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use crate::common::{BIN, CliRepo, describe, pseudo_random, stderr};
+
+    fn ok(out: &std::process::Output) -> String {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn signal(child: &Child, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits out a grace period of one second (the prune records' clock
+    /// has whole seconds).
+    fn pass_grace() {
+        std::thread::sleep(Duration::from_millis(2100));
+    }
+
+    /// `prune --grace 1s --json`, its report.
+    fn prune(r: &CliRepo) -> serde_json::Value {
+        let out = ok(&r.run(&["--json", "prune", "--grace", "1s"]));
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn restored_matches(r: &CliRepo, dir: &Path, src: &Path, dump: &[u8]) {
+        let target = dir.join("restored");
+        let _ = fs::remove_dir_all(&target);
+        ok(&r.run(&["restore", "latest", "--target", target.to_str().unwrap()]));
+        let rel = src.strip_prefix("/").unwrap();
+        assert_eq!(describe(&target.join(rel)), describe(src));
+        assert_eq!(fs::read(target.join("dump")).unwrap(), dump);
+    }
+
+    /// A first snapshot of `src`, then a backup of `src` and of a command
+    /// reading a FIFO, started and stopped with SIGSTOP once it reads the
+    /// FIFO (it has deduplicated `src` against the first snapshot by
+    /// then); the first snapshot is forgotten and two prunes a grace apart
+    /// condemn its packs. Returns the stopped backup and the FIFO's writer.
+    fn stopped_backup_and_condemned_parent(
+        dir: &Path,
+        r: &CliRepo,
+        src: &Path,
+    ) -> (Child, fs::File) {
+        fs::create_dir_all(src).unwrap();
+        fs::write(src.join("x"), pseudo_random(2 << 20, 11)).unwrap();
+        fs::write(src.join("y"), pseudo_random(1 << 20, 12)).unwrap();
+        ok(&r.run(&["backup", "-q", "--tag", "old", src.to_str().unwrap()]));
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let child = Command::new(BIN)
+            .arg("-r")
+            .arg(&r.path)
+            .envs(r.env())
+            .args(["backup", "-q", "--tag", "new", src.to_str().unwrap()])
+            .arg("--stdin-from-command")
+            .arg(format!("dump=cat {}", fifo.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening blocks until `cat` opens the other end: the backup has
+        // stored `src` and waits for the dump.
+        let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        signal(&child, "-STOP");
+        ok(&r.run(&["forget", "--keep-tag", "new"]));
+        prune(r); // the first record: what exists now
+        pass_grace();
+        let report = prune(r);
+        assert!(
+            report["condemned_packs"].as_u64().unwrap() > 0,
+            "the forgotten snapshot's packs are condemned: {report}"
+        );
+        (child, writer)
+    }
+
+    #[test]
+    fn a_backup_stopped_until_after_the_condemning_prune_copies_what_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src);
+        signal(&child, "-CONT");
+        let dump = pseudo_random(100_000, 13);
+        writer.write_all(&dump).unwrap();
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("copied"), "{}", stderr(&out));
+        // The sweep deletes the condemned packs; the new snapshot does not
+        // need them any more.
+        pass_grace();
+        let report = prune(&r);
+        assert!(report["deleted_packs"].as_u64().unwrap() > 0, "{report}");
+        ok(&r.run(&["check", "--read-data"]));
+        restored_matches(&r, dir.path(), &src, &dump);
+    }
+
+    #[test]
+    fn a_backup_stopped_across_the_sweep_commits_nothing_and_the_next_one_is_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src);
+        pass_grace();
+        let report = prune(&r);
+        assert!(report["deleted_packs"].as_u64().unwrap() > 0, "{report}");
+        signal(&child, "-CONT");
+        let dump = pseudo_random(100_000, 13);
+        writer.write_all(&dump).unwrap();
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("was pruned while the backup ran"),
+            "{}",
+            stderr(&out)
+        );
+        let listed = ok(&r.run(&["snapshots"]));
+        assert!(
+            !listed.contains("new"),
+            "no snapshot was committed: {listed}"
+        );
+        ok(&r.run(&["check", "--read-data"]));
+        // Run again: the data is stored anew and the snapshot is whole.
+        fs::write(dir.path().join("dump-file"), &dump).unwrap();
+        ok(&r.run(&[
+            "backup",
+            "-q",
+            src.to_str().unwrap(),
+            "--stdin-from-command",
+            &format!("dump=cat {}", dir.path().join("dump-file").display()),
+        ]));
+        ok(&r.run(&["check", "--read-data"]));
+        restored_matches(&r, dir.path(), &src, &dump);
+    }
+
+    #[test]
+    fn forget_prune_now_frees_space_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("x"), pseudo_random(3 << 20, 21)).unwrap();
+        ok(&r.run(&["backup", "-q", src.to_str().unwrap()]));
+        fs::write(src.join("x"), pseudo_random(3 << 20, 22)).unwrap();
+        ok(&r.run(&["backup", "-q", src.to_str().unwrap()]));
+        let refused = r.run(&["forget", "--keep-last", "1", "--prune", "--grace", "0"]);
+        assert!(!refused.status.success(), "grace 0 needs --now");
+        assert_eq!(
+            ok(&r.run(&["snapshots"])).lines().count(),
+            3,
+            "nothing forgotten"
+        );
+        let out = ok(&r.run(&["--json", "forget", "--keep-last", "1", "--prune", "--now"]));
+        let prune: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert!(prune["freed_bytes"].as_u64().unwrap() > 3_000_000, "{out}");
+        ok(&r.run(&["check", "--read-data"]));
+    }
+}
