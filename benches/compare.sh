@@ -66,3 +66,24 @@ measure kura-check c "$kura" -r "$work/kura" check --read-data
 printf 'kura\t%s\n' "$(grep -P '^kura-check\t' "$work/results" | cut -f3-)"
 measure restic-check c restic -r "$work/restic" check --read-data
 printf 'restic\t%s\n' "$(grep -P '^restic-check\t' "$work/results" | cut -f3-)"
+echo
+# Prune (issue 4): forget all but the last two nights, then prune. kura
+# --now does both phases in one run (what restic does under its exclusive
+# lock); kura's graced mode is timed too, on a copy: a first run that only
+# records, then the condemning run with the reference ripe (--grace 1s).
+printf 'forget+prune\twall_s\tcpu_s\trss_MB\trepo_MB_after\n'
+cp -a "$work/kura" "$work/kura-graced"
+cp -a "$work/kura-cache" "$work/kura-graced-cache"
+measure kura-prune p "$kura" -r "$work/kura" forget --keep-last 2 --prune --now
+printf 'kura --now\t%s\t%.1f\n' "$(grep -P '^kura-prune\t' "$work/results" | cut -f3-)" "$(echo "$(size "$work/kura") / 1000000" | bc -l)"
+measure restic-prune p restic -r "$work/restic" forget --keep-last 2 --prune
+printf 'restic\t%s\t%.1f\n' "$(grep -P '^restic-prune\t' "$work/results" | cut -f3-)" "$(echo "$(size "$work/restic") / 1000000" | bc -l)"
+if [ $have_borg = 1 ]; then
+    measure borg-prune p sh -c "borg prune --keep-last 2 '$work/borg' && borg compact '$work/borg'"
+    printf 'borg\t%s\t%.1f\n' "$(grep -P '^borg-prune\t' "$work/results" | cut -f3-)" "$(echo "$(size "$work/borg") / 1000000" | bc -l)"
+fi
+KURA_CACHE_DIR=$work/kura-graced-cache "$kura" -r "$work/kura-graced" forget --keep-last 2 --prune --grace 1s >/dev/null
+sleep 2
+KURA_CACHE_DIR=$work/kura-graced-cache measure kura-graced p "$kura" -r "$work/kura-graced" prune --grace 1s
+printf 'kura graced (condemning run)\t%s\t%.1f\n' "$(grep -P '^kura-graced\t' "$work/results" | cut -f3-)" "$(echo "$(size "$work/kura-graced") / 1000000" | bc -l)"
+"$kura" -r "$work/kura" check --read-data >/dev/null && echo "kura check --read-data after prune: clean"
