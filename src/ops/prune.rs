@@ -26,7 +26,7 @@ use crate::format::prune::PruneRecord;
 use crate::format::tree::{Content, Extent, Payload, TreeBlob};
 use crate::id::{ChunkId, IndexId, PackId, RecordId};
 use crate::index::{BlobLocation, ChunkIndex, read_index_file, write_index_file_as};
-use crate::pack::{Packer, PackerOptions, read_header, verify_pack};
+use crate::pack::{FinishedPack, Packer, PackerOptions, read_header, verify_pack};
 use crate::records;
 use crate::repo::Repository;
 use crate::snapshot;
@@ -619,8 +619,7 @@ pub fn prune(
     // Step 5, the copying: live blobs of the chosen packs into new packs.
     let mut repacked: Vec<(PackId, u64)> = Vec::new();
     if !repack.is_empty() {
-        let (written, skipped) =
-            repack_packs(repo, index, &repack, &condemned_set, &live, &mut report)?;
+        let (written, skipped) = repack_packs(repo, &repack, &live, &mut report)?;
         for (p, u) in &repack {
             if !skipped.contains(p) {
                 repacked.push((*p, u.size));
@@ -766,24 +765,34 @@ fn write_file(
 /// be read or fails authentication gets a warning and stays.
 fn repack_packs(
     repo: &Repository,
-    index: &ChunkIndex,
     repack: &[(PackId, PackUse)],
-    condemned: &HashSet<PackId>,
     live: &LiveReader,
     report: &mut PruneReport,
 ) -> Result<(Vec<IndexedPack>, HashSet<PackId>)> {
     let mut skipped = HashSet::new();
-    let leaving: HashSet<PackId> = repack
-        .iter()
-        .map(|(p, _)| *p)
-        .chain(condemned.iter().copied())
-        .collect();
     let sealer = repo.sealer();
     let mut packers = [
         Packer::new(PackKind::Data, PackerOptions::default()),
         Packer::new(PackKind::Tree, PackerOptions::default()),
     ];
-    let mut finished = Vec::new();
+    let mut out = Vec::new();
+    // Each full pack is written at once, so memory holds the open packs
+    // and one pack being read, whatever the amount repacked.
+    let mut write = |pack: FinishedPack, report: &mut PruneReport| -> Result<()> {
+        write_bytes(
+            repo.backend().as_ref(),
+            &layout::pack_path(&pack.id),
+            &pack.bytes,
+        )?;
+        report.new_pack_bytes += pack.bytes.len() as u64;
+        out.push(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            entries: pack.entries,
+        });
+        Ok(())
+    };
     let mut copied: HashSet<ChunkId> = HashSet::new();
     for (p, u) in repack {
         let bytes = match repo
@@ -805,39 +814,21 @@ fn repack_packs(
             if !live.contains(&e.id)? || copied.contains(&e.id) {
                 continue;
             }
-            // Another copy in a pack that stays serves as well.
-            if index
-                .lookup(&e.id)?
-                .is_some_and(|loc| loc.pack != *p && !leaving.contains(&loc.pack))
-            {
-                continue;
-            }
+            // Copied even if another pack that stays has it too: that copy
+            // may be damaged, and only a read would tell.
             copied.insert(e.id);
             let start = e.offset as usize;
             let blob = &bytes[start..start + e.stored_len as usize];
             report.rewritten_bytes += u64::from(e.stored_len);
             if let Some(full) = packer.add(sealer, e.id, blob, e.raw_len) {
-                finished.push(full);
+                write(full, report)?;
             }
         }
     }
     for packer in &mut packers {
-        finished.extend(packer.finish_all(sealer));
-    }
-    let mut out = Vec::with_capacity(finished.len());
-    for pack in finished {
-        write_bytes(
-            repo.backend().as_ref(),
-            &layout::pack_path(&pack.id),
-            &pack.bytes,
-        )?;
-        report.new_pack_bytes += pack.bytes.len() as u64;
-        out.push(IndexedPack {
-            id: pack.id,
-            kind: pack.kind,
-            size: pack.bytes.len() as u64,
-            entries: pack.entries,
-        });
+        for full in packer.finish_all(sealer) {
+            write(full, report)?;
+        }
     }
     Ok((out, skipped))
 }

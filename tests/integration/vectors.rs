@@ -551,13 +551,33 @@ fn prune_vectors() -> Value {
         "a prune record (chapter 12); `sealed` is the whole object (raw frame, type 8, K_meta, nonce 33..)",
         json!({ "record_id": hex::encode(record_id), "sealed": hex::encode(sealed) }),
         vec![
-            c("one index file, one orphan, two condemned packs", "ok", hex::encode(&payload)),
+            c(
+                "one index file, one orphan, two condemned packs",
+                "ok",
+                hex::encode(&payload),
+            ),
             c("version 2", "Unsupported", patch(0, &[2])),
-            c("index count too large", "Corrupt", patch(17, &1000u32.to_le_bytes())),
-            c("condemned count too large", "Corrupt", patch(89, &3u32.to_le_bytes())),
-            c("a pack condemned twice", "Corrupt", hex::encode(twice.encode())),
+            c(
+                "index count too large",
+                "Corrupt",
+                patch(17, &1000u32.to_le_bytes()),
+            ),
+            c(
+                "condemned count too large",
+                "Corrupt",
+                patch(89, &3u32.to_le_bytes()),
+            ),
+            c(
+                "a pack condemned twice",
+                "Corrupt",
+                hex::encode(twice.encode()),
+            ),
             c("trailing bytes", "Corrupt", hex::encode(trailing)),
-            c("truncated", "Corrupt", hex::encode(&payload[..payload.len() - 1])),
+            c(
+                "truncated",
+                "Corrupt",
+                hex::encode(&payload[..payload.len() - 1]),
+            ),
         ],
     )
 }
