@@ -157,6 +157,11 @@ impl Backend for FaultyBackend {
         self.inner.delete(path)
     }
 
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        self.begin("remove stale temporaries", false)?;
+        self.inner.remove_stale_temporaries(older_than)
+    }
+
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }

@@ -134,6 +134,49 @@ impl Backend for LocalBackend {
     fn describe(&self) -> String {
         self.root.display().to_string()
     }
+
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = 0;
+        remove_temporaries(&self.root, cutoff, &mut removed)?;
+        Ok(removed)
+    }
+}
+
+/// Removes this backend's temporary files (`.NAME.tmp-HEX`) last modified
+/// before `cutoff`, below `dir`.
+fn remove_temporaries(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u64) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", entry.path().display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if meta.is_dir() && !name.starts_with('.') {
+            remove_temporaries(&entry.path(), cutoff, removed)?;
+        } else if meta.is_file()
+            && name.starts_with('.')
+            && name.contains(".tmp-")
+            && meta.modified().is_ok_and(|m| m < cutoff)
+        {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => *removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::io(format!("removing {}", entry.path().display()), e));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_temp(temp: &Path, data: &mut dyn Read) -> io::Result<()> {

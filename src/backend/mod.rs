@@ -65,6 +65,18 @@ pub trait Backend: Send + Sync {
 
     /// A short human description (for messages), e.g. the root path.
     fn describe(&self) -> String;
+
+    /// Removes what writers killed mid-write left behind (a local
+    /// backend's temporary files) if older than `older_than`; returns how
+    /// many. Never touches an object. The default has nothing to remove
+    /// (object stores expire unfinished uploads by their own rules).
+    ///
+    /// # Errors
+    /// I/O errors while looking or removing.
+    fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        let _ = older_than;
+        Ok(0)
+    }
 }
 
 /// Writes a byte slice; the common case of [`Backend::write`].

@@ -127,7 +127,7 @@ fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
                 "resurrected_packs": r.resurrected_packs, "adopted_packs": r.adopted_packs,
                 "index_files_written": r.index_files_written,
                 "index_files_deleted": r.index_files_deleted,
-                "records_swept": r.records_swept, "record_written": r.record_written,
+                "records_swept": r.records_swept, "temporaries_removed": r.temporaries_removed, "record_written": r.record_written,
                 "unused_bytes_after": r.unused_bytes_after,
                 "deletable_after": r.deletable_after, "warnings": r.warnings,
             })

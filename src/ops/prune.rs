@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
@@ -33,6 +33,9 @@ use crate::snapshot;
 
 /// Default grace period: one hour (format-spec/12, assumption A1).
 pub const DEFAULT_GRACE: u64 = 3600;
+/// Temporary files younger than this (seconds) may belong to a write in
+/// progress.
+const TEMPORARY_AGE: u64 = 86_400;
 /// Packs per rewritten index file.
 const PACKS_PER_FILE: usize = 256;
 /// Live chunk ids buffered before they go to the on-disk table.
@@ -97,6 +100,8 @@ pub struct PruneReport {
     pub index_files_written: usize,
     pub index_files_deleted: usize,
     pub records_swept: usize,
+    /// Temporary files of killed writers removed (local backend).
+    pub temporaries_removed: u64,
     /// Whether this run wrote a record (the next run's reference).
     pub record_written: bool,
     /// Unused bytes in packs that stay (after this run's condemning).
@@ -746,6 +751,14 @@ pub fn prune(
         repo.backend().delete(&layout::record_path(id))?;
         report.records_swept += 1;
     }
+    // Temporary files of writers killed mid-write: with no backup running
+    // (grace 0) all of them, otherwise those older than a day and the grace.
+    let age = if at_once {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(options.grace.max(TEMPORARY_AGE))
+    };
+    report.temporaries_removed = repo.backend().remove_stale_temporaries(age)?;
     index.persist()?;
     Ok(report)
 }

@@ -586,6 +586,32 @@ mod cli {
     }
 
     #[test]
+    fn prune_removes_temporary_files_of_killed_writers_only_when_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("x"), pseudo_random(1 << 20, 31)).unwrap();
+        ok(&r.run(&["backup", "-q", src.to_str().unwrap()]));
+        let temps = [
+            r.path.join("index/.0123.tmp-00aa"),
+            r.path.join("data/.ab.tmp-11bb"),
+        ];
+        for t in &temps {
+            fs::write(t, b"half a pack").unwrap();
+        }
+        // A fresh temporary may be a write in progress.
+        let report = prune(&r);
+        assert_eq!(report["temporaries_removed"], 0);
+        assert!(temps.iter().all(|t| t.exists()));
+        let out = ok(&r.run(&["--json", "prune", "--now"]));
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(report["temporaries_removed"], 2, "{out}");
+        assert!(temps.iter().all(|t| !t.exists()));
+        ok(&r.run(&["check", "--read-data"]));
+    }
+
+    #[test]
     fn forget_prune_now_frees_space_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let r = CliRepo::init(dir.path());
