@@ -586,6 +586,55 @@ mod cli {
     }
 
     #[test]
+    fn backups_and_prunes_running_together_leave_every_snapshot_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        let mut prunes = 0;
+        for round in 0..6u64 {
+            fs::write(
+                src.join(format!("f{round}")),
+                pseudo_random(3 << 20, 40 + round),
+            )
+            .unwrap();
+            if round >= 2 {
+                fs::remove_file(src.join(format!("f{}", round - 2))).unwrap();
+            }
+            ok(&r.run(&["forget", "--keep-last", "2"]));
+            let mut child = Command::new(BIN)
+                .arg("-r")
+                .arg(&r.path)
+                .envs(r.env())
+                .args(["backup", "-q", src.to_str().unwrap()])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Prune for as long as the backup runs, and at least once.
+            loop {
+                let out = r.run(&["prune", "--grace", "1s"]);
+                assert!(out.status.success(), "{}", stderr(&out));
+                prunes += 1;
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+            }
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr(&out));
+            ok(&r.run(&["check", "--read-data"]));
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        assert!(prunes >= 6);
+        ok(&r.run(&["check", "--read-data"]));
+        let target = dir.path().join("restored");
+        ok(&r.run(&["restore", "latest", "--target", target.to_str().unwrap()]));
+        assert_eq!(
+            describe(&target.join(src.strip_prefix("/").unwrap())),
+            describe(&src)
+        );
+    }
+
+    #[test]
     fn prune_removes_temporary_files_of_killed_writers_only_when_safe() {
         let dir = tempfile::tempdir().unwrap();
         let r = CliRepo::init(dir.path());
