@@ -683,3 +683,167 @@ mod cli {
         ok(&r.run(&["check", "--read-data"]));
     }
 }
+
+// ---- prune on a damaged repository never deletes a live blob
+
+/// Kinds of damage of the matrix.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    MissingPack,
+    FlippedPackByte,
+    TruncatedPack,
+    FlippedIndexByte,
+    FlippedTree,
+    FlippedSnapshot,
+    DuplicateBlobs,
+    StaleIndexEntries,
+}
+
+fn first_pack_of_kind(repo: &Repository, kind: kura::format::pack::PackKind) -> String {
+    for info in repo.backend().list(layout::INDEX_DIR).unwrap() {
+        let id = layout::parse_index_path(&info.path).unwrap();
+        let file = kura::index::read_index_file(repo, &id).unwrap();
+        if let Some(p) = file.packs.iter().find(|p| p.kind == kind) {
+            return layout::pack_path(&p.id);
+        }
+    }
+    panic!("no {kind:?} pack");
+}
+
+fn damage(w: &mut World, how: Damage) {
+    use kura::format::pack::PackKind;
+    let repo = w.repo();
+    let data_pack = first_pack_of_kind(&repo, PackKind::Data);
+    let first = |dir: &str| w.backend.list(dir).unwrap()[0].path.clone();
+    match how {
+        Damage::MissingPack => w.backend.delete(&data_pack).unwrap(),
+        Damage::FlippedPackByte => w.backend.tamper(&data_pack, |b| b[100] ^= 1),
+        Damage::TruncatedPack => w.backend.tamper(&data_pack, |b| b.truncate(b.len() / 2)),
+        Damage::FlippedIndexByte => w.backend.tamper(&first("index"), |b| b[60] ^= 1),
+        Damage::FlippedTree => {
+            let tree_pack = first_pack_of_kind(&repo, PackKind::Tree);
+            w.backend.tamper(&tree_pack, |b| b[40] ^= 1);
+        }
+        Damage::FlippedSnapshot => w.backend.tamper(&first("snapshots"), |b| b[50] ^= 1),
+        Damage::DuplicateBlobs => {
+            // A store that knows nothing stores `b` again: the same blobs
+            // in two packs, both indexed.
+            let index = ChunkIndex::open(None).unwrap();
+            let store = ChunkStore::new(&repo, &index, small_packs());
+            store.put_stream(&pseudo_random(300_000, 2)[..]).unwrap();
+            store.flush().unwrap();
+        }
+        Damage::StaleIndexEntries => {
+            // An index file naming a pack that does not exist, with the
+            // entries of a real one (live chunks among them).
+            let index_id = layout::parse_index_path(&first("index")).unwrap();
+            let mut file = kura::index::read_index_file(&repo, &index_id).unwrap();
+            file.supersedes.clear();
+            file.packs.truncate(1);
+            file.packs[0].id = kura::id::PackId::random();
+            kura::index::write_index_file(&repo, &file, 0).unwrap();
+        }
+    }
+}
+
+/// Every snapshot restored: `Some(description)` if it restores, `None` if
+/// it fails.
+fn restorable(w: &World) -> HashMap<SnapshotId, Option<HashMap<PathBuf, String>>> {
+    let repo = w.repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let _ = index.sync(&repo);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let mut out = HashMap::new();
+    for id in snapshot::list_ids(&repo).unwrap() {
+        let target = w.scratch().join(format!("r-{id}"));
+        let _ = fs::remove_dir_all(&target);
+        let got = snapshot::load(&repo, &id)
+            .and_then(|s| s.tree_id())
+            .and_then(|tree| {
+                restore(
+                    &store,
+                    &tree,
+                    &RestoreOptions {
+                        target: target.clone(),
+                        ..RestoreOptions::default()
+                    },
+                )
+            })
+            .ok()
+            .map(|_| describe(&target.join(w.src.strip_prefix("/").unwrap())));
+        let _ = fs::remove_dir_all(&target);
+        out.insert(id, got);
+    }
+    out
+}
+
+#[test]
+fn prune_on_a_damaged_repository_never_deletes_a_live_blob() {
+    for how in [
+        Damage::MissingPack,
+        Damage::FlippedPackByte,
+        Damage::TruncatedPack,
+        Damage::FlippedIndexByte,
+        Damage::FlippedTree,
+        Damage::FlippedSnapshot,
+        Damage::DuplicateBlobs,
+        Damage::StaleIndexEntries,
+    ] {
+        let (mut w, first, _) = two_snapshots();
+        w.write("d", 200_000, 4);
+        let third = w.backup();
+        w.forget(&third); // something for prune to do
+        damage(&mut w, how);
+        let before = restorable(&w);
+        let packs_before: Vec<String> = w
+            .backend
+            .list(layout::DATA_DIR)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        let outcome = prune_on(
+            &w.repo(),
+            &w.scratch(),
+            &PruneOptions {
+                grace: 0,
+                max_unused: 0.0,
+                ..PruneOptions::default()
+            },
+        );
+        if outcome.is_err() {
+            let after: Vec<String> = w
+                .backend
+                .list(layout::DATA_DIR)
+                .unwrap()
+                .into_iter()
+                .map(|i| i.path)
+                .collect();
+            assert_eq!(after, packs_before, "{how:?}: a failed prune deleted packs");
+        }
+        eprintln!(
+            "{how:?}: prune {:?}",
+            outcome
+                .as_ref()
+                .map(|r| (r.deleted_packs, r.repacked_packs, &r.warnings))
+        );
+        let after = restorable(&w);
+        for (id, got) in &before {
+            if let Some(files) = got {
+                assert_eq!(
+                    after.get(id),
+                    Some(&Some(files.clone())),
+                    "{how:?}: snapshot {id} restored before prune ({outcome:?}) and not after"
+                );
+            }
+        }
+        // The damage left at least one snapshot whole, so the test is not
+        // vacuous (a damaged index file stops the cache until `repair
+        // index`; prune must still delete nothing live).
+        assert!(
+            before.values().any(Option::is_some) || matches!(how, Damage::FlippedIndexByte),
+            "{how:?}: nothing restorable"
+        );
+        let _ = first;
+    }
+}
