@@ -15,8 +15,13 @@
 //! Write ordering: a pack is uploaded before any index file names it, and
 //! an index file is written before the cache records its entries. What a
 //! caller commits (a snapshot) must come after [`ChunkStore::flush`].
+//!
+//! Distrusted packs ([`ChunkStore::distrust`]: missing, or found damaged by
+//! a check) are never deduplicated against: a chunk indexed only there is
+//! stored again, so what a caller commits never depends on them. Reads try
+//! every known copy of a blob before they give up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
 use std::sync::mpsc::{SyncSender, sync_channel};
@@ -31,8 +36,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
-use crate::id::ChunkId;
-use crate::index::{ChunkIndex, write_index_file};
+use crate::id::{ChunkId, PackId};
+use crate::index::{BlobLocation, ChunkIndex, write_index_file};
 use crate::pack::{FinishedPack, Packer, PackerOptions};
 use crate::repo::Repository;
 use crate::store::Sealer;
@@ -182,6 +187,8 @@ pub struct ChunkStore<'r> {
     index: &'r ChunkIndex,
     options: ChunkStoreOptions,
     shared: Arc<Shared>,
+    /// Packs whose blobs count as absent when deciding what to store.
+    distrusted: HashSet<PackId>,
 }
 
 impl<'r> ChunkStore<'r> {
@@ -209,7 +216,35 @@ impl<'r> ChunkStore<'r> {
             index,
             options,
             shared: Arc::new(shared),
+            distrusted: HashSet::new(),
         }
+    }
+
+    /// Stops relying on the blobs of `packs` (missing, or found damaged):
+    /// a chunk indexed only in them is stored again by the puts that
+    /// follow, and [`Self::all_stored`] does not count it. The new copy's
+    /// index entry then takes the old one's place in the cache.
+    pub fn distrust(&mut self, packs: HashSet<PackId>) {
+        self.distrusted = packs;
+    }
+
+    /// The cache's location of each of `ids`, or another copy's if that one
+    /// is in a distrusted pack; `None` where no trusted copy is indexed.
+    fn trusted_locations(&self, ids: &[ChunkId]) -> Result<Vec<Option<BlobLocation>>> {
+        let mut known = self.index.lookup_many(ids)?;
+        if self.distrusted.is_empty() {
+            return Ok(known);
+        }
+        for (id, loc) in ids.iter().zip(&mut known) {
+            if loc.is_some_and(|l| self.distrusted.contains(&l.pack)) {
+                *loc = self
+                    .index
+                    .locations(id)?
+                    .into_iter()
+                    .find(|l| !self.distrusted.contains(&l.pack));
+            }
+        }
+        Ok(known)
     }
 
     /// The id `data` has in this repository (keyed BLAKE3), to check bytes
@@ -218,13 +253,13 @@ impl<'r> ChunkStore<'r> {
         self.repo.sealer().chunk_id(data)
     }
 
-    /// Whether every blob in `ids` is indexed or already accepted by this
-    /// store (so a snapshot may refer to it).
+    /// Whether every blob in `ids` is indexed in a pack not distrusted, or
+    /// already accepted by this store (so a snapshot may refer to it).
     ///
     /// # Errors
     /// Cache I/O errors.
     pub fn all_stored(&self, ids: &[ChunkId]) -> Result<bool> {
-        let known = self.index.lookup_many(ids)?;
+        let known = self.trusted_locations(ids)?;
         let state = lock(&self.shared.state);
         Ok(ids
             .iter()
@@ -309,7 +344,7 @@ impl<'r> ChunkStore<'r> {
             .par_iter()
             .map(|r| sealer.chunk_id(&data[r.clone()]))
             .collect();
-        let known = self.index.lookup_many(&ids)?;
+        let known = self.trusted_locations(&ids)?;
         let mut fresh = Vec::new();
         {
             let mut state = lock(&self.shared.state);
@@ -454,15 +489,27 @@ impl<'r> ChunkStore<'r> {
     }
 
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.
+    /// If the copy the cache names first is missing or damaged, the other
+    /// copies it knows are tried in turn.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if no index or open pack has it (a blob
     /// waiting for upload can be read after [`Self::flush`]);
-    /// [`ErrorKind::Corrupt`] if its bytes fail any check.
+    /// [`ErrorKind::Corrupt`] if its bytes fail any check; with several
+    /// copies, the first copy's error when none can be read.
     pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        if let Some(loc) = self.index.lookup(id)? {
-            return read_blob(self.repo, id, &loc);
-        }
+        // A blob lost where it was indexed may have been stored again by
+        // this store (in a distrusted pack's stead): look there too.
+        let indexed_error = match self.index.lookup(id)? {
+            Some(loc) => match read_blob(self.repo, id, &loc) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => match self.get_other_copy(id, &loc, e) {
+                    Ok(plain) => return Ok(plain),
+                    Err(e) => Some(e),
+                },
+            },
+            None => None,
+        };
         if lock(&self.shared.state).pending.contains_key(id) {
             self.drain()?; // it may still be on its way into a pack
         }
@@ -472,10 +519,31 @@ impl<'r> ChunkStore<'r> {
                 return self.repo.sealer().open_blob(kind, id, sealed);
             }
         }
-        Err(Error::new(
-            ErrorKind::NotFound,
-            format!("blob {id} is not in the index"),
-        ))
+        Err(indexed_error.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("blob {id} is not in the index"),
+            )
+        }))
+    }
+
+    /// After reading `id` at `failed` met `error`: the first other copy
+    /// that reads whole, or `error` when damage is all there is.
+    fn get_other_copy(&self, id: &ChunkId, failed: &BlobLocation, error: Error) -> Result<Vec<u8>> {
+        if !matches!(error.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) {
+            return Err(error);
+        }
+        for loc in self.index.locations(id)?.iter().filter(|l| *l != failed) {
+            match read_blob(self.repo, id, loc) {
+                Ok(plain) => {
+                    tracing::warn!("blob {id}: {error}; read another copy");
+                    return Ok(plain);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(error)
     }
 }
 

@@ -322,6 +322,50 @@ fn an_index_file_that_supersedes_another_hides_it() {
 }
 
 #[test]
+fn distrusted_packs_are_not_deduplicated_against_and_reads_try_every_copy() {
+    let (backend, repo) = memory_repo();
+    let data = pseudo_random(600 << 10, 31);
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let refs = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
+    let first: HashSet<PackId> = ids
+        .iter()
+        .map(|id| index.lookup(id).unwrap().unwrap().pack)
+        .collect();
+    // Trusting everything, nothing is new.
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    assert!(store.all_stored(&ids).unwrap());
+    store.put_stream(data.as_slice()).unwrap();
+    assert_eq!(store.stats().chunks_new, 0);
+    drop(store);
+    // Distrusting the packs, every chunk is stored again, in new packs.
+    let mut store = ChunkStore::new(&repo, &index, small_packs());
+    store.distrust(first.clone());
+    assert!(!store.all_stored(&ids).unwrap());
+    store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().chunks_new, refs.len() as u64);
+    assert!(store.all_stored(&ids).unwrap());
+    drop(store);
+    for id in &ids {
+        assert!(!first.contains(&index.lookup(id).unwrap().unwrap().pack));
+        assert_eq!(index.locations(id).unwrap().len(), 2);
+    }
+    // The new copies are lost: reads fall back to the old ones.
+    for info in backend.list("data").unwrap() {
+        let pack = kura::format::layout::parse_pack_path(&info.path).unwrap();
+        if !first.contains(&pack) {
+            backend.delete(&info.path).unwrap();
+        }
+    }
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    assert_eq!(restore(&store, &refs), data);
+}
+
+#[test]
 fn the_cache_remembers_damaged_packs_until_they_are_read_whole() {
     let (backend, repo) = memory_repo();
     let index = ChunkIndex::open(None).unwrap();
