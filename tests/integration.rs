@@ -22,6 +22,8 @@ mod crash;
 mod images;
 #[path = "integration/nightly.rs"]
 mod nightly;
+#[path = "integration/repair.rs"]
+mod repair;
 #[path = "integration/retention.rs"]
 mod retention;
 #[path = "integration/security.rs"]

@@ -146,6 +146,10 @@ pub fn first_chunk(repo: &Repository, index: &ChunkIndex, snapshot: &str, path: 
     }
 }
 
+pub fn pack_file(repo: &Path, id: &PackId) -> PathBuf {
+    repo.join(layout::pack_path(id))
+}
+
 static RESTORES: AtomicUsize = AtomicUsize::new(0);
 
 /// Restores `snapshot` (with the shared cache, or a new empty one) and
@@ -214,6 +218,14 @@ pub fn damage_found(d: &Damaged, args: &[&str]) -> String {
     let out = d.cli.run(&[&["--json", "check"][..], args].concat());
     assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
     json(&out)["damage"].to_string()
+}
+
+/// Ids of the snapshot objects in the repository.
+pub fn snapshot_ids(d: &Damaged) -> HashSet<String> {
+    files_in(&d.cli.path.join("snapshots"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect()
 }
 
 pub fn flip(path: &Path, at: usize) {
@@ -502,6 +514,87 @@ fn a_flipped_index_file_loses_nothing_and_repair_index_replaces_it() {
     assert!(out.status.success(), "{}", stderr(&out));
     checks_clean(&d);
     restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], true);
+    restores_exactly(&d, &d.first, &["old.bin"], &[]);
+}
+
+#[test]
+fn a_flipped_tree_empties_its_directory_in_the_repaired_snapshot() {
+    let d = two_snapshots();
+    fs::create_dir(d.src.join("sub")).unwrap();
+    fs::write(d.src.join("sub/a.txt"), pseudo_random(5000, 7)).unwrap();
+    let third = backup(&d.cli, &d.src);
+    let (repo, index) = open_library(&d);
+    let Payload::Dir(sub_tree) = entry_at(&repo, &index, &third, &d.src.join("sub")).payload else {
+        panic!("sub is a directory");
+    };
+    let loc = index.lookup(&sub_tree).unwrap().unwrap();
+    assert_eq!(loc.kind, PackKind::Tree);
+    flip(
+        &pack_file(&d.cli.path, &loc.pack),
+        (loc.offset + loc.stored_len / 2) as usize,
+    );
+    let text = damage_found(&d, &[]);
+    assert!(text.contains(&format!("tree {sub_tree}")), "{text}");
+    assert!(
+        text.contains(&format!("{} /", &third[..16])) && text.contains("/sub\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&d.first[..16]) && !text.contains(&d.second[..16]),
+        "{text}"
+    );
+    restores_exactly(&d, &d.first, &["old.bin"], &[]);
+    restores_exactly(&d, &d.second, &["new.bin", "old.bin"], &[]);
+    // read-data marks the pack damaged; repair rewrites the third snapshot.
+    damage_found(&d, &["--read-data"]);
+    let before = snapshot_ids(&d);
+    let out = d.cli.run(&["--json", "repair", "snapshots", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = json(&out);
+    assert_eq!(r["snapshots"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["snapshots"][0]["snapshot"], third.as_str());
+    let dropped = &r["snapshots"][0]["dropped"];
+    assert_eq!(dropped.as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(
+        dropped[0]["path"],
+        format!("{}/sub", d.src.display()).as_str()
+    );
+    assert_eq!(dropped[0]["kind"], "directory emptied");
+    assert_eq!(snapshot_ids(&d), before, "a dry run changes nothing");
+    let out = d.cli.run(&["--json", "repair", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let repaired = json(&out)["snapshots"][0]["new_snapshot"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = d.cli.run(&["repair", "index", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    checks_clean(&d);
+    restores_exactly(&d, &d.first, &["old.bin"], &[]);
+    restores_exactly(&d, &d.second, &["new.bin", "old.bin"], &[]);
+    restores_exactly(&d, &repaired, &["new.bin", "old.bin"], &["sub"]);
+}
+
+#[test]
+fn a_flipped_snapshot_object_is_named_and_repair_removes_it() {
+    let d = two_snapshots();
+    let object = d.cli.path.join("snapshots").join(&d.second);
+    flip(&object, 60);
+    let text = damage_found(&d, &[]);
+    assert!(text.contains(&format!("snapshot {}", d.second)), "{text}");
+    restores_exactly(&d, &d.first, &["old.bin"], &[]);
+    let out = d.cli.run(&["repair", "snapshots", "--dry-run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("snapshot {}: would remove", &d.second[..16])),
+        "{text}"
+    );
+    assert!(object.exists());
+    let out = d.cli.run(&["repair", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(snapshot_ids(&d), HashSet::from([d.first.clone()]));
+    checks_clean(&d);
     restores_exactly(&d, &d.first, &["old.bin"], &[]);
 }
 
