@@ -456,6 +456,9 @@ impl ChunkIndex {
         whole: &[PackId],
         when: u64,
     ) -> Result<()> {
+        if damaged.is_empty() && whole.is_empty() {
+            return Ok(()); // no synced commit for nothing
+        }
         self.write_with(Durability::Immediate, |txn| {
             let mut table = txn.open_table(DAMAGED).map_err(db_err)?;
             for p in whole {
