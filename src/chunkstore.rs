@@ -15,6 +15,11 @@
 //! Write ordering: a pack is uploaded before any index file names it, and
 //! an index file is written before the cache records its entries. What a
 //! caller commits (a snapshot) must come after [`ChunkStore::flush`].
+//!
+//! Distrusted packs ([`ChunkStore::distrust`]: missing, or found damaged by
+//! a check) are never deduplicated against: a chunk indexed only there is
+//! stored again, so what a caller commits never depends on them. Reads try
+//! every known copy of a blob before they give up.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -32,7 +37,7 @@ use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::id::{ChunkId, PackId, RecordId};
-use crate::index::{ChunkIndex, write_index_file};
+use crate::index::{BlobLocation, ChunkIndex, write_index_file};
 use crate::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::repo::Repository;
 use crate::store::Sealer;
@@ -233,34 +238,60 @@ impl<'r> ChunkStore<'r> {
         }
     }
 
+    /// The cache's location of each of `ids`, or another copy's if that one
+    /// is in a distrusted pack; `None` where no trusted copy is indexed.
+    fn trusted_locations(&self, ids: &[ChunkId]) -> Result<Vec<Option<BlobLocation>>> {
+        let mut known = self.index.lookup_many(ids)?;
+        let distrusted = {
+            let state = lock(&self.shared.state);
+            if state.distrusted.is_empty() {
+                return Ok(known);
+            }
+            state.distrusted.clone()
+        };
+        for (id, loc) in ids.iter().zip(&mut known) {
+            if loc.is_some_and(|l| distrusted.contains(&l.pack)) {
+                *loc = self
+                    .index
+                    .locations(id)?
+                    .into_iter()
+                    .find(|l| !distrusted.contains(&l.pack));
+            }
+        }
+        Ok(known)
+    }
+
     /// The id `data` has in this repository (keyed BLAKE3), to check bytes
     /// already on disk against a tree without reading the repository.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         self.repo.sealer().chunk_id(data)
     }
 
-    /// Whether every blob in `ids` is indexed or already accepted by this
-    /// store (so a snapshot may refer to it).
+    /// Whether every blob in `ids` is indexed in a pack not distrusted, or
+    /// already accepted by this store (so a snapshot may refer to it).
     ///
     /// # Errors
     /// Cache I/O errors.
     pub fn all_stored(&self, ids: &[ChunkId]) -> Result<bool> {
-        let known = self.index.lookup_many(ids)?;
+        let known = self.trusted_locations(ids)?;
         let mut state = lock(&self.shared.state);
         let mut packs = Vec::new();
         for (id, loc) in ids.iter().zip(known) {
             match loc {
-                Some(l) if !state.distrusted.contains(&l.pack) => packs.push(l.pack),
-                _ if state.pending.contains_key(id) => {}
-                _ => return Ok(false),
+                Some(l) => packs.push(l.pack),
+                None if state.pending.contains_key(id) => {}
+                None => return Ok(false),
             }
         }
         state.relied.extend(packs);
         Ok(true)
     }
 
-    /// Makes the store ignore blobs in `packs` (missing, damaged, or
-    /// condemned): chunks found only there are stored again.
+    /// Stops relying on the blobs of `packs` (missing, damaged, or
+    /// condemned by a prune record): a chunk indexed only in them is stored
+    /// again by the puts that follow, and [`Self::all_stored`] does not
+    /// count it. The new copy's index entry then takes the old one's place
+    /// in the cache.
     pub fn distrust(&self, packs: impl IntoIterator<Item = PackId>) {
         lock(&self.shared.state).distrusted.extend(packs);
     }
@@ -347,7 +378,7 @@ impl<'r> ChunkStore<'r> {
             .par_iter()
             .map(|r| sealer.chunk_id(&data[r.clone()]))
             .collect();
-        let known = self.index.lookup_many(&ids)?;
+        let known = self.trusted_locations(&ids)?;
         let mut fresh = Vec::new();
         {
             let mut state = lock(&self.shared.state);
@@ -598,15 +629,27 @@ impl<'r> ChunkStore<'r> {
     }
 
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.
+    /// If the copy the cache names first is missing or damaged, the other
+    /// copies it knows are tried in turn.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if no index or open pack has it (a blob
     /// waiting for upload can be read after [`Self::flush`]);
-    /// [`ErrorKind::Corrupt`] if its bytes fail any check.
+    /// [`ErrorKind::Corrupt`] if its bytes fail any check; with several
+    /// copies, the first copy's error when none can be read.
     pub fn get(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        if let Some(loc) = self.index.lookup(id)? {
-            return read_blob(self.repo, id, &loc);
-        }
+        // A blob lost where it was indexed may have been stored again by
+        // this store (in a distrusted pack's stead): look there too.
+        let indexed_error = match self.index.lookup(id)? {
+            Some(loc) => match read_blob(self.repo, id, &loc) {
+                Ok(plain) => return Ok(plain),
+                Err(e) => match self.get_other_copy(id, &loc, e) {
+                    Ok(plain) => return Ok(plain),
+                    Err(e) => Some(e),
+                },
+            },
+            None => None,
+        };
         if lock(&self.shared.state).pending.contains_key(id) {
             self.drain()?; // it may still be on its way into a pack
         }
@@ -616,10 +659,31 @@ impl<'r> ChunkStore<'r> {
                 return self.repo.sealer().open_blob(kind, id, sealed);
             }
         }
-        Err(Error::new(
-            ErrorKind::NotFound,
-            format!("blob {id} is not in the index"),
-        ))
+        Err(indexed_error.unwrap_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("blob {id} is not in the index"),
+            )
+        }))
+    }
+
+    /// After reading `id` at `failed` met `error`: the first other copy
+    /// that reads whole, or `error` when damage is all there is.
+    fn get_other_copy(&self, id: &ChunkId, failed: &BlobLocation, error: Error) -> Result<Vec<u8>> {
+        if !matches!(error.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) {
+            return Err(error);
+        }
+        for loc in self.index.locations(id)?.iter().filter(|l| *l != failed) {
+            match read_blob(self.repo, id, loc) {
+                Ok(plain) => {
+                    tracing::warn!("blob {id}: {error}; read another copy");
+                    return Ok(plain);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(error)
     }
 }
 

@@ -86,18 +86,27 @@ pub fn find(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot)> {
             .pop()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "the repository has no snapshots"));
     }
-    // Only the match is read, so other (even damaged) snapshots do not
-    // stand in the way.
+    let id = find_id(repo, name)?;
+    Ok((id, load(repo, &id)?))
+}
+
+/// The id of the snapshot `name` names: `latest` (the newest readable one)
+/// or a unique prefix of its id. A prefix is resolved without reading any
+/// snapshot, so a damaged one can be named too.
+///
+/// # Errors
+/// As [`find`].
+pub fn find_id(repo: &Repository, name: &str) -> Result<SnapshotId> {
+    if name == "latest" {
+        return find(repo, name).map(|(id, _)| id);
+    }
     let prefix = name.to_ascii_lowercase();
     let mut matches: Vec<SnapshotId> = list_ids(repo)?
         .into_iter()
         .filter(|id| id.to_hex().starts_with(&prefix))
         .collect();
     match matches.len() {
-        1 => {
-            let id = matches.pop().expect("one match");
-            Ok((id, load(repo, &id)?))
-        }
+        1 => Ok(matches.pop().expect("one match")),
         0 => Err(Error::new(
             ErrorKind::NotFound,
             format!("no snapshot matches {name:?}"),

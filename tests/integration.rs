@@ -24,6 +24,8 @@ mod images;
 mod nightly;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/repair.rs"]
+mod repair;
 #[path = "integration/retention.rs"]
 mod retention;
 #[path = "integration/security.rs"]

@@ -1,10 +1,12 @@
 //! `kura check`: structure, optionally pack contents; damage is printed
 //! with what it affects and exits 14, a check that could not run exits
-//! with the code of what stopped it.
+//! with the code of what stopped it. `kura repair index` and `kura repair
+//! snapshots`: what they found and did, exit 0 once done.
 
 use anyhow::Result;
 use clap::Args;
 use kura::ops::check::{CheckOptions, Subset, check};
+use kura::ops::repair::{DroppedKind, RepairSnapshotsReport, SnapshotAction};
 
 use super::GlobalArgs;
 use super::snapshot_cmds::synced_index;
@@ -107,17 +109,33 @@ pub enum RepairCommand {
         #[arg(long, short = 'n')]
         dry_run: bool,
     },
+    /// Rewrite snapshots that need lost data so they restore the rest:
+    /// files with lost content are left out, directories whose tree is lost
+    /// stay empty. Run `check --read-data` first (it marks damaged packs),
+    /// then this, then `repair index --read-data`.
+    Snapshots {
+        /// Print what each snapshot would lose; write and delete nothing.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Snapshots to repair (ids or unique prefixes); all if none.
+        snapshots: Vec<String>,
+    },
 }
 
 pub fn run_repair(g: &GlobalArgs, action: &RepairCommand) -> Result<()> {
+    match action {
+        RepairCommand::Index { read_data, dry_run } => run_repair_index(g, *read_data, *dry_run),
+        RepairCommand::Snapshots { dry_run, snapshots } => {
+            run_repair_snapshots(g, *dry_run, snapshots)
+        }
+    }
+}
+
+fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()> {
     use kura::ops::repair::{RepairIndexOptions, repair_index};
-    let RepairCommand::Index { read_data, dry_run } = action;
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let options = RepairIndexOptions {
-        read_data: *read_data,
-        dry_run: *dry_run,
-    };
+    let options = RepairIndexOptions { read_data, dry_run };
     let report = repair_index(&repo, &index, &options)?;
     if g.json {
         let dropped: Vec<_> = report
@@ -140,11 +158,91 @@ pub fn run_repair(g: &GlobalArgs, action: &RepairCommand) -> Result<()> {
     }
     println!(
         "{}{} packs indexed, {} left out; {} index files written, {} deleted",
-        if *dry_run { "dry run: " } else { "" },
+        if dry_run { "dry run: " } else { "" },
         report.packs_indexed,
         report.packs_dropped.len(),
         report.index_files_written,
         report.index_files_deleted
     );
     Ok(())
+}
+
+fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Result<()> {
+    use kura::ops::repair::{RepairSnapshotsOptions, repair_snapshots};
+    let repo = g.open()?;
+    let index = synced_index(&repo)?;
+    let snapshots = names
+        .iter()
+        .map(|n| kura::snapshot::find_id(&repo, n))
+        .collect::<kura::Result<_>>()?;
+    let options = RepairSnapshotsOptions { snapshots, dry_run };
+    let report = repair_snapshots(&repo, &index, &options)?;
+    if g.json {
+        println!("{}", repair_snapshots_json(&report, dry_run));
+        return Ok(());
+    }
+    for r in &report.repaired {
+        let short = &r.snapshot.to_hex()[..16];
+        for d in &r.dropped {
+            let path = String::from_utf8_lossy(&d.path);
+            match d.kind {
+                DroppedKind::File => println!("snapshot {short}: drop /{path} ({})", d.reason),
+                DroppedKind::Directory => {
+                    println!("snapshot {short}: empty /{path}/ ({})", d.reason);
+                }
+            }
+        }
+        match (&r.action, dry_run) {
+            (SnapshotAction::Replaced(Some(new)), _) => {
+                println!("snapshot {short}: replaced by {new}");
+            }
+            (SnapshotAction::Replaced(None), _) => println!("snapshot {short}: would replace"),
+            (SnapshotAction::Removed(why), false) => println!("snapshot {short}: removed: {why}"),
+            (SnapshotAction::Removed(why), true) => {
+                println!("snapshot {short}: would remove: {why}");
+            }
+        }
+    }
+    println!(
+        "{}{} snapshots checked, {} damaged; {} blobs read from damaged packs and stored again",
+        if dry_run { "dry run: " } else { "" },
+        report.snapshots_checked,
+        report.repaired.len(),
+        report.blobs_salvaged,
+    );
+    Ok(())
+}
+
+/// One object for the whole report; paths absolute as in the snapshot.
+fn repair_snapshots_json(report: &RepairSnapshotsReport, dry_run: bool) -> serde_json::Value {
+    let snapshots: Vec<_> = report
+        .repaired
+        .iter()
+        .map(|r| {
+            let dropped: Vec<_> = r
+                .dropped
+                .iter()
+                .map(|d| {
+                    let kind = match d.kind {
+                        DroppedKind::File => "file",
+                        DroppedKind::Directory => "directory emptied",
+                    };
+                    let path = format!("/{}", String::from_utf8_lossy(&d.path));
+                    serde_json::json!({"path": path, "kind": kind, "reason": d.reason})
+                })
+                .collect();
+            let (action, new, reason) = match &r.action {
+                SnapshotAction::Replaced(new) => ("replaced", new.map(|n| n.to_hex()), None),
+                SnapshotAction::Removed(why) => ("removed", None, Some(why.clone())),
+            };
+            serde_json::json!({
+                "snapshot": r.snapshot.to_hex(), "action": action, "new_snapshot": new,
+                "reason": reason, "dropped": dropped,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "dry_run": dry_run, "snapshots_checked": report.snapshots_checked,
+        "blobs_salvaged": report.blobs_salvaged, "snapshots": snapshots,
+    })
 }

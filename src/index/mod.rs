@@ -4,12 +4,18 @@
 //! The cache is never authoritative: [`ChunkIndex::sync`] reconciles it with
 //! the index files listed, and [`ChunkIndex::rebuild_from_pack_headers`]
 //! refills it from the packs themselves when index files are lost.
+//!
+//! Besides the index the cache remembers, per pack, what `check` learnt
+//! (when it was last verified whole; whether it was found damaged), and
+//! every place a blob stored more than once can be read from, so that a
+//! lost copy is not the only one a reader tries.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -30,6 +36,15 @@ const PACKS: TableDefinition<[u8; 32], u8> = TableDefinition::new("packs");
 /// When `check --read-data` last verified each pack (Unix seconds), so that
 /// partial checks take the packs verified longest ago first.
 const VERIFIED: TableDefinition<[u8; 32], u64> = TableDefinition::new("verified_packs");
+/// Packs `check` found missing or damaged (Unix seconds when it did), until
+/// a check reads them whole again. Like `VERIFIED`, about packs: it
+/// survives rebuilds.
+const DAMAGED: TableDefinition<[u8; 32], u64> = TableDefinition::new("damaged_packs");
+/// Further locations of blobs that more than one pack holds (the location
+/// in `CHUNKS` is the one loaded last). New tables need no schema change:
+/// a cache without them only lacks what they would have recorded.
+const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
+    MultimapTableDefinition::new("duplicate_locations");
 /// Cache layout version; a cache of another version is emptied and refilled.
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
@@ -86,6 +101,9 @@ impl BlobLocation {
 pub struct SyncReport {
     pub index_files_loaded: usize,
     pub rebuilt: bool,
+    /// Index files that failed authentication or decoding: skipped (the
+    /// packs they list are orphans until `repair index` or adoption).
+    pub index_files_damaged: usize,
 }
 
 /// What [`ChunkIndex::rebuild_from_pack_headers`] found.
@@ -93,8 +111,12 @@ pub struct SyncReport {
 pub struct RebuildReport {
     /// Packs whose headers were read and indexed.
     pub packs: Vec<IndexedPack>,
-    /// Packs whose headers could not be read, with why.
+    /// Packs whose headers could not be read (or that a check found
+    /// damaged, for adoption), with why.
     pub damaged: Vec<(PackId, Error)>,
+    /// Packs the cache knew that the listing of `data/` lacks (adoption
+    /// only; a rebuild forgets them).
+    pub missing: Vec<PackId>,
 }
 
 /// The local cache of the repository's index.
@@ -160,6 +182,8 @@ impl ChunkIndex {
         txn.open_table(PACKS).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
         txn.open_table(VERIFIED).map_err(db_err)?;
+        txn.open_table(DAMAGED).map_err(db_err)?;
+        txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -207,6 +231,29 @@ impl ChunkIndex {
             .collect()
     }
 
+    /// Every location of blob `id` the cache knows, the one
+    /// [`Self::lookup`] gives first; empty if none.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn locations(&self, id: &ChunkId) -> Result<Vec<BlobLocation>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        let Some(first) = table.get(id.as_bytes()).map_err(db_err)? else {
+            return Ok(Vec::new());
+        };
+        let first = first.value();
+        let mut out = vec![BlobLocation::decode(&first)?];
+        let also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+        for v in also_at.get(id.as_bytes()).map_err(db_err)? {
+            let v = v.map_err(db_err)?.value();
+            if v != first {
+                out.push(BlobLocation::decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of blobs the cache knows.
     ///
     /// # Errors
@@ -236,15 +283,20 @@ impl ChunkIndex {
         self.write(|txn| {
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut known = txn.open_table(PACKS).map_err(db_err)?;
+            let mut also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
             for pack in packs {
                 known
                     .insert(pack.id.as_bytes(), pack.kind as u8)
                     .map_err(db_err)?;
                 for e in &pack.entries {
-                    let loc = BlobLocation::from_entry(pack.id, pack.kind, e);
-                    chunks
-                        .insert(e.id.as_bytes(), loc.encode())
-                        .map_err(db_err)?;
+                    let loc = BlobLocation::from_entry(pack.id, pack.kind, e).encode();
+                    let displaced = chunks
+                        .insert(e.id.as_bytes(), loc)
+                        .map_err(db_err)?
+                        .map(|old| old.value());
+                    if let Some(old) = displaced.filter(|old| *old != loc) {
+                        also_at.insert(e.id.as_bytes(), old).map_err(db_err)?;
+                    }
                 }
             }
             if let Some(id) = id {
@@ -267,6 +319,8 @@ impl ChunkIndex {
             txn.open_table(CHUNKS).map_err(db_err)?;
             txn.delete_table(PACKS).map_err(db_err)?;
             txn.open_table(PACKS).map_err(db_err)?;
+            txn.delete_multimap_table(ALSO_AT).map_err(db_err)?;
+            txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
             txn.open_table(META)
                 .map_err(db_err)?
                 .insert(SCHEMA_KEY, SCHEMA)
@@ -286,11 +340,14 @@ impl ChunkIndex {
     }
 
     /// Brings the cache in line with the repository's index files: loads
-    /// new ones, and starts over if one it had loaded is gone.
+    /// new ones, and starts over if one it had loaded is gone. A damaged
+    /// index file is skipped with a warning (format-spec/06: its packs'
+    /// entries come back from their headers, by adoption or `repair
+    /// index`), so one bad file does not stop restores of the rest.
     ///
     /// # Errors
-    /// A failed listing (never read as "no index files"), an index file that
-    /// fails authentication, or cache I/O errors.
+    /// A failed listing (never read as "no index files"), backend errors
+    /// reading an index file, or cache I/O errors.
     pub fn sync(&self, repo: &Repository) -> Result<SyncReport> {
         let mut listed = Vec::new();
         for info in repo.backend().list(layout::INDEX_DIR)? {
@@ -305,10 +362,25 @@ impl ChunkIndex {
             report.rebuilt = true;
         }
         let mut files = HashMap::new();
+        let mut damaged = HashSet::new();
         loop {
             for id in &listed {
-                if !loaded.contains(id) && !superseded.contains(id) && !files.contains_key(id) {
-                    files.insert(*id, read_index_file(repo, id)?);
+                if loaded.contains(id)
+                    || superseded.contains(id)
+                    || files.contains_key(id)
+                    || damaged.contains(id)
+                {
+                    continue;
+                }
+                match read_index_file(repo, id) {
+                    Ok(file) => {
+                        files.insert(*id, file);
+                    }
+                    Err(e) if e.kind() == ErrorKind::Corrupt => {
+                        tracing::warn!("index file {id} skipped: {e}");
+                        damaged.insert(*id);
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             let newly: HashSet<IndexId> = files
@@ -325,6 +397,7 @@ impl ChunkIndex {
             (loaded, superseded) = (HashSet::new(), HashSet::new());
             report.rebuilt = true;
         }
+        report.index_files_damaged = damaged.difference(&superseded).count();
         for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
             self.insert(Some(id), &file.packs)?;
             report.index_files_loaded += 1;
@@ -370,6 +443,78 @@ impl ChunkIndex {
         })
     }
 
+    /// Records what a check learnt about packs: `damaged` were found
+    /// missing or damaged at `when` (Unix seconds); `whole` were read whole
+    /// and verified, which clears an earlier mark. Backups and `repair
+    /// snapshots` do not rely on marked packs.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn record_pack_health(
+        &self,
+        damaged: &[PackId],
+        whole: &[PackId],
+        when: u64,
+    ) -> Result<()> {
+        if damaged.is_empty() && whole.is_empty() {
+            return Ok(()); // no synced commit for nothing
+        }
+        self.write_with(Durability::Immediate, |txn| {
+            let mut table = txn.open_table(DAMAGED).map_err(db_err)?;
+            for p in whole {
+                table.remove(p.as_bytes()).map_err(db_err)?;
+            }
+            for p in damaged {
+                table.insert(p.as_bytes(), when).map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The packs a check found missing or damaged and has not found whole
+    /// since.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn damaged_packs(&self) -> Result<HashSet<PackId>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(DAMAGED).map_err(db_err)?;
+        let mut out = HashSet::new();
+        for item in table.iter().map_err(db_err)? {
+            out.insert(PackId(item.map_err(db_err)?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// The packs some loaded index file names that `listed` (a listing of
+    /// `data/`) lacks: their blobs are lost unless stored elsewhere too.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn packs_missing_from(&self, listed: &HashSet<PackId>) -> Result<Vec<PackId>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(PACKS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let id = PackId(item.map_err(db_err)?.0.value());
+            if !listed.contains(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The packs whose blobs a writer must not rely on: those
+    /// [`Self::damaged_packs`] names and those missing from `listed`.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn distrusted_packs(&self, listed: &HashSet<PackId>) -> Result<HashSet<PackId>> {
+        let mut out = self.damaged_packs()?;
+        out.extend(self.packs_missing_from(listed)?);
+        Ok(out)
+    }
+
     /// Whether some loaded index file names pack `id`.
     ///
     /// # Errors
@@ -403,11 +548,20 @@ impl ChunkIndex {
         level: i32,
         condemned: &HashSet<PackId>,
     ) -> Result<RebuildReport> {
-        let RebuildReport { packs, damaged } =
-            read_pack_headers(
-                repo,
-                |id| Ok(condemned.contains(id) || self.knows_pack(id)?),
-            )?;
+        let marked = self.damaged_packs()?;
+        let (mut report, listed) = read_pack_headers(repo, |id| {
+            Ok(condemned.contains(id) || marked.contains(id) || self.knows_pack(id)?)
+        })?;
+        // A pack a check found damaged is not adopted again (after `repair
+        // index` left it out): its blobs are stored anew when needed.
+        for id in listed.iter().filter(|id| marked.contains(id)) {
+            if !self.knows_pack(id)? {
+                let why = Error::corrupt("a check found it damaged; not adopted");
+                report.damaged.push((*id, why));
+            }
+        }
+        report.missing = self.packs_missing_from(&listed)?;
+        let RebuildReport { packs, .. } = &report;
         for chunk in packs.chunks(ADOPT_PACKS_PER_FILE) {
             let file = IndexFile {
                 supersedes: Vec::new(),
@@ -419,7 +573,7 @@ impl ChunkIndex {
         if !packs.is_empty() {
             self.persist()?;
         }
-        Ok(RebuildReport { packs, damaged })
+        Ok(report)
     }
 
     /// Empties the cache and refills it from every pack's header, for when
@@ -429,7 +583,7 @@ impl ChunkIndex {
     /// # Errors
     /// A failed listing or cache I/O errors.
     pub fn rebuild_from_pack_headers(&self, repo: &Repository) -> Result<RebuildReport> {
-        let report = read_pack_headers(repo, |_| Ok(false))?;
+        let (report, _) = read_pack_headers(repo, |_| Ok(false))?;
         self.clear()?;
         self.insert(None, &report.packs)?;
         self.persist()?;
@@ -438,17 +592,21 @@ impl ChunkIndex {
 }
 
 /// Reads and authenticates the header of every listed pack that `skip`
-/// does not rule out; damaged headers are reported, not fatal.
+/// does not rule out; damaged headers are reported, not fatal. Returns the
+/// listing too.
 fn read_pack_headers(
     repo: &Repository,
     skip: impl Fn(&PackId) -> Result<bool>,
-) -> Result<RebuildReport> {
+) -> Result<(RebuildReport, HashSet<PackId>)> {
     let mut report = RebuildReport {
         packs: Vec::new(),
         damaged: Vec::new(),
+        missing: Vec::new(),
     };
+    let mut listed = HashSet::new();
     for info in repo.backend().list(layout::DATA_DIR)? {
         let id = layout::parse_pack_path(&info.path)?;
+        listed.insert(id);
         if skip(&id)? {
             continue;
         }
@@ -462,7 +620,7 @@ fn read_pack_headers(
             Err(e) => report.damaged.push((id, e)),
         }
     }
-    Ok(report)
+    Ok((report, listed))
 }
 
 /// Where the cache of repository `repo` lives under a cache root

@@ -15,7 +15,7 @@ use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
-use crate::id::{ChunkId, SnapshotId};
+use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::index::ChunkIndex;
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::records::Condemned;
@@ -236,7 +236,8 @@ impl Walker<'_, '_> {
             }
         };
         let parent_entries: HashMap<Vec<u8>, Entry> = match parent {
-            Some(id) => tree::load_directory(self.store, &id)?
+            Some(id) => parent_tree(path, tree::load_directory(self.store, &id))?
+                .unwrap_or_default()
                 .into_iter()
                 .map(|e| (e.name.clone(), e))
                 .collect(),
@@ -338,6 +339,22 @@ impl<R: Read> Read for WatchedReader<R> {
     }
 }
 
+/// What the parent snapshot has for `path`; `None` if its trees are lost
+/// or damaged (the files below are then read again, as without a parent).
+fn parent_tree<T>(path: &Path, loaded: Result<T>) -> Result<Option<T>> {
+    match loaded {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+            tracing::warn!(
+                "{}: the parent snapshot's tree is unreadable ({e}); reading again",
+                path.display()
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// The parent's content for a file whose size, times and inode are those
 /// recorded in the parent snapshot.
 fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content> {
@@ -413,7 +430,7 @@ pub fn backup_with_progress(
     let condemned = Condemned::load(repo)?.packs();
     let adopted = index.adopt_orphan_packs(repo, options.store.compression_level, &condemned)?;
     tracing::debug!(packs = adopted.packs.len(), "backup: orphan packs adopted");
-    let store = ChunkStore::new(repo, index, options.store);
+    let store = store_over_sound_packs(repo, index, options.store, &adopted.missing)?;
     store.distrust(condemned);
     let mut walker = Walker {
         store: &store,
@@ -520,6 +537,28 @@ fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureRepor
             return Ok(total);
         }
     }
+}
+
+/// A chunk store that stores again what only lost packs (`missing` from
+/// the listing) or packs a check found damaged hold, so the snapshot is
+/// whole even before any repair.
+fn store_over_sound_packs<'r>(
+    repo: &'r Repository,
+    index: &'r ChunkIndex,
+    options: ChunkStoreOptions,
+    missing: &[PackId],
+) -> Result<ChunkStore<'r>> {
+    let mut distrusted = index.damaged_packs()?;
+    distrusted.extend(missing.iter().copied());
+    if !distrusted.is_empty() {
+        tracing::info!(
+            packs = distrusted.len(),
+            "backup: not relying on lost or damaged packs"
+        );
+    }
+    let store = ChunkStore::new(repo, index, options);
+    store.distrust(distrusted);
+    Ok(store)
 }
 
 fn find_parent(
@@ -640,7 +679,7 @@ impl Walker<'_, '_> {
         self.device = md.dev();
         let comps = components(path);
         let parent_entry = match parent {
-            Some(id) => tree::lookup(self.store, id, &comps)?,
+            Some(id) => parent_tree(path, tree::lookup(self.store, id, &comps))?.flatten(),
             None => None,
         };
         let Some((name, dirs)) = comps.split_last() else {

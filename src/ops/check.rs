@@ -13,15 +13,24 @@
 //!    by many snapshots cost one visit.
 //!
 //! Data (`read_data`): the chosen packs are downloaded whole and every blob
-//! is authenticated, decompressed and its id recomputed (`verify_pack`);
-//! blobs of a damaged pack count as damaged in step 4. A subset takes the
+//! is authenticated, decompressed and its id recomputed
+//! (`verify_pack_blobs`); the blobs that fail count as damaged in step 4
+//! (all of a pack's blobs, if its header, layout or padding fails). A subset takes the
 //! packs verified longest ago first (never-verified packs first), using the
 //! verification times kept in the local cache, so that a nightly `1/7`
 //! covers every pack within a week.
 //!
+//! A blob stored in several packs is lost only when no index record of a
+//! sound pack lists it: a stale record (one that disagrees with a pack
+//! another record describes correctly) is damage to its index file, not to
+//! the pack. Packs found missing or damaged are marked in the local cache,
+//! and packs read whole unmarked, so that backups and `repair snapshots`
+//! stop relying on damaged ones (`ChunkIndex::record_pack_health`).
+//!
 //! Listing failures and backend errors are errors ("could not check"),
 //! never damage; damage is what the repository's own bytes show.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,11 +39,13 @@ use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::index::IndexFile;
 use crate::format::layout;
+use crate::format::pack::PackHeader;
 use crate::format::tree::{Extent, Payload};
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{ChunkIndex, read_index_file};
-use crate::pack::{read_header, verify_pack};
+use crate::pack::{read_header, verify_pack_blobs};
 use crate::repo::Repository;
 use crate::snapshot;
 use crate::tree;
@@ -151,33 +162,65 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
         .collect::<Result<_>>()?;
     report.packs = listed.len();
-    let mut bad_blobs = HashMap::new();
-    let indexed = check_index_files(repo, &listed, &mut report, &mut bad_blobs)?;
+    let files = read_index_files(repo, &mut report)?;
+    let records = check_records(repo, &listed, &files, &mut report)?;
+    let indexed: HashSet<PackId> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
     report.orphan_packs = listed
         .keys()
         .filter(|p| !indexed.contains(p))
         .copied()
         .collect();
     report.orphan_packs.sort();
-    check_records(repo, &mut report)?;
+    check_prune_records(repo, &mut report)?;
+    // Damaged packs, with the blobs that fail if they are known (`None`:
+    // all of them).
+    let mut damaged: HashMap<PackId, Option<HashSet<ChunkId>>> =
+        records.damaged_packs.iter().map(|p| (*p, None)).collect();
+    let mut verified = Vec::new();
     if let Some(subset) = options.read_data {
         // Packs the structure check already found damaged are not read
         // (or reported) again.
-        let flagged: HashSet<PackId> = bad_blobs.values().copied().collect();
         let mut candidates: Vec<(PackId, u64)> = indexed
             .iter()
-            .filter(|p| !flagged.contains(p))
+            .filter(|p| !damaged.contains_key(p))
             .filter_map(|p| listed.get(p).map(|s| (*p, *s)))
             .collect();
         candidates.sort();
         let chosen = choose(index, candidates, subset)?;
-        read_packs(repo, index, &chosen, &mut report, &mut bad_blobs)?;
+        let (whole, bad) = read_packs(repo, &chosen, &mut report)?;
+        index.mark_verified(&whole, unix_now())?;
+        damaged.extend(bad);
+        verified = whole;
     }
+    let marked: Vec<PackId> = damaged.keys().copied().collect();
+    index.record_pack_health(&marked, &verified, unix_now())?;
+    let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
+    drop(files);
+    walk_snapshots(repo, index, &bad_blobs, &mut report)?;
+    Ok(report)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Step 4 for every snapshot: damage below each is gathered per object.
+fn walk_snapshots(
+    repo: &Repository,
+    index: &ChunkIndex,
+    bad_blobs: &HashMap<ChunkId, PackId>,
+    report: &mut CheckReport,
+) -> Result<()> {
     let store = ChunkStore::new(repo, index, crate::chunkstore::ChunkStoreOptions::default());
     let mut walker = TreeWalker {
         store: &store,
         index,
-        bad_blobs: &bad_blobs,
+        bad_blobs,
         memo: HashMap::new(),
     };
     let mut by_object: HashMap<(String, String), Vec<String>> = HashMap::new();
@@ -213,12 +256,12 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .collect();
     found.sort_by(|a, b| a.object.cmp(&b.object));
     report.damage.extend(found);
-    Ok(report)
+    Ok(())
 }
 
 /// Prune records must authenticate; the packs they condemn are told apart
 /// from orphans.
-fn check_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     let mut condemned = HashSet::new();
     for info in repo.backend().list(layout::PRUNE_DIR)? {
         let id = layout::parse_record_path(&info.path)?;
@@ -257,15 +300,11 @@ fn damage(object: String, e: &Error, affects: Vec<String>) -> Damage {
     }
 }
 
-/// Steps 1 and 2: index files against the listing and the pack headers.
-/// Returns the packs that some (not superseded) index file names; the
-/// blobs of packs found missing or damaged go to `bad`.
-fn check_index_files(
+/// Step 1: every index file that authenticates and is not superseded.
+fn read_index_files(
     repo: &Repository,
-    listed: &HashMap<PackId, u64>,
     report: &mut CheckReport,
-    bad: &mut HashMap<ChunkId, PackId>,
-) -> Result<HashSet<PackId>> {
+) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut files = Vec::new();
     for info in repo.backend().list(layout::INDEX_DIR)? {
         let id = layout::parse_index_path(&info.path)?;
@@ -283,38 +322,111 @@ fn check_index_files(
         .iter()
         .flat_map(|(_, f)| f.supersedes.clone())
         .collect();
-    let mut indexed = HashSet::new();
-    let mut headers_checked = HashSet::new();
-    for (file_id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
+    files.retain(|(id, _)| !superseded.contains(id));
+    Ok(files)
+}
+
+/// What step 2 found about the pack records of the index files.
+struct Records {
+    /// Per index file, per pack record: whether the pack exists with the
+    /// recorded size and a header equal to the record.
+    sound: Vec<Vec<bool>>,
+    /// Packs no record describes correctly (missing ones included).
+    damaged_packs: HashSet<PackId>,
+}
+
+/// Step 2: each pack record against the listing and the pack's header
+/// (read once per pack). A record that disagrees is damage, named by the
+/// pack; the pack itself is damaged only if no record agrees with it.
+fn check_records(
+    repo: &Repository,
+    listed: &HashMap<PackId, u64>,
+    files: &[(IndexId, IndexFile)],
+    report: &mut CheckReport,
+) -> Result<Records> {
+    let mut headers: HashMap<PackId, std::result::Result<PackHeader, String>> = HashMap::new();
+    let mut sound = Vec::with_capacity(files.len());
+    let mut described = HashSet::new();
+    let mut failed = HashSet::new();
+    for (file_id, file) in files {
+        let mut oks = Vec::with_capacity(file.packs.len());
         for pack in &file.packs {
-            indexed.insert(pack.id);
             let problem = match listed.get(&pack.id) {
                 None => Some(format!("missing (named by index {file_id})")),
                 Some(&size) if size != pack.size => Some(format!(
                     "is {size} bytes; index {file_id} says {}",
                     pack.size
                 )),
-                Some(_) if !headers_checked.insert(pack.id) => None,
-                Some(&size) => match read_header(repo, &pack.id, size) {
-                    Ok(h) if h.kind == pack.kind && h.entries == pack.entries => None,
-                    Ok(_) => Some(format!("header disagrees with index {file_id}")),
-                    Err(e) if is_damage(&e) => Some(e.to_string()),
-                    Err(e) => return Err(e),
-                },
-            };
-            if let Some(problem) = problem {
-                for e in &pack.entries {
-                    bad.insert(e.id, pack.id);
+                Some(&size) => {
+                    if let Entry::Vacant(slot) = headers.entry(pack.id) {
+                        slot.insert(match read_header(repo, &pack.id, size) {
+                            Ok(h) => Ok(h),
+                            Err(e) if is_damage(&e) => Err(e.to_string()),
+                            Err(e) => return Err(e),
+                        });
+                    }
+                    match &headers[&pack.id] {
+                        Ok(h) if h.kind == pack.kind && h.entries == pack.entries => None,
+                        Ok(_) => Some(format!("header disagrees with index {file_id}")),
+                        Err(e) => Some(e.clone()),
+                    }
                 }
+            };
+            oks.push(problem.is_none());
+            if let Some(problem) = problem {
+                failed.insert(pack.id);
                 report.damage.push(Damage {
                     object: format!("pack {}", pack.id),
                     problem,
                     affects: Vec::new(),
                 });
+            } else {
+                described.insert(pack.id);
             }
         }
+        sound.push(oks);
     }
-    Ok(indexed)
+    Ok(Records {
+        sound,
+        damaged_packs: failed.difference(&described).copied().collect(),
+    })
+}
+
+/// The blobs with no copy that can be relied on, each with a damaged pack
+/// that holds it: a copy counts if its record is sound and the pack did not
+/// fail as a whole or at that blob.
+fn lost_blobs(
+    files: &[(IndexId, IndexFile)],
+    sound: &[Vec<bool>],
+    damaged: &HashMap<PackId, FailedBlobs>,
+) -> HashMap<ChunkId, PackId> {
+    let copies = || {
+        files
+            .iter()
+            .zip(sound)
+            .flat_map(|((_, f), oks)| f.packs.iter().zip(oks.iter().copied()))
+            .flat_map(|(pack, ok)| {
+                pack.entries.iter().map(move |e| {
+                    let good = ok
+                        && match damaged.get(&pack.id) {
+                            None => true,
+                            Some(None) => false,
+                            Some(Some(bad)) => !bad.contains(&e.id),
+                        };
+                    (e.id, pack.id, good)
+                })
+            })
+    };
+    let mut lost: HashMap<ChunkId, PackId> = copies()
+        .filter(|(_, _, good)| !good)
+        .map(|(id, pack, _)| (id, pack))
+        .collect();
+    if !lost.is_empty() {
+        for (id, _, _) in copies().filter(|(_, _, good)| *good) {
+            lost.remove(&id);
+        }
+    }
+    lost
 }
 
 /// The packs a subset reads: least recently verified first.
@@ -354,37 +466,52 @@ fn choose(
     Ok(packs)
 }
 
-/// Reads the chosen packs whole, two at a time, and verifies every blob;
-/// records verified packs in the cache; damaged packs' blobs go to `bad`.
+/// What reading a pack whole showed: the blobs that fail.
+type PackOutcome = Result<Vec<(ChunkId, Error)>>;
+
+/// The blobs of a damaged pack that fail; `None`: all of them (the pack
+/// failed as a whole).
+type FailedBlobs = Option<HashSet<ChunkId>>;
+
+/// Packs read whole, and damaged packs with their failed blobs.
+type ReadOutcome = (Vec<PackId>, Vec<(PackId, FailedBlobs)>);
+
+/// Reads the chosen packs whole, two at a time, and verifies every blob.
+/// Returns the packs found whole, and those found damaged with the blobs
+/// that fail (`None` if the pack failed as a whole).
 fn read_packs(
     repo: &Repository,
-    index: &ChunkIndex,
     chosen: &[(PackId, u64)],
     report: &mut CheckReport,
-    bad: &mut HashMap<ChunkId, PackId>,
-) -> Result<()> {
-    let results: Vec<(PackId, u64, Result<()>)> = chosen
+) -> Result<ReadOutcome> {
+    let results: Vec<(PackId, u64, PackOutcome)> = chosen
         .par_iter()
         .map(|(id, size)| {
             let outcome = repo
                 .backend()
                 .read(&layout::pack_path(id), None)
-                .and_then(|bytes| verify_pack(repo.sealer(), id, &bytes).map(drop));
+                .and_then(|bytes| verify_pack_blobs(repo.sealer(), id, &bytes))
+                .map(|(_, bad)| bad);
             (*id, *size, outcome)
         })
         .collect();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut verified = Vec::new();
-    let mut damaged = HashSet::new();
+    let (mut whole, mut damaged) = (Vec::new(), Vec::new());
     for (id, size, outcome) in results {
         report.packs_read += 1;
         report.bytes_read += size;
         match outcome {
-            Ok(()) => verified.push(id),
+            Ok(bad) if bad.is_empty() => whole.push(id),
+            Ok(bad) => {
+                let problem = format!("{} damaged blobs; first: {}", bad.len(), bad[0].1);
+                report.damage.push(Damage {
+                    object: format!("pack {id}"),
+                    problem,
+                    affects: Vec::new(),
+                });
+                damaged.push((id, Some(bad.into_iter().map(|(b, _)| b).collect())));
+            }
             Err(e) if is_damage(&e) => {
-                damaged.insert(id);
+                damaged.push((id, None));
                 report
                     .damage
                     .push(damage(format!("pack {id}"), &e, Vec::new()));
@@ -392,28 +519,7 @@ fn read_packs(
             Err(e) => return Err(e),
         }
     }
-    if !damaged.is_empty() {
-        mark_blobs_of(repo, &damaged, bad)?;
-    }
-    index.mark_verified(&verified, now)
-}
-
-/// Adds the blobs that index files list in the `damaged` packs to `bad`,
-/// in one pass over the index files.
-fn mark_blobs_of(
-    repo: &Repository,
-    damaged: &HashSet<PackId>,
-    bad: &mut HashMap<ChunkId, PackId>,
-) -> Result<()> {
-    for info in repo.backend().list(layout::INDEX_DIR)? {
-        let id = layout::parse_index_path(&info.path)?;
-        if let Ok(f) = read_index_file(repo, &id) {
-            for p in f.packs.iter().filter(|p| damaged.contains(&p.id)) {
-                bad.extend(p.entries.iter().map(|e| (e.id, p.id)));
-            }
-        }
-    }
-    Ok(())
+    Ok((whole, damaged))
 }
 
 /// A problem below a tree, relative to it.

@@ -1,4 +1,6 @@
-//! `repair index`: rebuilds the repository's index from the packs
+//! `repair index` and `repair snapshots`.
+//!
+//! `repair index` rebuilds the repository's index from the packs
 //! themselves. Every pack's header is read and authenticated (with
 //! `read_data`, the whole pack is verified, so packs with damaged blobs are
 //! left out too); new index files list the good packs and supersede every
@@ -7,7 +9,8 @@
 //!
 //! Afterwards no index entry points into a missing or damaged pack, so
 //! the next backup stores such chunks again and its snapshot is whole;
-//! snapshots that needed them stay damaged (`check` names them).
+//! snapshots that needed them stay damaged (`check` names them) until
+//! `repair snapshots` rewrites them.
 //!
 //! Crash safety: the new files are written before any old one is deleted,
 //! and a reader disregards a file that an authenticated file supersedes; a
@@ -15,14 +18,36 @@
 //! backup running meanwhile is safe: its packs are either listed here or
 //! named by its own index file, written after the listing and therefore
 //! not superseded.
+//!
+//! `repair snapshots` rewrites snapshots whose trees need lost data so that
+//! they restore what is left (format-spec/11, "Repaired snapshots"). A blob
+//! is lost when no index names it, or names it only in packs that are
+//! missing or that a check found damaged, and it cannot be read from them
+//! either; a blob that still reads whole from a damaged pack is stored
+//! again instead. A file with a lost data chunk or extent list is left
+//! out; a directory whose tree is lost stays as an empty directory with
+//! its metadata. New trees are written through the chunk store and
+//! flushed (packs, then index files) before the new snapshot is written;
+//! only then is the old one deleted. A snapshot that is whole is not
+//! touched; one with nothing readable (its object or its root tree is
+//! lost) is deleted.
 
-use crate::error::Result;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
-use crate::id::{IndexId, PackId};
+use crate::format::pack::PackKind;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Content, Entry, Extent, Payload};
+use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{ChunkIndex, write_index_file};
 use crate::pack::{read_header, verify_pack};
 use crate::repo::Repository;
+use crate::{snapshot, tree};
 
 /// Packs per new index file (far below the decoder's size limit).
 const PACKS_PER_FILE: usize = 256;
@@ -90,6 +115,17 @@ pub fn repair_index(
     if options.dry_run {
         return Ok(report);
     }
+    // What was learnt about packs goes to the cache as a check's would.
+    let dropped: Vec<PackId> = report.packs_dropped.iter().map(|(id, _)| *id).collect();
+    let whole: Vec<PackId> = if options.read_data {
+        good.iter().map(|p| p.id).collect()
+    } else {
+        Vec::new()
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    index.record_pack_health(&dropped, &whole, now)?;
     let level = crate::chunkstore::ChunkStoreOptions::default().compression_level;
     for chunk in good.chunks(PACKS_PER_FILE) {
         let file = IndexFile {
@@ -115,4 +151,349 @@ pub fn repair_index(
     index.sync(repo)?;
     index.persist()?;
     Ok(report)
+}
+
+/// The tag every snapshot written by `repair snapshots` carries.
+pub const REPAIRED_TAG: &str = "repaired";
+
+/// Which snapshots to repair, and whether to change anything.
+#[derive(Debug, Clone, Default)]
+pub struct RepairSnapshotsOptions {
+    /// The snapshots to look at; empty means every snapshot.
+    pub snapshots: Vec<SnapshotId>,
+    /// Report what would be dropped; write and delete nothing.
+    pub dry_run: bool,
+}
+
+/// What a repaired snapshot no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    /// The path from the snapshot's root, `/`-separated, without a leading
+    /// `/` (the root tree mirrors absolute paths: `srv/www/index.php`).
+    pub path: Vec<u8>,
+    pub kind: DroppedKind,
+    /// The lost object and why, e.g. `blob 3fa2...: ... not found`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DroppedKind {
+    /// A file with lost content, left out of its directory.
+    File,
+    /// A directory whose tree is lost, kept empty with its metadata.
+    Directory,
+}
+
+/// What happens to a damaged snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotAction {
+    /// Replaced by a new snapshot (its id; `None` on a dry run).
+    Replaced(Option<SnapshotId>),
+    /// Deleted: nothing of it can be read (why).
+    Removed(String),
+}
+
+/// One damaged snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotRepair {
+    pub snapshot: SnapshotId,
+    pub action: SnapshotAction,
+    pub dropped: Vec<Dropped>,
+}
+
+/// What `repair snapshots` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct RepairSnapshotsReport {
+    pub snapshots_checked: usize,
+    /// The damaged snapshots only; whole ones are not listed.
+    pub repaired: Vec<SnapshotRepair>,
+    /// Data chunks that still read whole from a pack found damaged and
+    /// were stored again (on a dry run: would be).
+    pub blobs_salvaged: usize,
+}
+
+/// Rewrites the snapshots that need lost data (module documentation).
+/// `index` must have been synced.
+///
+/// # Errors
+/// Listing, backend and cache errors (damage is not an error). Snapshots
+/// replaced before an error stay replaced; the rest are untouched.
+pub fn repair_snapshots(
+    repo: &Repository,
+    index: &ChunkIndex,
+    options: &RepairSnapshotsOptions,
+) -> Result<RepairSnapshotsReport> {
+    let listed: HashSet<PackId> = repo
+        .backend()
+        .list(layout::DATA_DIR)?
+        .iter()
+        .map(|i| layout::parse_pack_path(&i.path))
+        .collect::<Result<_>>()?;
+    let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
+    store.distrust(index.distrusted_packs(&listed)?);
+    let mut ids = if options.snapshots.is_empty() {
+        snapshot::list_ids(repo)?
+    } else {
+        options.snapshots.clone()
+    };
+    ids.sort();
+    ids.dedup();
+    let mut rewriter = Rewriter {
+        store: &store,
+        dry_run: options.dry_run,
+        trees: HashMap::new(),
+        chunks: HashMap::new(),
+        salvaged: 0,
+    };
+    let mut report = RepairSnapshotsReport::default();
+    let mut plans = Vec::new();
+    for id in ids {
+        report.snapshots_checked += 1;
+        if let Some(plan) = plan_repair(repo, &mut rewriter, id)? {
+            plans.push(plan);
+        }
+    }
+    report.blobs_salvaged = rewriter.salvaged;
+    if !options.dry_run {
+        // The order of format-spec/11, "Repaired snapshots": new trees and
+        // blobs durable and indexed, then each new snapshot, then the old
+        // one is deleted.
+        store.flush()?;
+        let existing = if plans.is_empty() {
+            Vec::new()
+        } else {
+            snapshot::list(repo)?
+        };
+        for plan in &mut plans {
+            commit(repo, &existing, plan)?;
+        }
+    }
+    report.repaired = plans.into_iter().map(|p| p.repair).collect();
+    Ok(report)
+}
+
+/// A damaged snapshot and what to write in its place.
+struct Plan {
+    repair: SnapshotRepair,
+    /// The snapshot with its new root; `None` to delete it.
+    replacement: Option<Snapshot>,
+}
+
+fn is_damage(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound)
+}
+
+/// Decides what to do with snapshot `id`: `None` if it is whole.
+fn plan_repair(
+    repo: &Repository,
+    rewriter: &mut Rewriter<'_, '_>,
+    id: SnapshotId,
+) -> Result<Option<Plan>> {
+    let removed = |why: String| Plan {
+        repair: SnapshotRepair {
+            snapshot: id,
+            action: SnapshotAction::Removed(why),
+            dropped: Vec::new(),
+        },
+        replacement: None,
+    };
+    let snap = match snapshot::load(repo, &id) {
+        Ok(s) => s,
+        Err(e) if e.kind() == ErrorKind::Corrupt => {
+            return Ok(Some(removed(format!(
+                "the snapshot object is damaged: {e}"
+            ))));
+        }
+        // Deleted since the listing (a concurrent forget): nothing to do.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let out = rewriter.tree(&snap.tree_id()?)?;
+    if let Some(why) = &out.lost {
+        return Ok(Some(removed(format!("its root tree is lost: {why}"))));
+    }
+    if out.dropped.is_empty() {
+        return Ok(None);
+    }
+    let mut replacement = snap;
+    replacement.tree = out.id.to_hex();
+    if !replacement.tags.iter().any(|t| t == REPAIRED_TAG) {
+        replacement.tags.push(REPAIRED_TAG.to_owned());
+    }
+    Ok(Some(Plan {
+        repair: SnapshotRepair {
+            snapshot: id,
+            action: SnapshotAction::Replaced(None),
+            dropped: out.dropped.clone(),
+        },
+        replacement: Some(replacement),
+    }))
+}
+
+/// Writes a plan: the new snapshot (unless an earlier run that crashed
+/// before deleting the old one already wrote it), then deletes the old.
+fn commit(repo: &Repository, existing: &[(SnapshotId, Snapshot)], plan: &mut Plan) -> Result<()> {
+    let old = plan.repair.snapshot;
+    if let Some(new) = &plan.replacement {
+        let written = existing
+            .iter()
+            .find(|(id, s)| *id != old && s == new)
+            .map(|(id, _)| *id);
+        let id = match written {
+            Some(id) => id,
+            None => snapshot::save(repo, new)?,
+        };
+        plan.repair.action = SnapshotAction::Replaced(Some(id));
+    }
+    repo.backend().delete(&layout::snapshot_path(&old))
+}
+
+/// A tree as repaired: the id to refer to instead, and what was dropped
+/// below it (paths relative to it).
+struct Rewritten {
+    id: ChunkId,
+    /// Why the tree itself cannot be read, if it cannot.
+    lost: Option<String>,
+    dropped: Vec<Dropped>,
+}
+
+/// Walks trees once per id, rebuilding those with lost parts.
+struct Rewriter<'a, 'r> {
+    store: &'a ChunkStore<'r>,
+    dry_run: bool,
+    trees: HashMap<ChunkId, Rc<Rewritten>>,
+    /// Chunks already looked at that have no trusted copy: why each is
+    /// lost, or `None` if it was read and stored again.
+    chunks: HashMap<ChunkId, Option<String>>,
+    salvaged: usize,
+}
+
+impl Rewriter<'_, '_> {
+    fn tree(&mut self, id: &ChunkId) -> Result<Rc<Rewritten>> {
+        if let Some(done) = self.trees.get(id) {
+            return Ok(Rc::clone(done));
+        }
+        let out = match tree::load_directory(self.store, id) {
+            Ok(entries) => self.directory(id, entries)?,
+            Err(e) if is_damage(&e) => Rewritten {
+                id: *id,
+                lost: Some(format!("tree {id}: {e}")),
+                dropped: Vec::new(),
+            },
+            Err(e) => return Err(e),
+        };
+        let out = Rc::new(out);
+        self.trees.insert(*id, Rc::clone(&out));
+        Ok(out)
+    }
+
+    /// Rebuilds directory `id` from `entries`, leaving out lost files and
+    /// emptying lost subdirectories. Stored again even when unchanged (the
+    /// same bytes, so the same id): that puts a tree read from a damaged
+    /// pack into a sound one.
+    fn directory(&mut self, id: &ChunkId, entries: Vec<Entry>) -> Result<Rewritten> {
+        let mut kept = Vec::with_capacity(entries.len());
+        let mut dropped = Vec::new();
+        for mut e in entries {
+            match &e.payload {
+                Payload::Dir(sub) => {
+                    let below = self.tree(sub)?;
+                    if let Some(reason) = &below.lost {
+                        dropped.push(Dropped {
+                            path: e.name.clone(),
+                            kind: DroppedKind::Directory,
+                            reason: reason.clone(),
+                        });
+                        e.payload = Payload::Dir(self.store_directory(Vec::new(), *sub)?);
+                    } else {
+                        dropped.extend(below.dropped.iter().map(|d| Dropped {
+                            path: [&e.name[..], b"/", &d.path].concat(),
+                            ..d.clone()
+                        }));
+                        e.payload = Payload::Dir(below.id);
+                    }
+                }
+                Payload::File(content) => {
+                    if let Some(reason) = self.file(content, e.meta.size)? {
+                        dropped.push(Dropped {
+                            path: e.name.clone(),
+                            kind: DroppedKind::File,
+                            reason,
+                        });
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            kept.push(e);
+        }
+        Ok(Rewritten {
+            id: self.store_directory(kept, *id)?,
+            lost: None,
+            dropped,
+        })
+    }
+
+    /// Stores a directory; a dry run stores nothing and keeps `old`.
+    fn store_directory(&self, entries: Vec<Entry>, old: ChunkId) -> Result<ChunkId> {
+        if self.dry_run {
+            Ok(old)
+        } else {
+            tree::store_directory(self.store, entries)
+        }
+    }
+
+    /// Why a file's content is lost, or `None` if every part of it can be
+    /// relied on (some perhaps after being stored again).
+    fn file(&mut self, content: &Content, size: u64) -> Result<Option<String>> {
+        let extents = match tree::load_extents(self.store, content, size) {
+            Ok(x) => x,
+            Err(e) if is_damage(&e) => return Ok(Some(format!("extent list: {e}"))),
+            Err(e) => return Err(e),
+        };
+        let ids: Vec<ChunkId> = extents
+            .iter()
+            .filter_map(|x| match x {
+                Extent::Data { id, .. } => Some(*id),
+                Extent::Hole { .. } => None,
+            })
+            .collect();
+        if !self.store.all_stored(&ids)? {
+            for id in &ids {
+                if let Some(reason) = self.salvage(id)? {
+                    return Ok(Some(reason));
+                }
+            }
+        }
+        if matches!(content, Content::Indirect(_)) && !self.dry_run {
+            // Extent lists read from a damaged pack go to a sound one.
+            tree::store_content(self.store, extents)?;
+        }
+        Ok(None)
+    }
+
+    /// Makes data chunk `id` safe to rely on: `None` if a trusted copy is
+    /// indexed, or if it still reads whole from an untrusted one (it is
+    /// then stored again); else why it is lost.
+    fn salvage(&mut self, id: &ChunkId) -> Result<Option<String>> {
+        if let Some(known) = self.chunks.get(id) {
+            return Ok(known.clone());
+        }
+        if self.store.all_stored(&[*id])? {
+            return Ok(None);
+        }
+        let outcome = match self.store.get(id) {
+            Ok(plain) => {
+                if !self.dry_run {
+                    self.store.put_blob(PackKind::Data, &plain)?;
+                }
+                self.salvaged += 1;
+                None
+            }
+            Err(e) if is_damage(&e) => Some(format!("blob {id}: {e}")),
+            Err(e) => return Err(e),
+        };
+        self.chunks.insert(*id, outcome.clone());
+        Ok(outcome)
+    }
 }

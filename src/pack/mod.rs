@@ -170,19 +170,61 @@ pub fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<PackHead
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] for the first damage found.
 pub fn verify_pack(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
-    let header = pack::open_whole(&sealer.keys().metadata, id, sealer.repo(), bytes)?;
-    pack::check_layout(sealer.keys(), id, &header, bytes)?;
+    let header = verify_pack_frame(sealer, id, bytes)?;
     for e in &header.entries {
-        // check_layout proved the entries lie back to back inside the pack.
-        let start = e.offset as usize;
-        let blob = &bytes[start..start + e.stored_len as usize];
-        let plain = sealer.open_blob(header.kind, &e.id, blob)?;
-        if plain.len() != e.raw_len as usize {
-            return Err(Error::corrupt(format!(
-                "blob {} in pack {id} has the wrong length",
-                e.id
-            )));
-        }
+        verify_blob(sealer, id, &header, e, bytes)?;
     }
     Ok(header)
+}
+
+/// [`verify_pack`] that goes on past damaged blobs: the header, and each
+/// blob that fails with its error, so that the sound blobs of a damaged
+/// pack can still be told apart.
+///
+/// # Errors
+/// [`crate::ErrorKind::Corrupt`] when the trailer, header, layout or
+/// padding is damaged: then no blob can be vouched for.
+pub fn verify_pack_blobs(
+    sealer: &Sealer,
+    id: &PackId,
+    bytes: &[u8],
+) -> Result<(PackHeader, Vec<(ChunkId, Error)>)> {
+    let header = verify_pack_frame(sealer, id, bytes)?;
+    let damaged = header
+        .entries
+        .iter()
+        .filter_map(|e| {
+            verify_blob(sealer, id, &header, e, bytes)
+                .err()
+                .map(|err| (e.id, err))
+        })
+        .collect();
+    Ok((header, damaged))
+}
+
+fn verify_pack_frame(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
+    let header = pack::open_whole(&sealer.keys().metadata, id, sealer.repo(), bytes)?;
+    pack::check_layout(sealer.keys(), id, &header, bytes)?;
+    Ok(header)
+}
+
+/// One blob of a pack whose layout `check_layout` proved (the entries lie
+/// back to back inside it).
+fn verify_blob(
+    sealer: &Sealer,
+    id: &PackId,
+    header: &PackHeader,
+    e: &PackEntry,
+    bytes: &[u8],
+) -> Result<()> {
+    let start = e.offset as usize;
+    let blob = &bytes[start..start + e.stored_len as usize];
+    let plain = sealer.open_blob(header.kind, &e.id, blob)?;
+    if plain.len() != e.raw_len as usize {
+        return Err(Error::corrupt(format!(
+            "blob {} in pack {id} has the wrong length",
+            e.id
+        )));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 //! extent lists (format-spec/10-trees.md) so callers see whole listings.
 
 use crate::chunkstore::ChunkStore;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::pack::PackKind;
 use crate::format::tree::{self, Content, Entry, Extent, TreeBlob};
 use crate::id::ChunkId;
@@ -97,20 +97,25 @@ pub fn load_extents(store: &ChunkStore<'_>, content: &Content, size: u64) -> Res
 }
 
 /// Whether every blob of a file's content (its extent lists and data
-/// chunks) is indexed or already accepted by `store`. A backup reuses a
-/// parent's content only then, so a snapshot never refers to data the
-/// index has lost (after `repair index` dropped a damaged pack, the file
-/// is read and stored again).
+/// chunks) is indexed in a pack `store` trusts, or already accepted by it.
+/// A backup reuses a parent's content only then, so a snapshot never refers
+/// to data that is lost (a missing pack, one a check found damaged, or one
+/// `repair index` dropped): the file is read and stored again.
 ///
 /// # Errors
-/// Cache I/O errors, or extent lists that cannot be read.
+/// Cache I/O errors; extent lists that cannot be read count as not stored.
 pub fn content_is_stored(store: &ChunkStore<'_>, content: &Content, size: u64) -> Result<bool> {
     if let Content::Indirect(lists) = content
         && !store.all_stored(lists)?
     {
         return Ok(false);
     }
-    let ids: Vec<ChunkId> = load_extents(store, content, size)?
+    let extents = match load_extents(store, content, size) {
+        Ok(x) => x,
+        Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let ids: Vec<ChunkId> = extents
         .iter()
         .filter_map(|e| match e {
             Extent::Data { id, .. } => Some(*id),

@@ -1,11 +1,13 @@
 //! The chunk store: round trips, deduplication, parallel/serial agreement,
 //! the cache as a rebuildable copy of the index files and pack headers.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, MemoryBackend};
 use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions};
+use kura::id::PackId;
 use kura::index::ChunkIndex;
 use kura::pack::PackerOptions;
 use kura::repo::Repository;
@@ -317,4 +319,84 @@ fn an_index_file_that_supersedes_another_hides_it() {
     backend.delete(&listed[0].path).unwrap();
     assert!(!early.sync(&repo).unwrap().rebuilt);
     assert!(fresh.lookup(&kept.entries[0].id).unwrap().is_some());
+}
+
+#[test]
+fn distrusted_packs_are_not_deduplicated_against_and_reads_try_every_copy() {
+    let (backend, repo) = memory_repo();
+    let data = pseudo_random(600 << 10, 31);
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let refs = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
+    let first: HashSet<PackId> = ids
+        .iter()
+        .map(|id| index.lookup(id).unwrap().unwrap().pack)
+        .collect();
+    // Trusting everything, nothing is new.
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    assert!(store.all_stored(&ids).unwrap());
+    store.put_stream(data.as_slice()).unwrap();
+    assert_eq!(store.stats().chunks_new, 0);
+    drop(store);
+    // Distrusting the packs, every chunk is stored again, in new packs.
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    store.distrust(first.clone());
+    assert!(!store.all_stored(&ids).unwrap());
+    store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.stats().chunks_new, refs.len() as u64);
+    assert!(store.all_stored(&ids).unwrap());
+    drop(store);
+    for id in &ids {
+        assert!(!first.contains(&index.lookup(id).unwrap().unwrap().pack));
+        assert_eq!(index.locations(id).unwrap().len(), 2);
+    }
+    // The new copies are lost: reads fall back to the old ones.
+    for info in backend.list("data").unwrap() {
+        let pack = kura::format::layout::parse_pack_path(&info.path).unwrap();
+        if !first.contains(&pack) {
+            backend.delete(&info.path).unwrap();
+        }
+    }
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    assert_eq!(restore(&store, &refs), data);
+}
+
+#[test]
+fn the_cache_remembers_damaged_packs_until_they_are_read_whole() {
+    let (backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let refs = store.put_stream(&pseudo_random(300 << 10, 41)[..]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let pack = index.lookup(&refs[0].id).unwrap().unwrap().pack;
+    let gone = PackId([7; 32]);
+    index.record_pack_health(&[pack, gone], &[], 1).unwrap();
+    // A rebuild of the index part of the cache keeps the marks.
+    index.rebuild_from_pack_headers(&repo).unwrap();
+    assert_eq!(index.damaged_packs().unwrap(), HashSet::from([pack, gone]));
+    index.record_pack_health(&[], &[pack], 2).unwrap();
+    assert_eq!(index.damaged_packs().unwrap(), HashSet::from([gone]));
+    // Packs the index names but a listing lacks are distrusted too.
+    let mut listed: HashSet<PackId> = backend
+        .list("data")
+        .unwrap()
+        .iter()
+        .map(|i| kura::format::layout::parse_pack_path(&i.path).unwrap())
+        .collect();
+    assert!(index.packs_missing_from(&listed).unwrap().is_empty());
+    assert_eq!(
+        index.distrusted_packs(&listed).unwrap(),
+        HashSet::from([gone])
+    );
+    listed.remove(&pack);
+    assert_eq!(index.packs_missing_from(&listed).unwrap(), [pack]);
+    assert_eq!(
+        index.distrusted_packs(&listed).unwrap(),
+        HashSet::from([pack, gone])
+    );
 }
