@@ -231,10 +231,11 @@ struct Marker<'a> {
     live: LiveSet,
     trees: HashSet<ChunkId>,
     pending: Vec<ChunkId>,
-    /// Blob locations in condemned packs, read when first needed.
+    /// Blob locations in packs no current index file names (condemned or
+    /// orphans), read when first needed.
     fallback: Option<HashMap<ChunkId, BlobLocation>>,
-    condemned: Vec<(PackId, u64)>,
-    /// Condemned packs holding live chunks no current index file lists.
+    unindexed: Vec<(PackId, u64)>,
+    /// Unindexed packs holding live chunks no current index file lists.
     needed: HashSet<PackId>,
 }
 
@@ -245,11 +246,14 @@ impl Marker<'_> {
         }
         if self.fallback.is_none() {
             let mut map = HashMap::new();
-            for (pack, size) in &self.condemned {
-                // A condemned pack already deleted cannot be needed.
+            for (pack, size) in &self.unindexed {
+                // A pack already deleted, or one whose header does not
+                // authenticate, cannot serve.
                 let header = match read_header(self.repo, pack, *size) {
                     Ok(h) => h,
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
+                        continue;
+                    }
                     Err(e) => return Err(e),
                 };
                 for e in &header.entries {
@@ -262,7 +266,7 @@ impl Marker<'_> {
         let Some(loc) = loc else {
             return Err(Error::corrupt(format!(
                 "{what} {id} is needed by a snapshot but is in no index file and no \
-                 condemned pack; prune deletes nothing in a damaged repository: run \
+                 pack prune can read; prune deletes nothing in a damaged repository: run \
                  `kura check`, then `kura repair index` or `kura repair snapshots`"
             )));
         };
@@ -410,6 +414,19 @@ pub fn prune(
         .collect::<Result<_>>()?;
     index.sync(repo)?;
 
+    // Which packs the current index files name, and which are exempt.
+    let old_file = |id: &IndexId| at_once || reference.is_some_and(|r| r.seen_index.contains(id));
+    let mut named: HashMap<PackId, IndexId> = HashMap::new();
+    let mut exempt: HashSet<PackId> = HashSet::new();
+    for (file, packs) in &state.current {
+        for p in packs {
+            named.insert(*p, *file);
+            if !old_file(file) {
+                exempt.insert(*p);
+            }
+        }
+    }
+
     // Step 2: mark.
     let all_condemned: Vec<(PackId, u64)> = {
         let mut seen = HashSet::new();
@@ -419,6 +436,12 @@ pub fn prune(
             .filter(|(p, _)| seen.insert(*p))
             .collect()
     };
+    let condemned_elsewhere: HashSet<PackId> = all_condemned.iter().map(|(p, _)| *p).collect();
+    let orphans: Vec<(PackId, u64)> = listed
+        .iter()
+        .filter(|(p, _)| !named.contains_key(p) && !condemned_elsewhere.contains(p))
+        .map(|(p, s)| (*p, *s))
+        .collect();
     let mut marker = Marker {
         repo,
         index,
@@ -426,7 +449,7 @@ pub fn prune(
         trees: HashSet::new(),
         pending: Vec::new(),
         fallback: None,
-        condemned: all_condemned.clone(),
+        unindexed: all_condemned.iter().chain(&orphans).copied().collect(),
         needed: HashSet::new(),
     };
     for id in &snapshot_ids {
@@ -440,19 +463,6 @@ pub fn prune(
     marker.live.insert_new(&trees)?;
     report.live_chunks = marker.live.count;
     let live = marker.live.reader()?;
-
-    // Which packs the current index files name, and which are exempt.
-    let old_file = |id: &IndexId| at_once || reference.is_some_and(|r| r.seen_index.contains(id));
-    let mut named: HashMap<PackId, IndexId> = HashMap::new();
-    let mut exempt: HashSet<PackId> = HashSet::new();
-    for (file, packs) in &state.current {
-        for p in packs {
-            named.insert(*p, *file);
-            if !old_file(file) {
-                exempt.insert(*p);
-            }
-        }
-    }
 
     // Step 3: sweep ripe records.
     let mut to_delete: Vec<(PackId, u64)> = Vec::new();
@@ -471,7 +481,6 @@ pub fn prune(
             // Otherwise it is already gone: nothing to free.
         }
     }
-    let condemned_elsewhere: HashSet<PackId> = all_condemned.iter().map(|(p, _)| *p).collect();
 
     // Measure the live share of every pack the current files name.
     let mut uses: HashMap<PackId, PackUse> = HashMap::new();
@@ -506,40 +515,17 @@ pub fn prune(
         .filter(|(_, u)| u.old && u.live_blobs == 0)
         .map(|(p, u)| (*p, u.size))
         .collect();
-    let mut adopt: Vec<IndexedPack> = Vec::new();
+    let mut adopt: Vec<PackId> = Vec::new();
     let mut orphans_seen: Vec<PackId> = Vec::new();
-    for (p, size) in &listed {
-        if named.contains_key(p) || condemned_elsewhere.contains(p) {
-            continue;
-        }
+    for (p, size) in &orphans {
         let seen_before = at_once || reference.is_some_and(|r| r.seen_orphans.contains(p));
-        if !seen_before {
-            orphans_seen.push(*p);
-            continue;
-        }
-        let header = match read_header(repo, p, *size) {
-            Ok(h) => h,
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                // Not a pack kura can read: nothing can depend on it.
-                report.warnings.push(format!("orphan pack {p}: {e}"));
-                condemned.push((*p, *size));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut any_live = false;
-        for e in &header.entries {
-            any_live |= live.contains(&e.id)?;
-        }
-        if any_live {
-            adopt.push(IndexedPack {
-                id: *p,
-                kind: header.kind,
-                size: *size,
-                entries: header.entries,
-            });
-        } else {
+        if marker.needed.contains(p) {
+            // The only copy of chunks a snapshot needs: index it.
+            adopt.push(*p);
+        } else if seen_before {
             condemned.push((*p, *size));
+        } else {
+            orphans_seen.push(*p);
         }
     }
 
@@ -601,9 +587,10 @@ pub fn prune(
     // Writes begin. Resurrected and adopted packs first: naming them keeps
     // them, whatever happens next.
     let mut new_files: Vec<IndexId> = Vec::new();
-    let mut extra = adopt;
-    for p in &resurrect {
-        let size = listed[p];
+    let mut extra = Vec::new();
+    for p in resurrect.iter().chain(&adopt) {
+        // Needed packs were read during marking, so they were listed.
+        let Some(&size) = listed.get(p) else { continue };
         let header = read_header(repo, p, size)?;
         extra.push(IndexedPack {
             id: *p,
@@ -613,7 +600,7 @@ pub fn prune(
         });
     }
     report.resurrected_packs = resurrect.len();
-    report.adopted_packs = extra.len() - resurrect.len();
+    report.adopted_packs = adopt.len();
     for chunk in extra.chunks(PACKS_PER_FILE) {
         let id = IndexId::random();
         write_file(repo, &id, Vec::new(), chunk.to_vec(), options.level)?;

@@ -847,3 +847,57 @@ fn prune_on_a_damaged_repository_never_deletes_a_live_blob() {
         let _ = first;
     }
 }
+
+#[test]
+fn orphans_are_adopted_when_they_hold_the_only_copy_and_deleted_otherwise() {
+    let (mut w, _, _) = two_snapshots();
+    let repo = w.repo();
+    // Duplicates of `b` in packs no index file names.
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    store.put_stream(&pseudo_random(300_000, 2)[..]).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let before: Vec<String> = w
+        .backend
+        .list(layout::INDEX_DIR)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.path)
+        .collect();
+    // The duplicates' index file is the one a fresh cache names their
+    // packs in: find it by its packs' absence from the others.
+    let files: Vec<(String, Vec<kura::id::PackId>)> = before
+        .iter()
+        .map(|path| {
+            let f = kura::index::read_index_file(&repo, &layout::parse_index_path(path).unwrap())
+                .unwrap();
+            (path.clone(), f.packs.iter().map(|p| p.id).collect())
+        })
+        .collect();
+    let dup_packs: Vec<kura::id::PackId> = index.packs_missing_from(&Default::default()).unwrap();
+    let dup_file = files
+        .iter()
+        .find(|(_, packs)| packs.iter().all(|p| dup_packs.contains(p)))
+        .unwrap()
+        .0
+        .clone();
+    w.backend.delete(&dup_file).unwrap();
+    let now = PruneOptions {
+        grace: 0,
+        ..PruneOptions::default()
+    };
+    let r = w.prune(&now);
+    assert_eq!(r.adopted_packs, 0, "{r:?}");
+    assert!(r.deleted_packs >= dup_packs.len(), "{r:?}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+
+    // Now lose the index file of a snapshot's own packs: its chunks are
+    // nowhere else, so prune indexes the orphans again instead.
+    let some_file = w.backend.list(layout::INDEX_DIR).unwrap()[0].path.clone();
+    w.backend.delete(&some_file).unwrap();
+    let r = w.prune(&now);
+    assert!(r.adopted_packs > 0, "{r:?}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+    let _ = &mut w;
+}
