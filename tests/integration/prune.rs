@@ -875,7 +875,9 @@ fn orphans_are_adopted_when_they_hold_the_only_copy_and_deleted_otherwise() {
             (path.clone(), f.packs.iter().map(|p| p.id).collect())
         })
         .collect();
-    let dup_packs: Vec<kura::id::PackId> = index.packs_missing_from(&Default::default()).unwrap();
+    let dup_packs: Vec<kura::id::PackId> = index
+        .packs_missing_from(&std::collections::HashSet::new())
+        .unwrap();
     let dup_file = files
         .iter()
         .find(|(_, packs)| packs.iter().all(|p| dup_packs.contains(p)))
