@@ -85,7 +85,9 @@ impl Backend for LocalBackend {
         let ctx = || full.display().to_string();
         let mut file = File::open(&full).map_err(|e| Error::io(ctx(), e))?;
         let Some(range) = range else {
-            let mut out = Vec::new();
+            // Sized from the start: one allocation, no regrowth copies.
+            let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+            let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             file.read_to_end(&mut out)
                 .map_err(|e| Error::io(ctx(), e))?;
             return Ok(out);
