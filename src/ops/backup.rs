@@ -498,13 +498,13 @@ pub fn backup_with_progress(
 /// Time since the backup started, on two clocks: the monotonic one keeps
 /// counting while the process is stopped, the wall clock also across a
 /// suspended machine. The larger counts.
-struct Started {
+pub(crate) struct Started {
     instant: Instant,
     wall: SystemTime,
 }
 
 impl Started {
-    fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Self {
             instant: Instant::now(),
             wall: SystemTime::now(),
@@ -520,7 +520,7 @@ impl Started {
 /// The commit check (format-spec/12, "Backups", rules 3 and 4): repeated
 /// until nothing this backup relies on is condemned or missing, and the
 /// snapshot can be written within [`COMMIT_WINDOW`] of the check.
-fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureReport> {
+pub(crate) fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureReport> {
     let mut total = SecureReport::default();
     loop {
         let check = Started::now();

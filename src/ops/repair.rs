@@ -45,6 +45,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Extent, Payload};
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{ChunkIndex, write_index_file};
+use crate::ops::backup::{Started, commit_check};
 use crate::pack::{read_header, verify_pack};
 use crate::repo::Repository;
 use crate::{snapshot, tree};
@@ -229,6 +230,7 @@ pub fn repair_snapshots(
         .iter()
         .map(|i| layout::parse_pack_path(&i.path))
         .collect::<Result<_>>()?;
+    let started = Started::now();
     let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
     store.distrust(index.distrusted_packs(&listed)?);
     let mut ids = if options.snapshots.is_empty() {
@@ -259,6 +261,9 @@ pub fn repair_snapshots(
         // blobs durable and indexed, then each new snapshot, then the old
         // one is deleted.
         store.flush()?;
+        // The backup's commit check: nothing the new snapshots need may be
+        // condemned by a prune that ran meanwhile.
+        commit_check(&store, &started)?;
         let existing = if plans.is_empty() {
             Vec::new()
         } else {
