@@ -36,6 +36,10 @@ pub const DEFAULT_GRACE: u64 = 3600;
 /// Temporary files younger than this (seconds) may belong to a write in
 /// progress.
 const TEMPORARY_AGE: u64 = 86_400;
+/// Index files naming fewer packs than this are small ...
+const SMALL_INDEX_FILE: usize = PACKS_PER_FILE / 4;
+/// ... and are merged once there are this many old ones.
+const MERGE_AT: usize = 8;
 /// Packs per rewritten index file.
 const PACKS_PER_FILE: usize = 256;
 /// Live chunk ids buffered before they go to the on-disk table.
@@ -631,12 +635,25 @@ pub fn prune(
     report.condemned_packs = condemned.len();
     report.condemned_bytes = condemned.iter().map(|(_, s)| s).sum();
 
-    // Which current files to rewrite: those naming a condemned pack.
+    // Which current files to rewrite: those naming a condemned pack, and
+    // old small ones once there are enough to merge (each backup writes
+    // its own; a year of nights would otherwise be hundreds of files).
     let gone: HashSet<PackId> = condemned.iter().map(|(p, _)| *p).collect();
+    let small: Vec<&IndexId> = state
+        .current
+        .iter()
+        .filter(|(id, packs)| old_file(id) && packs.len() < SMALL_INDEX_FILE)
+        .map(|(id, _)| id)
+        .collect();
+    let merge: HashSet<&IndexId> = if small.len() >= MERGE_AT {
+        small.into_iter().collect()
+    } else {
+        HashSet::new()
+    };
     let rewrite: Vec<&(IndexId, Vec<PackId>)> = state
         .current
         .iter()
-        .filter(|(_, packs)| packs.iter().any(|p| gone.contains(p)))
+        .filter(|(id, packs)| merge.contains(id) || packs.iter().any(|p| gone.contains(p)))
         .collect();
     let remaining: usize = rewrite
         .iter()

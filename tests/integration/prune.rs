@@ -281,6 +281,34 @@ fn prune_now_deletes_and_repacks_in_one_run() {
 }
 
 #[test]
+fn small_index_files_are_merged() {
+    let mut w = World::new();
+    for night in 0..10 {
+        w.write(&format!("n{night}"), 50_000, 100 + night);
+        w.backup();
+    }
+    let files = |w: &World| w.backend.list(layout::INDEX_DIR).unwrap().len();
+    let before = files(&w);
+    assert!(before >= 10, "{before}");
+    let r = w.prune(&PruneOptions {
+        grace: 0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(r.deleted_packs, 0, "{r:?}");
+    assert_eq!(files(&w), 1, "{before} files merged into one: {r:?}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+    // Nothing to merge any more.
+    let again = w.prune(&PruneOptions {
+        grace: 0,
+        ..PruneOptions::default()
+    });
+    assert_eq!(
+        (again.index_files_written, again.index_files_deleted),
+        (0, 0)
+    );
+}
+
+#[test]
 fn the_default_threshold_leaves_a_little_unused_space_alone() {
     let (mut w, _, _) = two_snapshots();
     // Both snapshots live: nothing unused, nothing to do.
