@@ -42,7 +42,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::IndexFile;
 use crate::format::layout;
 use crate::format::pack::PackHeader;
-use crate::format::tree::{Extent, Payload};
+use crate::format::tree::Payload;
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{ChunkIndex, read_index_file};
 use crate::pack::{read_header, verify_pack_blobs};
@@ -595,13 +595,7 @@ impl TreeWalker<'_, '_> {
             }
             Err(e) => return Err(e),
         };
-        let ids: Vec<ChunkId> = extents
-            .iter()
-            .filter_map(|x| match x {
-                Extent::Data { id, .. } => Some(*id),
-                Extent::Hole { .. } => None,
-            })
-            .collect();
+        let ids: Vec<ChunkId> = tree::data_ids(&extents);
         let mut out = Vec::new();
         for (id, loc) in ids.iter().zip(self.index.lookup_many(&ids)?) {
             let problem = match (loc, self.bad_blobs.get(id)) {

@@ -42,7 +42,7 @@ use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Content, Entry, Extent, Payload};
+use crate::format::tree::{Content, Entry, Payload};
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::index::{ChunkIndex, write_index_file};
 use crate::ops::backup::{Started, commit_check};
@@ -456,13 +456,7 @@ impl Rewriter<'_, '_> {
             Err(e) if is_damage(&e) => return Ok(Some(format!("extent list: {e}"))),
             Err(e) => return Err(e),
         };
-        let ids: Vec<ChunkId> = extents
-            .iter()
-            .filter_map(|x| match x {
-                Extent::Data { id, .. } => Some(*id),
-                Extent::Hole { .. } => None,
-            })
-            .collect();
+        let ids: Vec<ChunkId> = tree::data_ids(&extents);
         if !self.store.all_stored(&ids)? {
             for id in &ids {
                 if let Some(reason) = self.salvage(id)? {

@@ -96,6 +96,17 @@ pub fn load_extents(store: &ChunkStore<'_>, content: &Content, size: u64) -> Res
     }
 }
 
+/// The ids of the data chunks among `extents`, in order (holes have none).
+pub fn data_ids(extents: &[Extent]) -> Vec<ChunkId> {
+    extents
+        .iter()
+        .filter_map(|e| match e {
+            Extent::Data { id, .. } => Some(*id),
+            Extent::Hole { .. } => None,
+        })
+        .collect()
+}
+
 /// Whether every blob of a file's content (its extent lists and data
 /// chunks) is indexed in a pack `store` trusts, or already accepted by it.
 /// A backup reuses a parent's content only then, so a snapshot never refers
@@ -115,13 +126,7 @@ pub fn content_is_stored(store: &ChunkStore<'_>, content: &Content, size: u64) -
         Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => return Ok(false),
         Err(e) => return Err(e),
     };
-    let ids: Vec<ChunkId> = extents
-        .iter()
-        .filter_map(|e| match e {
-            Extent::Data { id, .. } => Some(*id),
-            Extent::Hole { .. } => None,
-        })
-        .collect();
+    let ids: Vec<ChunkId> = data_ids(&extents);
     store.all_stored(&ids)
 }
 
