@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use crate::format::pack::{PackEntry, PackKind, read_entries, write_entries};
-use crate::format::{ByteReader, unsupported};
+use crate::format::{ByteReader, put_len, unsupported};
 use crate::id::{ID_LEN, IndexId, PackId};
 
 pub const VERSION: u8 = 1;
@@ -94,10 +94,6 @@ fn decode_pack(r: &mut ByteReader<'_>) -> Result<IndexedPack> {
         size,
         entries,
     })
-}
-
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(&u32::try_from(n).expect("count fits u32").to_le_bytes());
 }
 
 #[cfg(test)]

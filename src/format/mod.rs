@@ -119,6 +119,11 @@ impl<'a> ByteReader<'a> {
     }
 }
 
+/// Appends a count as the `u32` that precedes a list.
+pub(crate) fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&u32::try_from(n).expect("count fits u32").to_le_bytes());
+}
+
 /// Error for a version or kind byte this client does not know.
 pub(crate) fn unsupported(what: &str, value: impl std::fmt::Display) -> Error {
     Error::new(

@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::format::{ByteReader, unsupported};
+use crate::format::{ByteReader, put_len, unsupported};
 use crate::id::{ID_LEN, IndexId, PackId};
 
 pub const VERSION: u8 = 1;
@@ -104,10 +104,6 @@ impl PruneRecord {
             condemned,
         })
     }
-}
-
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(&u32::try_from(n).expect("count fits u32").to_le_bytes());
 }
 
 #[cfg(test)]

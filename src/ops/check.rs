@@ -155,12 +155,7 @@ impl CheckReport {
 /// errors. Damage is not an error: it is in the report.
 pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let listed: HashMap<PackId, u64> = repo
-        .backend()
-        .list(layout::DATA_DIR)?
-        .iter()
-        .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
-        .collect::<Result<_>>()?;
+    let listed: HashMap<PackId, u64> = crate::pack::list_packs(repo)?;
     report.packs = listed.len();
     let files = read_index_files(repo, &mut report)?;
     let records = check_records(repo, &listed, &files, &mut report)?;

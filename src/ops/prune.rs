@@ -410,12 +410,7 @@ pub fn prune(
     let reference = ripe.iter().map(|(_, r)| r).max_by_key(|r| r.created);
     let state = read_index_state(repo)?;
     let snapshot_ids = snapshot::list_ids(repo)?;
-    let listed: HashMap<PackId, u64> = repo
-        .backend()
-        .list(layout::DATA_DIR)?
-        .iter()
-        .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
-        .collect::<Result<_>>()?;
+    let listed: HashMap<PackId, u64> = crate::pack::list_packs(repo)?;
     index.sync(repo)?;
 
     // Which packs the current index files name, and which are exempt.

@@ -224,12 +224,7 @@ pub fn repair_snapshots(
     index: &ChunkIndex,
     options: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
-    let listed: HashSet<PackId> = repo
-        .backend()
-        .list(layout::DATA_DIR)?
-        .iter()
-        .map(|i| layout::parse_pack_path(&i.path))
-        .collect::<Result<_>>()?;
+    let listed: HashSet<PackId> = crate::pack::list_packs(repo)?.into_keys().collect();
     let started = Started::now();
     let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
     store.distrust(index.distrusted_packs(&listed)?);

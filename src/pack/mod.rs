@@ -138,6 +138,19 @@ impl Packer {
     }
 }
 
+/// Every pack in the repository with its size, from one listing of
+/// `data/`.
+///
+/// # Errors
+/// A failed listing (never read as "no packs"); a misplaced pack name.
+pub fn list_packs(repo: &Repository) -> Result<std::collections::HashMap<PackId, u64>> {
+    repo.backend()
+        .list(layout::DATA_DIR)?
+        .iter()
+        .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
+        .collect()
+}
+
 /// Reads and opens the header of pack `id` (`size` bytes) with two ranged
 /// reads: the trailer, then the header envelope.
 ///
