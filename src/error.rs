@@ -22,8 +22,15 @@ pub enum ErrorKind {
     Unsupported,
     /// The repository is locked by another process.
     Locked,
-    /// A failure that may go away if retried (timeouts, resets).
+    /// A failure that may go away if retried (timeouts, connection
+    /// resets, a server's 5xx answers); the retry decorator retries these.
     Transient,
+    /// The storage refused us: bad credentials, or no permission for the
+    /// operation. Retrying does not help.
+    AccessDenied,
+    /// The storage could not be reached at all (connection refused, host
+    /// unknown, SSH failed) after the retries.
+    Unreachable,
     /// The caller asked for something that cannot be done as asked.
     InvalidInput,
     /// Any other I/O failure (disk full, permission denied, ...).

@@ -165,4 +165,8 @@ impl Backend for FaultyBackend {
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }
+
+    fn concurrency(&self) -> usize {
+        self.inner.concurrency()
+    }
 }

@@ -66,6 +66,14 @@ pub trait Backend: Send + Sync {
     /// A short human description (for messages), e.g. the root path.
     fn describe(&self) -> String;
 
+    /// How many requests are worth having in flight at once (pack uploads,
+    /// ranged reads during restore and check). Local disks gain little
+    /// beyond the core count; remote stores hide latency with more.
+    /// Decorators pass their inner backend's value through.
+    fn concurrency(&self) -> usize {
+        2
+    }
+
     /// Removes what writers killed mid-write left behind (a local
     /// backend's temporary files) if older than `older_than`; returns how
     /// many. Never touches an object. The default has nothing to remove

@@ -38,6 +38,8 @@ pub mod exit {
     pub const CORRUPT: u8 = 14;
     pub const KEY_SLOT_REFUSED: u8 = 15;
     pub const ALREADY_EXISTS: u8 = 16;
+    pub const ACCESS_DENIED: u8 = 17;
+    pub const UNREACHABLE: u8 = 18;
 }
 
 /// A backup that committed a snapshot with files missing (exit code 3).
@@ -62,6 +64,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         K::Corrupt => exit::CORRUPT,
         K::KeySlotRefused => exit::KEY_SLOT_REFUSED,
         K::AlreadyExists => exit::ALREADY_EXISTS,
+        K::AccessDenied => exit::ACCESS_DENIED,
+        K::Unreachable => exit::UNREACHABLE,
         _ => exit::ERROR,
     }
 }
