@@ -16,7 +16,10 @@
 pub mod conformance;
 pub mod faulty;
 pub mod local;
+pub mod location;
 pub mod memory;
+pub mod s3;
+pub mod sftp;
 
 use std::io::Read;
 use std::ops::Range;
@@ -25,6 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
+pub use location::{Location, RemoteOptions};
 pub use memory::MemoryBackend;
 
 /// An object found by [`Backend::list`].

@@ -1,0 +1,229 @@
+//! Repository locations as users write them: a local path,
+//! `sftp://[user@]host[:port]/path` or `s3://bucket/prefix`
+//! (README.md, "Where repositories live").
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::s3::{S3Backend, S3Location};
+use super::sftp::{SftpBackend, SftpLocation};
+use super::{Backend, LocalBackend};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A parsed repository location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local(PathBuf),
+    Sftp(SftpLocation),
+    S3(S3Location),
+}
+
+/// Settings a location string does not carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// S3 endpoint URL (`--s3-endpoint`, `KURA_S3_ENDPOINT`).
+    pub s3_endpoint: Option<String>,
+    /// S3 region (`--s3-region`, `KURA_S3_REGION`).
+    pub s3_region: Option<String>,
+    /// An ssh configuration file to use instead of `~/.ssh/config`
+    /// (`KURA_SSH_CONFIG`; `ssh -F`).
+    pub ssh_config: Option<PathBuf>,
+}
+
+fn invalid(text: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!("repository location {text:?}: {why}"),
+    )
+}
+
+impl Location {
+    /// Parses `text`. Anything without a `sftp://` or `s3://` scheme is a
+    /// local path.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a malformed URL.
+    pub fn parse(text: &str, options: &RemoteOptions) -> Result<Self> {
+        if let Some(rest) = text.strip_prefix("sftp://") {
+            return parse_sftp(text, rest).map(|loc| {
+                Self::Sftp(SftpLocation {
+                    config_file: options.ssh_config.clone(),
+                    ..loc
+                })
+            });
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid(text, "no bucket name"));
+            }
+            let prefix = prefix.trim_matches('/');
+            if prefix.split('/').any(|p| p == "." || p == "..") {
+                return Err(invalid(text, "`.` and `..` are not allowed in the prefix"));
+            }
+            return Ok(Self::S3(S3Location {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                endpoint: options.s3_endpoint.clone(),
+                region: options.s3_region.clone(),
+            }));
+        }
+        if text.contains("://") {
+            return Err(invalid(
+                text,
+                "unknown scheme (kura knows local paths, sftp:// and s3://)",
+            ));
+        }
+        Ok(Self::Local(PathBuf::from(text)))
+    }
+
+    /// Whether reads cost a network round trip (and so are worth caching
+    /// and retrying).
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Self::Local(_))
+    }
+
+    /// Connects. Remote backends check what they can at once (host, keys,
+    /// bucket, credentials) so that permanent problems fail early.
+    ///
+    /// # Errors
+    /// As [`SftpBackend::connect`] and [`S3Backend::connect`].
+    pub fn open(&self) -> Result<Arc<dyn Backend>> {
+        Ok(match self {
+            Self::Local(path) => Arc::new(LocalBackend::new(path)),
+            Self::Sftp(loc) => Arc::new(SftpBackend::connect(loc.clone())?),
+            Self::S3(loc) => Arc::new(S3Backend::connect(loc.clone())?),
+        })
+    }
+
+    /// The location as the user would write it.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Local(path) => path.display().to_string(),
+            Self::Sftp(loc) => loc.url(),
+            Self::S3(loc) => loc.url(),
+        }
+    }
+}
+
+fn parse_sftp(text: &str, rest: &str) -> Result<SftpLocation> {
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| invalid(text, "no path after the host (sftp://host/path)"))?;
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) if !u.is_empty() => (Some(u.to_owned()), h),
+        Some(_) => return Err(invalid(text, "empty user name")),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| invalid(text, "unclosed [ in the host"))?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if after.is_empty() => (h, None),
+            None => return Err(invalid(text, "junk after the host")),
+        }
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid(text, "no host"));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| invalid(text, "the port is not a number"))
+        })
+        .transpose()?;
+    // `sftp://host//srv/kura` is absolute, `sftp://host/kura` relative to
+    // the login directory.
+    let path = path.trim_end_matches('/');
+    if path.is_empty() || path == "/" {
+        return Err(invalid(text, "no repository path"));
+    }
+    if path.split('/').any(|p| p == "." || p == "..") {
+        return Err(invalid(text, "`.` and `..` are not allowed in the path"));
+    }
+    Ok(SftpLocation {
+        user,
+        host: host.to_owned(),
+        port,
+        path: path.to_owned(),
+        config_file: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Location> {
+        Location::parse(text, &RemoteOptions::default())
+    }
+
+    fn sftp(user: Option<&str>, host: &str, port: Option<u16>, path: &str) -> Location {
+        Location::Sftp(SftpLocation {
+            user: user.map(str::to_owned),
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            config_file: None,
+        })
+    }
+
+    #[test]
+    fn sftp_urls() {
+        assert_eq!(
+            parse("sftp://backup@host.example:2222/kura").unwrap(),
+            sftp(Some("backup"), "host.example", Some(2222), "kura")
+        );
+        assert_eq!(
+            parse("sftp://alias//srv/kura/").unwrap(),
+            sftp(None, "alias", None, "/srv/kura")
+        );
+        assert_eq!(
+            parse("sftp://[::1]:22/r").unwrap(),
+            sftp(None, "::1", Some(22), "r")
+        );
+        for bad in [
+            "sftp://host",
+            "sftp://host/",
+            "sftp:///path",
+            "sftp://host:x/p",
+            "sftp://@host/p",
+            "sftp://host/a/../b",
+        ] {
+            assert_eq!(parse(bad).unwrap_err().kind(), ErrorKind::InvalidInput, "{bad}");
+        }
+    }
+
+    #[test]
+    fn s3_urls_and_local_paths() {
+        let options = RemoteOptions {
+            s3_endpoint: Some("http://127.0.0.1:3900".into()),
+            s3_region: Some("garage".into()),
+            ssh_config: None,
+        };
+        assert_eq!(
+            Location::parse("s3://bucket/a/b/", &options).unwrap(),
+            Location::S3(S3Location {
+                bucket: "bucket".into(),
+                prefix: "a/b".into(),
+                endpoint: options.s3_endpoint.clone(),
+                region: options.s3_region.clone(),
+            })
+        );
+        assert!(matches!(parse("s3://bucket").unwrap(), Location::S3(l) if l.prefix.is_empty()));
+        assert_eq!(parse("s3:///x").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(parse("ftp://x/y").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            parse("/srv/backup").unwrap(),
+            Location::Local("/srv/backup".into())
+        );
+        assert!(!parse("relative/dir").unwrap().is_remote());
+    }
+}

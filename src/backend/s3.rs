@@ -1,0 +1,325 @@
+//! S3-compatible object storage backend (AWS S3, Garage, MinIO, Ceph),
+//! through opendal. Path-style requests to the endpoint given; credentials
+//! from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` or a profile
+//! (`AWS_PROFILE`, `~/.aws/credentials`), as the AWS tools read them.
+//!
+//! Create-only writes are one `PUT` with `If-None-Match: *`. Whether the
+//! store honours that header is checked before the first write of a
+//! process; a store that ignores it is written with `HEAD` then `PUT`
+//! (format-spec/07-layout-and-writes.md says what that costs). opendal's
+//! runtime is a small tokio runtime owned by the backend: callers stay
+//! synchronous and may call from many threads at once.
+
+use std::io::Read;
+use std::ops::Range;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use opendal::Operator;
+
+use super::{Backend, ObjectInfo, check_path};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where an S3 repository is, and how to reach the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Key prefix of every object, without leading or trailing `/`.
+    pub prefix: String,
+    /// `http(s)://host[:port]`; AWS's own endpoint when `None`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+impl S3Location {
+    pub fn url(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// A repository in an S3 bucket.
+pub struct S3Backend {
+    location: S3Location,
+    op: Operator,
+    runtime: tokio::runtime::Runtime,
+    /// Whether the store refuses a `PUT` with `If-None-Match: *` over an
+    /// existing name; found out before the first write.
+    conditional_create: OnceLock<bool>,
+}
+
+/// Maps an opendal error, naming what was being done.
+fn s3_error(context: &str, e: &opendal::Error) -> Error {
+    use opendal::ErrorKind as K;
+    let kind = match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::AlreadyExists | K::ConditionNotMatch => ErrorKind::AlreadyExists,
+        K::PermissionDenied => ErrorKind::AccessDenied,
+        K::RangeNotSatisfied => ErrorKind::Corrupt,
+        K::ConfigInvalid => ErrorKind::InvalidInput,
+        K::RateLimited => ErrorKind::Transient,
+        _ if e.is_temporary() => ErrorKind::Transient,
+        _ => ErrorKind::Io,
+    };
+    Error::new(kind, format!("{context}: {e}"))
+}
+
+impl S3Backend {
+    /// Builds the client and checks, with one listing request, that the
+    /// bucket exists and the credentials are accepted: permanent problems
+    /// fail here, before any work, with a clear error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AccessDenied`] (credentials), [`ErrorKind::NotFound`]
+    /// (bucket), [`ErrorKind::Unreachable`] (endpoint), or
+    /// [`ErrorKind::InvalidInput`] (configuration).
+    pub fn connect(location: S3Location) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kura-s3")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the S3 client runtime", e))?;
+        let mut builder = opendal::services::S3::default()
+            .bucket(&location.bucket)
+            .root(&format!("/{}", location.prefix));
+        if let Some(endpoint) = &location.endpoint {
+            builder = builder.endpoint(endpoint);
+        }
+        if let Some(region) = &location.region {
+            builder = builder.region(region);
+        }
+        let op = Operator::new(builder)
+            .map_err(|e| s3_error(&format!("configuring {}", location.url()), &e))?
+            .layer(
+                opendal::layers::TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(60)),
+            );
+        let backend = Self {
+            location,
+            op,
+            runtime,
+            conditional_create: OnceLock::new(),
+        };
+        backend.probe()?;
+        Ok(backend)
+    }
+
+    fn probe(&self) -> Result<()> {
+        let url = self.location.url();
+        let listed = self.runtime.block_on(async {
+            let mut lister = self.op.lister_with("").limit(1).await?;
+            lister.try_next().await
+        });
+        match listed {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = e.to_string();
+                let err = s3_error(&format!("opening {url}"), &e);
+                Err(if text.contains("NoSuchBucket") {
+                    Error::new(
+                        ErrorKind::NotFound,
+                        format!("{url}: the bucket {} does not exist", self.location.bucket),
+                    )
+                } else if err.kind() == ErrorKind::AccessDenied
+                    || text.contains("InvalidAccessKeyId")
+                    || text.contains("SignatureDoesNotMatch")
+                    || text.contains("AccessDenied")
+                {
+                    Error::new(
+                        ErrorKind::AccessDenied,
+                        format!(
+                            "{url}: the store refused the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the profile): {e}"
+                        ),
+                    )
+                } else if matches!(err.kind(), ErrorKind::Transient | ErrorKind::Io) {
+                    Error::new(
+                        ErrorKind::Unreachable,
+                        format!(
+                            "{url}: could not reach the store at {}: {e}",
+                            self.location.endpoint.as_deref().unwrap_or("AWS")
+                        ),
+                    )
+                } else {
+                    err
+                })
+            }
+        }
+    }
+
+    fn block_on<T>(&self, f: impl Future<Output = opendal::Result<T>>) -> opendal::Result<T> {
+        self.runtime.block_on(f)
+    }
+
+    /// Whether `If-None-Match: *` is honoured: a random name under `locks/`
+    /// (which readers ignore) is created twice; the second must fail.
+    fn conditional_create(&self) -> Result<bool> {
+        if let Some(known) = self.conditional_create.get() {
+            return Ok(*known);
+        }
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| Error::new(ErrorKind::Io, e.to_string()))?;
+        let probe = format!("locks/probe-{}", hex::encode(id));
+        let outcome = self.block_on(async {
+            self.op
+                .write_with(&probe, b"probe".to_vec())
+                .if_not_exists(true)
+                .await?;
+            let second = self
+                .op
+                .write_with(&probe, b"probe".to_vec())
+                .if_not_exists(true)
+                .await;
+            let _ = self.op.delete(&probe).await;
+            Ok(second)
+        });
+        let honoured = match outcome {
+            Ok(Ok(_)) => false,
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                true
+            }
+            Ok(Err(e)) | Err(e) => return Err(s3_error("checking conditional writes", &e)),
+        };
+        if !honoured {
+            tracing::warn!(
+                "{}: the store ignores If-None-Match; create-only writes check the name first (format-spec/07)",
+                self.location.url()
+            );
+        }
+        Ok(*self.conditional_create.get_or_init(|| honoured))
+    }
+}
+
+impl Backend for S3Backend {
+    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
+        let prefix = format!("{dir}/");
+        let entries = self
+            .block_on(async {
+                self.op
+                    .list_with(&prefix)
+                    .recursive(true)
+                    .await
+            })
+            .map_err(|e| s3_error(&format!("listing {dir}"), &e))?;
+        let mut out: Vec<ObjectInfo> = entries
+            .into_iter()
+            .filter(|e| e.metadata().is_file())
+            .filter(|e| {
+                let path = e.path();
+                !path.split('/').any(|part| part.starts_with('.'))
+            })
+            .map(|e| ObjectInfo {
+                path: e.path().to_owned(),
+                size: e.metadata().content_length(),
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let what = format!("reading {path}");
+        match range {
+            None => self
+                .block_on(self.op.read(path))
+                .map(|b| b.to_vec())
+                .map_err(|e| s3_error(&what, &e)),
+            Some(r) => {
+                let size = || {
+                    self.block_on(self.op.stat(path))
+                        .map(|m| m.content_length())
+                        .map_err(|e| s3_error(&what, &e))
+                };
+                let past_end = |size: u64| {
+                    Error::corrupt(format!(
+                        "{path}: range {}..{} reaches past the end ({size} bytes)",
+                        r.start, r.end
+                    ))
+                };
+                if r.start >= r.end {
+                    let size = size()?;
+                    return if r.start == r.end && r.end <= size {
+                        Ok(Vec::new())
+                    } else {
+                        Err(past_end(size))
+                    };
+                }
+                let got = match self.block_on(async { self.op.read_with(path).range(r.clone()).await }) {
+                    Ok(b) => b.to_vec(),
+                    Err(e) if e.kind() == opendal::ErrorKind::RangeNotSatisfied => {
+                        return Err(past_end(size()?));
+                    }
+                    Err(e) => return Err(s3_error(&what, &e)),
+                };
+                if got.len() as u64 != r.end - r.start {
+                    return Err(past_end(size()?));
+                }
+                Ok(got)
+            }
+        }
+    }
+
+    fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
+        check_path(path)?;
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let what = format!("writing {path}");
+        let exists = |e: Option<opendal::Error>| {
+            Error::new(
+                ErrorKind::AlreadyExists,
+                match e {
+                    Some(e) => format!("{path} already exists: {e}"),
+                    None => format!("{path} already exists"),
+                },
+            )
+        };
+        if !self.conditional_create()? {
+            match self.block_on(self.op.stat(path)) {
+                Ok(_) => return Err(exists(None)),
+                Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+                Err(e) => return Err(s3_error(&what, &e)),
+            }
+        }
+        match self.block_on(async {
+            self.op
+                .write_with(path, bytes)
+                .if_not_exists(true)
+                .await
+        }) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    opendal::ErrorKind::ConditionNotMatch | opendal::ErrorKind::AlreadyExists
+                ) =>
+            {
+                Err(exists(Some(e)))
+            }
+            Err(e) => Err(s3_error(&what, &e)),
+        }
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        self.block_on(self.op.delete(path))
+            .map_err(|e| s3_error(&format!("deleting {path}"), &e))
+    }
+
+    fn describe(&self) -> String {
+        self.location.url()
+    }
+
+    fn concurrency(&self) -> usize {
+        8
+    }
+}

@@ -1,0 +1,428 @@
+//! Remote repositories against real servers on loopback (servers.rs):
+//! OpenSSH's sftp subsystem and Garage's S3 API. The backend conformance
+//! suite, the nightly job end to end, and the faults a remote repository
+//! meets: a server that goes away mid-backup, wrong credentials.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use kura::ErrorKind;
+use kura::backend::{Location, RemoteOptions, conformance};
+
+use crate::common::{BIN, FAST_KDF, describe, pseudo_random, stderr};
+use crate::nightly::{add_extras, gen_site};
+use crate::servers::{Garage, Sshd, shared_garage, shared_sshd};
+
+/// A repository location with what the CLI needs to reach it.
+struct Remote {
+    url: String,
+    env: Vec<(String, String)>,
+    cache: tempfile::TempDir,
+}
+
+impl Remote {
+    fn sftp(sshd: &Sshd, name: &str) -> Self {
+        let (_, url) = sshd.new_repo_dir(name);
+        Self {
+            url,
+            env: sshd.env(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn s3(garage: &Garage, bucket: &str) -> Self {
+        Self {
+            url: format!("s3://{}/repo", garage.bucket(bucket)),
+            env: garage.env(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        for var in [
+            "KURA_PASSWORD_FILE",
+            "KURA_PASSWORD_COMMAND",
+            "KURA_REPOSITORY",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.arg("-r")
+            .arg(&self.url)
+            .args(args)
+            .env("KURA_PASSWORD", "pw")
+            .env("KURA_CACHE_DIR", self.cache.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run kura")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kura {args:?} on {}: {}",
+            self.url,
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn init(&self) {
+        self.ok(&[&["init"][..], &FAST_KDF].concat());
+    }
+
+    fn snapshot_count(&self) -> usize {
+        let out = self.ok(&["--json", "snapshots"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().len()
+    }
+}
+
+// ---- conformance
+
+#[test]
+fn sftp_backend_conformance() {
+    let sshd = shared_sshd();
+    let (path, url) = sshd.new_repo_dir("conformance");
+    fs::create_dir_all(&path).unwrap();
+    let options = RemoteOptions {
+        ssh_config: Some(sshd.ssh_config.clone()),
+        ..RemoteOptions::default()
+    };
+    let backend = Location::parse(&url, &options).unwrap().open().unwrap();
+    conformance::run_shared(backend);
+    // Nothing hidden is left behind by the writes (temporary names).
+    let leftovers: Vec<_> = walk(&path)
+        .into_iter()
+        .filter(|p| p.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn sftp_url_with_user_and_port_and_a_relative_path() {
+    let sshd = shared_sshd();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let name = format!("kura-test-relative-{}", sshd.port);
+    let url = format!("sftp://{}@127.0.0.1:{}/{name}/repo", user.trim(), sshd.port);
+    let r = Remote {
+        url,
+        env: sshd.env(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    r.init();
+    let on_server = Path::new(&home).join(&name).join("repo/config");
+    assert!(on_server.is_file(), "relative to the login directory");
+    fs::remove_dir_all(Path::new(&home).join(&name)).unwrap();
+}
+
+#[test]
+fn s3_backend_conformance() {
+    let garage = shared_garage();
+    let bucket = garage.bucket("conformance");
+    let url = format!("s3://{bucket}/prefix");
+    // The library reads credentials from the environment: run the suite
+    // in a child that has them (see `conformance_child`).
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "remote::conformance_child",
+            "--include-ignored",
+            "--nocapture",
+        ])
+        .env("KURA_CONFORMANCE_URL", &url)
+        .envs(garage.env())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
+
+/// Run by the S3 conformance test in a child process with the
+/// credentials in its environment.
+#[test]
+#[ignore = "run by s3_backend_conformance with credentials in its environment"]
+fn conformance_child() {
+    let url = std::env::var("KURA_CONFORMANCE_URL").expect("KURA_CONFORMANCE_URL");
+    let options = RemoteOptions {
+        s3_endpoint: std::env::var("KURA_S3_ENDPOINT").ok(),
+        s3_region: std::env::var("KURA_S3_REGION").ok(),
+        ssh_config: None,
+    };
+    let backend = Location::parse(&url, &options).unwrap().open().unwrap();
+    conformance::run_shared(backend);
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}
+
+// ---- the nightly job end to end
+
+/// gen_site nights 0..2: backed up, each restored byte-identical, checked
+/// with --read-data, then forgotten and pruned, checked and restored again.
+fn nights_0_to_2(r: &Remote) {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site");
+    let site_str = site.to_str().unwrap();
+    r.init();
+    let mut expected = Vec::new();
+    for night in 0..=2 {
+        gen_site(&site, night);
+        if night == 0 {
+            add_extras(&site);
+        }
+        let out = r.ok(&["--json", "backup", "--host", "web1", site_str]);
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if night > 0 {
+            assert!(report["summary"]["files_unchanged"].as_u64().unwrap() > 50);
+        }
+        expected.push((
+            report["snapshot"].as_str().unwrap().to_owned(),
+            describe(&site),
+        ));
+    }
+    let restored_matches = |id: &str, want: &std::collections::HashMap<_, _>, tag: &str| {
+        let target = dir.path().join(format!("restore-{tag}"));
+        r.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+        let got = describe(&target.join(site.strip_prefix("/").unwrap()));
+        assert_eq!(got.len(), want.len(), "{tag}");
+        for (path, d) in want {
+            assert_eq!(got.get(path), Some(d), "{tag}: {}", path.display());
+        }
+        fs::remove_dir_all(&target).unwrap();
+    };
+    for (night, (id, want)) in expected.iter().enumerate() {
+        restored_matches(id, want, &format!("night-{night}"));
+    }
+    r.ok(&["check", "--read-data"]);
+    r.ok(&["forget", "--keep-last", "1", "--prune", "--now"]);
+    assert_eq!(r.snapshot_count(), 1);
+    r.ok(&["check", "--read-data"]);
+    let (id, want) = expected.last().unwrap();
+    restored_matches(id, want, "after-prune");
+}
+
+#[test]
+fn sftp_gen_site_nights_backup_restore_check_forget_prune() {
+    nights_0_to_2(&Remote::sftp(shared_sshd(), "nights"));
+}
+
+#[test]
+fn s3_gen_site_nights_backup_restore_check_forget_prune() {
+    nights_0_to_2(&Remote::s3(shared_garage(), "nights"));
+}
+
+// ---- faults
+
+/// A backup reading from a FIFO: it has uploaded packs of the first part
+/// when `stop` runs; then the rest comes and the backup must fail without
+/// committing a snapshot. The next backup completes and checks clean.
+fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
+    let dir = tempfile::tempdir().unwrap();
+    r.init();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), pseudo_random(3 << 20, 1)).unwrap();
+    r.ok(&["backup", "-q", src.to_str().unwrap()]);
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let child: Child = r
+        .command(&["backup", "-q", "--stdin-from-command"])
+        .arg(format!("dump=cat {}", fifo.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    // Enough for several 8 MiB packs to be uploaded before the stop.
+    let first = pseudo_random(40 << 20, 2);
+    writer.write_all(&first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stop();
+    let rest = pseudo_random(20 << 20, 3);
+    let _ = writer.write_all(&rest); // the backup may already have failed
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    let code = out.status.code();
+    assert!(
+        code == Some(18) || code == Some(1),
+        "a clear failure, not {code:?}: {}",
+        stderr(&out)
+    );
+    let message = stderr(&out);
+    assert!(
+        message.contains(&r.url) || message.contains("connect") || message.contains("reach"),
+        "the error names the storage: {message}"
+    );
+    restart();
+    assert_eq!(r.snapshot_count(), 1, "no snapshot was committed");
+    // The next run completes; the repository checks clean.
+    fs::write(src.join("dump"), [&first[..], &rest[..]].concat()).unwrap();
+    r.ok(&["backup", "-q", src.to_str().unwrap()]);
+    assert_eq!(r.snapshot_count(), 2);
+    r.ok(&["check", "--read-data"]);
+}
+
+#[test]
+fn sftp_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
+    let sshd = std::cell::RefCell::new(Sshd::start());
+    let r = Remote::sftp(&sshd.borrow(), "stopped");
+    server_stopped_mid_backup(&r, &|| sshd.borrow().stop(), &|| sshd.borrow_mut().restart());
+}
+
+#[test]
+fn s3_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
+    let garage = std::cell::RefCell::new(Garage::start());
+    let r = Remote::s3(&garage.borrow(), "stopped");
+    server_stopped_mid_backup(&r, &|| garage.borrow().stop(), &|| {
+        garage.borrow_mut().restart();
+    });
+}
+
+#[test]
+fn sftp_wrong_key_is_access_denied_and_writes_nothing() {
+    let sshd = shared_sshd();
+    let (path, url) = sshd.new_repo_dir("wrong-key");
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other_key");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let config = dir.path().join("ssh_config");
+    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
+    fs::write(
+        &config,
+        shared.replace(
+            &sshd.client_key.display().to_string(),
+            &other.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let r = Remote {
+        url,
+        env: vec![("KURA_SSH_CONFIG".into(), config.display().to_string())],
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let out = r.run(&[&["init"][..], &FAST_KDF].concat());
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+    assert!(!path.exists(), "nothing written");
+}
+
+#[test]
+fn sftp_unknown_host_key_is_refused() {
+    let sshd = shared_sshd();
+    let (path, url) = sshd.new_repo_dir("unknown-host-key");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("known_hosts");
+    fs::write(&empty, "").unwrap();
+    let config = dir.path().join("ssh_config");
+    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
+    fs::write(
+        &config,
+        shared.replace(
+            &sshd.known_hosts.display().to_string(),
+            &empty.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let r = Remote {
+        url,
+        env: vec![("KURA_SSH_CONFIG".into(), config.display().to_string())],
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let out = r.run(&[&["init"][..], &FAST_KDF].concat());
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(!path.exists(), "nothing written");
+    assert_eq!(fs::read_to_string(&empty).unwrap(), "", "no host key added");
+}
+
+#[test]
+fn sftp_unreachable_server_is_exit_18() {
+    let port = crate::servers::free_port();
+    let r = Remote {
+        url: format!("sftp://127.0.0.1:{port}/repo"),
+        env: shared_sshd().env(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let out = r.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(18), "{}", stderr(&out));
+}
+
+#[test]
+fn s3_wrong_credentials_are_access_denied_and_write_nothing() {
+    let garage = shared_garage();
+    let mut r = Remote::s3(garage, "wrong-secret");
+    for (k, v) in &mut r.env {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "0".repeat(64);
+        }
+    }
+    let out = r.run(&[&["init"][..], &FAST_KDF].concat());
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(stderr(&out).contains("credentials"), "{}", stderr(&out));
+    let listed = garage.cli(&["bucket", "info", "wrong-secret"]);
+    assert!(
+        listed.contains("Objects: 0") || !listed.contains("Objects:"),
+        "nothing written: {listed}"
+    );
+    // The right credentials see no repository.
+    let good = Remote::s3_existing(garage, "wrong-secret");
+    assert_eq!(good.run(&["snapshots"]).status.code(), Some(10));
+}
+
+#[test]
+fn s3_missing_bucket_is_a_clear_not_found() {
+    let garage = shared_garage();
+    let r = Remote {
+        url: "s3://no-such-bucket/repo".into(),
+        env: garage.env(),
+        cache: tempfile::tempdir().unwrap(),
+    };
+    let out = r.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+}
+
+impl Remote {
+    fn s3_existing(garage: &Garage, bucket: &str) -> Self {
+        Self {
+            url: format!("s3://{bucket}/repo"),
+            env: garage.env(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+}
+
+#[test]
+fn library_errors_for_remote_locations_are_typed() {
+    let options = RemoteOptions::default();
+    let err = Location::parse("sftp://host", &options).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
