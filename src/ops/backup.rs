@@ -478,6 +478,7 @@ pub fn backup_with_progress(
         program: format!("kura {}", env!("CARGO_PKG_VERSION")),
         incomplete: summary.warnings > 0,
         summary,
+        copy_of: None,
     };
     let id = snapshot::save(repo, &snap)?;
     Ok(BackupReport {

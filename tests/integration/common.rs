@@ -246,5 +246,6 @@ pub fn snapshot_at(
         program: "test".into(),
         incomplete: false,
         summary: kura::format::snapshot::Summary::default(),
+        copy_of: None,
     }
 }
