@@ -188,23 +188,8 @@ pub fn copy_with_progress(
     progress: &dyn Progress,
 ) -> Result<CopyReport> {
     let started = Started::now();
-    let selected = select(source, options)?;
-    let mut copies: HashMap<CopyOf, SnapshotId> = snapshot::list(target)?
-        .into_iter()
-        .map(|(id, s)| (original(target.id(), &id, &s), id))
-        .collect();
     let mut report = CopyReport::default();
-    let mut todo = Vec::new();
-    for (id, snap) in selected {
-        let orig = original(source.id(), &id, &snap);
-        match copies.get(&orig) {
-            Some(copy) => report.already_copied.push(CopiedSnapshot {
-                source: id,
-                target: Some(*copy),
-            }),
-            None => todo.push((id, snap, orig)),
-        }
-    }
+    let (todo, mut copies) = plan(source, target, options, &mut report)?;
     if todo.is_empty() {
         return Ok(report);
     }
@@ -212,8 +197,8 @@ pub fn copy_with_progress(
     if options.dry_run {
         report.copied = todo
             .iter()
-            .map(|(id, ..)| CopiedSnapshot {
-                source: *id,
+            .map(|p| CopiedSnapshot {
+                source: p.id,
                 target: None,
             })
             .collect();
@@ -238,7 +223,7 @@ pub fn copy_with_progress(
         chunks_read: 0,
         bytes_read: 0,
     };
-    for (id, snap, orig) in todo {
+    for Pending { id, snap, original } in todo {
         let root = translator
             .tree(&snap.tree_id()?)
             .map_err(|e| e.context(format!("copying snapshot {id}")))?;
@@ -251,12 +236,12 @@ pub fn copy_with_progress(
         let copy = Snapshot {
             tree: root.to_hex(),
             parent: parent.map(|p| p.to_hex()),
-            copy_of: Some(orig.clone()),
+            copy_of: Some(original.clone()),
             ..snap
         };
         let new = snapshot::save(target, &copy)?;
         tracing::debug!(source = %id, target = %new, "copy: snapshot written");
-        copies.insert(orig, new);
+        copies.insert(original, new);
         report.copied.push(CopiedSnapshot {
             source: id,
             target: Some(new),
@@ -266,6 +251,41 @@ pub fn copy_with_progress(
     report.bytes_read = translator.bytes_read;
     report.stored = store.stats();
     Ok(report)
+}
+
+/// A selected source snapshot the target does not hold yet.
+struct Pending {
+    id: SnapshotId,
+    snap: Snapshot,
+    /// The backup it is, or is a copy of.
+    original: CopyOf,
+}
+
+/// Splits the selected snapshots into those the target holds (added to
+/// `report`) and those to copy, oldest first; returns the latter and the
+/// target's snapshots by the backup each is.
+fn plan(
+    source: &Repository,
+    target: &Repository,
+    options: &CopyOptions,
+    report: &mut CopyReport,
+) -> Result<(Vec<Pending>, HashMap<CopyOf, SnapshotId>)> {
+    let copies: HashMap<CopyOf, SnapshotId> = snapshot::list(target)?
+        .into_iter()
+        .map(|(id, s)| (original_of(target.id(), &id, &s), id))
+        .collect();
+    let mut todo = Vec::new();
+    for (id, snap) in select(source, options)? {
+        let original = original_of(source.id(), &id, &snap);
+        match copies.get(&original) {
+            Some(copy) => report.already_copied.push(CopiedSnapshot {
+                source: id,
+                target: Some(*copy),
+            }),
+            None => todo.push(Pending { id, snap, original }),
+        }
+    }
+    Ok((todo, copies))
 }
 
 /// The source snapshots chosen by `options`, oldest first.
@@ -288,7 +308,7 @@ fn select(source: &Repository, options: &CopyOptions) -> Result<Vec<(SnapshotId,
 }
 
 /// The backup snapshot `id` of repository `repo` is, or is a copy of.
-fn original(repo: &RepoId, id: &SnapshotId, snap: &Snapshot) -> CopyOf {
+fn original_of(repo: &RepoId, id: &SnapshotId, snap: &Snapshot) -> CopyOf {
     snap.copy_of
         .clone()
         .unwrap_or_else(|| CopyOf::new(repo, id))
@@ -304,7 +324,7 @@ fn parent_copy(
         return Ok(None);
     };
     match snapshot::load(source, &id) {
-        Ok(parent) => Ok(copies.get(&original(source.id(), &id, &parent)).copied()),
+        Ok(parent) => Ok(copies.get(&original_of(source.id(), &id, &parent)).copied()),
         // Forgotten, or damaged: the copy has no parent.
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => Ok(None),
         Err(e) => Err(e),
