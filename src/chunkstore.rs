@@ -364,6 +364,21 @@ impl<'r> ChunkStore<'r> {
         Ok(self.put_pieces(kind, Arc::new(data.to_vec()), &whole)?[0])
     }
 
+    /// Stores the pieces `ranges` of `data`, each as one blob of `kind`
+    /// (chunks cut elsewhere: a copy keeps the source's boundaries), and
+    /// returns their ids in order.
+    ///
+    /// # Errors
+    /// As [`Self::put_stream`].
+    pub fn put_chunks(
+        &self,
+        kind: PackKind,
+        data: Vec<u8>,
+        ranges: &[Range<usize>],
+    ) -> Result<Vec<ChunkId>> {
+        self.put_pieces(kind, Arc::new(data), ranges)
+    }
+
     /// Hashes the pieces `ranges` of `data` in parallel, and hands the new
     /// ones to a background job that seals and packs them. Returns the ids
     /// of all pieces, in order.

@@ -16,6 +16,8 @@ mod check;
 mod chunkstore;
 #[path = "integration/cli.rs"]
 mod cli;
+#[path = "integration/copy.rs"]
+mod copy;
 #[path = "integration/crash.rs"]
 mod crash;
 #[path = "integration/images.rs"]

@@ -5,6 +5,7 @@
 
 mod browse_cmds;
 mod check_cmd;
+mod copy_cmd;
 mod forget_cmd;
 mod key;
 mod password;
@@ -12,7 +13,7 @@ mod progress;
 mod prune_cmd;
 mod snapshot_cmds;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -143,6 +144,9 @@ pub enum Command {
         #[command(subcommand)]
         action: check_cmd::RepairCommand,
     },
+    /// Copy snapshots into another repository (its own password and
+    /// keys), sending only the data it lacks.
+    Copy(copy_cmd::CopyArgs),
     /// Delete snapshots that a retention policy does not keep.
     Forget(forget_cmd::ForgetArgs),
     /// Delete data no snapshot needs, in two phases safe with running
@@ -186,13 +190,33 @@ impl From<KdfArgs> for KdfParams {
     }
 }
 
+/// The storage at a repository location given on the command line (`-r`,
+/// `copy --from`, `copy --to`): today a local directory. Every location
+/// goes through here, so each command takes the same kinds.
+#[allow(clippy::unnecessary_wraps)] // remote locations can fail to parse
+fn backend_at(location: &Path) -> Result<Arc<dyn Backend>> {
+    Ok(Arc::new(LocalBackend::new(location)))
+}
+
+/// Opens the repository in `backend`: version check first, then the
+/// password from `password`.
+fn open_at(
+    backend: Arc<dyn Backend>,
+    password: &PasswordSource,
+    prompt: &str,
+) -> Result<Repository> {
+    Repository::read_header(backend.as_ref())?;
+    let password = password.read(prompt)?;
+    Ok(Repository::open(backend, password.as_bytes())?)
+}
+
 impl GlobalArgs {
     fn backend(&self) -> Result<Arc<dyn Backend>> {
         let path = self
             .repo
             .clone()
             .context("no repository given: use -r/--repo or set KURA_REPOSITORY")?;
-        Ok(Arc::new(LocalBackend::new(path)))
+        backend_at(&path)
     }
 
     fn password_source(&self) -> PasswordSource {
@@ -201,10 +225,11 @@ impl GlobalArgs {
 
     /// Opens the repository: version check first, then the password.
     fn open(&self) -> Result<Repository> {
-        let backend = self.backend()?;
-        Repository::read_header(backend.as_ref())?;
-        let password = self.password_source().read("repository password")?;
-        Ok(Repository::open(backend, password.as_bytes())?)
+        open_at(
+            self.backend()?,
+            &self.password_source(),
+            "repository password",
+        )
     }
 }
 
@@ -253,6 +278,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
         Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Find(args) => browse_cmds::run_find(g, args),
+        Command::Copy(args) => copy_cmd::run_copy(g, args),
         Command::Forget(args) => forget_cmd::run_forget(g, args),
         Command::Prune(args) => prune_cmd::run_prune(g, args),
         Command::Check(args) => check_cmd::run_check(g, args),

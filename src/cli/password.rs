@@ -12,6 +12,8 @@ pub struct PasswordSource {
     command: Option<String>,
     file: Option<PathBuf>,
     env_var: &'static str,
+    /// Where to give the password, for the error without one.
+    hint: &'static str,
 }
 
 impl PasswordSource {
@@ -22,6 +24,19 @@ impl PasswordSource {
             command,
             file,
             env_var: "KURA_PASSWORD",
+            hint: "set KURA_PASSWORD_FILE, KURA_PASSWORD or --password-command",
+        }
+    }
+
+    /// The password of `copy`'s target: `--to-password-command`, then
+    /// `--to-password-file`/`KURA_TO_PASSWORD_FILE`, then `KURA_TO_PASSWORD`.
+    pub fn for_target(command: Option<String>, file: Option<PathBuf>) -> Self {
+        Self {
+            command,
+            file,
+            env_var: "KURA_TO_PASSWORD",
+            hint: "for the target, set KURA_TO_PASSWORD_FILE, KURA_TO_PASSWORD \
+                   or --to-password-command",
         }
     }
 
@@ -32,6 +47,7 @@ impl PasswordSource {
             command: None,
             file: std::env::var_os("KURA_NEW_PASSWORD_FILE").map(PathBuf::from),
             env_var: "KURA_NEW_PASSWORD",
+            hint: "set KURA_NEW_PASSWORD_FILE or KURA_NEW_PASSWORD",
         }
     }
 
@@ -63,7 +79,7 @@ impl PasswordSource {
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {
-            bail!("no password given: set KURA_PASSWORD_FILE, KURA_PASSWORD or --password-command");
+            bail!("no password given: {}", self.hint);
         }
         Ok(rpassword::prompt_password(format!("{prompt}: "))?)
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::unsupported;
-use crate::id::{ChunkId, SnapshotId};
+use crate::id::{ChunkId, RepoId, SnapshotId};
 
 pub const VERSION: u32 = 1;
 
@@ -57,6 +57,35 @@ pub struct Summary {
     pub warnings: u64,
 }
 
+/// The backup a copied snapshot is a copy of (format-spec/11, "Copies"):
+/// the repository where it was made and its snapshot id there, in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CopyOf {
+    pub repository: String,
+    pub snapshot: String,
+}
+
+impl CopyOf {
+    pub fn new(repository: &RepoId, snapshot: &SnapshotId) -> Self {
+        Self {
+            repository: repository.to_hex(),
+            snapshot: snapshot.to_hex(),
+        }
+    }
+
+    /// The two ids.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] for malformed hex.
+    pub fn ids(&self) -> Result<(RepoId, SnapshotId)> {
+        let bad = |_| Error::corrupt("snapshot copy_of is malformed");
+        Ok((
+            RepoId::from_hex(&self.repository).map_err(bad)?,
+            SnapshotId::from_hex(&self.snapshot).map_err(bad)?,
+        ))
+    }
+}
+
 /// The decoded snapshot object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -76,6 +105,10 @@ pub struct Snapshot {
     /// Some files could not be read or changed while read.
     pub incomplete: bool,
     pub summary: Summary,
+    /// Only in a copy: the original backup. Absent, not null, otherwise,
+    /// so snapshots that are not copies encode as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<CopyOf>,
 }
 
 impl Snapshot {
@@ -116,6 +149,7 @@ impl Snapshot {
             .map_err(|e| Error::corrupt(format!("snapshot does not parse: {e}")))?;
         snap.tree_id()?;
         snap.parent_id()?;
+        snap.copy_of.as_ref().map(CopyOf::ids).transpose()?;
         for p in &snap.paths {
             p.to_bytes()?;
         }
@@ -144,6 +178,7 @@ mod tests {
             program: "kura 0.1.0".into(),
             incomplete: false,
             summary: Summary::default(),
+            copy_of: None,
         }
     }
 
@@ -160,5 +195,23 @@ mod tests {
         bad.tree = "zz".into();
         assert!(Snapshot::decode(&bad.encode()).is_err());
         assert!(Snapshot::decode(b"{").is_err());
+    }
+
+    #[test]
+    fn copy_of_is_absent_unless_set_and_checked_when_present() {
+        let plain = sample();
+        let text = String::from_utf8(plain.encode()).unwrap();
+        assert!(!text.contains("copy_of"), "{text}");
+        let mut copy = plain;
+        copy.copy_of = Some(CopyOf::new(&RepoId([2; 32]), &SnapshotId([3; 32])));
+        let text = String::from_utf8(copy.encode()).unwrap();
+        assert!(text.ends_with(&format!(
+            r#""copy_of":{{"repository":"{}","snapshot":"{}"}}}}"#,
+            "02".repeat(32),
+            "03".repeat(32)
+        )));
+        assert_eq!(Snapshot::decode(text.as_bytes()).unwrap(), copy);
+        let bad = text.replace(&"03".repeat(32), "zz");
+        assert!(Snapshot::decode(bad.as_bytes()).is_err());
     }
 }

@@ -45,6 +45,11 @@ const DAMAGED: TableDefinition<[u8; 32], u64> = TableDefinition::new("damaged_pa
 /// a cache without them only lacks what they would have recorded.
 const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
     MultimapTableDefinition::new("duplicate_locations");
+/// Chunk ids of another repository (other keys) translated into this
+/// one's for the same plaintext, as `copy` learnt them: (that repository's
+/// id, its chunk id) -> this repository's chunk id. Like `VERIFIED`, it
+/// survives rebuilds: a translation never changes meaning.
+const TRANSLATIONS: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copy_translations");
 /// Cache layout version; a cache of another version is emptied and refilled.
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
@@ -184,6 +189,7 @@ impl ChunkIndex {
         txn.open_table(VERIFIED).map_err(db_err)?;
         txn.open_table(DAMAGED).map_err(db_err)?;
         txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+        txn.open_table(TRANSLATIONS).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -525,6 +531,45 @@ impl ChunkIndex {
         Ok(table.get(id.as_bytes()).map_err(db_err)?.is_some())
     }
 
+    /// This repository's ids for chunks that repository `from` names
+    /// `ids`, where a copy recorded them. An answer only says what the
+    /// plaintext's id is here; whether the chunk is stored is the index's
+    /// to say.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn translations(&self, from: &RepoId, ids: &[ChunkId]) -> Result<Vec<Option<ChunkId>>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TRANSLATIONS).map_err(db_err)?;
+        ids.iter()
+            .map(|id| {
+                let key = translation_key(from, id);
+                Ok(table.get(&key).map_err(db_err)?.map(|v| ChunkId(v.value())))
+            })
+            .collect()
+    }
+
+    /// Records that the chunks repository `from` names by the first id of
+    /// each pair are named by the second here. Durable with the next
+    /// [`Self::persist`].
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn record_translations(&self, from: &RepoId, pairs: &[(ChunkId, ChunkId)]) -> Result<()> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.write(|txn| {
+            let mut table = txn.open_table(TRANSLATIONS).map_err(db_err)?;
+            for (theirs, ours) in pairs {
+                table
+                    .insert(&translation_key(from, theirs), ours.as_bytes())
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Adopts orphan packs (format-spec/07, "Crash states"): packs in the
     /// repository that no index file names, left by a backup that was
     /// killed before writing its index. Their headers are read and
@@ -589,6 +634,13 @@ impl ChunkIndex {
         self.persist()?;
         Ok(report)
     }
+}
+
+fn translation_key(from: &RepoId, id: &ChunkId) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(from.as_bytes());
+    key[32..].copy_from_slice(id.as_bytes());
+    key
 }
 
 /// Reads and authenticates the header of every listed pack that `skip`

@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::index::ChunkIndex;
+use crate::index::{ChunkIndex, RebuildReport};
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::records::Condemned;
 use crate::repo::Repository;
@@ -425,13 +425,7 @@ pub fn backup_with_progress(
         .collect();
     let parent = find_parent(repo, options, &raw_paths)?;
     tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
-    // Prune records first (format-spec/12, "Backups", rule 1): packs they
-    // condemn are neither deduplicated against nor adopted.
-    let condemned = Condemned::load(repo)?.packs();
-    let adopted = index.adopt_orphan_packs(repo, options.store.compression_level, &condemned)?;
-    tracing::debug!(packs = adopted.packs.len(), "backup: orphan packs adopted");
-    let store = store_over_sound_packs(repo, index, options.store, &adopted.missing)?;
-    store.distrust(condemned);
+    let (store, adopted) = writing_store(repo, index, options.store)?;
     let mut walker = Walker {
         store: &store,
         progress,
@@ -478,6 +472,7 @@ pub fn backup_with_progress(
         program: format!("kura {}", env!("CARGO_PKG_VERSION")),
         incomplete: summary.warnings > 0,
         summary,
+        copy_of: None,
     };
     let id = snapshot::save(repo, &snap)?;
     Ok(BackupReport {
@@ -537,6 +532,28 @@ pub(crate) fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<
             return Ok(total);
         }
     }
+}
+
+/// A chunk store over `repo` that writes as a backup does (format-spec/07
+/// and 12). Prune records are read first: packs they condemn are neither
+/// deduplicated against nor adopted. Orphan packs are adopted (what an
+/// interrupted writer uploaded is reused), and packs that are lost or
+/// found damaged are not relied on.
+///
+/// # Errors
+/// Listing, backend and cache errors; a prune record that does not
+/// authenticate.
+pub(crate) fn writing_store<'r>(
+    repo: &'r Repository,
+    index: &'r ChunkIndex,
+    options: ChunkStoreOptions,
+) -> Result<(ChunkStore<'r>, RebuildReport)> {
+    let condemned = Condemned::load(repo)?.packs();
+    let adopted = index.adopt_orphan_packs(repo, options.compression_level, &condemned)?;
+    tracing::debug!(packs = adopted.packs.len(), "orphan packs adopted");
+    let store = store_over_sound_packs(repo, index, options, &adopted.missing)?;
+    store.distrust(condemned);
+    Ok((store, adopted))
 }
 
 /// A chunk store that stores again what only lost packs (`missing` from

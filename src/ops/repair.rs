@@ -317,6 +317,8 @@ fn plan_repair(
     }
     let mut replacement = snap;
     replacement.tree = out.id.to_hex();
+    // No longer all of the backup it copied: a later copy brings that back.
+    replacement.copy_of = None;
     if !replacement.tags.iter().any(|t| t == REPAIRED_TAG) {
         replacement.tags.push(REPAIRED_TAG.to_owned());
     }

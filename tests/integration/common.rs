@@ -169,6 +169,9 @@ pub fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
         "KURA_PASSWORD_COMMAND",
         "KURA_REPOSITORY",
         "KURA_NEW_PASSWORD",
+        "KURA_TO_PASSWORD",
+        "KURA_TO_PASSWORD_FILE",
+        "KURA_TO_PASSWORD_COMMAND",
     ] {
         cmd.env_remove(var);
     }
@@ -246,5 +249,6 @@ pub fn snapshot_at(
         program: "test".into(),
         incomplete: false,
         summary: kura::format::snapshot::Summary::default(),
+        copy_of: None,
     }
 }

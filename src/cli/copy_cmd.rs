@@ -1,0 +1,157 @@
+//! `kura copy`: snapshots of one repository into another that has its own
+//! password and keys (`ops::copy`). The source is `--from` or the usual
+//! `-r` with its password options; the target is `--to` with the
+//! `--to-password-*` options.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use kura::chunkstore::ChunkStoreOptions;
+use kura::ops::copy::{CopiedSnapshot, CopyOptions, CopyReport, copy_with_progress};
+use kura::snapshot;
+
+use super::browse_cmds::FilterArgs;
+use super::progress::Bar;
+use super::snapshot_cmds::synced_index;
+use super::{GlobalArgs, PasswordSource, backend_at, open_at};
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Source snapshots: id prefixes or `latest` (default: every one).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// The source repository (default: -r / KURA_REPOSITORY), opened with
+    /// the usual password options.
+    #[arg(long, value_name = "REPO")]
+    pub from: Option<PathBuf>,
+    /// The target repository.
+    #[arg(long, value_name = "REPO")]
+    pub to: PathBuf,
+    /// Read the target's password from this file (first line).
+    #[arg(long, env = "KURA_TO_PASSWORD_FILE", hide_env_values = true)]
+    pub to_password_file: Option<PathBuf>,
+    /// Run this shell command and use its first line of output as the
+    /// target's password (else KURA_TO_PASSWORD, else a prompt).
+    #[arg(long, env = "KURA_TO_PASSWORD_COMMAND", hide_env_values = true)]
+    pub to_password_command: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show which snapshots would be copied; read no data, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print nothing on success.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
+    // Both passwords are checked before anything is read or written.
+    let source = match &args.from {
+        Some(from) => open_at(
+            backend_at(from)?,
+            &g.password_source(),
+            "source repository password",
+        )?,
+        None => g.open()?,
+    };
+    let target_password = PasswordSource::for_target(
+        args.to_password_command.clone(),
+        args.to_password_file.clone(),
+    );
+    let target = open_at(
+        backend_at(&args.to)?,
+        &target_password,
+        "target repository password",
+    )?;
+    let snapshots = args
+        .snapshots
+        .iter()
+        .map(|name| snapshot::find_id(&source, name))
+        .collect::<kura::Result<Vec<_>>>()?;
+    let source_index = synced_index(&source)?;
+    let target_index = synced_index(&target)?;
+    let options = CopyOptions {
+        snapshots,
+        filter: args.filter.filter(),
+        dry_run: args.dry_run,
+        store: ChunkStoreOptions::default(),
+    };
+    let bar = Bar::new(!args.quiet && !g.json && !args.dry_run);
+    let report = copy_with_progress(
+        &source,
+        &source_index,
+        &target,
+        &target_index,
+        &options,
+        &bar,
+    );
+    bar.finish();
+    let report = report?;
+    for p in &report.packs_refused {
+        eprintln!("warning: unindexed target {p} (not reused)");
+    }
+    if g.json {
+        println!("{}", json_report(&report, args.dry_run));
+    } else if !args.quiet {
+        print_report(&report, args.dry_run);
+    }
+    Ok(())
+}
+
+fn json_report(report: &CopyReport, dry_run: bool) -> serde_json::Value {
+    let pairs = |list: &[CopiedSnapshot]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|c| {
+                serde_json::json!({
+                    "source": c.source.to_hex(),
+                    "target": c.target.map(|t| t.to_hex()),
+                })
+            })
+            .collect()
+    };
+    serde_json::json!({
+        "dry_run": dry_run,
+        "copied": pairs(&report.copied),
+        "already_copied": pairs(&report.already_copied),
+        "chunks_read": report.chunks_read,
+        "bytes_read": report.bytes_read,
+        "chunks_new": report.stored.chunks_new,
+        "bytes_stored": report.stored.bytes_stored,
+        "packs_written": report.stored.packs_written,
+        "packs_adopted": report.packs_adopted,
+        "packs_taken_back": report.secured.packs_resurrected,
+        "packs_copied": report.secured.packs_copied,
+    })
+}
+
+fn print_report(report: &CopyReport, dry_run: bool) {
+    for c in &report.copied {
+        match c.target {
+            Some(t) => println!(
+                "copied snapshot {} to {}",
+                &c.source.to_hex()[..16],
+                &t.to_hex()[..16]
+            ),
+            None => println!("would copy snapshot {}", &c.source.to_hex()[..16]),
+        }
+    }
+    if dry_run {
+        println!(
+            "{} snapshots to copy, {} already in the target",
+            report.copied.len(),
+            report.already_copied.len()
+        );
+        return;
+    }
+    println!(
+        "{} snapshots copied, {} already in the target; {} chunks read ({:.1} MB), \
+         {} new blobs, {:.1} MB stored",
+        report.copied.len(),
+        report.already_copied.len(),
+        report.chunks_read,
+        report.bytes_read as f64 / 1e6,
+        report.stored.chunks_new,
+        report.stored.bytes_stored as f64 / 1e6
+    );
+}
