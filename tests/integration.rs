@@ -26,10 +26,14 @@ mod images;
 mod nightly;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/remote.rs"]
+mod remote;
 #[path = "integration/repair.rs"]
 mod repair;
 #[path = "integration/retention.rs"]
 mod retention;
+#[path = "integration/servers.rs"]
+mod servers;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/snapshots.rs"]

@@ -14,7 +14,7 @@ use kura::snapshot;
 use super::browse_cmds::FilterArgs;
 use super::progress::Bar;
 use super::snapshot_cmds::synced_index;
-use super::{GlobalArgs, PasswordSource, backend_at, open_at};
+use super::{GlobalArgs, PasswordSource, open_at};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
@@ -49,7 +49,7 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
     // Both passwords are checked before anything is read or written.
     let source = match &args.from {
         Some(from) => open_at(
-            backend_at(from)?,
+            g.backend_at(from)?,
             &g.password_source(),
             "source repository password",
         )?,
@@ -60,7 +60,7 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         args.to_password_file.clone(),
     );
     let target = open_at(
-        backend_at(&args.to)?,
+        g.backend_at(&args.to)?,
         &target_password,
         "target repository password",
     )?;

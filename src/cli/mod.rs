@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use kura::backend::{Backend, LocalBackend};
+use kura::backend::{Backend, Location, RemoteOptions};
 use kura::crypto::kdf::KdfParams;
 use kura::repo::{InitOptions, Repository};
 
@@ -86,7 +86,8 @@ pub struct Cli {
 
 #[derive(Args, Debug)]
 pub struct GlobalArgs {
-    /// Repository location (a local directory).
+    /// Repository location: a local directory, sftp://[user@]host[:port]/path
+    /// (host//abs/path for an absolute path) or s3://bucket/prefix.
     #[arg(short = 'r', long = "repo", env = "KURA_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// Read the password from this file (first line).
@@ -108,6 +109,17 @@ pub struct GlobalArgs {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// S3 endpoint for s3:// locations, e.g. http://127.0.0.1:3900
+    /// (default: AWS).
+    #[arg(long, env = "KURA_S3_ENDPOINT", global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region for s3:// locations (e.g. garage, us-east-1).
+    #[arg(long, env = "KURA_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// ssh configuration file for sftp:// locations (ssh -F), instead of
+    /// ~/.ssh/config.
+    #[arg(long, env = "KURA_SSH_CONFIG", global = true, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,14 +202,6 @@ impl From<KdfArgs> for KdfParams {
     }
 }
 
-/// The storage at a repository location given on the command line (`-r`,
-/// `copy --from`, `copy --to`): today a local directory. Every location
-/// goes through here, so each command takes the same kinds.
-#[allow(clippy::unnecessary_wraps)] // remote locations can fail to parse
-fn backend_at(location: &Path) -> Result<Arc<dyn Backend>> {
-    Ok(Arc::new(LocalBackend::new(location)))
-}
-
 /// Opens the repository in `backend`: version check first, then the
 /// password from `password`.
 fn open_at(
@@ -216,7 +220,30 @@ impl GlobalArgs {
             .repo
             .clone()
             .context("no repository given: use -r/--repo or set KURA_REPOSITORY")?;
-        backend_at(&path)
+        self.backend_at(&path)
+    }
+
+    /// The storage at a repository location given on the command line
+    /// (`-r`, `copy --from`, `copy --to`): a local directory,
+    /// `sftp://...` or `s3://...` (README, "Where repositories live").
+    /// Every location goes through here, so each command takes the same
+    /// kinds.
+    fn backend_at(&self, location: &Path) -> Result<Arc<dyn Backend>> {
+        let text = location.to_str();
+        let location = match text {
+            Some(text) => Location::parse(text, &self.remote_options())?,
+            // A name that is not UTF-8 can only be a local path.
+            None => Location::Local(location.to_path_buf()),
+        };
+        Ok(location.open()?)
+    }
+
+    fn remote_options(&self) -> RemoteOptions {
+        RemoteOptions {
+            s3_endpoint: self.s3_endpoint.clone(),
+            s3_region: self.s3_region.clone(),
+            ssh_config: self.ssh_config.clone(),
+        }
     }
 
     fn password_source(&self) -> PasswordSource {

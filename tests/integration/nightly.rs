@@ -13,7 +13,7 @@ use crate::common::{CliRepo, describe, stderr};
 const GEN_SITE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen_site.py");
 const SCALE: &str = "0.05";
 
-fn gen_site(root: &Path, night: u32) {
+pub(crate) fn gen_site(root: &Path, night: u32) {
     let status = Command::new("python3")
         .arg(GEN_SITE)
         .arg(root)
@@ -25,7 +25,7 @@ fn gen_site(root: &Path, night: u32) {
 
 /// What gen_site does not make but servers have: links, xattrs, odd modes
 /// and names, a FIFO.
-fn add_extras(root: &Path) {
+pub(crate) fn add_extras(root: &Path) {
     use std::os::unix::ffi::OsStrExt;
     let extras = root.join("extras");
     fs::create_dir_all(&extras).unwrap();

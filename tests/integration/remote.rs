@@ -204,7 +204,7 @@ fn nights_0_to_2(r: &Remote) {
             describe(&site),
         ));
     }
-    let restored_matches = |id: &str, want: &std::collections::HashMap<_, _>, tag: &str| {
+    let restored_matches = |id: &str, want: &std::collections::HashMap<std::path::PathBuf, String>, tag: &str| {
         let target = dir.path().join(format!("restore-{tag}"));
         r.ok(&["restore", id, "--target", target.to_str().unwrap()]);
         let got = describe(&target.join(site.strip_prefix("/").unwrap()));

@@ -321,10 +321,9 @@ impl Garage {
     }
 
     fn launch(&mut self) {
-        let garage = find_program("garage", &[&format!("{}/.cargo/bin", env_home())]);
         let d = self.dir.path().to_path_buf();
         self.pid = spawn_supervised(
-            &garage,
+            &garage_program(),
             &["-c", self.config.to_str().expect("utf-8"), "server"],
             &d.join("garage.log"),
         );
@@ -332,7 +331,7 @@ impl Garage {
         // The RPC side answers a little after the S3 port opens.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = Command::new(&garage)
+            let out = Command::new(garage_program())
                 .arg("-c")
                 .arg(&self.config)
                 .args(["node", "id", "-q"])
@@ -394,6 +393,10 @@ impl Drop for Garage {
     fn drop(&mut self) {
         kill_tree(self.pid);
     }
+}
+
+fn garage_program() -> PathBuf {
+    find_program("garage", &[&format!("{}/.cargo/bin", env_home())])
 }
 
 fn env_home() -> String {
