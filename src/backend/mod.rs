@@ -17,6 +17,7 @@ pub mod conformance;
 pub mod faulty;
 pub mod local;
 pub mod memory;
+pub mod retry;
 
 use std::io::Read;
 use std::ops::Range;
@@ -26,6 +27,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
 pub use memory::MemoryBackend;
+pub use retry::{RetryBackend, RetryPolicy};
 
 /// An object found by [`Backend::list`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
