@@ -1,7 +1,8 @@
-//! The object cache in front of a remote repository (metadata objects on
-//! local disk), counted at the backend it saves reads from.
+//! The caches in front of a remote repository: the object cache decorator
+//! (metadata objects on local disk) and the tree blob cache in the index
+//! cache, counted at the backend they save reads from.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::ops::Range;
@@ -13,14 +14,18 @@ use kura::backend::cache::object_cache_dir;
 use kura::backend::{
     Backend, CachingBackend, MemoryBackend, ObjectInfo, conformance, decorate_remote,
 };
+use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::layout;
+use kura::format::pack::PackKind;
+use kura::format::tree::Payload;
 use kura::id::ChunkId;
 use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
+use kura::ops::restore::{RestoreOptions, restore};
 use kura::repo::Repository;
 use kura::{ErrorKind, snapshot};
 
-use crate::common::{PASSWORD, memory_repo, pseudo_random, text_like};
+use crate::common::{PASSWORD, describe, memory_repo, pseudo_random, text_like};
 
 const LOCATION: &str = "sftp://backup.example/srv/kura";
 
@@ -43,6 +48,16 @@ impl Counting {
 
     fn whole(&self, dir: &str) -> u64 {
         self.whole.lock().unwrap().get(dir).copied().unwrap_or(0)
+    }
+
+    /// Ranged reads of the objects in `paths`.
+    fn ranged_in(&self, paths: &HashSet<String>) -> u64 {
+        let ranged = self.ranged.lock().unwrap();
+        paths.iter().filter_map(|p| ranged.get(p)).sum()
+    }
+
+    fn ranged_total(&self) -> u64 {
+        self.ranged.lock().unwrap().values().sum()
     }
 
     fn reset(&self) {
@@ -116,6 +131,33 @@ fn backup_of(repo: &Repository, index: &ChunkIndex, src: &Path) -> ChunkId {
 fn open_cached(backend: Arc<dyn Backend>, cache_root: &Path) -> Repository {
     let cached: Arc<dyn Backend> = Arc::new(CachingBackend::new(backend, cache_root, LOCATION));
     Repository::open(cached, PASSWORD).unwrap()
+}
+
+/// The paths of the repository's tree packs.
+fn tree_packs(repo: &Repository) -> HashSet<String> {
+    kura::pack::list_packs(repo)
+        .unwrap()
+        .into_iter()
+        .filter(|(id, size)| {
+            kura::pack::read_header(repo, id, *size).unwrap().kind == PackKind::Tree
+        })
+        .map(|(id, _)| layout::pack_path(&id))
+        .collect()
+}
+
+/// Reads every directory below `root`, as `ls -R` does.
+fn walk(store: &ChunkStore<'_>, root: &ChunkId) -> usize {
+    let mut entries = 0;
+    let mut stack = vec![*root];
+    while let Some(id) = stack.pop() {
+        for e in kura::tree::load_directory(store, &id).unwrap() {
+            entries += 1;
+            if let Payload::Dir(sub) = e.payload {
+                stack.push(sub);
+            }
+        }
+    }
+    entries
 }
 
 /// A memory repository with two snapshots of a source tree.
@@ -266,4 +308,155 @@ fn the_remote_decorators_conform() {
         None,
         LOCATION,
     ));
+}
+
+#[test]
+fn a_second_ls_and_restore_read_no_tree_pack() {
+    let (memory, dir) = two_snapshots();
+    let counting = Counting::new(memory.clone());
+    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let (_, snap) = snapshot::find(&repo, "latest").unwrap();
+    let root = snap.tree_id().unwrap();
+    let trees = tree_packs(&repo);
+    let cache_file = dir.path().join("cache/index.redb");
+    let run = |options: ChunkStoreOptions| {
+        let index = ChunkIndex::open(Some(&cache_file)).unwrap();
+        index.sync(&repo).unwrap();
+        counting.reset();
+        let store = ChunkStore::new(&repo, &index, options);
+        walk(&store, &root)
+    };
+
+    let entries = run(ChunkStoreOptions::default());
+    assert!(entries > 10);
+    let first_reads = counting.ranged_in(&trees);
+    assert!(
+        first_reads >= 5,
+        "the first ls read the trees ({first_reads})"
+    );
+
+    assert_eq!(run(ChunkStoreOptions::default()), entries);
+    assert_eq!(counting.ranged_in(&trees), 0, "the second ls read no tree");
+
+    let off = ChunkStoreOptions {
+        tree_cache: false,
+        ..ChunkStoreOptions::default()
+    };
+    assert_eq!(run(off), entries);
+    assert_eq!(
+        counting.ranged_in(&trees),
+        first_reads,
+        "without the cache: read again"
+    );
+
+    let index = ChunkIndex::open(Some(&cache_file)).unwrap();
+    index.sync(&repo).unwrap();
+    counting.reset();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let target = dir.path().join("restored");
+    let options = RestoreOptions {
+        target: target.clone(),
+        include: Vec::new(),
+        owners: false,
+    };
+    restore(&store, &root, &options).unwrap();
+    assert_eq!(counting.ranged_in(&trees), 0, "the restore read no tree");
+    assert!(counting.ranged_total() > 0, "but it read the data");
+    let src = dir.path().join("src");
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(describe(&restored), describe(&src));
+}
+
+#[test]
+fn a_backup_caches_its_trees_so_the_next_backup_reads_none() {
+    let (memory, repo) = memory_repo();
+    let counting = Counting::new(memory.clone());
+    let counted = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_source(&src);
+    let index = ChunkIndex::open(Some(&dir.path().join("cache/index.redb"))).unwrap();
+    backup_of(&counted, &index, &src);
+    fs::write(src.join("srv/www/img/new.png"), pseudo_random(5000, 99)).unwrap();
+
+    counting.reset();
+    backup_of(&counted, &index, &src);
+    let trees = tree_packs(&repo);
+    assert!(!trees.is_empty());
+    assert_eq!(
+        counting.ranged_in(&trees),
+        0,
+        "the parent's trees came from the cache, put there when their pack was uploaded"
+    );
+}
+
+#[test]
+fn a_cached_tree_that_fails_authentication_is_dropped_and_read_from_its_pack() {
+    let (memory, dir) = two_snapshots();
+    let counting = Counting::new(memory);
+    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let root = snapshot::find(&repo, "latest")
+        .unwrap()
+        .1
+        .tree_id()
+        .unwrap();
+    let trees = tree_packs(&repo);
+    let index = ChunkIndex::open(Some(&dir.path().join("cache/index.redb"))).unwrap();
+    index.sync(&repo).unwrap();
+    let plain = {
+        let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+        store.get(&root).unwrap()
+    };
+    let mut forged = index.cached_tree(&root).unwrap().expect("cached on read");
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    index.cache_trees(&[(root, forged.clone())]).unwrap();
+
+    counting.reset();
+    {
+        let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+        assert_eq!(store.get(&root).unwrap(), plain);
+    }
+    assert_eq!(counting.ranged_in(&trees), 1, "read from its pack instead");
+    let now = index.cached_tree(&root).unwrap().expect("cached again");
+    assert_ne!(now, forged, "the forged copy was replaced");
+
+    counting.reset();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    assert_eq!(store.get(&root).unwrap(), plain);
+    assert_eq!(counting.ranged_in(&trees), 0);
+}
+
+#[test]
+fn the_tree_cache_stays_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = ChunkIndex::open(Some(&dir.path().join("index.redb")))
+        .unwrap()
+        .with_tree_cache_limit(100_000);
+    let blobs: Vec<(ChunkId, Vec<u8>)> = (0..400u32)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+            (ChunkId(id), vec![i as u8; 1000])
+        })
+        .collect();
+    for batch in blobs.chunks(10) {
+        index.cache_trees(batch).unwrap();
+    }
+    let kept: Vec<_> = blobs
+        .iter()
+        .filter(|(id, _)| index.cached_tree(id).unwrap().is_some())
+        .collect();
+    assert!(kept.len() <= 100, "at most the bound: {}", kept.len());
+    assert!(
+        kept.len() >= 60,
+        "evicts down to three quarters, no further"
+    );
+    for (id, bytes) in kept {
+        assert_eq!(index.cached_tree(id).unwrap().as_ref(), Some(bytes));
+    }
+    let off = ChunkIndex::open(None).unwrap().with_tree_cache_limit(0);
+    off.cache_trees(&blobs[..1]).unwrap();
+    assert_eq!(off.cached_tree(&blobs[0].0).unwrap(), None);
 }
