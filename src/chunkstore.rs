@@ -20,6 +20,13 @@
 //! a check) are never deduplicated against: a chunk indexed only there is
 //! stored again, so what a caller commits never depends on them. Reads try
 //! every known copy of a blob before they give up.
+//!
+//! Tree blobs are also kept, sealed, in the index cache's tree blob table
+//! (when [`ChunkStoreOptions::tree_cache`] is on): those of packs this store
+//! uploads, and those it reads from packs. A read tries that copy first
+//! and authenticates it like one from a pack; a copy that fails is dropped
+//! and the pack read instead. So a snapshot walked again (ls, restore, the
+//! next backup's parent) reads no tree from the repository.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -61,6 +68,10 @@ pub struct ChunkStoreOptions {
     /// Packs uploaded at the same time (each writer waits for its pack to
     /// be durable: an fsync here, a round trip to a remote store).
     pub upload_threads: usize,
+    /// Read tree blobs through the index cache's tree blob table, and keep
+    /// there those read from packs or uploaded. Off for `check` and
+    /// `repair snapshots`, which must see what the repository holds.
+    pub tree_cache: bool,
 }
 
 impl Default for ChunkStoreOptions {
@@ -72,6 +83,7 @@ impl Default for ChunkStoreOptions {
             segment: 2 << 20,
             upload_queue: 1,
             upload_threads: 2,
+            tree_cache: true,
         }
     }
 }
@@ -105,7 +117,17 @@ pub struct SecureReport {
     pub bytes_copied: u64,
 }
 
-type UploadResults = Arc<Mutex<Vec<Result<IndexedPack>>>>;
+/// Tree blobs read from packs are put in the tree cache this many at a time
+/// (one cache transaction each time, not one per blob).
+const TREE_CACHE_BATCH: usize = 64;
+
+/// A pack written, with its sealed tree blobs for the tree cache.
+struct Uploaded {
+    pack: IndexedPack,
+    trees: Vec<(ChunkId, Vec<u8>)>,
+}
+
+type UploadResults = Arc<Mutex<Vec<Result<Uploaded>>>>;
 
 struct Uploader {
     sender: SyncSender<FinishedPack>,
@@ -114,7 +136,9 @@ struct Uploader {
 }
 
 impl Uploader {
-    fn start(backend: &Arc<dyn Backend>, queue: usize, threads: usize) -> Self {
+    /// Starts `threads` uploaders; with `keep_trees` each returns the sealed
+    /// blobs of the tree packs it wrote.
+    fn start(backend: &Arc<dyn Backend>, queue: usize, threads: usize, keep_trees: bool) -> Self {
         let (sender, receiver) = sync_channel::<FinishedPack>(queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let results: UploadResults = Arc::default();
@@ -128,12 +152,18 @@ impl Uploader {
                         let size = pack.bytes.len() as u64;
                         let path = layout::pack_path(&pack.id);
                         let outcome = write_bytes(backend.as_ref(), &path, &pack.bytes).map(|()| {
-                            IndexedPack {
+                            let trees = if keep_trees && pack.kind == PackKind::Tree {
+                                sealed_blobs(&pack)
+                            } else {
+                                Vec::new()
+                            };
+                            let pack = IndexedPack {
                                 id: pack.id,
                                 kind: pack.kind,
                                 size,
                                 entries: pack.entries,
-                            }
+                            };
+                            Uploaded { pack, trees }
                         });
                         lock(&sink).push(outcome);
                     }
@@ -147,13 +177,27 @@ impl Uploader {
         }
     }
 
-    fn finish(self) -> Vec<Result<IndexedPack>> {
+    fn finish(self) -> Vec<Result<Uploaded>> {
         drop(self.sender);
         for t in self.threads {
             let _ = t.join();
         }
         std::mem::take(&mut *lock(&self.results))
     }
+}
+
+/// The sealed blobs of a finished pack, by id.
+fn sealed_blobs(pack: &FinishedPack) -> Vec<(ChunkId, Vec<u8>)> {
+    pack.entries
+        .iter()
+        .map(|e| {
+            let start = e.offset as usize;
+            (
+                e.id,
+                pack.bytes[start..start + e.stored_len as usize].to_vec(),
+            )
+        })
+        .collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,6 +249,8 @@ pub struct ChunkStore<'r> {
     index: &'r ChunkIndex,
     options: ChunkStoreOptions,
     shared: Arc<Shared>,
+    /// Tree blobs read from packs, waiting to go into the tree cache.
+    trees_read: Mutex<Vec<(ChunkId, Vec<u8>)>>,
 }
 
 impl<'r> ChunkStore<'r> {
@@ -235,6 +281,7 @@ impl<'r> ChunkStore<'r> {
             index,
             options,
             shared: Arc::new(shared),
+            trees_read: Mutex::new(Vec::new()),
         }
     }
 
@@ -501,7 +548,8 @@ impl<'r> ChunkStore<'r> {
                 .unwrap_or_default()
         };
         for r in results {
-            let pack = r.map_err(|e| e.context("uploading a pack"))?;
+            let Uploaded { pack, trees } = r.map_err(|e| e.context("uploading a pack"))?;
+            self.cache_trees(&trees);
             state.relied.insert(pack.id);
             state.uploaded.push(pack);
         }
@@ -656,7 +704,7 @@ impl<'r> ChunkStore<'r> {
         // A blob lost where it was indexed may have been stored again by
         // this store (in a distrusted pack's stead): look there too.
         let indexed_error = match self.index.lookup(id)? {
-            Some(loc) => match read_blob(self.repo, id, &loc) {
+            Some(loc) => match self.read_located(id, &loc) {
                 Ok(plain) => return Ok(plain),
                 Err(e) => match self.get_other_copy(id, &loc, e) {
                     Ok(plain) => return Ok(plain),
@@ -689,7 +737,7 @@ impl<'r> ChunkStore<'r> {
             return Err(error);
         }
         for loc in self.index.locations(id)?.iter().filter(|l| *l != failed) {
-            match read_blob(self.repo, id, loc) {
+            match self.read_located(id, loc) {
                 Ok(plain) => {
                     tracing::warn!("blob {id}: {error}; read another copy");
                     return Ok(plain);
@@ -699,6 +747,58 @@ impl<'r> ChunkStore<'r> {
             }
         }
         Err(error)
+    }
+
+    /// Reads blob `id` at `loc`; a tree blob from the tree cache if a copy
+    /// there authenticates, else from its pack and then into the cache.
+    fn read_located(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        if loc.kind != PackKind::Tree || !self.options.tree_cache {
+            return read_blob(self.repo, id, loc);
+        }
+        if let Some(plain) = self.cached_tree(id, loc) {
+            return Ok(plain);
+        }
+        let sealed = read_sealed(self.repo, loc)?;
+        let plain = open_sealed(self.repo, id, loc, &sealed)?;
+        let full = {
+            let mut waiting = lock(&self.trees_read);
+            waiting.push((*id, sealed));
+            (waiting.len() >= TREE_CACHE_BATCH).then(|| std::mem::take(&mut *waiting))
+        };
+        if let Some(blobs) = full {
+            self.cache_trees(&blobs);
+        }
+        Ok(plain)
+    }
+
+    /// Tree blob `id` from the tree cache, if there and whole; a copy that
+    /// fails authentication is dropped.
+    fn cached_tree(&self, id: &ChunkId, loc: &BlobLocation) -> Option<Vec<u8>> {
+        let sealed = match self.index.cached_tree(id) {
+            Ok(sealed) => sealed?,
+            Err(e) => {
+                tracing::debug!("tree cache unreadable: {e}");
+                return None;
+            }
+        };
+        match open_sealed(self.repo, id, loc, &sealed) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!("cached copy of tree {id} dropped ({e}); reading its pack");
+                if let Err(e) = self.index.forget_tree(id) {
+                    tracing::debug!("tree cache: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// Puts sealed tree blobs in the tree cache; a cache that fails only
+    /// means they are read from packs next time.
+    fn cache_trees(&self, blobs: &[(ChunkId, Vec<u8>)]) {
+        if let Err(e) = self.index.cache_trees(blobs) {
+            tracing::debug!("tree cache not updated: {e}");
+        }
     }
 }
 
@@ -712,12 +812,28 @@ pub fn read_blob(
     id: &ChunkId,
     loc: &crate::index::BlobLocation,
 ) -> Result<Vec<u8>> {
+    let sealed = read_sealed(repo, loc)?;
+    open_sealed(repo, id, loc, &sealed)
+}
+
+/// The sealed envelope at `loc`: one ranged read of its pack.
+fn read_sealed(repo: &Repository, loc: &BlobLocation) -> Result<Vec<u8>> {
     let start = u64::from(loc.offset);
-    let stored = repo.backend().read(
+    repo.backend().read(
         &layout::pack_path(&loc.pack),
         Some(start..start + u64::from(loc.stored_len)),
-    )?;
-    let plain = repo.sealer().open_blob(loc.kind, id, &stored)?;
+    )
+}
+
+/// Authenticates, decompresses and checks the envelope of blob `id`
+/// against the length indexed at `loc`.
+fn open_sealed(
+    repo: &Repository,
+    id: &ChunkId,
+    loc: &BlobLocation,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
+    let plain = repo.sealer().open_blob(loc.kind, id, sealed)?;
     if plain.len() != loc.raw_len as usize {
         return Err(Error::corrupt(format!(
             "blob {id} has a different length than indexed"
@@ -758,13 +874,11 @@ fn seal_and_pack(shared: &Shared, job: &SealJob) -> Result<()> {
 
 fn upload(shared: &Shared, state: &mut WriteState, pack: FinishedPack) -> Result<()> {
     let backend = &shared.backend;
-    let (queue, threads) = (
-        shared.options.upload_queue.max(1),
-        shared.options.upload_threads,
-    );
+    let options = &shared.options;
+    let (queue, threads) = (options.upload_queue.max(1), options.upload_threads);
     let uploader = state
         .uploader
-        .get_or_insert_with(|| Uploader::start(backend, queue, threads));
+        .get_or_insert_with(|| Uploader::start(backend, queue, threads, options.tree_cache));
     state.stats.packs_written += 1;
     uploader
         .sender
@@ -780,5 +894,7 @@ impl Drop for ChunkStore<'_> {
         if let Some(u) = lock(&self.shared.state).uploader.take() {
             let _ = u.finish();
         }
+        let trees = std::mem::take(&mut *lock(&self.trees_read));
+        self.cache_trees(&trees);
     }
 }

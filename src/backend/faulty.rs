@@ -3,7 +3,10 @@
 //!
 //! Operations are numbered from 1 in the order they start. A torn write
 //! feeds the inner backend half of the data and then a read error, which is
-//! what a process killed mid-upload looks like to the storage.
+//! what a process killed mid-upload looks like to the storage. A lost
+//! acknowledgement applies a write and then reports it failed, which is
+//! what a connection dropped after the server stored an object looks like
+//! to the client.
 
 use std::io::{self, Read};
 use std::ops::Range;
@@ -24,6 +27,18 @@ pub struct FaultPlan {
     pub tear_at: Option<u64>,
     /// Make every `list` fail.
     pub fail_lists: bool,
+    /// Fail this many operations (the second number) transiently, starting
+    /// with this one (the first, 1-based): an outage that retries outlast,
+    /// or not.
+    pub fail_many_at: Option<(u64, u64)>,
+    /// Fail every operation whose number is a multiple of this, transiently.
+    pub fail_every: Option<u64>,
+    /// Transient failures injected into writes happen after the write was
+    /// passed on (whatever its outcome): lost acknowledgements.
+    pub lose_acks: bool,
+    /// Fail only this operation with [`ErrorKind::AccessDenied`], an error
+    /// no retry helps.
+    pub deny_at: Option<u64>,
 }
 
 /// A backend decorator that injects faults by [`FaultPlan`].
@@ -64,13 +79,23 @@ impl FaultyBackend {
         self.crashed.load(Ordering::SeqCst)
     }
 
+    fn plan(&self) -> FaultPlan {
+        *self
+            .plan
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts an operation; `Err` if the plan says it fails.
     fn begin(&self, what: &str, is_list: bool) -> Result<u64> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
-        let plan = *self
-            .plan
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.check(n, what, is_list)?;
+        Ok(n)
+    }
+
+    /// `Err` if the plan says operation `n` fails.
+    fn check(&self, n: u64, what: &str, is_list: bool) -> Result<()> {
+        let plan = self.plan();
         if plan.crash_at.is_some_and(|k| n >= k) {
             self.crashed.store(true, Ordering::SeqCst);
             return Err(Error::new(
@@ -78,14 +103,35 @@ impl FaultyBackend {
                 format!("injected crash at operation {n} ({what})"),
             ));
         }
-        if plan.fail_once_at == Some(n) || (is_list && plan.fail_lists) {
+        if plan.deny_at == Some(n) {
             return Err(Error::new(
-                ErrorKind::Transient,
-                format!("injected failure of operation {n} ({what})"),
+                ErrorKind::AccessDenied,
+                format!("injected refusal of operation {n} ({what})"),
             ));
         }
-        Ok(n)
+        if plan.fails_transiently(n) || (is_list && plan.fail_lists) {
+            return Err(transient(n, what));
+        }
+        Ok(())
     }
+}
+
+impl FaultPlan {
+    /// Whether operation `n` fails with a transient error.
+    fn fails_transiently(&self, n: u64) -> bool {
+        self.fail_once_at == Some(n)
+            || self
+                .fail_many_at
+                .is_some_and(|(first, count)| n >= first && n - first < count)
+            || self.fail_every.is_some_and(|k| k > 0 && n % k == 0)
+    }
+}
+
+fn transient(n: u64, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Transient,
+        format!("injected failure of operation {n} ({what})"),
+    )
 }
 
 /// A reader that yields `limit` bytes of its inner reader, then fails.
@@ -127,14 +173,15 @@ impl Backend for FaultyBackend {
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
-        let n = self.begin(&format!("write {path}"), false)?;
-        let tear = self
-            .plan
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .tear_at
-            == Some(n);
-        if !tear {
+        let what = format!("write {path}");
+        let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
+        let plan = self.plan();
+        if plan.lose_acks && plan.fails_transiently(n) && plan.crash_at.is_none_or(|k| n < k) {
+            let _ = self.inner.write(path, data);
+            return Err(transient(n, &format!("{what}, acknowledgement lost")));
+        }
+        self.check(n, &what, false)?;
+        if plan.tear_at != Some(n) {
             return self.inner.write(path, data);
         }
         let mut whole = Vec::new();

@@ -1,6 +1,8 @@
 //! Backend layer: where the repository's objects live. The trait is small on
 //! purpose: list, ranged read, create-only atomic write, delete. Retry,
-//! caching and fault injection are decorators that wrap a backend.
+//! caching and fault injection are decorators that wrap a backend
+//! ([`RetryBackend`], [`CachingBackend`], [`FaultyBackend`]); a remote
+//! repository is used through [`decorate_remote`].
 //!
 //! Contract (format-spec/07-layout-and-writes.md), checked for every backend
 //! by [`conformance::run`]:
@@ -13,23 +15,29 @@
 //!   reaches past the end is [`ErrorKind::Corrupt`].
 //! - `delete` is idempotent.
 
+pub mod cache;
 pub mod conformance;
 pub mod faulty;
 pub mod local;
 pub mod location;
 pub mod memory;
+pub mod retry;
 pub mod s3;
 pub mod sftp;
 
 use std::io::Read;
 use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub use cache::CachingBackend;
 pub use faulty::FaultyBackend;
 pub use local::LocalBackend;
 pub use location::{Location, RemoteOptions};
 pub use memory::MemoryBackend;
+pub use retry::{RetryBackend, RetryPolicy};
 
 /// An object found by [`Backend::list`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,6 +96,24 @@ pub trait Backend: Send + Sync {
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
         let _ = older_than;
         Ok(0)
+    }
+}
+
+/// The stack of decorators a remote repository is used through: a
+/// [`CachingBackend`] of its metadata objects under `cache_root` (none
+/// without a cache root) over a [`RetryBackend`] with the default
+/// [`RetryPolicy`] over `inner`. `location` names the repository as the user
+/// gave it (it keys the cache directory). Local repositories are used
+/// undecorated: their reads cost no more than the cache's.
+pub fn decorate_remote(
+    inner: Arc<dyn Backend>,
+    cache_root: Option<&Path>,
+    location: &str,
+) -> Arc<dyn Backend> {
+    let retrying: Arc<dyn Backend> = Arc::new(RetryBackend::new(inner, RetryPolicy::default()));
+    match cache_root {
+        Some(root) => Arc::new(CachingBackend::new(retrying, root, location)),
+        None => retrying,
     }
 }
 

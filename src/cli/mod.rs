@@ -235,7 +235,21 @@ impl GlobalArgs {
             // A name that is not UTF-8 can only be a local path.
             None => Location::Local(location.to_path_buf()),
         };
-        Ok(location.open()?)
+        let backend = location.open()?;
+        if !location.is_remote() {
+            return Ok(backend);
+        }
+        // Remote: retried, and its metadata cached on this machine. The
+        // cache is keyed by where the repository is (the endpoint too).
+        let key = match &location {
+            Location::S3(s3) => format!("{} at {}", s3.url(), s3.endpoint.as_deref().unwrap_or("aws")),
+            other => other.display(),
+        };
+        Ok(kura::backend::decorate_remote(
+            backend,
+            snapshot_cmds::cache_root().as_deref(),
+            &key,
+        ))
     }
 
     fn remote_options(&self) -> RemoteOptions {

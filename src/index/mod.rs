@@ -8,7 +8,9 @@
 //! Besides the index the cache remembers, per pack, what `check` learnt
 //! (when it was last verified whole; whether it was found damaged), and
 //! every place a blob stored more than once can be read from, so that a
-//! lost copy is not the only one a reader tries.
+//! lost copy is not the only one a reader tries; and, bounded in size,
+//! sealed tree blobs by id, so that a snapshot walked again (ls, restore,
+//! a backup's parent) costs no reads of a remote repository.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,16 @@ const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
 /// id, its chunk id) -> this repository's chunk id. Like `VERIFIED`, it
 /// survives rebuilds: a translation never changes meaning.
 const TRANSLATIONS: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copy_translations");
+/// Sealed tree blobs (envelopes as read from their packs) by chunk id, so
+/// that walking a snapshot again reads no tree from the repository. A
+/// chunk id always names the same bytes, so entries never go stale and
+/// survive refills; each use authenticates them again (the chunk store).
+const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tree_blobs");
+/// Bytes of envelopes `TREES` holds, under [`TREE_BYTES_KEY`].
+const TREES_SIZE: TableDefinition<&str, u64> = TableDefinition::new("tree_blobs_size");
+const TREE_BYTES_KEY: &str = "bytes";
+/// Default bound of the tree blob cache: the trees of a few million files.
+pub const DEFAULT_TREE_CACHE_LIMIT: u64 = 512 << 20;
 /// Cache layout version; a cache of another version is emptied and refilled.
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
@@ -127,6 +139,8 @@ pub struct RebuildReport {
 /// The local cache of the repository's index.
 pub struct ChunkIndex {
     db: Database,
+    /// Bytes of sealed tree blobs kept at most; 0 keeps none.
+    tree_limit: u64,
 }
 
 fn db_err(e: impl Into<redb::Error>) -> Error {
@@ -158,7 +172,10 @@ impl ChunkIndex {
                 .create_with_backend(redb::backends::InMemoryBackend::new())
                 .map_err(db_err)?,
         };
-        let index = Self { db };
+        let index = Self {
+            db,
+            tree_limit: DEFAULT_TREE_CACHE_LIMIT,
+        };
         index.write(|_| Ok(()))?; // creates the tables
         if index.schema()? != Some(SCHEMA) {
             index.clear()?;
@@ -190,6 +207,8 @@ impl ChunkIndex {
         txn.open_table(DAMAGED).map_err(db_err)?;
         txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
         txn.open_table(TRANSLATIONS).map_err(db_err)?;
+        txn.open_table(TREES).map_err(db_err)?;
+        txn.open_table(TREES_SIZE).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -207,6 +226,99 @@ impl ChunkIndex {
     /// Cache I/O errors.
     pub fn persist(&self) -> Result<()> {
         self.write_with(Durability::Immediate, |_| Ok(()))
+    }
+
+    /// Bounds the tree blob cache to about `bytes` of envelopes (when it
+    /// grows past, arbitrary entries are dropped down to three quarters);
+    /// 0 turns it off. The default is [`DEFAULT_TREE_CACHE_LIMIT`].
+    #[must_use]
+    pub fn with_tree_cache_limit(mut self, bytes: u64) -> Self {
+        self.tree_limit = bytes;
+        self
+    }
+
+    /// The sealed envelope of tree blob `id`, if cached. The caller
+    /// authenticates it (it is local data, not a repository object) and
+    /// calls [`Self::forget_tree`] if that fails.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn cached_tree(&self, id: &ChunkId) -> Result<Option<Vec<u8>>> {
+        if self.tree_limit == 0 {
+            return Ok(None);
+        }
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(TREES).map_err(db_err)?;
+        Ok(table
+            .get(id.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Caches sealed tree blobs (envelopes that authenticated, or that were
+    /// just sealed), in one transaction.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn cache_trees(&self, blobs: &[(ChunkId, Vec<u8>)]) -> Result<()> {
+        if self.tree_limit == 0 || blobs.is_empty() {
+            return Ok(());
+        }
+        self.update_trees(|trees, mut size| {
+            for (id, sealed) in blobs {
+                let old = trees
+                    .insert(id.as_bytes(), sealed.as_slice())
+                    .map_err(db_err)?
+                    .map_or(0, |v| v.value().len() as u64);
+                size = size.saturating_sub(old) + sealed.len() as u64;
+            }
+            if size > self.tree_limit {
+                // Ids are keyed hashes: dropping the first ones drops
+                // arbitrary blobs.
+                let target = self.tree_limit / 4 * 3;
+                while size > target {
+                    let Some((_, v)) = trees.pop_first().map_err(db_err)? else {
+                        return Ok(0);
+                    };
+                    size = size.saturating_sub(v.value().len() as u64);
+                }
+            }
+            Ok(size)
+        })
+    }
+
+    /// Drops tree blob `id` from the cache (its copy failed to
+    /// authenticate).
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn forget_tree(&self, id: &ChunkId) -> Result<()> {
+        self.update_trees(|trees, size| {
+            let old = trees
+                .remove(id.as_bytes())
+                .map_err(db_err)?
+                .map_or(0, |v| v.value().len() as u64);
+            Ok(size.saturating_sub(old))
+        })
+    }
+
+    /// Runs `f` on the tree blob table and the bytes it holds, and records
+    /// the bytes `f` returns.
+    fn update_trees(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, [u8; 32], &'static [u8]>, u64) -> Result<u64>,
+    ) -> Result<()> {
+        self.write(|txn| {
+            let mut trees = txn.open_table(TREES).map_err(db_err)?;
+            let mut sizes = txn.open_table(TREES_SIZE).map_err(db_err)?;
+            let size = sizes
+                .get(TREE_BYTES_KEY)
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
+            let size = f(&mut trees, size)?;
+            sizes.insert(TREE_BYTES_KEY, size).map_err(db_err)?;
+            Ok(())
+        })
     }
 
     /// Where blob `id` is stored, if the cache knows it.

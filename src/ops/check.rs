@@ -211,7 +211,13 @@ fn walk_snapshots(
     bad_blobs: &HashMap<ChunkId, PackId>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let store = ChunkStore::new(repo, index, crate::chunkstore::ChunkStoreOptions::default());
+    // Trees are read from the repository, not from the cache: that is
+    // what is being checked.
+    let options = crate::chunkstore::ChunkStoreOptions {
+        tree_cache: false,
+        ..Default::default()
+    };
+    let store = ChunkStore::new(repo, index, options);
     let mut walker = TreeWalker {
         store: &store,
         index,

@@ -226,7 +226,13 @@ pub fn repair_snapshots(
 ) -> Result<RepairSnapshotsReport> {
     let listed: HashSet<PackId> = crate::pack::list_packs(repo)?.into_keys().collect();
     let started = Started::now();
-    let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
+    // Trees come from the repository only: what is lost there is what a
+    // repair must see, whatever this machine's cache still holds.
+    let store_options = ChunkStoreOptions {
+        tree_cache: false,
+        ..ChunkStoreOptions::default()
+    };
+    let store = ChunkStore::new(repo, index, store_options);
     store.distrust(index.distrusted_packs(&listed)?);
     let mut ids = if options.snapshots.is_empty() {
         snapshot::list_ids(repo)?

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use kura::ErrorKind;
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{
-    Backend, FaultyBackend, LocalBackend, MemoryBackend, conformance, write_bytes,
+    Backend, FaultyBackend, LocalBackend, MemoryBackend, RetryBackend, RetryPolicy, conformance,
+    write_bytes,
 };
 
 #[test]
@@ -93,4 +94,28 @@ fn crash_plan_fails_every_later_operation() {
         ..FaultPlan::default()
     });
     assert_eq!(faulty.list("x").unwrap_err().kind(), ErrorKind::Transient);
+}
+
+#[test]
+fn retry_backend_conforms() {
+    let inner = Arc::new(MemoryBackend::new());
+    conformance::run_shared(Arc::new(RetryBackend::new(inner, RetryPolicy::quick())));
+}
+
+#[test]
+fn retry_backend_conforms_when_every_third_operation_fails() {
+    // Lost acknowledgements included: every third write is stored and
+    // then reported failed, and the contract still holds.
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = Arc::new(FaultyBackend::new(Arc::new(LocalBackend::new(dir.path()))));
+    faulty.set_plan(FaultPlan {
+        fail_every: Some(3),
+        lose_acks: true,
+        ..FaultPlan::default()
+    });
+    conformance::run_shared(Arc::new(RetryBackend::new(
+        faulty.clone(),
+        RetryPolicy::quick(),
+    )));
+    assert!(faulty.ops() > 30, "faults were injected throughout");
 }

@@ -276,7 +276,6 @@ pub struct Garage {
 
 impl Garage {
     pub fn start() -> Self {
-        let garage = find_program("garage", &[&format!("{}/.cargo/bin", env_home())]);
         let dir = TempDir::new().expect("tempdir");
         let d = dir.path();
         let (s3_port, rpc_port) = (free_port(), free_port());
