@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README.md, "Set-up"): the whole suite, unit and
-# integration. Servers for later backends are started here once needed.
+# integration. The remote backend tests start real servers (sshd, Garage)
+# on 127.0.0.1; scripts/install-test-servers.sh installs them if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/install-test-servers.sh
 cargo test "$@"

@@ -374,6 +374,10 @@ impl Backend for CachingBackend {
         self.inner.concurrency()
     }
 
+    fn exclusive_create(&self) -> Result<bool> {
+        self.inner.exclusive_create()
+    }
+
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
         self.inner.remove_stale_temporaries(older_than)
     }

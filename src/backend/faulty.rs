@@ -216,4 +216,8 @@ impl Backend for FaultyBackend {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+
+    fn exclusive_create(&self) -> Result<bool> {
+        self.inner.exclusive_create()
+    }
 }

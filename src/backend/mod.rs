@@ -86,6 +86,19 @@ pub trait Backend: Send + Sync {
         2
     }
 
+    /// Whether two writers racing to create the same name are serialized
+    /// by the storage (exactly one wins). True for local disks and stores
+    /// that honour `If-None-Match: *`; false for object stores that ignore
+    /// it, where create-only is a check before the write and racing
+    /// writers of one name may both succeed (format-spec/07: only
+    /// `config`, at `init`, is a name two writers could choose).
+    ///
+    /// # Errors
+    /// Whatever finding out costs (a probe write on object stores).
+    fn exclusive_create(&self) -> Result<bool> {
+        Ok(true)
+    }
+
     /// Removes what writers killed mid-write left behind (a local
     /// backend's temporary files) if older than `older_than`; returns how
     /// many. Never touches an object. The default has nothing to remove

@@ -172,6 +172,10 @@ impl Backend for RetryBackend {
         self.inner.concurrency()
     }
 
+    fn exclusive_create(&self) -> Result<bool> {
+        self.inner.exclusive_create()
+    }
+
     fn remove_stale_temporaries(&self, older_than: Duration) -> Result<u64> {
         self.retry(&|| "remove stale temporaries".to_owned(), |_| {
             self.inner.remove_stale_temporaries(older_than)

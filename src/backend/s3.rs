@@ -54,6 +54,10 @@ pub struct S3Backend {
 
 /// Maps an opendal error, naming what was being done.
 fn s3_error(context: &str, e: &opendal::Error) -> Error {
+    s3_error_kind(context, e)
+}
+
+fn s3_error_kind(context: &str, e: &opendal::Error) -> Error {
     use opendal::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => ErrorKind::NotFound,
@@ -78,6 +82,9 @@ impl S3Backend {
     /// (bucket), [`ErrorKind::Unreachable`] (endpoint), or
     /// [`ErrorKind::InvalidInput`] (configuration).
     pub fn connect(location: S3Location) -> Result<Self> {
+        // opendal's HTTP transport (reqwest with rustls), once per process.
+        static TRANSPORT: std::sync::Once = std::sync::Once::new();
+        TRANSPORT.call_once(opendal::install_default);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kura-s3")
@@ -210,7 +217,7 @@ impl Backend for S3Backend {
                     .recursive(true)
                     .await
             })
-            .map_err(|e| s3_error(&format!("listing {dir}"), &e))?;
+            .map_err(|e| s3_error(&format!("{}: listing {dir}", self.location.url()), &e))?;
         let mut out: Vec<ObjectInfo> = entries
             .into_iter()
             .filter(|e| e.metadata().is_file())
@@ -228,7 +235,7 @@ impl Backend for S3Backend {
     }
 
     fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
-        let what = format!("reading {path}");
+        let what = format!("{}: reading {path}", self.location.url());
         match range {
             None => self
                 .block_on(self.op.read(path))
@@ -256,10 +263,19 @@ impl Backend for S3Backend {
                 }
                 let got = match self.block_on(async { self.op.read_with(path).range(r.clone()).await }) {
                     Ok(b) => b.to_vec(),
-                    Err(e) if e.kind() == opendal::ErrorKind::RangeNotSatisfied => {
-                        return Err(past_end(size()?));
+                    Err(e) if e.kind() == opendal::ErrorKind::NotFound || e.is_temporary() => {
+                        return Err(s3_error(&what, &e));
                     }
-                    Err(e) => return Err(s3_error(&what, &e)),
+                    // Stores answer a range past the end in several ways
+                    // (416, a short body opendal refuses): the size decides.
+                    Err(e) => {
+                        let size = size()?;
+                        return Err(if r.end > size {
+                            past_end(size)
+                        } else {
+                            s3_error(&what, &e)
+                        });
+                    }
                 };
                 if got.len() as u64 != r.end - r.start {
                     return Err(past_end(size()?));
@@ -274,7 +290,7 @@ impl Backend for S3Backend {
         let mut bytes = Vec::new();
         data.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
-        let what = format!("writing {path}");
+        let what = format!("{}: writing {path}", self.location.url());
         let exists = |e: Option<opendal::Error>| {
             Error::new(
                 ErrorKind::AlreadyExists,
@@ -312,7 +328,7 @@ impl Backend for S3Backend {
 
     fn delete(&self, path: &str) -> Result<()> {
         self.block_on(self.op.delete(path))
-            .map_err(|e| s3_error(&format!("deleting {path}"), &e))
+            .map_err(|e| s3_error(&format!("{}: deleting {path}", self.location.url()), &e))
     }
 
     fn describe(&self) -> String {
@@ -321,5 +337,9 @@ impl Backend for S3Backend {
 
     fn concurrency(&self) -> usize {
         8
+    }
+
+    fn exclusive_create(&self) -> Result<bool> {
+        self.conditional_create()
     }
 }

@@ -213,7 +213,7 @@ impl SftpBackend {
         let sftp = self
             .runtime
             .block_on(open_session(&self.location, self.control_dir.path()))
-            .map_err(|e| Error::new(ErrorKind::Transient, format!("reconnecting: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Transient, format!("reconnecting after a lost connection: {e}")))?;
         let sftp = Arc::new(sftp);
         *conn = Some(Arc::clone(&sftp));
         Ok(sftp)
@@ -239,13 +239,17 @@ impl SftpBackend {
                 if is_connection_error(&e) {
                     self.drop_connection(&sftp);
                 }
-                Err(sftp_error(what, &e))
+                Err(sftp_error(&format!("{}: {what}", self.location.url()), &e))
             }
             Err(RequestError::TimedOut) => {
                 self.drop_connection(&sftp);
                 Err(Error::new(
                     ErrorKind::Transient,
-                    format!("{what}: no answer from the server in {} s", REQUEST_TIMEOUT.as_secs()),
+                    format!(
+                        "{}: {what}: no answer from the server in {} s",
+                        self.location.url(),
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
                 ))
             }
         }
@@ -520,6 +524,10 @@ impl Backend for SftpBackend {
 
     fn concurrency(&self) -> usize {
         8
+    }
+
+    fn exclusive_create(&self) -> Result<bool> {
+        Ok(self.can_hardlink)
     }
 }
 

@@ -299,6 +299,17 @@ fn write_extents(
     extent_groups(extents)
         .into_par_iter()
         .map(|group| {
+            // The group's chunks in one go: neighbours in a pack are read
+            // together (one request each run, which is what a remote
+            // repository needs).
+            let ids: Vec<ChunkId> = group
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    Extent::Data { id, .. } => Some(*id),
+                    Extent::Hole { .. } => None,
+                })
+                .collect();
+            let mut chunks = store.get_many(&ids)?.into_iter();
             let mut written = 0u64;
             for (pos, e) in group {
                 progress.bytes(e.len());
@@ -308,7 +319,9 @@ fn write_extents(
                     }
                     Extent::Hole { .. } => {}
                     Extent::Data { id, len } => {
-                        let data = store.get(&id)?;
+                        let data = chunks
+                            .next()
+                            .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
                         if data.len() != len as usize {
                             return Err(Error::corrupt(format!(
                                 "chunk {id} has another length than its tree says"
@@ -575,7 +588,18 @@ pub fn restore_with_progress(
         report: RestoreReport::default(),
     };
     r.directory(root, &options.target, &mut Vec::new())?;
-    r.finish()?;
+    // Files are written by more threads than cores when the repository
+    // is remote: most of their time is waiting for reads.
+    let threads = rayon::current_num_threads().max(store.read_concurrency());
+    if threads > rayon::current_num_threads() {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting restore threads: {e}")))?
+            .install(|| r.finish())?;
+    } else {
+        r.finish()?;
+    }
     if r.report.files + r.report.dirs + r.report.others == 0 && !options.include.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,
