@@ -34,10 +34,10 @@ mod remote;
 mod repair;
 #[path = "integration/retention.rs"]
 mod retention;
-#[path = "integration/servers.rs"]
-mod servers;
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/servers.rs"]
+mod servers;
 #[path = "integration/snapshots.rs"]
 mod snapshots;
 #[path = "integration/vectors.rs"]

@@ -197,7 +197,11 @@ mod tests {
             "sftp://@host/p",
             "sftp://host/a/../b",
         ] {
-            assert_eq!(parse(bad).unwrap_err().kind(), ErrorKind::InvalidInput, "{bad}");
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad}"
+            );
         }
     }
 
@@ -218,8 +222,14 @@ mod tests {
             })
         );
         assert!(matches!(parse("s3://bucket").unwrap(), Location::S3(l) if l.prefix.is_empty()));
-        assert_eq!(parse("s3:///x").unwrap_err().kind(), ErrorKind::InvalidInput);
-        assert_eq!(parse("ftp://x/y").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            parse("s3:///x").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            parse("ftp://x/y").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
         assert_eq!(
             parse("/srv/backup").unwrap(),
             Location::Local("/srv/backup".into())

@@ -211,12 +211,7 @@ impl Backend for S3Backend {
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         let prefix = format!("{dir}/");
         let entries = self
-            .block_on(async {
-                self.op
-                    .list_with(&prefix)
-                    .recursive(true)
-                    .await
-            })
+            .block_on(async { self.op.list_with(&prefix).recursive(true).await })
             .map_err(|e| s3_error(&format!("{}: listing {dir}", self.location.url()), &e))?;
         let mut out: Vec<ObjectInfo> = entries
             .into_iter()
@@ -261,22 +256,23 @@ impl Backend for S3Backend {
                         Err(past_end(size))
                     };
                 }
-                let got = match self.block_on(async { self.op.read_with(path).range(r.clone()).await }) {
-                    Ok(b) => b.to_vec(),
-                    Err(e) if e.kind() == opendal::ErrorKind::NotFound || e.is_temporary() => {
-                        return Err(s3_error(&what, &e));
-                    }
-                    // Stores answer a range past the end in several ways
-                    // (416, a short body opendal refuses): the size decides.
-                    Err(e) => {
-                        let size = size()?;
-                        return Err(if r.end > size {
-                            past_end(size)
-                        } else {
-                            s3_error(&what, &e)
-                        });
-                    }
-                };
+                let got =
+                    match self.block_on(async { self.op.read_with(path).range(r.clone()).await }) {
+                        Ok(b) => b.to_vec(),
+                        Err(e) if e.kind() == opendal::ErrorKind::NotFound || e.is_temporary() => {
+                            return Err(s3_error(&what, &e));
+                        }
+                        // Stores answer a range past the end in several ways
+                        // (416, a short body opendal refuses): the size decides.
+                        Err(e) => {
+                            let size = size()?;
+                            return Err(if r.end > size {
+                                past_end(size)
+                            } else {
+                                s3_error(&what, &e)
+                            });
+                        }
+                    };
                 if got.len() as u64 != r.end - r.start {
                     return Err(past_end(size()?));
                 }
@@ -307,12 +303,7 @@ impl Backend for S3Backend {
                 Err(e) => return Err(s3_error(&what, &e)),
             }
         }
-        match self.block_on(async {
-            self.op
-                .write_with(path, bytes)
-                .if_not_exists(true)
-                .await
-        }) {
+        match self.block_on(async { self.op.write_with(path, bytes).if_not_exists(true).await }) {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(

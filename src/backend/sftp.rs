@@ -48,7 +48,11 @@ pub struct SftpLocation {
 impl SftpLocation {
     /// The destination as `ssh` takes it.
     fn destination(&self) -> String {
-        let user = self.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
         match self.port {
             Some(port) => format!("ssh://{user}{}:{port}", self.host),
             None => format!("{user}{}", self.host),
@@ -57,7 +61,11 @@ impl SftpLocation {
 
     /// The location as a URL.
     pub fn url(&self) -> String {
-        let user = self.user.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         format!("sftp://{user}{}{port}/{}", self.host, self.path)
     }
@@ -112,9 +120,15 @@ mod tempfile_dir {
 /// Maps an error of the connection itself (setting up the session).
 fn connect_error(location: &SftpLocation, e: &dyn std::fmt::Display) -> Error {
     let text = e.to_string();
-    let denied = ["Permission denied", "Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED", "No RSA host key", "host key"]
-        .iter()
-        .any(|m| text.contains(m));
+    let denied = [
+        "Permission denied",
+        "Host key verification failed",
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        "No RSA host key",
+        "host key",
+    ]
+    .iter()
+    .any(|m| text.contains(m));
     let (kind, hint) = if denied {
         (
             ErrorKind::AccessDenied,
@@ -132,7 +146,10 @@ fn connect_error(location: &SftpLocation, e: &dyn std::fmt::Display) -> Error {
 /// Whether an SFTP error means the connection is gone (so reconnect).
 fn is_connection_error(e: &openssh_sftp_client::Error) -> bool {
     use openssh_sftp_client::Error as E;
-    !matches!(e, E::SftpError(..) | E::UnsupportedExtension(_) | E::BufferTooLong(_))
+    !matches!(
+        e,
+        E::SftpError(..) | E::UnsupportedExtension(_) | E::BufferTooLong(_)
+    )
 }
 
 fn sftp_error(context: &str, e: &openssh_sftp_client::Error) -> Error {
@@ -206,14 +223,22 @@ impl SftpBackend {
     /// The connection, reconnecting if the last one failed. A failure to
     /// reconnect is transient: the server was there before.
     fn sftp(&self) -> Result<Arc<Sftp>> {
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(sftp) = conn.as_ref() {
             return Ok(Arc::clone(sftp));
         }
         let sftp = self
             .runtime
             .block_on(open_session(&self.location, self.control_dir.path()))
-            .map_err(|e| Error::new(ErrorKind::Transient, format!("reconnecting after a lost connection: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Transient,
+                    format!("reconnecting after a lost connection: {e}"),
+                )
+            })?;
         let sftp = Arc::new(sftp);
         *conn = Some(Arc::clone(&sftp));
         Ok(sftp)
@@ -256,7 +281,10 @@ impl SftpBackend {
     }
 
     fn drop_connection(&self, failed: &Arc<Sftp>) {
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
             *conn = None;
         }
@@ -314,7 +342,10 @@ impl std::fmt::Display for ErrorChain<'_> {
 }
 
 fn is_missing(e: &openssh_sftp_client::Error) -> bool {
-    matches!(e, openssh_sftp_client::Error::SftpError(SftpErrorKind::NoSuchFile, _))
+    matches!(
+        e,
+        openssh_sftp_client::Error::SftpError(SftpErrorKind::NoSuchFile, _)
+    )
 }
 
 /// Lists `dir` (absolute) recursively into `out`, paths relative to the
@@ -337,11 +368,17 @@ async fn list_into(
         let mut entries = std::pin::pin!(handle.read_dir());
         while let Some(entry) = entries.next().await {
             let entry = entry?;
-            let Some(name) = entry.filename().to_str() else { continue };
+            let Some(name) = entry.filename().to_str() else {
+                continue;
+            };
             if name.starts_with('.') {
                 continue;
             }
-            let child = if rel.is_empty() { name.to_owned() } else { format!("{rel}/{name}") };
+            let child = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
             let meta = entry.metadata();
             match meta.file_type() {
                 Some(t) if t.is_dir() => pending.push((dir.join(name), child)),
@@ -432,7 +469,9 @@ impl Backend for SftpBackend {
         data.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
         let target = self.full(path);
-        let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| self.root.clone());
+        let parent = target
+            .parent()
+            .map_or_else(|| self.root.clone(), Path::to_path_buf);
         let name = target
             .file_name()
             .and_then(|n| n.to_str())
@@ -444,11 +483,21 @@ impl Backend for SftpBackend {
         let (hardlink, fsync) = (self.can_hardlink, self.can_fsync);
         let what = format!("writing {path}");
         self.run(&what, |sftp| async move {
-            let mut file = match sftp.options().write(true).create_new(true).open(&temp).await {
+            let mut file = match sftp
+                .options()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .await
+            {
                 Ok(f) => f,
                 Err(e) if is_missing(&e) => {
                     create_dirs(&sftp, &parent).await?;
-                    sftp.options().write(true).create_new(true).open(&temp).await?
+                    sftp.options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&temp)
+                        .await?
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -492,8 +541,10 @@ impl Backend for SftpBackend {
                 Err(e) => {
                     let _ = fs.remove_file(&temp).await;
                     // link(2) refuses an existing name with a failure.
-                    if matches!(e, openssh_sftp_client::Error::SftpError(SftpErrorKind::Failure, _))
-                        && fs.metadata(&target).await.is_ok()
+                    if matches!(
+                        e,
+                        openssh_sftp_client::Error::SftpError(SftpErrorKind::Failure, _)
+                    ) && fs.metadata(&target).await.is_ok()
                     {
                         return Err(RequestError::Kura(Error::new(
                             ErrorKind::AlreadyExists,
@@ -541,10 +592,7 @@ fn past_end(path: &Path, r: &Range<u64>, size: u64) -> Error {
 }
 
 /// Creates `dir` and whatever of its parents is missing (`mkdir -p`).
-async fn create_dirs(
-    sftp: &Sftp,
-    dir: &Path,
-) -> std::result::Result<(), RequestError> {
+async fn create_dirs(sftp: &Sftp, dir: &Path) -> std::result::Result<(), RequestError> {
     let mut fs = sftp.fs();
     let mut missing = Vec::new();
     let mut at = dir.to_path_buf();

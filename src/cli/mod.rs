@@ -242,7 +242,11 @@ impl GlobalArgs {
         // Remote: retried, and its metadata cached on this machine. The
         // cache is keyed by where the repository is (the endpoint too).
         let key = match &location {
-            Location::S3(s3) => format!("{} at {}", s3.url(), s3.endpoint.as_deref().unwrap_or("aws")),
+            Location::S3(s3) => format!(
+                "{} at {}",
+                s3.url(),
+                s3.endpoint.as_deref().unwrap_or("aws")
+            ),
             other => other.display(),
         };
         Ok(kura::backend::decorate_remote(

@@ -210,16 +210,17 @@ fn nights_0_to_2(r: &Remote) {
             describe(&site),
         ));
     }
-    let restored_matches = |id: &str, want: &std::collections::HashMap<std::path::PathBuf, String>, tag: &str| {
-        let target = dir.path().join(format!("restore-{tag}"));
-        r.ok(&["restore", id, "--target", target.to_str().unwrap()]);
-        let got = describe(&target.join(site.strip_prefix("/").unwrap()));
-        assert_eq!(got.len(), want.len(), "{tag}");
-        for (path, d) in want {
-            assert_eq!(got.get(path), Some(d), "{tag}: {}", path.display());
-        }
-        fs::remove_dir_all(&target).unwrap();
-    };
+    let restored_matches =
+        |id: &str, want: &std::collections::HashMap<std::path::PathBuf, String>, tag: &str| {
+            let target = dir.path().join(format!("restore-{tag}"));
+            r.ok(&["restore", id, "--target", target.to_str().unwrap()]);
+            let got = describe(&target.join(site.strip_prefix("/").unwrap()));
+            assert_eq!(got.len(), want.len(), "{tag}");
+            for (path, d) in want {
+                assert_eq!(got.get(path), Some(d), "{tag}: {}", path.display());
+            }
+            fs::remove_dir_all(&target).unwrap();
+        };
     for (night, (id, want)) in expected.iter().enumerate() {
         restored_matches(id, want, &format!("night-{night}"));
     }
@@ -296,7 +297,9 @@ fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
 fn sftp_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
     let sshd = std::cell::RefCell::new(Sshd::start());
     let r = Remote::sftp(&sshd.borrow(), "stopped");
-    server_stopped_mid_backup(&r, &|| sshd.borrow().stop(), &|| sshd.borrow_mut().restart());
+    server_stopped_mid_backup(&r, &|| sshd.borrow().stop(), &|| {
+        sshd.borrow_mut().restart();
+    });
 }
 
 #[test]

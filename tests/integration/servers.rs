@@ -68,7 +68,9 @@ fn spawn_supervised(program: &Path, args: &[&str], log: &Path) -> u32 {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    cmd.spawn().expect("start supervisor");
+    let mut supervisor = cmd.spawn().expect("start supervisor");
+    // Reaped when it ends (with the server), so no zombie stays.
+    std::thread::spawn(move || supervisor.wait());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(text) = fs::read_to_string(&pid_file) {
@@ -76,7 +78,11 @@ fn spawn_supervised(program: &Path, args: &[&str], log: &Path) -> u32 {
                 return pid;
             }
         }
-        assert!(Instant::now() < deadline, "{} did not start", program.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not start",
+            program.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -196,7 +202,13 @@ impl Sshd {
         let log = d.join("sshd.log");
         let pid = spawn_supervised(
             &sshd,
-            &["-D", "-f", config.to_str().expect("utf-8"), "-E", log.to_str().expect("utf-8")],
+            &[
+                "-D",
+                "-f",
+                config.to_str().expect("utf-8"),
+                "-E",
+                log.to_str().expect("utf-8"),
+            ],
             &d.join("supervisor.log"),
         );
         wait_for_port(port, "sshd", &log);
@@ -354,7 +366,14 @@ impl Garage {
     pub fn bucket(&self, name: &str) -> String {
         self.cli(&["bucket", "create", name]);
         self.cli(&[
-            "bucket", "allow", "--read", "--write", "--owner", name, "--key", "kura-test",
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            name,
+            "--key",
+            "kura-test",
         ]);
         name.to_owned()
     }
