@@ -754,22 +754,26 @@ impl<'r> ChunkStore<'r> {
     pub fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>> {
         let locations = self.index.lookup_many(ids)?;
         let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        // By pack and offset: a backup spreads consecutive chunks over a
+        // few open packs, so neighbours in a file are neighbours in their
+        // pack, not in the list.
+        let mut order: Vec<usize> = (0..ids.len())
+            .filter(|&k| locations[k].is_some_and(|l| l.kind == PackKind::Data))
+            .collect();
+        order.sort_by_key(|&k| {
+            let l = locations[k].expect("filtered");
+            (l.pack, l.offset)
+        });
         let mut i = 0;
-        while i < ids.len() {
-            let Some(first) = locations[i].filter(|l| l.kind == PackKind::Data) else {
-                i += 1;
-                continue;
-            };
-            // The run: following chunks in the same pack, in ascending
-            // order, close enough to read together.
-            let (start, mut end, mut j) = (u64::from(first.offset), 0u64, i);
-            end = end.max(start + u64::from(first.stored_len));
-            j += 1;
-            while j < ids.len() {
-                let Some(next) = locations[j] else { break };
+        while i < order.len() {
+            let first = locations[order[i]].expect("filtered");
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.stored_len);
+            let mut j = i + 1;
+            while j < order.len() {
+                let next = locations[order[j]].expect("filtered");
                 let next_start = u64::from(next.offset);
                 if next.pack != first.pack
-                    || next.kind != PackKind::Data
                     || next_start < end
                     || next_start - end > COALESCE_GAP
                     || next_start + u64::from(next.stored_len) - start > COALESCE_MAX
@@ -784,8 +788,8 @@ impl<'r> ChunkStore<'r> {
                 .backend()
                 .read(&layout::pack_path(&first.pack), Some(start..end))
             {
-                for k in i..j {
-                    let loc = locations[k].expect("in the run");
+                for &k in &order[i..j] {
+                    let loc = locations[k].expect("filtered");
                     let at = (u64::from(loc.offset) - start) as usize;
                     let sealed = &bytes[at..at + loc.stored_len as usize];
                     if let Ok(plain) = self.repo.sealer().open_blob(loc.kind, &ids[k], sealed) {

@@ -348,49 +348,77 @@ fn is_missing(e: &openssh_sftp_client::Error) -> bool {
     )
 }
 
-/// Lists `dir` (absolute) recursively into `out`, paths relative to the
-/// root as `rel/...`. Hidden names are skipped.
+/// Directories listed at once: `data/` has up to 256 subdirectories, and
+/// one at a time would cost a round trip each.
+const LIST_PARALLEL: usize = 16;
+
+/// Lists `dir` (absolute) recursively, paths relative to the root as
+/// `rel/...`, one level at a time with the directories of a level listed
+/// concurrently. Hidden names are skipped.
 async fn list_into(
     sftp: &Sftp,
     dir: PathBuf,
     rel: String,
 ) -> std::result::Result<Vec<ObjectInfo>, RequestError> {
     let mut out = Vec::new();
-    let mut pending = vec![(dir, rel)];
-    while let Some((dir, rel)) = pending.pop() {
-        let mut fs = sftp.fs();
-        let handle = match fs.open_dir(&dir).await {
-            Ok(d) => d,
-            // A missing directory below the root is an empty one.
-            Err(e) if is_missing(&e) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut entries = std::pin::pin!(handle.read_dir());
-        while let Some(entry) = entries.next().await {
-            let entry = entry?;
-            let Some(name) = entry.filename().to_str() else {
-                continue;
-            };
-            if name.starts_with('.') {
-                continue;
-            }
-            let child = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
-            let meta = entry.metadata();
-            match meta.file_type() {
-                Some(t) if t.is_dir() => pending.push((dir.join(name), child)),
-                Some(t) if t.is_file() => out.push(ObjectInfo {
-                    path: child,
-                    size: meta.len().unwrap_or(0),
-                }),
-                _ => {}
-            }
+    let mut level = vec![(dir, rel)];
+    while !level.is_empty() {
+        let listed: Vec<_> = futures_util::stream::iter(level)
+            .map(|(dir, rel)| list_one(sftp, dir, rel))
+            .buffer_unordered(LIST_PARALLEL)
+            .collect()
+            .await;
+        level = Vec::new();
+        for one in listed {
+            let (files, dirs) = one?;
+            out.extend(files);
+            level.extend(dirs);
         }
     }
     Ok(out)
+}
+
+type Listed = (Vec<ObjectInfo>, Vec<(PathBuf, String)>);
+
+/// One directory's files, and its subdirectories to list next.
+async fn list_one(
+    sftp: &Sftp,
+    dir: PathBuf,
+    rel: String,
+) -> std::result::Result<Listed, RequestError> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    let mut fs = sftp.fs();
+    let handle = match fs.open_dir(&dir).await {
+        Ok(d) => d,
+        // A missing directory below the root is an empty one.
+        Err(e) if is_missing(&e) => return Ok((files, dirs)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut entries = std::pin::pin!(handle.read_dir());
+    while let Some(entry) = entries.next().await {
+        let entry = entry?;
+        let Some(name) = entry.filename().to_str() else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let child = if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = entry.metadata();
+        match meta.file_type() {
+            Some(t) if t.is_dir() => dirs.push((dir.join(name), child)),
+            Some(t) if t.is_file() => files.push(ObjectInfo {
+                path: child,
+                size: meta.len().unwrap_or(0),
+            }),
+            _ => {}
+        }
+    }
+    Ok((files, dirs))
 }
 
 impl Backend for SftpBackend {

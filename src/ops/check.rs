@@ -477,7 +477,7 @@ type FailedBlobs = Option<HashSet<ChunkId>>;
 /// Packs read whole, and damaged packs with their failed blobs.
 type ReadOutcome = (Vec<PackId>, Vec<(PackId, FailedBlobs)>);
 
-/// Reads the chosen packs whole, two at a time, and verifies every blob.
+/// Reads the chosen packs whole, several at a time, and verifies every blob.
 /// Returns the packs found whole, and those found damaged with the blobs
 /// that fail (`None` if the pack failed as a whole).
 fn read_packs(
@@ -485,17 +485,22 @@ fn read_packs(
     chosen: &[(PackId, u64)],
     report: &mut CheckReport,
 ) -> Result<ReadOutcome> {
-    let results: Vec<(PackId, u64, PackOutcome)> = chosen
-        .par_iter()
-        .map(|(id, size)| {
-            let outcome = repo
-                .backend()
-                .read(&layout::pack_path(id), None)
-                .and_then(|bytes| verify_pack_blobs(repo.sealer(), id, &bytes))
-                .map(|(_, bad)| bad);
-            (*id, *size, outcome)
-        })
-        .collect();
+    // As many packs in flight as the backend suggests (two locally, more
+    // over a network).
+    let results: Vec<(PackId, u64, PackOutcome)> =
+        super::with_io_threads(repo.backend().concurrency(), || {
+            Ok(chosen
+                .par_iter()
+                .map(|(id, size)| {
+                    let outcome = repo
+                        .backend()
+                        .read(&layout::pack_path(id), None)
+                        .and_then(|bytes| verify_pack_blobs(repo.sealer(), id, &bytes))
+                        .map(|(_, bad)| bad);
+                    (*id, *size, outcome)
+                })
+                .collect())
+        })?;
     let (mut whole, mut damaged) = (Vec::new(), Vec::new());
     for (id, size, outcome) in results {
         report.packs_read += 1;

@@ -191,32 +191,20 @@ impl Restorer<'_, '_> {
         let owners = self.options.owners;
         let total = self.files.iter().map(|(_, e)| e.meta.size).sum();
         progress.set_total(self.files.len() as u64, total);
-        let results: Vec<Result<(Option<u64>, Vec<String>)>> = std::mem::take(&mut self.files)
+        // Small files go in batches of about WRITE_GROUP bytes whose chunks
+        // are fetched together (neighbours in a pack with one read: a file
+        // of one chunk would otherwise cost a request of its own); a large
+        // file is a batch by itself, written by several threads.
+        let results: Vec<Result<Vec<FileOutcome>>> = batches(std::mem::take(&mut self.files))
             .into_par_iter()
-            .map(|(path, entry)| {
-                let Payload::File(content) = &entry.payload else {
-                    return Err(Error::corrupt("only files are queued for writing"));
-                };
-                let extents = tree::load_extents(store, content, entry.meta.size)?;
-                let bytes = if already_intact(store, &path, &entry, &extents) {
-                    progress.bytes(entry.meta.size);
-                    None
-                } else {
-                    clear_for(&path, false)?;
-                    Some(write_file(
-                        store,
-                        progress,
-                        &path,
-                        &extents,
-                        entry.meta.size,
-                    )?)
-                };
-                progress.file_done();
-                Ok((bytes, set_metadata(&entry, &path, owners)))
-            })
+            .map(|batch| restore_batch(store, progress, owners, batch))
             .collect();
-        for r in results {
-            let (bytes, warnings) = r?;
+        let results = results
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten();
+        for (bytes, warnings) in results {
             match bytes {
                 Some(b) => self.report.bytes += b,
                 None => self.report.files_intact += 1,
@@ -367,6 +355,124 @@ fn zero_range(file: &File, pos: u64, len: u64) -> std::io::Result<()> {
 
 /// Writes a new file from its extents; holes are skipped, so it is sparse.
 /// Returns the data bytes written.
+/// What restoring one file did: data bytes written (`None`: it was
+/// already intact), and warnings about its metadata.
+type FileOutcome = (Option<u64>, Vec<String>);
+
+/// Splits the queued files into batches: consecutive small files up to
+/// [`WRITE_GROUP`] bytes together, each large file alone.
+fn batches(files: Vec<(PathBuf, Entry)>) -> Vec<Vec<(PathBuf, Entry)>> {
+    let mut out: Vec<Vec<(PathBuf, Entry)>> = Vec::new();
+    let mut open: Vec<(PathBuf, Entry)> = Vec::new();
+    let mut open_bytes = 0u64;
+    for (path, entry) in files {
+        let size = entry.meta.size;
+        if size >= WRITE_GROUP {
+            out.push(vec![(path, entry)]);
+            continue;
+        }
+        if open_bytes + size > WRITE_GROUP && !open.is_empty() {
+            out.push(std::mem::take(&mut open));
+            open_bytes = 0;
+        }
+        open_bytes += size;
+        open.push((path, entry));
+    }
+    if !open.is_empty() {
+        out.push(open);
+    }
+    out
+}
+
+/// Restores one batch (see [`batches`]).
+fn restore_batch(
+    store: &ChunkStore<'_>,
+    progress: &dyn Progress,
+    owners: bool,
+    batch: Vec<(PathBuf, Entry)>,
+) -> Result<Vec<FileOutcome>> {
+    let mut todo = Vec::with_capacity(batch.len());
+    for (path, entry) in batch {
+        let Payload::File(content) = &entry.payload else {
+            return Err(Error::corrupt("only files are queued for writing"));
+        };
+        let extents = tree::load_extents(store, content, entry.meta.size)?;
+        let intact = already_intact(store, &path, &entry, &extents);
+        todo.push((path, entry, extents, intact));
+    }
+    if let [(path, entry, extents, false)] = todo.as_slice() {
+        if entry.meta.size >= WRITE_GROUP {
+            clear_for(path, false)?;
+            let bytes = write_file(store, progress, path, extents, entry.meta.size)?;
+            progress.file_done();
+            return Ok(vec![(Some(bytes), set_metadata(entry, path, owners))]);
+        }
+    }
+    let ids: Vec<ChunkId> = todo
+        .iter()
+        .filter(|(_, _, _, intact)| !intact)
+        .flat_map(|(_, _, extents, _)| extents.iter())
+        .filter_map(|e| match e {
+            Extent::Data { id, .. } => Some(*id),
+            Extent::Hole { .. } => None,
+        })
+        .collect();
+    let mut chunks = store.get_many(&ids)?.into_iter();
+    let mut out = Vec::with_capacity(todo.len());
+    for (path, entry, extents, intact) in todo {
+        let bytes = if intact {
+            progress.bytes(entry.meta.size);
+            None
+        } else {
+            clear_for(&path, false)?;
+            Some(write_fetched(
+                progress,
+                &path,
+                &extents,
+                entry.meta.size,
+                &mut chunks,
+            )?)
+        };
+        progress.file_done();
+        out.push((bytes, set_metadata(&entry, &path, owners)));
+    }
+    Ok(out)
+}
+
+/// Writes a new file from chunks already fetched, in extent order.
+fn write_fetched(
+    progress: &dyn Progress,
+    path: &Path,
+    extents: &[Extent],
+    size: u64,
+    chunks: &mut impl Iterator<Item = Vec<u8>>,
+) -> Result<u64> {
+    let file: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(size).map_err(io_err(path))?;
+    let (mut pos, mut written) = (0u64, 0u64);
+    for e in extents {
+        progress.bytes(e.len());
+        if let Extent::Data { id, len } = *e {
+            let data = chunks
+                .next()
+                .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
+            if data.len() != len as usize {
+                return Err(Error::corrupt(format!(
+                    "chunk {id} has another length than its tree says"
+                )));
+            }
+            file.write_all_at(&data, pos).map_err(io_err(path))?;
+            written += u64::from(len);
+        }
+        pos += e.len();
+    }
+    Ok(written)
+}
+
 fn write_file(
     store: &ChunkStore<'_>,
     progress: &dyn Progress,
@@ -590,16 +696,7 @@ pub fn restore_with_progress(
     r.directory(root, &options.target, &mut Vec::new())?;
     // Files are written by more threads than cores when the repository
     // is remote: most of their time is waiting for reads.
-    let threads = rayon::current_num_threads().max(store.read_concurrency());
-    if threads > rayon::current_num_threads() {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| Error::new(ErrorKind::Io, format!("starting restore threads: {e}")))?
-            .install(|| r.finish())?;
-    } else {
-        r.finish()?;
-    }
+    super::with_io_threads(store.read_concurrency(), || r.finish())?;
     if r.report.files + r.report.dirs + r.report.others == 0 && !options.include.is_empty() {
         return Err(Error::new(
             ErrorKind::NotFound,

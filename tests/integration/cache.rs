@@ -460,3 +460,45 @@ fn the_tree_cache_stays_within_its_bound() {
     off.cache_trees(&blobs[..1]).unwrap();
     assert_eq!(off.cached_tree(&blobs[0].0).unwrap(), None);
 }
+
+#[test]
+fn restore_reads_neighbouring_chunks_of_a_pack_with_one_request() {
+    let (memory, repo) = memory_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // About 128 chunks of 32 KiB, stored next to each other in one or two
+    // packs.
+    let data = pseudo_random(4 << 20, 99);
+    fs::write(src.join("big.bin"), &data).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    let root = backup_of(&repo, &index, &src);
+    drop(repo);
+    let counting = Counting::new(memory);
+    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let off = ChunkStoreOptions {
+        tree_cache: false,
+        ..ChunkStoreOptions::default()
+    };
+    let store = ChunkStore::new(&repo, &index, off);
+    counting.reset();
+    let target = dir.path().join("restore");
+    restore(
+        &store,
+        &root,
+        &RestoreOptions {
+            target: target.clone(),
+            ..RestoreOptions::default()
+        },
+    )
+    .unwrap();
+    let restored = fs::read(target.join(src.strip_prefix("/").unwrap()).join("big.bin")).unwrap();
+    assert!(restored == data, "restored byte-identical");
+    let reads = counting.ranged_total();
+    assert!(
+        reads <= 12,
+        "{reads} ranged reads for ~128 chunks (one per run of neighbours, per 8 MiB group, plus trees)"
+    );
+}

@@ -312,6 +312,41 @@ fn s3_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
 }
 
 #[test]
+fn sftp_connection_dropped_mid_backup_is_retried_and_the_backup_completes() {
+    let sshd = Sshd::start();
+    let r = Remote::sftp(&sshd, "dropped");
+    r.init();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let child: Child = r
+        .command(&["backup", "--stdin-from-command"])
+        .arg(format!("dump=cat {}", fifo.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let first = pseudo_random(24 << 20, 4);
+    writer.write_all(&first).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    sshd.drop_connections();
+    let rest = pseudo_random(16 << 20, 5);
+    writer.write_all(&rest).unwrap();
+    drop(writer);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r.snapshot_count(), 1);
+    r.ok(&["check", "--read-data"]);
+    let dumped = r.run(&["dump", "latest", "/dump"]);
+    assert!(dumped.status.success(), "{}", stderr(&dumped));
+    assert!(
+        dumped.stdout == [first, rest].concat(),
+        "the stream is whole"
+    );
+}
+
+#[test]
 fn sftp_wrong_key_is_access_denied_and_writes_nothing() {
     let sshd = shared_sshd();
     let (path, url) = sshd.new_repo_dir("wrong-key");

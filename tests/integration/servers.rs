@@ -90,6 +90,15 @@ fn spawn_supervised(program: &Path, args: &[&str], log: &Path) -> u32 {
 /// Kills `pid` and every process below it (sshd's per-connection
 /// processes are its children).
 pub fn kill_tree(pid: u32) {
+    let children = children_of(pid);
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    for c in children {
+        kill_tree(c);
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
     let mut children: Vec<u32> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -108,10 +117,7 @@ pub fn kill_tree(pid: u32) {
             }
         }
     }
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-    for c in children {
-        kill_tree(c);
-    }
+    children
 }
 
 fn wait_for_port(port: u16, what: &str, log: &Path) {
@@ -230,6 +236,14 @@ impl Sshd {
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             assert!(Instant::now() < deadline, "sshd still listening");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Cuts every connection it serves (their processes die), as a network
+    /// drop would; the server keeps listening.
+    pub fn drop_connections(&self) {
+        for child in children_of(self.pid) {
+            kill_tree(child);
         }
     }
 
