@@ -338,6 +338,14 @@ impl Backend for CachingBackend {
         Ok(bytes)
     }
 
+    fn write_bytes(&self, path: &str, data: &[u8]) -> Result<()> {
+        if !self.scope.object(path) {
+            return self.inner.write_bytes(path, data);
+        }
+        let mut reader = data;
+        self.write(path, &mut reader)
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         if !self.scope.object(path) {
             return self.inner.write(path, data);

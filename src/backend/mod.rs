@@ -69,6 +69,18 @@ pub trait Backend: Send + Sync {
     /// untouched); the reader's error if it fails, with nothing visible.
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()>;
 
+    /// [`Self::write`] from a byte slice. Backends and decorators that
+    /// would otherwise copy the bytes into a buffer of their own (to send
+    /// them in pieces, or again on a retry) take them from here, so a pack
+    /// on its way out is held once.
+    ///
+    /// # Errors
+    /// As [`Self::write`].
+    fn write_bytes(&self, path: &str, data: &[u8]) -> Result<()> {
+        let mut reader = data;
+        self.write(path, &mut reader)
+    }
+
     /// Removes `path`; succeeds if it is already gone.
     ///
     /// # Errors
@@ -135,8 +147,7 @@ pub fn decorate_remote(
 /// # Errors
 /// As [`Backend::write`].
 pub fn write_bytes(backend: &dyn Backend, path: &str, data: &[u8]) -> Result<()> {
-    let mut reader = data;
-    backend.write(path, &mut reader)
+    backend.write_bytes(path, data)
 }
 
 /// Checks that `data` holds exactly the requested range.

@@ -147,14 +147,18 @@ impl Backend for RetryBackend {
         let mut bytes = Vec::new();
         data.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        self.write_bytes(path, &bytes)
+    }
+
+    fn write_bytes(&self, path: &str, bytes: &[u8]) -> Result<()> {
         let mut retried = false;
         let outcome = self.retry(&|| format!("write {path}"), |attempt| {
             retried = attempt > 1;
-            super::write_bytes(self.inner.as_ref(), path, &bytes)
+            self.inner.write_bytes(path, bytes)
         });
         match outcome {
             Err(e) if e.kind() == ErrorKind::AlreadyExists && retried => {
-                self.confirm_own(path, &bytes, e)
+                self.confirm_own(path, bytes, e)
             }
             other => other,
         }

@@ -282,10 +282,39 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
-        check_path(path)?;
         let mut bytes = Vec::new();
         data.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        self.put(path, bytes)
+    }
+
+    fn write_bytes(&self, path: &str, data: &[u8]) -> Result<()> {
+        // opendal sends owned buffers: one copy, made here.
+        self.put(path, data.to_vec())
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        self.block_on(self.op.delete(path))
+            .map_err(|e| s3_error(&format!("{}: deleting {path}", self.location.url()), &e))
+    }
+
+    fn describe(&self) -> String {
+        self.location.url()
+    }
+
+    fn concurrency(&self) -> usize {
+        8
+    }
+
+    fn exclusive_create(&self) -> Result<bool> {
+        self.conditional_create()
+    }
+}
+
+impl S3Backend {
+    /// Creates `path` with `bytes` (create-only: format-spec/07).
+    fn put(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        check_path(path)?;
         let what = format!("{}: writing {path}", self.location.url());
         let exists = |e: Option<opendal::Error>| {
             Error::new(
@@ -315,22 +344,5 @@ impl Backend for S3Backend {
             }
             Err(e) => Err(s3_error(&what, &e)),
         }
-    }
-
-    fn delete(&self, path: &str) -> Result<()> {
-        self.block_on(self.op.delete(path))
-            .map_err(|e| s3_error(&format!("{}: deleting {path}", self.location.url()), &e))
-    }
-
-    fn describe(&self) -> String {
-        self.location.url()
-    }
-
-    fn concurrency(&self) -> usize {
-        8
-    }
-
-    fn exclusive_create(&self) -> Result<bool> {
-        self.conditional_create()
     }
 }

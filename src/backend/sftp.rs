@@ -490,12 +490,16 @@ impl Backend for SftpBackend {
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
-        check_path(path)?;
         // The reader is consumed once, before any request: a failing
-        // source writes nothing, and a retry has the bytes.
+        // source writes nothing.
         let mut bytes = Vec::new();
         data.read_to_end(&mut bytes)
             .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        self.write_bytes(path, &bytes)
+    }
+
+    fn write_bytes(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        check_path(path)?;
         let target = self.full(path);
         let parent = target
             .parent()
