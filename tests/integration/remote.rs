@@ -329,7 +329,7 @@ fn sftp_connection_dropped_mid_backup_is_retried_and_the_backup_completes() {
     let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let first = pseudo_random(24 << 20, 4);
     writer.write_all(&first).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    std::thread::sleep(std::time::Duration::from_secs(1));
     sshd.drop_connections();
     let rest = pseudo_random(16 << 20, 5);
     writer.write_all(&rest).unwrap();
