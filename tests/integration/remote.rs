@@ -471,3 +471,63 @@ fn library_errors_for_remote_locations_are_typed() {
     let err = Location::parse("sftp://host", &options).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+// ---- copy between a local repository and remote ones
+
+/// `copy` from a local repository to `r` (another key), then from `r` back
+/// to a second local one: everything restores; a second copy copies nothing.
+fn copy_through(r: &Remote) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(src.join("www")).unwrap();
+    fs::write(src.join("www/index.html"), b"<h1>hello</h1>\n").unwrap();
+    fs::write(src.join("db.sql"), pseudo_random(3 << 20, 8)).unwrap();
+    let local = crate::common::CliRepo::init(dir.path());
+    let out = local.run(&["backup", "-q", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    r.init();
+    let copy = |from: &str, to: &str| {
+        let mut cmd = Command::new(BIN);
+        cmd.env_remove("KURA_REPOSITORY")
+            .env_remove("KURA_PASSWORD_FILE")
+            .args(["--json", "copy", "--from", from, "--to", to])
+            .env("KURA_PASSWORD", "pw")
+            .env("KURA_TO_PASSWORD", "pw")
+            .env("KURA_CACHE_DIR", r.cache.path())
+            .envs(r.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "copy {from} -> {to}: {}",
+            stderr(&out)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["copied"].as_array().unwrap().len()
+    };
+    let local_path = local.path.to_str().unwrap();
+    assert_eq!(copy(local_path, &r.url), 1);
+    assert_eq!(copy(local_path, &r.url), 0, "a second copy copies nothing");
+    r.ok(&["check", "--read-data"]);
+    let target = dir.path().join("restored");
+    r.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let want = describe(&src);
+    let got = describe(&target.join(src.strip_prefix("/").unwrap()));
+    assert_eq!(got, want);
+    // And back down, into a second local repository.
+    let other = dir.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let back = crate::common::CliRepo::init(&other);
+    assert_eq!(copy(&r.url, back.path.to_str().unwrap()), 1);
+    let out = back.run(&["check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn copy_to_and_from_sftp() {
+    copy_through(&Remote::sftp(shared_sshd(), "copy"));
+}
+
+#[test]
+fn copy_to_and_from_s3() {
+    copy_through(&Remote::s3(shared_garage(), "copy"));
+}
