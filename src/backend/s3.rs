@@ -54,10 +54,6 @@ pub struct S3Backend {
 
 /// Maps an opendal error, naming what was being done.
 fn s3_error(context: &str, e: &opendal::Error) -> Error {
-    s3_error_kind(context, e)
-}
-
-fn s3_error_kind(context: &str, e: &opendal::Error) -> Error {
     use opendal::ErrorKind as K;
     let kind = match e.kind() {
         K::NotFound => ErrorKind::NotFound,

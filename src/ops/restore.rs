@@ -307,16 +307,7 @@ fn write_extents(
                     }
                     Extent::Hole { .. } => {}
                     Extent::Data { id, len } => {
-                        let data = chunks
-                            .next()
-                            .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
-                        if data.len() != len as usize {
-                            return Err(Error::corrupt(format!(
-                                "chunk {id} has another length than its tree says"
-                            )));
-                        }
-                        file.write_all_at(&data, pos).map_err(io_err(path))?;
-                        written += u64::from(len);
+                        written += write_next_chunk(file, path, &mut chunks, &id, len, pos)?;
                     }
                 }
             }
@@ -439,6 +430,28 @@ fn restore_batch(
     Ok(out)
 }
 
+/// Writes the next fetched chunk (extent `id` of `len` bytes) at `pos`;
+/// returns the bytes written.
+fn write_next_chunk(
+    file: &File,
+    path: &Path,
+    chunks: &mut impl Iterator<Item = Vec<u8>>,
+    id: &ChunkId,
+    len: u32,
+    pos: u64,
+) -> Result<u64> {
+    let data = chunks
+        .next()
+        .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
+    if data.len() != len as usize {
+        return Err(Error::corrupt(format!(
+            "chunk {id} has another length than its tree says"
+        )));
+    }
+    file.write_all_at(&data, pos).map_err(io_err(path))?;
+    Ok(u64::from(len))
+}
+
 /// Writes a new file from chunks already fetched, in extent order.
 fn write_fetched(
     progress: &dyn Progress,
@@ -457,16 +470,7 @@ fn write_fetched(
     for e in extents {
         progress.bytes(e.len());
         if let Extent::Data { id, len } = *e {
-            let data = chunks
-                .next()
-                .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
-            if data.len() != len as usize {
-                return Err(Error::corrupt(format!(
-                    "chunk {id} has another length than its tree says"
-                )));
-            }
-            file.write_all_at(&data, pos).map_err(io_err(path))?;
-            written += u64::from(len);
+            written += write_next_chunk(&file, path, chunks, &id, len, pos)?;
         }
         pos += e.len();
     }

@@ -346,6 +346,21 @@ fn sftp_connection_dropped_mid_backup_is_retried_and_the_backup_completes() {
     );
 }
 
+/// `url` reached through a copy of the shared ssh config (in `dir`) in
+/// which the file `from` is replaced by `to`.
+fn with_ssh_config_changed(sshd: &Sshd, url: String, dir: &Path, from: &Path, to: &Path) -> Remote {
+    let config = dir.join("ssh_config");
+    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
+    let changed = shared.replace(&from.display().to_string(), &to.display().to_string());
+    assert_ne!(changed, shared, "the config names {}", from.display());
+    fs::write(&config, changed).unwrap();
+    Remote {
+        url,
+        env: vec![("KURA_SSH_CONFIG".into(), config.display().to_string())],
+        cache: tempfile::tempdir().unwrap(),
+    }
+}
+
 #[test]
 fn sftp_wrong_key_is_access_denied_and_writes_nothing() {
     let sshd = shared_sshd();
@@ -358,21 +373,7 @@ fn sftp_wrong_key_is_access_denied_and_writes_nothing() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let config = dir.path().join("ssh_config");
-    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
-    fs::write(
-        &config,
-        shared.replace(
-            &sshd.client_key.display().to_string(),
-            &other.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let r = Remote {
-        url,
-        env: vec![("KURA_SSH_CONFIG".into(), config.display().to_string())],
-        cache: tempfile::tempdir().unwrap(),
-    };
+    let r = with_ssh_config_changed(sshd, url, dir.path(), &sshd.client_key, &other);
     let out = r.run(&[&["init"][..], &FAST_KDF].concat());
     assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
@@ -386,21 +387,7 @@ fn sftp_unknown_host_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("known_hosts");
     fs::write(&empty, "").unwrap();
-    let config = dir.path().join("ssh_config");
-    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
-    fs::write(
-        &config,
-        shared.replace(
-            &sshd.known_hosts.display().to_string(),
-            &empty.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let r = Remote {
-        url,
-        env: vec![("KURA_SSH_CONFIG".into(), config.display().to_string())],
-        cache: tempfile::tempdir().unwrap(),
-    };
+    let r = with_ssh_config_changed(sshd, url, dir.path(), &sshd.known_hosts, &empty);
     let out = r.run(&[&["init"][..], &FAST_KDF].concat());
     assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
     assert!(!path.exists(), "nothing written");
