@@ -52,6 +52,25 @@ impl Location {
                 })
             });
         }
+        if let Some(rest) = text.strip_prefix("sftp:").filter(|r| !r.starts_with("//")) {
+            // restic's form: `sftp:[user@]host:path`, `path` relative to
+            // the login directory unless it starts with `/`.
+            let (authority, path) = rest
+                .split_once(':')
+                .ok_or_else(|| invalid(text, "expected sftp:[user@]host:path"))?;
+            let path = if let Some(abs) = path.strip_prefix('/') {
+                format!("/{abs}")
+            } else {
+                path.to_owned()
+            };
+            let url_rest = format!("{authority}/{path}");
+            return parse_sftp(text, &url_rest).map(|loc| {
+                Self::Sftp(SftpLocation {
+                    config_file: options.ssh_config.clone(),
+                    ..loc
+                })
+            });
+        }
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -188,6 +207,19 @@ mod tests {
         assert_eq!(
             parse("sftp://[::1]:22/r").unwrap(),
             sftp(None, "::1", Some(22), "r")
+        );
+        // restic's spelling.
+        assert_eq!(
+            parse("sftp:backup@vault:/srv/kura").unwrap(),
+            sftp(Some("backup"), "vault", None, "/srv/kura")
+        );
+        assert_eq!(
+            parse("sftp:vault:kura").unwrap(),
+            sftp(None, "vault", None, "kura")
+        );
+        assert_eq!(
+            parse("sftp:vault").unwrap_err().kind(),
+            ErrorKind::InvalidInput
         );
         for bad in [
             "sftp://host",
