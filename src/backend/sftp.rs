@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use openssh::{KnownHosts, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, SessionBuilder};
 use openssh_sftp_client::error::SftpErrorKind;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
@@ -311,6 +311,10 @@ async fn open_session(location: &SftpLocation, control_dir: &Path) -> Result<Sft
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(KnownHosts::Strict)
+        // A kura killed mid-run leaves no ssh master behind for long.
+        .control_persist(ControlPersist::IdleFor(
+            std::num::NonZeroUsize::new(60).expect("non-zero"),
+        ))
         .control_directory(control_dir)
         .connect_timeout(Duration::from_secs(20))
         .server_alive_interval(Duration::from_secs(15));
