@@ -17,12 +17,21 @@ use crate::repo::Repository;
 /// # Errors
 /// A failed listing, or a record that does not authenticate: a record that
 /// cannot be read could condemn anything, so nothing may rely on its
-/// absence.
+/// absence. A record listed but gone when read is skipped (it was swept).
 pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
     let mut out = Vec::new();
     for info in repo.backend().list(layout::PRUNE_DIR)? {
         let id = layout::parse_record_path(&info.path)?;
-        out.push((id, load(repo, &id)?));
+        match load(repo, &id) {
+            Ok(record) => out.push((id, record)),
+            // Listed, then swept by a prune running now: that prune
+            // deleted the record's packs before the record (format-spec
+            // 12, step 8), so it condemns nothing that still exists.
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                tracing::debug!("prune record {id} was swept while being read");
+            }
+            Err(e) => return Err(e),
+        }
     }
     out.sort_by_key(|(id, r)| (r.created, *id));
     Ok(out)

@@ -942,3 +942,69 @@ fn orphans_are_adopted_when_they_hold_the_only_copy_and_deleted_otherwise() {
     assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
     let _ = &mut w;
 }
+
+/// Deletes every prune record right after listing them, as a sweeping
+/// prune running at that moment would.
+struct SweptWhileListed(Arc<MemoryBackend>);
+
+impl Backend for SweptWhileListed {
+    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
+        let listed = self.0.list(dir)?;
+        if dir == layout::PRUNE_DIR {
+            for info in &listed {
+                self.0.delete(&info.path)?;
+            }
+        }
+        Ok(listed)
+    }
+    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
+        self.0.read(path, range)
+    }
+    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
+        self.0.write(path, data)
+    }
+    fn delete(&self, path: &str) -> kura::Result<()> {
+        self.0.delete(path)
+    }
+    fn describe(&self) -> String {
+        "swept-while-listed".into()
+    }
+}
+
+#[test]
+fn a_record_swept_between_listing_and_reading_is_skipped() {
+    let (w, _, _) = two_snapshots();
+    prune_on(
+        &w.repo(),
+        &w.scratch(),
+        &PruneOptions {
+            grace: 3600,
+            ..PruneOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        w.backend.list(layout::PRUNE_DIR).unwrap().len(),
+        1,
+        "a record"
+    );
+    let racing = Repository::open(Arc::new(SweptWhileListed(w.backend.clone())), PASSWORD).unwrap();
+    let records = kura::records::load_all(&racing).unwrap();
+    assert!(
+        records.is_empty(),
+        "the vanished record is skipped, not an error"
+    );
+    // A record that is there but damaged still stops the reader.
+    prune_on(
+        &w.repo(),
+        &w.scratch(),
+        &PruneOptions {
+            grace: 3600,
+            ..PruneOptions::default()
+        },
+    )
+    .unwrap();
+    let path = w.backend.list(layout::PRUNE_DIR).unwrap()[0].path.clone();
+    w.backend.tamper(&path, |b| b[40] ^= 1);
+    assert!(kura::records::load_all(&w.repo()).is_err());
+}
