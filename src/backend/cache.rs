@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Backend, ObjectInfo, check_path};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::layout;
 
 /// Bytes of the hash in front of each cached object.
@@ -350,9 +350,7 @@ impl Backend for CachingBackend {
         if !self.scope.object(path) {
             return self.inner.write(path, data);
         }
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let bytes = super::read_source(path, data)?;
         super::write_bytes(self.inner.as_ref(), path, &bytes)?;
         if path == layout::CONFIG {
             self.adopt_config(&bytes);

@@ -64,9 +64,7 @@ impl Backend for MemoryBackend {
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         check_path(path)?;
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let bytes = super::read_source(path, data)?;
         let mut objects = self.objects();
         if objects.contains_key(path) {
             return Err(Error::new(

@@ -150,6 +150,18 @@ pub fn write_bytes(backend: &dyn Backend, path: &str, data: &[u8]) -> Result<()>
     backend.write_bytes(path, data)
 }
 
+/// Everything `data` yields, for backends that send a write's bytes from
+/// memory (a failing source then writes nothing at all).
+///
+/// # Errors
+/// The reader's error, as [`ErrorKind::Io`] (or its own kind).
+pub(crate) fn read_source(path: &str, data: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    data.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+    Ok(bytes)
+}
+
 /// Checks that `data` holds exactly the requested range.
 pub(crate) fn check_range(path: &str, range: &Range<u64>, object_len: u64) -> Result<()> {
     if range.start > range.end || range.end > object_len {

@@ -144,9 +144,7 @@ impl Backend for RetryBackend {
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let bytes = super::read_source(path, data)?;
         self.write_bytes(path, &bytes)
     }
 

@@ -278,9 +278,7 @@ impl Backend for S3Backend {
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let bytes = super::read_source(path, data)?;
         self.put(path, bytes)
     }
 

@@ -496,9 +496,7 @@ impl Backend for SftpBackend {
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         // The reader is consumed once, before any request: a failing
         // source writes nothing.
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+        let bytes = super::read_source(path, data)?;
         self.write_bytes(path, &bytes)
     }
 

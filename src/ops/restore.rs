@@ -452,6 +452,17 @@ fn write_next_chunk(
     Ok(u64::from(len))
 }
 
+/// Creates the new file `path`, `size` bytes long (sparse until written).
+fn create_sized(path: &Path, size: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(size).map_err(io_err(path))?;
+    Ok(file)
+}
+
 /// Writes a new file from chunks already fetched, in extent order.
 fn write_fetched(
     progress: &dyn Progress,
@@ -460,12 +471,7 @@ fn write_fetched(
     size: u64,
     chunks: &mut impl Iterator<Item = Vec<u8>>,
 ) -> Result<u64> {
-    let file: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    file.set_len(size).map_err(io_err(path))?;
+    let file = create_sized(path, size)?;
     let (mut pos, mut written) = (0u64, 0u64);
     for e in extents {
         progress.bytes(e.len());
@@ -484,12 +490,7 @@ fn write_file(
     extents: &[Extent],
     size: u64,
 ) -> Result<u64> {
-    let file: File = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err(path))?;
-    file.set_len(size).map_err(io_err(path))?;
+    let file = create_sized(path, size)?;
     write_extents(store, progress, &file, path, extents, Holes::Skip)
 }
 

@@ -974,15 +974,19 @@ impl Backend for SweptWhileListed {
 #[test]
 fn a_record_swept_between_listing_and_reading_is_skipped() {
     let (w, _, _) = two_snapshots();
-    prune_on(
-        &w.repo(),
-        &w.scratch(),
-        &PruneOptions {
-            grace: 3600,
-            ..PruneOptions::default()
-        },
-    )
-    .unwrap();
+    // A condemning prune (graced): it writes a record.
+    let record = || {
+        prune_on(
+            &w.repo(),
+            &w.scratch(),
+            &PruneOptions {
+                grace: 3600,
+                ..PruneOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    record();
     assert_eq!(
         w.backend.list(layout::PRUNE_DIR).unwrap().len(),
         1,
@@ -995,15 +999,7 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
         "the vanished record is skipped, not an error"
     );
     // A record that is there but damaged still stops the reader.
-    prune_on(
-        &w.repo(),
-        &w.scratch(),
-        &PruneOptions {
-            grace: 3600,
-            ..PruneOptions::default()
-        },
-    )
-    .unwrap();
+    record();
     let path = w.backend.list(layout::PRUNE_DIR).unwrap()[0].path.clone();
     w.backend.tamper(&path, |b| b[40] ^= 1);
     assert!(kura::records::load_all(&w.repo()).is_err());
