@@ -29,6 +29,10 @@ use crate::id::{ChunkId, IndexId, PackId, RepoId};
 use crate::pack::read_header;
 use crate::repo::Repository;
 
+/// How many times [`ChunkIndex::sync`] lists `index/` before it gives up on
+/// index files that keep going away between listing and reading.
+const SYNC_ROUNDS: usize = 8;
+
 const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks");
 const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
 /// Index files named in the supersedes list of a loaded one: never loaded.
@@ -463,10 +467,30 @@ impl ChunkIndex {
     /// entries come back from their headers, by adoption or `repair
     /// index`), so one bad file does not stop restores of the rest.
     ///
+    /// An index file that is listed and then gone before it is read was
+    /// superseded meanwhile (a prune merged it); the replacement is in a
+    /// new listing, so the sync starts over, up to [`SYNC_ROUNDS`] times.
+    ///
     /// # Errors
     /// A failed listing (never read as "no index files"), backend errors
     /// reading an index file, or cache I/O errors.
     pub fn sync(&self, repo: &Repository) -> Result<SyncReport> {
+        let mut round = 1;
+        loop {
+            match self.sync_once(repo) {
+                Err(e) if e.kind() == ErrorKind::NotFound && round < SYNC_ROUNDS => {
+                    tracing::debug!("an index file went away while syncing, listing again: {e}");
+                    round += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One round of [`Self::sync`]. A round that fails leaves the cache
+    /// as it was, or emptied: index entries are inserted only once every
+    /// listed file has been read.
+    fn sync_once(&self, repo: &Repository) -> Result<SyncReport> {
         let mut listed = Vec::new();
         for info in repo.backend().list(layout::INDEX_DIR)? {
             listed.push(layout::parse_index_path(&info.path)?);

@@ -301,10 +301,38 @@ fn damage(object: String, e: &Error, affects: Vec<String>) -> Damage {
     }
 }
 
-/// Step 1: every index file that authenticates and is not superseded.
+/// Step 1: every index file that authenticates and is not superseded. A
+/// file listed and gone when read was merged by a prune meanwhile
+/// (format-spec/06): `index/` is listed again, a few times, before a file
+/// still missing counts as damage.
 fn read_index_files(
     repo: &Repository,
     report: &mut CheckReport,
+) -> Result<Vec<(IndexId, IndexFile)>> {
+    const ROUNDS: usize = 4;
+    for _ in 1..ROUNDS {
+        let mut round = CheckReport::default();
+        match read_index_files_once(repo, &mut round, true) {
+            Ok(files) => {
+                report.index_files = round.index_files;
+                report.damage.extend(round.damage);
+                return Ok(files);
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                tracing::debug!("an index file went away while checking, listing again: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    read_index_files_once(repo, report, false)
+}
+
+/// One listing's worth of [`read_index_files`]; with `vanished_is_error`
+/// a file that is gone stops the round instead of counting as damage.
+fn read_index_files_once(
+    repo: &Repository,
+    report: &mut CheckReport,
+    vanished_is_error: bool,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut files = Vec::new();
     for info in repo.backend().list(layout::INDEX_DIR)? {
@@ -312,6 +340,7 @@ fn read_index_files(
         report.index_files += 1;
         match read_index_file(repo, &id) {
             Ok(f) => files.push((id, f)),
+            Err(e) if vanished_is_error && e.kind() == ErrorKind::NotFound => return Err(e),
             Err(e) if is_damage(&e) => {
                 let object = format!("index {id}");
                 report.damage.push(damage(object, &e, Vec::new()));

@@ -189,6 +189,25 @@ fn two_snapshots() -> (World, SnapshotId, SnapshotId) {
     (w, first, second)
 }
 
+/// Like [`two_snapshots`], but `a` and `b` are many small files whose names
+/// interleave (`f00a`, `f00b`, ...), so each pack of the first snapshot
+/// holds chunks of both: once `a` is gone, every such pack is partly dead
+/// and needs repacking, whatever the random placement over open packs did.
+fn interleaved_snapshots() -> (World, SnapshotId, SnapshotId) {
+    let mut w = World::new();
+    for i in 0..32 {
+        w.write(&format!("f{i:02}a"), 6_000, 100 + i);
+        w.write(&format!("f{i:02}b"), 6_000, 200 + i);
+    }
+    let first = w.backup();
+    for i in 0..32 {
+        fs::remove_file(w.src.join(format!("f{i:02}a"))).unwrap();
+        w.write(&format!("f{i:02}c"), 6_000, 300 + i);
+    }
+    let second = w.backup();
+    (w, first, second)
+}
+
 fn graced(now: u64) -> PruneOptions {
     PruneOptions {
         grace: 3600,
@@ -244,7 +263,7 @@ fn packs_are_condemned_then_deleted_by_runs_a_grace_apart() {
 
 #[test]
 fn prune_now_deletes_and_repacks_in_one_run() {
-    let (mut w, first, _) = two_snapshots();
+    let (mut w, first, _) = interleaved_snapshots();
     w.forget(&first);
     let before = World::data_bytes(w.backend.as_ref());
     let dry = w.prune(&PruneOptions {
@@ -1003,4 +1022,89 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
     let path = w.backend.list(layout::PRUNE_DIR).unwrap()[0].path.clone();
     w.backend.tamper(&path, |b| b[40] ^= 1);
     assert!(kura::records::load_all(&w.repo()).is_err());
+}
+
+/// Lists `index/` as it was before a merge (`stale`, the first `rounds`
+/// times) while reads see the repository after it: a reader that listed just
+/// before a prune merged the index files and read just after.
+struct MergedWhileListed {
+    now: Arc<MemoryBackend>,
+    stale: Vec<kura::backend::ObjectInfo>,
+    rounds: std::sync::atomic::AtomicUsize,
+}
+
+impl Backend for MergedWhileListed {
+    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
+        use std::sync::atomic::Ordering;
+        if dir == layout::INDEX_DIR
+            && self
+                .rounds
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Ok(self.stale.clone());
+        }
+        self.now.list(dir)
+    }
+    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
+        self.now.read(path, range)
+    }
+    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
+        self.now.write(path, data)
+    }
+    fn delete(&self, path: &str) -> kura::Result<()> {
+        self.now.delete(path)
+    }
+    fn describe(&self) -> String {
+        "merged-while-listed".into()
+    }
+}
+
+#[test]
+fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
+    let mut w = World::new();
+    for night in 0..10 {
+        w.write(&format!("n{night}"), 50_000, 100 + night);
+        w.backup();
+    }
+    let stale = w.backend.list(layout::INDEX_DIR).unwrap();
+    assert!(stale.len() >= 10, "{stale:?}");
+    let merge = w.prune(&PruneOptions {
+        grace: 0,
+        ..PruneOptions::default()
+    });
+    assert!(merge.index_files_deleted >= 10, "{merge:?}");
+    let whole = ChunkIndex::open(None).unwrap();
+    whole.sync(&w.repo()).unwrap();
+
+    let racing = |rounds: usize| {
+        Repository::open(
+            Arc::new(MergedWhileListed {
+                now: w.backend.clone(),
+                stale: stale.clone(),
+                rounds: rounds.into(),
+            }),
+            PASSWORD,
+        )
+        .unwrap()
+    };
+    // Opening reads no index file; the first sync's listing is stale.
+    let index = ChunkIndex::open(None).unwrap();
+    let report = index.sync(&racing(1)).unwrap();
+    assert_eq!(report.index_files_loaded, 1, "{report:?}");
+    assert_eq!(index.len().unwrap(), whole.len().unwrap());
+    assert!(!index.is_empty().unwrap());
+
+    // check lists again too, instead of calling the merged files missing.
+    let quick = CheckOptions { read_data: None };
+    let report = check(&racing(1), &whole, &quick).unwrap();
+    assert!(report.is_clean(), "{:?}", report.damage);
+
+    // A listing that never catches up is an error, not a partial index;
+    // check reports the files as missing.
+    let index = ChunkIndex::open(None).unwrap();
+    let err = index.sync(&racing(usize::MAX)).unwrap_err();
+    assert_eq!(err.kind(), kura::ErrorKind::NotFound, "{err}");
+    let report = check(&racing(usize::MAX), &whole, &quick).unwrap();
+    assert!(!report.is_clean());
 }
