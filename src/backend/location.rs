@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::s3::{S3Backend, S3Location};
 use super::sftp::{SftpBackend, SftpLocation};
@@ -28,6 +29,19 @@ pub struct RemoteOptions {
     /// An ssh configuration file to use instead of `~/.ssh/config`
     /// (`KURA_SSH_CONFIG`; `ssh -F`).
     pub ssh_config: Option<PathBuf>,
+    /// How long one request may go unanswered before it fails as
+    /// transient (and is retried); `None`: [`DEFAULT_IO_TIMEOUT`]
+    /// (`--io-timeout`, `KURA_IO_TIMEOUT`).
+    pub io_timeout: Option<Duration>,
+}
+
+/// How long a remote request may go unanswered by default.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl RemoteOptions {
+    fn timeout(&self) -> Duration {
+        self.io_timeout.unwrap_or(DEFAULT_IO_TIMEOUT)
+    }
 }
 
 fn invalid(text: &str, why: &str) -> Error {
@@ -48,6 +62,7 @@ impl Location {
             return parse_sftp(text, rest).map(|loc| {
                 Self::Sftp(SftpLocation {
                     config_file: options.ssh_config.clone(),
+                    timeout: options.timeout(),
                     ..loc
                 })
             });
@@ -67,6 +82,7 @@ impl Location {
             return parse_sftp(text, &url_rest).map(|loc| {
                 Self::Sftp(SftpLocation {
                     config_file: options.ssh_config.clone(),
+                    timeout: options.timeout(),
                     ..loc
                 })
             });
@@ -85,6 +101,7 @@ impl Location {
                 prefix: prefix.to_owned(),
                 endpoint: options.s3_endpoint.clone(),
                 region: options.s3_region.clone(),
+                timeout: options.timeout(),
             }));
         }
         if text.contains("://") {
@@ -173,6 +190,7 @@ fn parse_sftp(text: &str, rest: &str) -> Result<SftpLocation> {
         port,
         path: path.to_owned(),
         config_file: None,
+        timeout: DEFAULT_IO_TIMEOUT,
     })
 }
 
@@ -191,6 +209,7 @@ mod tests {
             port,
             path: path.to_owned(),
             config_file: None,
+            timeout: DEFAULT_IO_TIMEOUT,
         })
     }
 
@@ -243,6 +262,7 @@ mod tests {
             s3_endpoint: Some("http://127.0.0.1:3900".into()),
             s3_region: Some("garage".into()),
             ssh_config: None,
+            io_timeout: Some(Duration::from_secs(7)),
         };
         assert_eq!(
             Location::parse("s3://bucket/a/b/", &options).unwrap(),
@@ -251,6 +271,7 @@ mod tests {
                 prefix: "a/b".into(),
                 endpoint: options.s3_endpoint.clone(),
                 region: options.s3_region.clone(),
+                timeout: Duration::from_secs(7),
             })
         );
         assert!(matches!(parse("s3://bucket").unwrap(), Location::S3(l) if l.prefix.is_empty()));

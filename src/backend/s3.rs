@@ -30,6 +30,8 @@ pub struct S3Location {
     /// `http(s)://host[:port]`; AWS's own endpoint when `None`.
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// How long one request may take (the I/O of a read or write: half).
+    pub timeout: Duration,
 }
 
 impl S3Location {
@@ -100,8 +102,8 @@ impl S3Backend {
             .map_err(|e| s3_error(&format!("configuring {}", location.url()), &e))?
             .layer(
                 opendal::layers::TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(60)),
+                    .with_timeout(location.timeout)
+                    .with_io_timeout(location.timeout / 2),
             );
         let backend = Self {
             location,

@@ -43,6 +43,8 @@ pub struct SftpLocation {
     pub path: String,
     /// An ssh configuration file used instead of `~/.ssh/config`.
     pub config_file: Option<PathBuf>,
+    /// How long one request, or connecting, may take.
+    pub timeout: Duration,
 }
 
 impl SftpLocation {
@@ -252,7 +254,7 @@ impl SftpBackend {
     {
         let sftp = self.sftp()?;
         let outcome = self.runtime.block_on(async {
-            match tokio::time::timeout(REQUEST_TIMEOUT, op(Arc::clone(&sftp))).await {
+            match tokio::time::timeout(self.location.timeout, op(Arc::clone(&sftp))).await {
                 Ok(r) => r,
                 Err(_) => Err(RequestError::TimedOut),
             }
@@ -273,7 +275,7 @@ impl SftpBackend {
                     format!(
                         "{}: {what}: no answer from the server in {} s",
                         self.location.url(),
-                        REQUEST_TIMEOUT.as_secs()
+                        self.location.timeout.as_secs_f32()
                     ),
                 ))
             }
@@ -291,9 +293,6 @@ impl SftpBackend {
     }
 }
 
-/// How long one request may take before the connection is given up.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// What a request future fails with.
 enum RequestError {
     Sftp(openssh_sftp_client::Error),
@@ -307,7 +306,24 @@ impl From<openssh_sftp_client::Error> for RequestError {
     }
 }
 
+/// Connects, logs in and starts the SFTP subsystem, all within the
+/// location's timeout (a server that accepts the connection and then says
+/// nothing, stopped or overloaded, is unreachable, not a hang).
 async fn open_session(location: &SftpLocation, control_dir: &Path) -> Result<Sftp> {
+    tokio::time::timeout(
+        location.timeout,
+        open_session_unbounded(location, control_dir),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(connect_error(
+            location,
+            &format!("no answer within {} s", location.timeout.as_secs_f32()),
+        ))
+    })
+}
+
+async fn open_session_unbounded(location: &SftpLocation, control_dir: &Path) -> Result<Sftp> {
     let mut builder = SessionBuilder::default();
     builder
         .known_hosts_check(KnownHosts::Strict)
@@ -316,7 +332,7 @@ async fn open_session(location: &SftpLocation, control_dir: &Path) -> Result<Sft
             std::num::NonZeroUsize::new(60).expect("non-zero"),
         ))
         .control_directory(control_dir)
-        .connect_timeout(Duration::from_secs(20))
+        .connect_timeout(location.timeout.min(Duration::from_secs(20)))
         .server_alive_interval(Duration::from_secs(15));
     if let Some(config) = &location.config_file {
         builder.config_file(config);

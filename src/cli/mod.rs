@@ -120,6 +120,11 @@ pub struct GlobalArgs {
     /// ~/.ssh/config.
     #[arg(long, env = "KURA_SSH_CONFIG", global = true, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
+    /// Seconds a request to a remote repository may go unanswered before
+    /// it is retried (default 120); a repository that stays silent fails
+    /// the run after the retries.
+    #[arg(long, env = "KURA_IO_TIMEOUT", global = true, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub io_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +266,7 @@ impl GlobalArgs {
             s3_endpoint: self.s3_endpoint.clone(),
             s3_region: self.s3_region.clone(),
             ssh_config: self.ssh_config.clone(),
+            io_timeout: self.io_timeout,
         }
     }
 
@@ -365,4 +371,13 @@ fn show_config(g: &GlobalArgs) -> Result<()> {
         println!("packs        {}", c.pack);
     }
     Ok(())
+}
+
+/// `--io-timeout`: seconds, or a duration like `prune --grace` takes
+/// (`90s`, `2min`); at least one second.
+fn parse_seconds(text: &str) -> std::result::Result<std::time::Duration, String> {
+    match prune_cmd::parse_grace(text).map_err(|e| e.to_string())? {
+        0 => Err("must be at least 1 second".into()),
+        s => Ok(std::time::Duration::from_secs(s)),
+    }
 }

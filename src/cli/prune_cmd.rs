@@ -33,7 +33,7 @@ pub struct PruneArgs {
 }
 
 /// Parses `90s`, `30min`, `1h`, `2d` or plain seconds.
-fn parse_grace(text: &str) -> Result<u64> {
+pub(super) fn parse_grace(text: &str) -> Result<u64> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

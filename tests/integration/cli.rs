@@ -279,3 +279,19 @@ fn dump_writes_a_file_to_stdout_and_ls_lists_it() {
     let missing = kura(&repo, Some("pw"), &["dump", "latest", "db/other.sql"]);
     assert_eq!(missing.status.code(), Some(10));
 }
+
+#[test]
+fn io_timeout_takes_seconds_or_a_duration_and_refuses_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    init(&repo);
+    for ok in ["30", "90s", "2min"] {
+        let out = kura(&repo, Some("pw"), &["--io-timeout", ok, "snapshots"]);
+        assert!(out.status.success(), "{ok}: {}", stderr(&out));
+    }
+    for bad in ["0", "soon", "1h30"] {
+        let out = kura(&repo, Some("pw"), &["--io-timeout", bad, "snapshots"]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--io-timeout"), "{}", stderr(&out));
+    }
+}

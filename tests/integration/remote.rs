@@ -159,6 +159,7 @@ fn conformance_child() {
         s3_endpoint: std::env::var("KURA_S3_ENDPOINT").ok(),
         s3_region: std::env::var("KURA_S3_REGION").ok(),
         ssh_config: None,
+        io_timeout: None,
     };
     let backend = Location::parse(&url, &options).unwrap().open().unwrap();
     // Garage 2.5 ignores `If-None-Match: *` (measured here by the probe);
@@ -247,7 +248,15 @@ fn s3_gen_site_nights_backup_restore_check_forget_prune() {
 /// A backup reading from a FIFO: it has uploaded packs of the first part
 /// when `stop` runs; then the rest comes and the backup must fail without
 /// committing a snapshot. The next backup completes and checks clean.
-fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
+/// `env` is set for the failing backup only, whose message must name the
+/// storage and contain `says`.
+fn server_stopped_mid_backup(
+    r: &Remote,
+    env: &[(&str, &str)],
+    says: &str,
+    stop: &dyn Fn(),
+    restart: &dyn Fn(),
+) {
     let dir = tempfile::tempdir().unwrap();
     r.init();
     let src = dir.path().join("src");
@@ -259,6 +268,7 @@ fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
     let child: Child = r
         .command(&["backup", "-q", "--stdin-from-command"])
         .arg(format!("dump=cat {}", fifo.display()))
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,8 +291,8 @@ fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
     );
     let message = stderr(&out);
     assert!(
-        message.contains(&r.url),
-        "the error names the storage: {message}"
+        message.contains(&r.url) && message.contains(says),
+        "the error names the storage and says {says:?}: {message}"
     );
     restart();
     assert_eq!(r.snapshot_count(), 1, "no snapshot was committed");
@@ -297,7 +307,7 @@ fn server_stopped_mid_backup(r: &Remote, stop: &dyn Fn(), restart: &dyn Fn()) {
 fn sftp_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
     let sshd = std::cell::RefCell::new(Sshd::start());
     let r = Remote::sftp(&sshd.borrow(), "stopped");
-    server_stopped_mid_backup(&r, &|| sshd.borrow().stop(), &|| {
+    server_stopped_mid_backup(&r, &[], "", &|| sshd.borrow().stop(), &|| {
         sshd.borrow_mut().restart();
     });
 }
@@ -306,9 +316,30 @@ fn sftp_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
 fn s3_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
     let garage = std::cell::RefCell::new(Garage::start());
     let r = Remote::s3(&garage.borrow(), "stopped");
-    server_stopped_mid_backup(&r, &|| garage.borrow().stop(), &|| {
+    server_stopped_mid_backup(&r, &[], "", &|| garage.borrow().stop(), &|| {
         garage.borrow_mut().restart();
     });
+}
+
+/// A server that stops answering (SIGSTOP: connections stay open, the
+/// kernel still accepts new ones) is a timeout, then retries, then a clear
+/// failure, not a hang; with `--io-timeout 2` it comes within seconds.
+const HUNG: &[(&str, &str)] = &[("KURA_IO_TIMEOUT", "2")];
+
+#[test]
+fn sftp_server_hung_mid_backup_times_out_commits_nothing_and_the_next_run_completes() {
+    let sshd = Sshd::start();
+    let r = Remote::sftp(&sshd, "hung");
+    let says = "no answer within 2 s";
+    server_stopped_mid_backup(&r, HUNG, says, &|| sshd.pause(), &|| sshd.resume());
+}
+
+#[test]
+fn s3_server_hung_mid_backup_times_out_commits_nothing_and_the_next_run_completes() {
+    let garage = Garage::start();
+    let r = Remote::s3(&garage, "hung");
+    let says = "timeout";
+    server_stopped_mid_backup(&r, HUNG, says, &|| garage.pause(), &|| garage.resume());
 }
 
 #[test]

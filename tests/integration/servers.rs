@@ -97,6 +97,17 @@ pub fn kill_tree(pid: u32) {
     }
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to `pid` and every process below it.
+pub fn signal_tree(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(signal)
+        .arg(pid.to_string())
+        .status();
+    for c in children_of(pid) {
+        signal_tree(c, signal);
+    }
+}
+
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children: Vec<u32> = Vec::new();
@@ -237,6 +248,17 @@ impl Sshd {
             assert!(Instant::now() < deadline, "sshd still listening");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Freezes the server and its connections (SIGSTOP): connections stay
+    /// open and new ones are accepted by the kernel, but nothing answers,
+    /// as with a hung or overloaded host.
+    pub fn pause(&self) {
+        signal_tree(self.pid, "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal_tree(self.pid, "-CONT");
     }
 
     /// Cuts every connection it serves (their processes die), as a network
@@ -407,6 +429,15 @@ impl Garage {
 
     pub fn restart(&mut self) {
         self.launch();
+    }
+
+    /// As [`Sshd::pause`].
+    pub fn pause(&self) {
+        signal_tree(self.pid, "-STOP");
+    }
+
+    pub fn resume(&self) {
+        signal_tree(self.pid, "-CONT");
     }
 
     /// Environment for the kura CLI and the library (opendal reads the
