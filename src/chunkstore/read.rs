@@ -56,17 +56,37 @@ impl ChunkStore<'_> {
     }
 
     /// Fetches several data chunks, each authenticated and checked against
-    /// its id, in order. Chunks stored next to each other in one pack are
-    /// read with one ranged read (gaps up to [`COALESCE_GAP`] are read and
-    /// skipped), so a restore over a network makes a request per run of
-    /// neighbouring chunks instead of one per chunk. Anything the fast path
-    /// cannot read is fetched by [`Self::get`], with its fallbacks.
+    /// its id, in order (see [`Self::for_each_chunk`]).
     ///
     /// # Errors
     /// As [`Self::get`].
     pub fn get_many(&self, ids: &[ChunkId]) -> Result<Vec<Vec<u8>>> {
+        let mut out = vec![Vec::new(); ids.len()];
+        self.for_each_chunk(ids, |k, plain| {
+            out[k] = plain.to_vec();
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f(k, chunk)` once for each position `k` of `ids` with that
+    /// chunk, authenticated and checked against its id, in an order of the
+    /// store's choosing: by pack and offset, so that chunks stored next to
+    /// each other in one pack are read with one ranged read (gaps up to
+    /// [`COALESCE_GAP`] are read and skipped) and a restore over a network
+    /// makes a request per run of neighbouring chunks instead of one per
+    /// chunk. A chunk listed twice is read and opened once. Only one run's
+    /// bytes are held at a time. Anything the fast path cannot read is
+    /// fetched by [`Self::get`], with its fallbacks, at the end.
+    ///
+    /// # Errors
+    /// As [`Self::get`], and the first error `f` returns (which stops it).
+    pub fn for_each_chunk(
+        &self,
+        ids: &[ChunkId],
+        mut f: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         let locations = self.index.lookup_many(ids)?;
-        let mut out: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
         // By pack and offset: a backup spreads consecutive chunks over a
         // few open packs, so neighbours in a file are neighbours in their
         // pack, not in the list.
@@ -77,6 +97,9 @@ impl ChunkStore<'_> {
             let l = locations[k].expect("filtered");
             (l.pack, l.offset)
         });
+        let mut fallback: Vec<usize> = (0..ids.len())
+            .filter(|&k| !locations[k].is_some_and(|l| l.kind == PackKind::Data))
+            .collect();
         let mut i = 0;
         while i < order.len() {
             let first = locations[order[i]].expect("filtered");
@@ -86,41 +109,52 @@ impl ChunkStore<'_> {
             while j < order.len() {
                 let next = locations[order[j]].expect("filtered");
                 let next_start = u64::from(next.offset);
+                let same_blob = next == locations[order[j - 1]].expect("filtered");
                 if next.pack != first.pack
-                    || next_start < end
-                    || next_start - end > COALESCE_GAP
+                    || (next_start < end && !same_blob)
+                    || next_start.saturating_sub(end) > COALESCE_GAP
                     || next_start + u64::from(next.stored_len) - start > COALESCE_MAX
                 {
                     break;
                 }
-                end = next_start + u64::from(next.stored_len);
+                end = end.max(next_start + u64::from(next.stored_len));
                 j += 1;
             }
-            if let Ok(bytes) = self
+            let run = &order[i..j];
+            i = j;
+            let Ok(bytes) = self
                 .repo
                 .backend()
                 .read(&layout::pack_path(&first.pack), Some(start..end))
-            {
-                for &k in &order[i..j] {
-                    let loc = locations[k].expect("filtered");
-                    let at = (u64::from(loc.offset) - start) as usize;
-                    let sealed = &bytes[at..at + loc.stored_len as usize];
-                    if let Ok(plain) = self.repo.sealer().open_blob(loc.kind, &ids[k], sealed) {
-                        if plain.len() == loc.raw_len as usize {
-                            out[k] = Some(plain);
+            else {
+                fallback.extend_from_slice(run);
+                continue;
+            };
+            // Positions of one blob are neighbours in `run`.
+            let mut r = 0;
+            while r < run.len() {
+                let loc = locations[run[r]].expect("filtered");
+                let same = run[r..]
+                    .iter()
+                    .take_while(|&&k| locations[k] == Some(loc))
+                    .count();
+                let at = (u64::from(loc.offset) - start) as usize;
+                let sealed = &bytes[at..at + loc.stored_len as usize];
+                match self.repo.sealer().open_blob(loc.kind, &ids[run[r]], sealed) {
+                    Ok(plain) if plain.len() == loc.raw_len as usize => {
+                        for &k in &run[r..r + same] {
+                            f(k, &plain)?;
                         }
                     }
+                    _ => fallback.extend_from_slice(&run[r..r + same]),
                 }
+                r += same;
             }
-            i = j;
         }
-        ids.iter()
-            .zip(out)
-            .map(|(id, got)| match got {
-                Some(plain) => Ok(plain),
-                None => self.get(id),
-            })
-            .collect()
+        for k in fallback {
+            f(k, &self.get(&ids[k])?)?;
+        }
+        Ok(())
     }
 
     /// After reading `id` at `failed` met `error`: the first other copy

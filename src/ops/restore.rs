@@ -287,30 +287,29 @@ fn write_extents(
     extent_groups(extents)
         .into_par_iter()
         .map(|group| {
-            // The group's chunks in one go: neighbours in a pack are read
-            // together (one request each run, which is what a remote
-            // repository needs).
-            let ids: Vec<ChunkId> = group
-                .iter()
-                .filter_map(|(_, e)| match e {
-                    Extent::Data { id, .. } => Some(*id),
-                    Extent::Hole { .. } => None,
-                })
-                .collect();
-            let mut chunks = store.get_many(&ids)?.into_iter();
-            let mut written = 0u64;
+            let mut data = Vec::with_capacity(group.len());
             for (pos, e) in group {
-                progress.bytes(e.len());
                 match e {
-                    Extent::Hole { len } if holes == Holes::Zero => {
-                        zero_range(file, pos, len).map_err(io_err(path))?;
+                    Extent::Hole { len } => {
+                        progress.bytes(len);
+                        if holes == Holes::Zero {
+                            zero_range(file, pos, len).map_err(io_err(path))?;
+                        }
                     }
-                    Extent::Hole { .. } => {}
-                    Extent::Data { id, len } => {
-                        written += write_next_chunk(file, path, &mut chunks, &id, len, pos)?;
-                    }
+                    Extent::Data { id, len } => data.push((id, len, pos)),
                 }
             }
+            // The group's chunks in one go, written as they come: neighbours
+            // in a pack are read together (one request each run, which is
+            // what a remote repository needs), and only one run is held.
+            let ids: Vec<ChunkId> = data.iter().map(|(id, _, _)| *id).collect();
+            let mut written = 0u64;
+            store.for_each_chunk(&ids, |k, chunk| {
+                let (id, len, pos) = data[k];
+                progress.bytes(u64::from(len));
+                written += write_chunk(file, path, chunk, &id, len, pos)?;
+                Ok(())
+            })?;
             Ok(written)
         })
         .sum()
@@ -430,25 +429,22 @@ fn restore_batch(
     Ok(out)
 }
 
-/// Writes the next fetched chunk (extent `id` of `len` bytes) at `pos`;
+/// Writes `data`, the chunk of extent `id` of `len` bytes, at `pos`;
 /// returns the bytes written.
-fn write_next_chunk(
+fn write_chunk(
     file: &File,
     path: &Path,
-    chunks: &mut impl Iterator<Item = Vec<u8>>,
+    data: &[u8],
     id: &ChunkId,
     len: u32,
     pos: u64,
 ) -> Result<u64> {
-    let data = chunks
-        .next()
-        .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
     if data.len() != len as usize {
         return Err(Error::corrupt(format!(
             "chunk {id} has another length than its tree says"
         )));
     }
-    file.write_all_at(&data, pos).map_err(io_err(path))?;
+    file.write_all_at(data, pos).map_err(io_err(path))?;
     Ok(u64::from(len))
 }
 
@@ -476,7 +472,10 @@ fn write_fetched(
     for e in extents {
         progress.bytes(e.len());
         if let Extent::Data { id, len } = *e {
-            written += write_next_chunk(&file, path, chunks, &id, len, pos)?;
+            let data = chunks
+                .next()
+                .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
+            written += write_chunk(&file, path, &data, &id, len, pos)?;
         }
         pos += e.len();
     }

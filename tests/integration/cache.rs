@@ -502,3 +502,53 @@ fn restore_reads_neighbouring_chunks_of_a_pack_with_one_request() {
         "{reads} ranged reads for ~128 chunks (one per run of neighbours, per 8 MiB group, plus trees)"
     );
 }
+
+#[test]
+fn a_chunk_listed_several_times_is_read_once_and_handed_to_each_position() {
+    let (memory, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let refs = {
+        let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+        let refs = store.put_stream(&pseudo_random(200_000, 5)[..]).unwrap();
+        store.flush().unwrap();
+        refs
+    };
+    assert!(refs.len() >= 3, "{}", refs.len());
+    drop(repo);
+    let counting = Counting::new(memory);
+    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let want: Vec<Vec<u8>> = refs.iter().map(|r| store.get(&r.id).unwrap()).collect();
+    let pick = [0, 1, 0, 0, 2, 1, 2];
+    let ids: Vec<ChunkId> = pick.iter().map(|&i| refs[i].id).collect();
+
+    counting.reset();
+    let mut seen = vec![0; ids.len()];
+    store
+        .for_each_chunk(&ids, |k, chunk| {
+            seen[k] += 1;
+            assert!(chunk == want[pick[k]].as_slice(), "position {k}");
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(seen, vec![1; ids.len()], "each position once");
+    // The chunks of one stream sit next to each other in at most the two
+    // packs it was spread over: a read per pack, repeats included.
+    let reads = counting.ranged_total();
+    assert!(reads <= 2, "{reads} ranged reads for 3 distinct chunks");
+    assert_eq!(
+        store.get_many(&ids).unwrap(),
+        pick.iter().map(|&i| want[i].clone()).collect::<Vec<_>>()
+    );
+
+    // The callback's error stops it at once.
+    let mut calls = 0;
+    let err = store
+        .for_each_chunk(&ids, |_, _| {
+            calls += 1;
+            Err(kura::Error::new(ErrorKind::Io, "disk full"))
+        })
+        .unwrap_err();
+    assert_eq!((calls, err.kind()), (1, ErrorKind::Io));
+}
