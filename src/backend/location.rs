@@ -29,13 +29,13 @@ pub struct RemoteOptions {
     /// An ssh configuration file to use instead of `~/.ssh/config`
     /// (`KURA_SSH_CONFIG`; `ssh -F`).
     pub ssh_config: Option<PathBuf>,
-    /// How long one request may go unanswered before it fails as
-    /// transient (and is retried); `None`: [`DEFAULT_IO_TIMEOUT`]
+    /// How long one request (a whole pack upload included) may take
+    /// before it fails as transient and is retried; `None`: [`DEFAULT_IO_TIMEOUT`]
     /// (`--io-timeout`, `KURA_IO_TIMEOUT`).
     pub io_timeout: Option<Duration>,
 }
 
-/// How long a remote request may go unanswered by default.
+/// How long a remote request may take by default.
 pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl RemoteOptions {

@@ -120,9 +120,9 @@ pub struct GlobalArgs {
     /// ~/.ssh/config.
     #[arg(long, env = "KURA_SSH_CONFIG", global = true, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
-    /// Seconds a request to a remote repository may go unanswered before
-    /// it is retried (default 120); a repository that stays silent fails
-    /// the run after the retries.
+    /// Seconds one request to a remote repository may take, a whole pack
+    /// upload (about 8 MiB) included, before it is retried (default 120);
+    /// a repository that stays silent fails the run after the retries.
     #[arg(long, env = "KURA_IO_TIMEOUT", global = true, value_name = "SECONDS", value_parser = parse_seconds)]
     pub io_timeout: Option<std::time::Duration>,
 }
