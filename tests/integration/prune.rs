@@ -962,31 +962,39 @@ fn orphans_are_adopted_when_they_hold_the_only_copy_and_deleted_otherwise() {
     let _ = &mut w;
 }
 
-/// Deletes every prune record right after listing them, as a sweeping
-/// prune running at that moment would.
-struct SweptWhileListed(Arc<MemoryBackend>);
+type ListHook = Box<
+    dyn Fn(&str, Vec<kura::backend::ObjectInfo>) -> Vec<kura::backend::ObjectInfo> + Send + Sync,
+>;
 
-impl Backend for SweptWhileListed {
+/// A memory backend whose listings pass through `hook` (which may also
+/// change the repository), for what a concurrent prune does between a
+/// reader's listing and its reads.
+struct RacingLister {
+    inner: Arc<MemoryBackend>,
+    hook: ListHook,
+}
+
+impl RacingLister {
+    fn repo(inner: Arc<MemoryBackend>, hook: ListHook) -> Repository {
+        Repository::open(Arc::new(Self { inner, hook }), PASSWORD).unwrap()
+    }
+}
+
+impl Backend for RacingLister {
     fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
-        let listed = self.0.list(dir)?;
-        if dir == layout::PRUNE_DIR {
-            for info in &listed {
-                self.0.delete(&info.path)?;
-            }
-        }
-        Ok(listed)
+        Ok((self.hook)(dir, self.inner.list(dir)?))
     }
     fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
-        self.0.read(path, range)
+        self.inner.read(path, range)
     }
     fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
-        self.0.write(path, data)
+        self.inner.write(path, data)
     }
     fn delete(&self, path: &str) -> kura::Result<()> {
-        self.0.delete(path)
+        self.inner.delete(path)
     }
     fn describe(&self) -> String {
-        "swept-while-listed".into()
+        "racing-lister".into()
     }
 }
 
@@ -1011,7 +1019,20 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
         1,
         "a record"
     );
-    let racing = Repository::open(Arc::new(SweptWhileListed(w.backend.clone())), PASSWORD).unwrap();
+    // Every prune record is deleted right after it is listed, as a
+    // sweeping prune running at that moment would.
+    let memory = w.backend.clone();
+    let racing = RacingLister::repo(
+        w.backend.clone(),
+        Box::new(move |dir, listed| {
+            if dir == layout::PRUNE_DIR {
+                for info in &listed {
+                    memory.delete(&info.path).unwrap();
+                }
+            }
+            listed
+        }),
+    );
     let records = kura::records::load_all(&racing).unwrap();
     assert!(
         records.is_empty(),
@@ -1022,42 +1043,6 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
     let path = w.backend.list(layout::PRUNE_DIR).unwrap()[0].path.clone();
     w.backend.tamper(&path, |b| b[40] ^= 1);
     assert!(kura::records::load_all(&w.repo()).is_err());
-}
-
-/// Lists `index/` as it was before a merge (`stale`, the first `rounds`
-/// times) while reads see the repository after it: a reader that listed just
-/// before a prune merged the index files and read just after.
-struct MergedWhileListed {
-    now: Arc<MemoryBackend>,
-    stale: Vec<kura::backend::ObjectInfo>,
-    rounds: std::sync::atomic::AtomicUsize,
-}
-
-impl Backend for MergedWhileListed {
-    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
-        use std::sync::atomic::Ordering;
-        if dir == layout::INDEX_DIR
-            && self
-                .rounds
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
-            return Ok(self.stale.clone());
-        }
-        self.now.list(dir)
-    }
-    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
-        self.now.read(path, range)
-    }
-    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
-        self.now.write(path, data)
-    }
-    fn delete(&self, path: &str) -> kura::Result<()> {
-        self.now.delete(path)
-    }
-    fn describe(&self) -> String {
-        "merged-while-listed".into()
-    }
 }
 
 #[test]
@@ -1077,16 +1062,26 @@ fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
     let whole = ChunkIndex::open(None).unwrap();
     whole.sync(&w.repo()).unwrap();
 
+    // `index/` is listed as it was before the merge the first `rounds`
+    // times, while reads see the repository after it: a reader that listed
+    // just before a prune merged the index files and read just after.
     let racing = |rounds: usize| {
-        Repository::open(
-            Arc::new(MergedWhileListed {
-                now: w.backend.clone(),
-                stale: stale.clone(),
-                rounds: rounds.into(),
+        let (stale, rounds) = (stale.clone(), std::sync::atomic::AtomicUsize::new(rounds));
+        RacingLister::repo(
+            w.backend.clone(),
+            Box::new(move |dir, listed| {
+                use std::sync::atomic::Ordering;
+                if dir == layout::INDEX_DIR
+                    && rounds
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
+                    stale.clone()
+                } else {
+                    listed
+                }
             }),
-            PASSWORD,
         )
-        .unwrap()
     };
     // Opening reads no index file; the first sync's listing is stale.
     let index = ChunkIndex::open(None).unwrap();
