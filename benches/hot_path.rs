@@ -16,15 +16,15 @@ use criterion::{
     BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
 };
 
-use kura::chunker::Chunker;
-use kura::compress;
-use kura::crypto::{MasterSecret, Subkeys, keyed_hash};
+use kura::algorithms::chunker::Chunker;
+use kura::algorithms::compress;
+use kura::algorithms::crypto::{MasterSecret, Subkeys, keyed_hash};
+use kura::chunkstore::pack::{Packer, PackerOptions};
 use kura::format::envelope::{self, ObjectType};
 use kura::format::pack::PackKind;
 use kura::id::{ChunkId, RepoId};
-use kura::pack::{Packer, PackerOptions};
-use kura::repo::DEFAULT_CHUNKER;
-use kura::store::Sealer;
+use kura::repository::DEFAULT_CHUNKER;
+use kura::repository::sealer::Sealer;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;

@@ -17,7 +17,7 @@ macro_rules! id_type {
         impl $name {
             /// A fresh identifier from the operating system's CSPRNG.
             pub fn random() -> Self {
-                Self(crate::crypto::random_array())
+                Self(crate::algorithms::crypto::random_array())
             }
 
             pub fn as_bytes(&self) -> &[u8; ID_LEN] {

@@ -1,33 +1,33 @@
 //! kura (蔵): a deduplicating, compressed, encrypted backup repository.
 //!
-//! Layers, each calling only the one below (see `../shared/STYLE.md`):
-//! - [`chunkstore`]: put a stream -> chunk ids, get a chunk by id;
-//! - [`pack`], [`index`]: pack files and the chunk index (redb cache);
-//! - [`store`], [`crypto`], [`compress`], [`chunker`]: sealed objects;
-//! - [`format`]: every byte on storage, one module per spec chapter;
-//! - [`backend`]: list / ranged read / create-only write / delete.
+//! One stack, one folder per layer; each layer imports only the layers
+//! below it (`../shared/STYLE.md`; `tests/integration/layering.rs` keeps
+//! every `use crate::` edge pointing down):
 //!
-//! [`repo::Repository`] opens a repository (config, key slots, keys).
+//! | layer | folder | owns |
+//! |---|---|---|
+//! | 5 | [`ops`] | one file per operation: options in, report out |
+//! | 4 | [`snapshot`], [`source`] | trees, selection, retention, time; reading what is backed up |
+//! | 3 | [`chunkstore`] | put a stream -> chunk ids, get a chunk by id; packs and the chunk index |
+//! | 2 | [`repository`] | open/init, key slots, sealing, typed objects (snapshots, records) |
+//! | 1 | [`backend`] | list / ranged read / create-only write / delete; decorators |
+//! | codecs | [`format`] | every byte on storage, one module per spec chapter |
+//! | leaf | [`algorithms`] | crypto, compression, chunker: no I/O |
+//!
+//! [`error`] and [`id`] are used by every layer. The binary's `cli` module
+//! (layer 6) sits on top.
 
 #![forbid(unsafe_code)]
 
+pub mod algorithms;
 pub mod backend;
-pub mod chunker;
 pub mod chunkstore;
-pub mod compress;
-pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod id;
-pub mod index;
 pub mod ops;
-pub mod pack;
-pub mod records;
-pub mod repo;
-pub mod retention;
+pub mod repository;
 pub mod snapshot;
 pub mod source;
-pub mod store;
-pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};

@@ -12,8 +12,8 @@
 use std::sync::{Once, OnceLock};
 
 use kura::ErrorKind;
-use kura::crypto::kdf::KdfParams;
-use kura::crypto::{AeadKey, MasterSecret, NONCE_LEN, Subkeys};
+use kura::algorithms::crypto::kdf::KdfParams;
+use kura::algorithms::crypto::{AeadKey, MasterSecret, NONCE_LEN, Subkeys};
 use kura::format::config::{self, ConfigBody, ConfigHeader};
 use kura::format::envelope::{self, ObjectType};
 use kura::format::frame;
@@ -22,7 +22,7 @@ use kura::format::keyslot::KeySlot;
 use kura::format::pack::{self, PackHeader};
 use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob};
 use kura::id::{PackId, RepoId};
-use kura::store::Sealer;
+use kura::repository::sealer::Sealer;
 
 /// The fixed key every target opens envelopes with (and, as a master
 /// secret, derives the pack target's subkeys from).
@@ -41,7 +41,7 @@ fn key() -> AeadKey {
 /// Seals and opens packs' blobs and headers under subkeys of [`KEY`].
 fn sealer() -> &'static Sealer {
     static SEALER: OnceLock<Sealer> = OnceLock::new();
-    SEALER.get_or_init(|| Sealer::new(subkeys(), REPO, kura::repo::DEFAULT_CHUNKER.max as usize))
+    SEALER.get_or_init(|| Sealer::new(subkeys(), REPO, kura::repository::DEFAULT_CHUNKER.max as usize))
 }
 
 fn subkeys() -> Subkeys {
@@ -145,7 +145,7 @@ fn frame_checks(framed: &[u8]) {
 
 /// `PackHeader::decode_plaintext` and `pack::decode_trailer`; then the rest
 /// read as a whole pack: `pack::open_whole`, and where the sealed header
-/// opens, `pack::check_layout` and `kura::pack::verify_pack` (the fuzzer
+/// opens, `pack::check_layout` and `kura::chunkstore::pack::verify_pack` (the fuzzer
 /// can change blobs and padding under an authentic header). Input:
 /// `blobs_end` u64 LE, then the header plaintext or pack.
 pub fn pack_header(data: &[u8]) {
@@ -193,7 +193,7 @@ fn whole_pack(bytes: &[u8]) {
     if let Err(e) = &layout {
         assert_decode_error(e);
     }
-    match kura::pack::verify_pack(sealer, &PACK_ID, bytes) {
+    match kura::chunkstore::pack::verify_pack(sealer, &PACK_ID, bytes) {
         Ok(verified) => {
             assert!(
                 layout.is_ok(),
@@ -304,7 +304,7 @@ fn check_object_id_derivation() {
         let header = v1_header();
         let object = config::encode(
             &header,
-            &ConfigBody::v1(kura::repo::DEFAULT_CHUNKER),
+            &ConfigBody::v1(kura::repository::DEFAULT_CHUNKER),
             &key(),
         );
         let object_id = *blake3::hash(&header.encode()).as_bytes();
@@ -404,7 +404,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ],
     };
 
-    let body = ConfigBody::v1(kura::repo::DEFAULT_CHUNKER);
+    let body = ConfigBody::v1(kura::repository::DEFAULT_CHUNKER);
     let json = serde_json_body(&body);
 
     vec![

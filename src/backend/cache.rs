@@ -216,7 +216,7 @@ impl CachingBackend {
         };
         let aside = parent.join(format!(
             ".objects-wiped-{}",
-            hex::encode(crate::crypto::random_array::<8>())
+            hex::encode(crate::algorithms::crypto::random_array::<8>())
         ));
         match fs::rename(&self.dir, &aside) {
             Ok(()) => {
@@ -278,7 +278,7 @@ fn write_private(file: &Path, head: &[u8], body: &[u8]) -> io::Result<()> {
     let temp = dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
-        hex::encode(crate::crypto::random_array::<8>())
+        hex::encode(crate::algorithms::crypto::random_array::<8>())
     ));
     let result = fs::OpenOptions::new()
         .write(true)

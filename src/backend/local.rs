@@ -116,7 +116,7 @@ impl Backend for LocalBackend {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let temp = dir.join(format!(
             ".{name}.tmp-{}",
-            hex::encode(crate::crypto::random_array::<8>())
+            hex::encode(crate::algorithms::crypto::random_array::<8>())
         ));
         let result = write_temp(&temp, data).and_then(|()| publish(&temp, &full));
         let _ = fs::remove_file(&temp);

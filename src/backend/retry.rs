@@ -69,7 +69,7 @@ impl RetryPolicy {
             .unwrap_or(u32::MAX);
         let full = self.base_delay.saturating_mul(factor).min(self.max_delay);
         let half = u64::try_from((full / 2).as_nanos()).unwrap_or(u64::MAX);
-        let random = u64::from_le_bytes(crate::crypto::random_array::<8>());
+        let random = u64::from_le_bytes(crate::algorithms::crypto::random_array::<8>());
         full.saturating_sub(Duration::from_nanos(random % half.saturating_add(1)))
     }
 }

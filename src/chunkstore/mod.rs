@@ -28,6 +28,9 @@
 //! and the pack read instead. So a snapshot walked again (ls, restore, the
 //! next backup's parent) reads no tree from the repository.
 
+pub mod index;
+pub mod pack;
+
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::ops::Range;
@@ -37,17 +40,17 @@ use std::thread::JoinHandle;
 
 use rayon::prelude::*;
 
+use crate::algorithms::chunker::{Batch, ChunkStream};
 use crate::backend::{Backend, write_bytes};
-use crate::chunker::{Batch, ChunkStream};
+use crate::chunkstore::index::{BlobLocation, ChunkIndex, write_index_file};
+use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::id::{ChunkId, PackId, RecordId};
-use crate::index::{BlobLocation, ChunkIndex, write_index_file};
-use crate::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
-use crate::repo::Repository;
-use crate::store::Sealer;
+use crate::repository::Repository;
+use crate::repository::sealer::Sealer;
 
 mod read;
 pub use read::read_blob;
@@ -615,7 +618,7 @@ impl<'r> ChunkStore<'r> {
     /// errors.
     pub fn secure_relied(&self, may_resurrect: impl Fn(u64) -> bool) -> Result<SecureReport> {
         let mut report = SecureReport::default();
-        let condemned = crate::records::Condemned::load(self.repo)?;
+        let condemned = crate::repository::records::Condemned::load(self.repo)?;
         self.index.sync(self.repo)?;
         let relied = self.relied_packs();
         let mut doubtful: Vec<PackId> = Vec::new();

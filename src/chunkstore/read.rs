@@ -3,12 +3,12 @@
 //! neighbours in a pack read together.
 
 use super::{COALESCE_GAP, COALESCE_MAX, ChunkStore, TREE_CACHE_BATCH, lock};
+use crate::chunkstore::index::BlobLocation;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::id::ChunkId;
-use crate::index::BlobLocation;
-use crate::repo::Repository;
+use crate::repository::Repository;
 
 impl ChunkStore<'_> {
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.

@@ -9,6 +9,7 @@ use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::snapshot::RawPath;
 use kura::ops::diff::{DiffReport, diff};
 use kura::ops::find::{FindOptions, FindReport, find};
+use kura::repository::snapshots;
 use kura::snapshot;
 
 use super::GlobalArgs;
@@ -134,7 +135,7 @@ pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
     let index = synced_index(&repo)?;
     let filter = args.filter.filter();
     let mut snapshots = if args.snapshots.is_empty() {
-        snapshot::list(&repo)?
+        snapshots::list(&repo)?
     } else {
         args.snapshots
             .iter()

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use kura::ops::forget::{ForgetOptions, forget};
-use kura::retention::{GroupBy, RetentionPolicy, parse_duration};
+use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_duration};
 
 use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;

@@ -80,7 +80,7 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
 }
 
 /// Resolves a unique prefix of a key slot id.
-fn resolve(repo: &kura::repo::Repository, prefix: &str) -> Result<KeySlotId> {
+fn resolve(repo: &kura::repository::Repository, prefix: &str) -> Result<KeySlotId> {
     let matches: Vec<KeySlotId> = repo
         .list_keys()?
         .into_iter()

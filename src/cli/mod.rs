@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, Location, RemoteOptions};
-use kura::crypto::kdf::KdfParams;
-use kura::repo::{InitOptions, Repository};
+use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;
 

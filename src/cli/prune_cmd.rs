@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use kura::ops::check::Subset;
 use kura::ops::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, prune};
-use kura::repo::Repository;
+use kura::repository::Repository;
 
 use super::GlobalArgs;
 use super::snapshot_cmds::{cache_root, synced_index};

@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
 use kura::ops::restore::{RestoreOptions, restore_with_progress};
-use kura::repo::Repository;
+use kura::repository::Repository;
+use kura::repository::snapshots;
 use kura::snapshot;
 
 use super::GlobalArgs;
@@ -116,7 +117,7 @@ pub(super) fn cache_root() -> Option<PathBuf> {
 pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
     let root = cache_root();
     let index = ChunkIndex::open(
-        root.map(|r| kura::index::cache_file(&r, repo.id()))
+        root.map(|r| kura::chunkstore::index::cache_file(&r, repo.id()))
             .as_deref(),
     )?;
     index.sync(repo)?;
@@ -255,7 +256,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
     let filter = filter.filter();
-    let mut all = snapshot::list(&repo)?;
+    let mut all = snapshots::list(&repo)?;
     all.retain(|(_, s)| filter.matches(s));
     if g.json {
         let rows: Vec<_> = all
@@ -305,8 +306,9 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     };
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     if let (Some(image), Some(to)) = (&args.image, &args.to) {
-        let entry = kura::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
-            .ok_or_else(|| not_found("no such path in the snapshot"))?;
+        let entry =
+            kura::snapshot::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
+                .ok_or_else(|| not_found("no such path in the snapshot"))?;
         let bar = Bar::new(!args.quiet && !g.json);
         let written = kura::ops::restore::write_image(&store, &entry, to, &bar);
         bar.finish();
@@ -408,11 +410,11 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
         .unwrap_or_default();
     let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
     if comps.is_empty() {
-        for e in kura::tree::load_directory(&store, &snap.tree_id()?)? {
+        for e in kura::snapshot::tree::load_directory(&store, &snap.tree_id()?)? {
             stack.push((b"/".to_vec(), e));
         }
     } else {
-        let e = kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+        let e = kura::snapshot::tree::lookup(&store, snap.tree_id()?, &comps)?
             .ok_or_else(|| not_found("no such path in the snapshot"))?;
         let mut parent = b"/".to_vec();
         for c in &comps[..comps.len() - 1] {
@@ -460,7 +462,7 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
         if let Payload::Dir(id) = &e.payload {
             let mut sub = path.clone();
             sub.push(b'/');
-            let children = kura::tree::load_directory(&store, id)?;
+            let children = kura::snapshot::tree::load_directory(&store, id)?;
             stack.extend(children.into_iter().rev().map(|c| (sub.clone(), c)));
         }
     }
@@ -487,7 +489,7 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
         None
     } else {
         Some(
-            kura::tree::lookup(&store, snap.tree_id()?, &comps)?
+            kura::snapshot::tree::lookup(&store, snap.tree_id()?, &comps)?
                 .ok_or_else(|| not_found("no such path in the snapshot"))?,
         )
     };
@@ -495,7 +497,7 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
         && let Payload::File(content) = &e.payload
     {
         let mut out = std::io::stdout().lock();
-        return match kura::tree::write_content(&store, content, e.meta.size, &mut out) {
+        return match kura::snapshot::tree::write_content(&store, content, e.meta.size, &mut out) {
             Ok(_) => Ok(()),
             Err(e) if is_broken_pipe(&e) => Ok(()),
             Err(e) => Err(e.into()),

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::AeadKey;
+use crate::algorithms::crypto::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::envelope::{self, ObjectType};
 use crate::format::{ByteReader, frame, unsupported};
@@ -45,14 +45,7 @@ pub struct ConfigHeader {
     pub repo: RepoId,
 }
 
-/// Chunker parameters as recorded in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkerParams {
-    pub min: u32,
-    pub avg: u32,
-    pub max: u32,
-    pub normalization: u8,
-}
+pub use crate::algorithms::chunker::ChunkerParams;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkerConfig {
@@ -195,7 +188,12 @@ impl ConfigHeader {
 
 /// Encodes a whole config object.
 pub fn encode(header: &ConfigHeader, body: &ConfigBody, key: &AeadKey) -> Vec<u8> {
-    encode_with_nonce(header, body, key, &crate::crypto::random_array())
+    encode_with_nonce(
+        header,
+        body,
+        key,
+        &crate::algorithms::crypto::random_array(),
+    )
 }
 
 /// [`encode`] with a chosen nonce; only for test vectors.
@@ -203,7 +201,7 @@ pub fn encode_with_nonce(
     header: &ConfigHeader,
     body: &ConfigBody,
     key: &AeadKey,
-    nonce: &[u8; crate::crypto::NONCE_LEN],
+    nonce: &[u8; crate::algorithms::crypto::NONCE_LEN],
 ) -> Vec<u8> {
     let h = header.encode();
     let json = serde_json::to_vec(body).expect("config body serializes");

@@ -6,7 +6,7 @@
 //! AAD = "KURA" | format_version u16 | object_type u8 | scheme u8 | object_id [32] | repo_id [32]
 //! ```
 
-use crate::crypto::{AeadKey, NONCE_LEN, TAG_LEN, random_array};
+use crate::algorithms::crypto::{AeadKey, NONCE_LEN, TAG_LEN, random_array};
 use crate::error::{Error, Result};
 use crate::format::{FORMAT_VERSION, unsupported};
 use crate::id::{ID_LEN, RepoId};

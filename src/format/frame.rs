@@ -5,7 +5,7 @@
 //! codec u8 (0 raw, 1 zstd) | raw_len u32 | payload
 //! ```
 
-use crate::compress;
+use crate::algorithms::compress;
 use crate::error::{Error, Result};
 use crate::format::ByteReader;
 
@@ -71,7 +71,7 @@ mod tests {
         let data: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let random = crate::crypto::random_array::<4096>();
+        let random = crate::algorithms::crypto::random_array::<4096>();
         assert_eq!(encode(&random, 3)[0], CODEC_RAW);
         assert_eq!(encode(&[0u8; 4096], 3)[0], CODEC_ZSTD);
         assert_eq!(decode(&encode(&data, 3), 4096).unwrap(), data);

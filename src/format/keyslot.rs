@@ -11,8 +11,8 @@
 //! 56  8  created (unix seconds)
 //! ```
 
-use crate::crypto::kdf::KdfParams;
-use crate::crypto::{AeadKey, KEY_LEN, MasterSecret, NONCE_LEN, TAG_LEN, random_array};
+use crate::algorithms::crypto::kdf::KdfParams;
+use crate::algorithms::crypto::{AeadKey, KEY_LEN, MasterSecret, NONCE_LEN, TAG_LEN, random_array};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{ByteReader, unsupported};
 use crate::id::RepoId;

@@ -8,7 +8,7 @@
 //! The header plaintext is padded to `padme(6 + 45 * count)` bytes and the
 //! whole pack to `padme(unpadded length)`.
 
-use crate::crypto::{AeadKey, NONCE_LEN, Subkeys, random_array};
+use crate::algorithms::crypto::{AeadKey, NONCE_LEN, Subkeys, random_array};
 use crate::error::{Error, Result};
 use crate::format::envelope::{self, ObjectType};
 use crate::format::{ByteReader, padme, unsupported};
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn whole_pack_round_trip_and_padding() {
-        let keys = crate::crypto::MasterSecret::from_bytes([3; 32]).subkeys();
+        let keys = crate::algorithms::crypto::MasterSecret::from_bytes([3; 32]).subkeys();
         let key = &keys.metadata;
         let (id, repo) = (PackId([4; 32]), RepoId([5; 32]));
         let h = header(10);

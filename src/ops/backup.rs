@@ -11,19 +11,20 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::chunkstore::index::{ChunkIndex, RebuildReport};
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, PackId, SnapshotId};
-use crate::index::{ChunkIndex, RebuildReport};
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
-use crate::records::Condemned;
-use crate::repo::Repository;
+use crate::repository::Repository;
+use crate::repository::records::Condemned;
+use crate::repository::snapshots;
+use crate::snapshot::tree;
 use crate::source::exclude::{ExcludeOptions, Excluder};
 use crate::source::image::ZeroRunReader;
 use crate::source::{NameCache, data_ranges, read_metadata};
-use crate::{snapshot, tree};
 
 /// Which snapshot unchanged files are taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -474,7 +475,7 @@ pub fn backup_with_progress(
         summary,
         copy_of: None,
     };
-    let id = snapshot::save(repo, &snap)?;
+    let id = snapshots::save(repo, &snap)?;
     Ok(BackupReport {
         snapshot: id,
         parent: parent.map(|(id, _)| id),
@@ -585,8 +586,8 @@ fn find_parent(
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
     match options.parent {
         ParentChoice::None => Ok(None),
-        ParentChoice::Id(id) => Ok(Some((id, snapshot::load(repo, &id)?))),
-        ParentChoice::Latest => Ok(snapshot::list(repo)?
+        ParentChoice::Id(id) => Ok(Some((id, snapshots::load(repo, &id)?))),
+        ParentChoice::Latest => Ok(snapshots::list(repo)?
             .into_iter()
             .rev()
             .find(|(_, s)| s.hostname == options.hostname && s.paths == paths)),

@@ -38,17 +38,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
+use crate::chunkstore::index::{ChunkIndex, read_index_file};
+use crate::chunkstore::pack::verify_pack_blobs;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::IndexFile;
-use crate::format::layout;
 use crate::format::pack::PackHeader;
+use crate::format::prune::PruneRecord;
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::Payload;
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
-use crate::index::{ChunkIndex, read_index_file};
-use crate::pack::{read_header, verify_pack_blobs};
-use crate::repo::Repository;
-use crate::snapshot;
-use crate::tree;
+use crate::repository::Repository;
+use crate::repository::snapshots;
+use crate::snapshot::tree;
 
 /// Which packs `--read-data` reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -155,7 +156,7 @@ impl CheckReport {
 /// errors. Damage is not an error: it is in the report.
 pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let listed: HashMap<PackId, u64> = crate::pack::list_packs(repo)?;
+    let listed: HashMap<PackId, u64> = repo.list_packs()?;
     report.packs = listed.len();
     let files = read_index_files(repo, &mut report)?;
     let records = check_records(repo, &listed, &files, &mut report)?;
@@ -225,10 +226,9 @@ fn walk_snapshots(
         memo: HashMap::new(),
     };
     let mut by_object: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for info in repo.backend().list(layout::SNAPSHOTS_DIR)? {
-        let id = layout::parse_snapshot_path(&info.path)?;
+    for id in repo.list::<Snapshot>()? {
         report.snapshots += 1;
-        let root = match snapshot::load(repo, &id).and_then(|s| s.tree_id()) {
+        let root = match snapshots::load(repo, &id).and_then(|s| s.tree_id()) {
             Ok(root) => root,
             Err(e) if is_damage(&e) => {
                 report
@@ -264,9 +264,8 @@ fn walk_snapshots(
 /// from orphans.
 fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     let mut condemned = HashSet::new();
-    for info in repo.backend().list(layout::PRUNE_DIR)? {
-        let id = layout::parse_record_path(&info.path)?;
-        match crate::records::load(repo, &id) {
+    for id in repo.list::<PruneRecord>()? {
+        match crate::repository::records::load(repo, &id) {
             Ok(r) => condemned.extend(r.condemned.iter().map(|(p, _)| *p)),
             Err(e) if is_damage(&e) => {
                 report
@@ -335,8 +334,7 @@ fn read_index_files_once(
     vanished_is_error: bool,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
     let mut files = Vec::new();
-    for info in repo.backend().list(layout::INDEX_DIR)? {
-        let id = layout::parse_index_path(&info.path)?;
+    for id in repo.list::<IndexFile>()? {
         report.index_files += 1;
         match read_index_file(repo, &id) {
             Ok(f) => files.push((id, f)),
@@ -389,7 +387,7 @@ fn check_records(
                 )),
                 Some(&size) => {
                     if let Entry::Vacant(slot) = headers.entry(pack.id) {
-                        slot.insert(match read_header(repo, &pack.id, size) {
+                        slot.insert(match repo.read_pack_header(&pack.id, size) {
                             Ok(h) => Ok(h),
                             Err(e) if is_damage(&e) => Err(e.to_string()),
                             Err(e) => return Err(e),
@@ -517,13 +515,12 @@ fn read_packs(
     // As many packs in flight as the backend suggests (two locally, more
     // over a network).
     let results: Vec<(PackId, u64, PackOutcome)> =
-        super::with_io_threads(repo.backend().concurrency(), || {
+        super::with_io_threads(repo.io_concurrency(), || {
             Ok(chosen
                 .par_iter()
                 .map(|(id, size)| {
                     let outcome = repo
-                        .backend()
-                        .read(&layout::pack_path(id), None)
+                        .read_pack(id, None)
                         .and_then(|bytes| verify_pack_blobs(repo.sealer(), id, &bytes))
                         .map(|(_, bad)| bad);
                     (*id, *size, outcome)

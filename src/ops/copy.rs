@@ -80,18 +80,19 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::chunkstore::index::ChunkIndex;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport, StoreStats};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::pack::PackKind;
 use crate::format::snapshot::{CopyOf, Snapshot};
 use crate::format::tree::{Extent, Payload};
 use crate::id::{ChunkId, RepoId, SnapshotId};
-use crate::index::ChunkIndex;
 use crate::ops::backup::{Started, commit_check, writing_store};
 use crate::ops::progress::{NoProgress, Progress};
-use crate::repo::Repository;
-use crate::snapshot::{self, Filter};
-use crate::tree;
+use crate::repository::Repository;
+use crate::repository::snapshots;
+use crate::snapshot::Filter;
+use crate::snapshot::tree;
 
 /// Data chunks read from the source at once (in parallel); with
 /// [`READ_AHEAD_BYTES`] it bounds the plaintext held in memory.
@@ -239,7 +240,7 @@ pub fn copy_with_progress(
             copy_of: Some(original.clone()),
             ..snap
         };
-        let new = snapshot::save(target, &copy)?;
+        let new = snapshots::save(target, &copy)?;
         tracing::debug!(source = %id, target = %new, "copy: snapshot written");
         copies.insert(original, new);
         report.copied.push(CopiedSnapshot {
@@ -270,7 +271,7 @@ fn plan(
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(Vec<Pending>, HashMap<CopyOf, SnapshotId>)> {
-    let copies: HashMap<CopyOf, SnapshotId> = snapshot::list(target)?
+    let copies: HashMap<CopyOf, SnapshotId> = snapshots::list(target)?
         .into_iter()
         .map(|(id, s)| (original_of(target.id(), &id, &s), id))
         .collect();
@@ -291,14 +292,14 @@ fn plan(
 /// The source snapshots chosen by `options`, oldest first.
 fn select(source: &Repository, options: &CopyOptions) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut chosen = if options.snapshots.is_empty() {
-        snapshot::list(source)?
+        snapshots::list(source)?
     } else {
         let mut ids = options.snapshots.clone();
         ids.sort();
         ids.dedup();
         let mut named = ids
             .into_iter()
-            .map(|id| Ok((id, snapshot::load(source, &id)?)))
+            .map(|id| Ok((id, snapshots::load(source, &id)?)))
             .collect::<Result<Vec<_>>>()?;
         named.sort_by_key(|(id, s)| (s.time, *id));
         named
@@ -323,7 +324,7 @@ fn parent_copy(
     let Some(id) = snap.parent_id()? else {
         return Ok(None);
     };
-    match snapshot::load(source, &id) {
+    match snapshots::load(source, &id) {
         Ok(parent) => Ok(copies.get(&original_of(source.id(), &id, &parent)).copied()),
         // Forgotten, or damaged: the copy has no parent.
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => Ok(None),

@@ -10,7 +10,7 @@ use crate::chunkstore::ChunkStore;
 use crate::error::Result;
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
-use crate::tree;
+use crate::snapshot::tree;
 
 /// How a path differs between the old and the new snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

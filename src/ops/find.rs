@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{EntryType, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
-use crate::tree;
+use crate::snapshot::tree;
 
 /// What to look for.
 #[derive(Debug, Clone, Default)]

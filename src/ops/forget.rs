@@ -7,11 +7,12 @@
 //! disappears mid-backup only costs re-reading files.
 
 use crate::error::Result;
-use crate::format::layout;
+use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
-use crate::repo::Repository;
-use crate::retention::{Decision, GroupBy, RetentionPolicy, decide};
-use crate::snapshot::{self, Filter};
+use crate::repository::Repository;
+use crate::repository::snapshots;
+use crate::snapshot::Filter;
+use crate::snapshot::retention::{Decision, GroupBy, RetentionPolicy, decide};
 
 /// What to forget.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +41,7 @@ pub struct ForgetReport {
 /// and delete errors (snapshots deleted before the error stay deleted; the
 /// rest stay).
 pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport> {
-    let snapshots: Vec<_> = snapshot::list(repo)?
+    let snapshots: Vec<_> = snapshots::list(repo)?
         .into_iter()
         .filter(|(_, s)| options.filter.matches(s))
         .collect();
@@ -48,7 +49,7 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
     let mut removed = Vec::new();
     if !options.dry_run {
         for d in decisions.iter().filter(|d| !d.keep) {
-            repo.backend().delete(&layout::snapshot_path(&d.id))?;
+            repo.delete::<Snapshot>(&d.id)?;
             removed.push(d.id);
         }
     }

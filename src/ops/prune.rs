@@ -17,19 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
-use crate::backend::write_bytes;
+use crate::chunkstore::index::{BlobLocation, ChunkIndex, read_index_file, write_index_file_as};
+use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
-use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::format::prune::PruneRecord;
 use crate::format::tree::{Content, Extent, Payload, TreeBlob};
 use crate::id::{ChunkId, IndexId, PackId, RecordId};
-use crate::index::{BlobLocation, ChunkIndex, read_index_file, write_index_file_as};
-use crate::pack::{FinishedPack, Packer, PackerOptions, read_header, verify_pack};
-use crate::records;
-use crate::repo::Repository;
-use crate::snapshot;
+use crate::repository::Repository;
+use crate::repository::records;
+use crate::repository::snapshots;
 
 /// Default grace period: one hour (format-spec/12, assumption A1).
 pub const DEFAULT_GRACE: u64 = 3600;
@@ -203,8 +201,7 @@ struct IndexState {
 
 fn read_index_state(repo: &Repository) -> Result<IndexState> {
     let mut files = Vec::new();
-    for info in repo.backend().list(layout::INDEX_DIR)? {
-        let id = layout::parse_index_path(&info.path)?;
+    for id in repo.list::<IndexFile>()? {
         let file = read_index_file(repo, &id)
             .map_err(|e| e.context("prune reads every index file before it changes anything"))?;
         files.push((id, file));
@@ -253,7 +250,7 @@ impl Marker<'_> {
             for (pack, size) in &self.unindexed {
                 // A pack already deleted, or one whose header does not
                 // authenticate, cannot serve.
-                let header = match read_header(self.repo, pack, *size) {
+                let header = match self.repo.read_pack_header(pack, *size) {
                     Ok(h) => h,
                     Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
                         continue;
@@ -409,8 +406,8 @@ pub fn prune(
         .collect();
     let reference = ripe.iter().map(|(_, r)| r).max_by_key(|r| r.created);
     let state = read_index_state(repo)?;
-    let snapshot_ids = snapshot::list_ids(repo)?;
-    let listed: HashMap<PackId, u64> = crate::pack::list_packs(repo)?;
+    let snapshot_ids = snapshots::list_ids(repo)?;
+    let listed: HashMap<PackId, u64> = repo.list_packs()?;
     index.sync(repo)?;
 
     // Which packs the current index files name, and which are exempt.
@@ -452,7 +449,7 @@ pub fn prune(
         needed: HashSet::new(),
     };
     for id in &snapshot_ids {
-        let snap = snapshot::load(repo, id)
+        let snap = snapshots::load(repo, id)
             .map_err(|e| e.context("prune reads every snapshot before it changes anything"))?;
         report.snapshots += 1;
         marker.walk(&snap.tree_id()?)?;
@@ -590,7 +587,7 @@ pub fn prune(
     for p in resurrect.iter().chain(&adopt) {
         // Needed packs were read during marking, so they were listed.
         let Some(&size) = listed.get(p) else { continue };
-        let header = read_header(repo, p, size)?;
+        let header = repo.read_pack_header(p, size)?;
         extra.push(IndexedPack {
             id: *p,
             kind: header.kind,
@@ -723,13 +720,13 @@ pub fn prune(
             report.index_files_written += 1;
         }
         for id in &superseded {
-            repo.backend().delete(&layout::index_path(id))?;
+            repo.delete::<IndexFile>(id)?;
             report.index_files_deleted += 1;
         }
     }
     report.index_files_written += new_files.len();
     for id in &state.leftovers {
-        repo.backend().delete(&layout::index_path(id))?;
+        repo.delete::<IndexFile>(id)?;
         report.index_files_deleted += 1;
     }
 
@@ -742,12 +739,12 @@ pub fn prune(
         }
     }
     for (p, size) in &to_delete {
-        repo.backend().delete(&layout::pack_path(p))?;
+        repo.delete_pack(p)?;
         report.deleted_packs += 1;
         report.freed_bytes += size;
     }
     for (id, _) in &ripe {
-        repo.backend().delete(&layout::record_path(id))?;
+        repo.delete::<PruneRecord>(id)?;
         report.records_swept += 1;
     }
     // Temporary files of writers killed mid-write: with no backup running
@@ -757,7 +754,7 @@ pub fn prune(
     } else {
         Duration::from_secs(options.grace.max(TEMPORARY_AGE))
     };
-    report.temporaries_removed = repo.backend().remove_stale_temporaries(age)?;
+    report.temporaries_removed = repo.remove_stale_temporaries(age)?;
     index.persist()?;
     Ok(report)
 }
@@ -791,11 +788,7 @@ fn repack_packs(
     // Each full pack is written at once, so memory holds the open packs
     // and one pack being read, whatever the amount repacked.
     let mut write = |pack: FinishedPack, report: &mut PruneReport| -> Result<()> {
-        write_bytes(
-            repo.backend().as_ref(),
-            &layout::pack_path(&pack.id),
-            &pack.bytes,
-        )?;
+        repo.write_pack(&pack.id, &pack.bytes)?;
         report.new_pack_bytes += pack.bytes.len() as u64;
         out.push(IndexedPack {
             id: pack.id,
@@ -808,8 +801,7 @@ fn repack_packs(
     let mut copied: HashSet<ChunkId> = HashSet::new();
     for (p, u) in repack {
         let bytes = match repo
-            .backend()
-            .read(&layout::pack_path(p), None)
+            .read_pack(p, None)
             .and_then(|b| verify_pack(sealer, p, &b).map(|h| (b, h)))
         {
             Ok(x) => x,

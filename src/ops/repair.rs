@@ -36,19 +36,19 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::chunkstore::index::{ChunkIndex, write_index_file};
+use crate::chunkstore::pack::verify_pack;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
-use crate::format::layout;
 use crate::format::pack::PackKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Payload};
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
-use crate::index::{ChunkIndex, write_index_file};
 use crate::ops::backup::{Started, commit_check};
-use crate::pack::{read_header, verify_pack};
-use crate::repo::Repository;
-use crate::{snapshot, tree};
+use crate::repository::Repository;
+use crate::repository::snapshots;
+use crate::snapshot::tree;
 
 /// Packs per new index file (far below the decoder's size limit).
 const PACKS_PER_FILE: usize = 256;
@@ -82,28 +82,23 @@ pub fn repair_index(
     index: &ChunkIndex,
     options: &RepairIndexOptions,
 ) -> Result<RepairIndexReport> {
-    let old: Vec<IndexId> = repo
-        .backend()
-        .list(layout::INDEX_DIR)?
-        .iter()
-        .map(|i| layout::parse_index_path(&i.path))
-        .collect::<Result<_>>()?;
+    let old: Vec<IndexId> = repo.list::<IndexFile>()?;
     let mut report = RepairIndexReport::default();
     let mut good = Vec::new();
-    for info in repo.backend().list(layout::DATA_DIR)? {
-        let id = layout::parse_pack_path(&info.path)?;
+    let mut listed: Vec<(PackId, u64)> = repo.list_packs()?.into_iter().collect();
+    listed.sort_unstable();
+    for (id, size) in listed {
         let header = if options.read_data {
-            repo.backend()
-                .read(&info.path, None)
+            repo.read_pack(&id, None)
                 .and_then(|bytes| verify_pack(repo.sealer(), &id, &bytes))
         } else {
-            read_header(repo, &id, info.size)
+            repo.read_pack_header(&id, size)
         };
         match header {
             Ok(h) => good.push(IndexedPack {
                 id,
                 kind: h.kind,
-                size: info.size,
+                size,
                 entries: h.entries,
             }),
             Err(e) if matches!(e.kind(), crate::ErrorKind::Corrupt) => {
@@ -146,7 +141,7 @@ pub fn repair_index(
         report.index_files_written += 1;
     }
     for id in &old {
-        repo.backend().delete(&layout::index_path(id))?;
+        repo.delete::<IndexFile>(id)?;
         report.index_files_deleted += 1;
     }
     index.sync(repo)?;
@@ -224,7 +219,7 @@ pub fn repair_snapshots(
     index: &ChunkIndex,
     options: &RepairSnapshotsOptions,
 ) -> Result<RepairSnapshotsReport> {
-    let listed: HashSet<PackId> = crate::pack::list_packs(repo)?.into_keys().collect();
+    let listed: HashSet<PackId> = repo.list_packs()?.into_keys().collect();
     let started = Started::now();
     // Trees come from the repository only: what is lost there is what a
     // repair must see, whatever this machine's cache still holds.
@@ -235,7 +230,7 @@ pub fn repair_snapshots(
     let store = ChunkStore::new(repo, index, store_options);
     store.distrust(index.distrusted_packs(&listed)?);
     let mut ids = if options.snapshots.is_empty() {
-        snapshot::list_ids(repo)?
+        snapshots::list_ids(repo)?
     } else {
         options.snapshots.clone()
     };
@@ -268,7 +263,7 @@ pub fn repair_snapshots(
         let existing = if plans.is_empty() {
             Vec::new()
         } else {
-            snapshot::list(repo)?
+            snapshots::list(repo)?
         };
         for plan in &mut plans {
             commit(repo, &existing, plan)?;
@@ -303,7 +298,7 @@ fn plan_repair(
         },
         replacement: None,
     };
-    let snap = match snapshot::load(repo, &id) {
+    let snap = match snapshots::load(repo, &id) {
         Ok(s) => s,
         Err(e) if e.kind() == ErrorKind::Corrupt => {
             return Ok(Some(removed(format!(
@@ -349,11 +344,11 @@ fn commit(repo: &Repository, existing: &[(SnapshotId, Snapshot)], plan: &mut Pla
             .map(|(id, _)| *id);
         let id = match written {
             Some(id) => id,
-            None => snapshot::save(repo, new)?,
+            None => snapshots::save(repo, new)?,
         };
         plan.repair.action = SnapshotAction::Replaced(Some(id));
     }
-    repo.backend().delete(&layout::snapshot_path(&old))
+    repo.delete::<Snapshot>(&old)
 }
 
 /// A tree as repaired: the id to refer to instead, and what was dropped

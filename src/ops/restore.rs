@@ -33,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Entry, Extent, Payload};
 use crate::id::ChunkId;
 use crate::ops::progress::{NoProgress, Progress};
-use crate::tree;
+use crate::snapshot::tree;
 
 /// Where and what to restore.
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
-use crate::tree;
+use crate::snapshot::tree;
 
 /// What to dump.
 #[derive(Debug, Clone, Default)]

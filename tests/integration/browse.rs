@@ -229,8 +229,8 @@ fn find_lists_matches_per_snapshot() {
 #[test]
 fn find_walks_a_shared_subtree_once() {
     use kura::backend::{Backend, LocalBackend};
+    use kura::chunkstore::index::ChunkIndex;
     use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
-    use kura::index::ChunkIndex;
     use kura::ops::find::{FindOptions, find};
     use std::sync::Arc;
 
@@ -245,11 +245,11 @@ fn find_walks_a_shared_subtree_once() {
     r.backup(&[&src], &[]);
 
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(r.repo.clone()));
-    let repo = kura::repo::Repository::open(backend, b"pw").unwrap();
+    let repo = kura::repository::Repository::open(backend, b"pw").unwrap();
     let index = ChunkIndex::open(None).unwrap();
     index.sync(&repo).unwrap();
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let snapshots = kura::snapshot::list(&repo).unwrap();
+    let snapshots = kura::repository::snapshots::list(&repo).unwrap();
     let options = FindOptions {
         patterns: vec!["f.txt".into()],
     };

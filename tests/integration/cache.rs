@@ -14,15 +14,16 @@ use kura::backend::cache::object_cache_dir;
 use kura::backend::{
     Backend, CachingBackend, MemoryBackend, ObjectInfo, conformance, decorate_remote,
 };
+use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::layout;
 use kura::format::pack::PackKind;
 use kura::format::tree::Payload;
 use kura::id::ChunkId;
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
 use kura::ops::restore::{RestoreOptions, restore};
-use kura::repo::Repository;
+use kura::repository::Repository;
+use kura::repository::snapshots;
 use kura::{ErrorKind, snapshot};
 
 use crate::common::{PASSWORD, describe, memory_repo, pseudo_random, text_like};
@@ -120,7 +121,7 @@ fn backup_of(repo: &Repository, index: &ChunkIndex, src: &Path) -> ChunkId {
         ..BackupOptions::default()
     };
     let report = backup(repo, index, &options).unwrap();
-    snapshot::load(repo, &report.snapshot)
+    snapshots::load(repo, &report.snapshot)
         .unwrap()
         .tree_id()
         .unwrap()
@@ -135,12 +136,10 @@ fn open_cached(backend: Arc<dyn Backend>, cache_root: &Path) -> Repository {
 
 /// The paths of the repository's tree packs.
 fn tree_packs(repo: &Repository) -> HashSet<String> {
-    kura::pack::list_packs(repo)
+    repo.list_packs()
         .unwrap()
         .into_iter()
-        .filter(|(id, size)| {
-            kura::pack::read_header(repo, id, *size).unwrap().kind == PackKind::Tree
-        })
+        .filter(|(id, size)| repo.read_pack_header(id, *size).unwrap().kind == PackKind::Tree)
         .map(|(id, _)| layout::pack_path(&id))
         .collect()
 }
@@ -150,7 +149,7 @@ fn walk(store: &ChunkStore<'_>, root: &ChunkId) -> usize {
     let mut entries = 0;
     let mut stack = vec![*root];
     while let Some(id) = stack.pop() {
-        for e in kura::tree::load_directory(store, &id).unwrap() {
+        for e in kura::snapshot::tree::load_directory(store, &id).unwrap() {
             entries += 1;
             if let Payload::Dir(sub) = e.payload {
                 stack.push(sub);
@@ -180,14 +179,14 @@ fn a_second_snapshot_listing_reads_no_snapshot_object() {
     let cache = dir.path().join("cache");
 
     let first = open_cached(counting.clone(), &cache);
-    assert_eq!(snapshot::list(&first).unwrap().len(), 2);
+    assert_eq!(snapshots::list(&first).unwrap().len(), 2);
     assert_eq!(counting.whole("snapshots"), 2);
     assert_eq!(counting.whole("keys"), 1);
     drop(first);
 
     counting.reset();
     let second = open_cached(counting.clone(), &cache);
-    let listed = snapshot::list(&second).unwrap();
+    let listed = snapshots::list(&second).unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(
         counting.whole("snapshots"),
@@ -208,20 +207,20 @@ fn a_deleted_snapshot_is_not_served_from_the_cache_after_a_listing() {
     let (memory, dir) = two_snapshots();
     let cache = dir.path().join("cache");
     let repo = open_cached(memory.clone(), &cache);
-    let ids = snapshot::list_ids(&repo).unwrap();
-    snapshot::list(&repo).unwrap(); // caches both
+    let ids = snapshots::list_ids(&repo).unwrap();
+    snapshots::list(&repo).unwrap(); // caches both
     let gone = layout::snapshot_path(&ids[0]);
     let cached_copy = object_cache_dir(&cache, LOCATION).join(&gone);
     assert!(cached_copy.exists());
 
     memory.delete(&gone).unwrap(); // another client's forget
-    assert_eq!(snapshot::list(&repo).unwrap().len(), 1);
+    assert_eq!(snapshots::list(&repo).unwrap().len(), 1);
     let err = repo.backend().read(&gone, None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(!cached_copy.exists(), "the listing evicted it");
 
     let again = open_cached(memory, &cache);
-    assert_eq!(snapshot::list(&again).unwrap().len(), 1);
+    assert_eq!(snapshots::list(&again).unwrap().len(), 1);
 }
 
 #[test]
@@ -229,7 +228,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     let (memory, dir) = two_snapshots();
     let counting = Counting::new(memory);
     let cache = dir.path().join("cache");
-    let want = snapshot::list(&open_cached(counting.clone(), &cache)).unwrap();
+    let want = snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
     let victim = object_cache_dir(&cache, LOCATION).join(layout::snapshot_path(&want[0].0));
     let mut bytes = fs::read(&victim).unwrap();
     let last = bytes.len() - 1;
@@ -237,7 +236,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     fs::write(&victim, &bytes).unwrap();
 
     counting.reset();
-    let got = snapshot::list(&open_cached(counting.clone(), &cache)).unwrap();
+    let got = snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
     assert_eq!(
         got, want,
         "the damage did not reach the repository's reader"
@@ -249,7 +248,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     );
 
     counting.reset();
-    snapshot::list(&open_cached(counting.clone(), &cache)).unwrap();
+    snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
     assert_eq!(
         counting.whole("snapshots"),
         0,
@@ -261,8 +260,8 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
 fn a_replaced_repository_at_the_same_location_empties_the_cache() {
     let (old, dir) = two_snapshots();
     let cache = dir.path().join("cache");
-    let old_ids = snapshot::list_ids(&open_cached(old.clone(), &cache)).unwrap();
-    snapshot::list(&open_cached(old, &cache)).unwrap();
+    let old_ids = snapshots::list_ids(&open_cached(old.clone(), &cache)).unwrap();
+    snapshots::list(&open_cached(old, &cache)).unwrap();
     let objects = object_cache_dir(&cache, LOCATION);
     assert!(objects.join(layout::snapshot_path(&old_ids[0])).exists());
 
@@ -288,7 +287,7 @@ fn a_replaced_repository_at_the_same_location_empties_the_cache() {
         .map(|o| o.path)
         .collect();
     assert_eq!(cached_keys, new_keys, "only the new key slot is cached");
-    assert_eq!(snapshot::list(&repo).unwrap().len(), 1);
+    assert_eq!(snapshots::list(&repo).unwrap().len(), 1);
 }
 
 #[test]

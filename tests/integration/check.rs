@@ -13,16 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kura::backend::{Backend, LocalBackend};
+use kura::chunkstore::index::{ChunkIndex, write_index_file};
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::index::{IndexFile, IndexedPack};
 use kura::format::layout;
 use kura::format::pack::{PackEntry, PackKind};
 use kura::format::tree::{Content, Extent, Payload};
 use kura::id::{ChunkId, PackId, SnapshotId};
-use kura::index::{ChunkIndex, write_index_file};
 use kura::ops::check::{CheckOptions, Subset, check};
-use kura::pack::read_header;
-use kura::repo::Repository;
+use kura::repository::Repository;
 
 use crate::common::{CliRepo, kura_env, pseudo_random, stderr};
 
@@ -77,7 +76,7 @@ pub fn two_snapshots() -> Damaged {
         .find(|p| {
             let id = PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
             let size = fs::metadata(p).unwrap().len();
-            read_header(&repo, &id, size).unwrap().kind == PackKind::Data
+            repo.read_pack_header(&id, size).unwrap().kind == PackKind::Data
         })
         .unwrap()
         .clone();
@@ -123,13 +122,14 @@ pub fn entry_at(
     path: &Path,
 ) -> kura::format::tree::Entry {
     let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
-    let snap = kura::snapshot::load(repo, &SnapshotId::from_hex(snapshot).unwrap()).unwrap();
+    let snap =
+        kura::repository::snapshots::load(repo, &SnapshotId::from_hex(snapshot).unwrap()).unwrap();
     let comps: Vec<Vec<u8>> = path
         .components()
         .skip(1)
         .map(|c| c.as_os_str().as_bytes().to_vec())
         .collect();
-    kura::tree::lookup(&store, snap.tree_id().unwrap(), &comps)
+    kura::snapshot::tree::lookup(&store, snap.tree_id().unwrap(), &comps)
         .unwrap()
         .unwrap()
 }
@@ -653,7 +653,7 @@ fn a_stale_index_record_past_a_packs_end_is_named_and_repair_index_drops_it() {
     let (repo, index) = open_library(&d);
     let pack = PackId::from_hex(d.second_data_pack.file_name().unwrap().to_str().unwrap()).unwrap();
     let size = fs::metadata(&d.second_data_pack).unwrap().len();
-    let header = read_header(&repo, &pack, size).unwrap();
+    let header = repo.read_pack_header(&pack, size).unwrap();
     // A record of the pack that claims one more blob, past its real end:
     // a copy of old.bin's first chunk, which the first backup stored
     // elsewhere.

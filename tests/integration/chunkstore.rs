@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, MemoryBackend};
+use kura::chunkstore::index::ChunkIndex;
+use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions};
 use kura::id::PackId;
-use kura::index::ChunkIndex;
-use kura::pack::PackerOptions;
-use kura::repo::Repository;
+use kura::repository::Repository;
 
 use crate::common::{PASSWORD, fast_options, memory_repo, pseudo_random, text_like};
 
@@ -280,8 +280,8 @@ fn a_crash_at_any_operation_of_a_flush_leaves_a_readable_repository() {
 
 #[test]
 fn an_index_file_that_supersedes_another_hides_it() {
+    use kura::chunkstore::index::{read_index_file, write_index_file};
     use kura::format::index::IndexFile;
-    use kura::index::{read_index_file, write_index_file};
     let (backend, repo) = memory_repo();
     let opts = ChunkStoreOptions {
         index_every: 1000,

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, MemoryBackend};
-use kura::crypto::kdf::KdfParams;
-use kura::repo::{InitOptions, Repository};
+use kura::repository::{InitOptions, Repository};
 
 pub const PASSWORD: &[u8] = b"correct horse battery staple";
 

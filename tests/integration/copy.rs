@@ -16,20 +16,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kura::ErrorKind;
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, LocalBackend, MemoryBackend, write_bytes};
+use kura::chunkstore::index::ChunkIndex;
+use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::config::ChunkerParams;
 use kura::format::snapshot::{CopyOf, Snapshot};
 use kura::format::tree::Payload;
 use kura::id::SnapshotId;
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
 use kura::ops::check::{CheckOptions, Subset, check};
 use kura::ops::copy::{CopyOptions, CopyReport, copy};
 use kura::ops::repair::RepairSnapshotsOptions;
 use kura::ops::restore::{RestoreOptions, restore};
-use kura::pack::PackerOptions;
-use kura::repo::{InitOptions, Repository};
-use kura::snapshot::{self, Filter};
+use kura::repository::snapshots;
+use kura::repository::{InitOptions, Repository};
+use kura::snapshot::Filter;
 
 use crate::common::{
     CliRepo, PASSWORD, all_objects, describe, fast_options, kura, kura_env, pseudo_random, stderr,
@@ -242,7 +243,7 @@ fn restored(
 ) -> HashMap<PathBuf, String> {
     let index = synced(repo, None);
     let store = ChunkStore::new(repo, &index, ChunkStoreOptions::default());
-    let root = snapshot::load(repo, id).unwrap().tree_id().unwrap();
+    let root = snapshots::load(repo, id).unwrap().tree_id().unwrap();
     restore(
         &store,
         &root,
@@ -260,7 +261,7 @@ fn restored(
 /// The target's snapshots by the source snapshot they copy.
 fn copies(target: &Repository) -> HashMap<SnapshotId, (SnapshotId, Snapshot)> {
     let mut out = HashMap::new();
-    for (id, s) in snapshot::list(target).unwrap() {
+    for (id, s) in snapshots::list(target).unwrap() {
         let of = s.copy_of.as_ref().expect("a copy names its original");
         let source = SnapshotId::from_hex(&of.snapshot).unwrap();
         assert!(
@@ -280,17 +281,19 @@ fn extent_lengths(
     use std::os::unix::ffi::OsStrExt;
     let index = synced(repo, None);
     let store = ChunkStore::new(repo, &index, ChunkStoreOptions::default());
-    let root = snapshot::load(repo, id).unwrap().tree_id().unwrap();
+    let root = snapshots::load(repo, id).unwrap().tree_id().unwrap();
     let comps: Vec<Vec<u8>> = path
         .components()
         .skip(1)
         .map(|c| c.as_os_str().as_bytes().to_vec())
         .collect();
-    let entry = kura::tree::lookup(&store, root, &comps).unwrap().unwrap();
+    let entry = kura::snapshot::tree::lookup(&store, root, &comps)
+        .unwrap()
+        .unwrap();
     let Payload::File(content) = &entry.payload else {
         panic!("not a file")
     };
-    let extents = kura::tree::load_extents(&store, content, entry.meta.size).unwrap();
+    let extents = kura::snapshot::tree::load_extents(&store, content, entry.meta.size).unwrap();
     extents
         .iter()
         .filter_map(|e| match e {
@@ -384,7 +387,7 @@ fn a_copy_restores_byte_identical_and_keeps_chunk_boundaries() {
                 .iter()
                 .any(|c| c.source == src_id && c.target == Some(*tgt_id))
         );
-        let orig = snapshot::load(&p.source, &src_id).unwrap();
+        let orig = snapshots::load(&p.source, &src_id).unwrap();
         // Every member is kept but the tree, the parent and copy_of.
         let mut want = orig.clone();
         want.tree.clone_from(&tgt.tree);
@@ -448,7 +451,7 @@ fn a_second_copy_copies_nothing_and_reads_no_data() {
         back.copied.is_empty() && back.already_copied.len() == 2,
         "{back:?}"
     );
-    assert_eq!(snapshot::list_ids(&p.source).unwrap().len(), 2);
+    assert_eq!(snapshots::list_ids(&p.source).unwrap().len(), 2);
 }
 
 #[test]
@@ -461,7 +464,7 @@ fn a_copy_after_a_new_backup_reads_and_sends_only_new_chunks() {
 
     change_tree(&p.src);
     let second = backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
-    let new_source_chunks = snapshot::load(&p.source, &second)
+    let new_source_chunks = snapshots::load(&p.source, &second)
         .unwrap()
         .summary
         .chunks_new;
@@ -565,12 +568,12 @@ fn a_repaired_copy_is_copied_again_whole() {
     let first = backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
     p.copy(&CopyOptions::default());
     // Lose a data pack of the target and repair its snapshot.
-    let packs = kura::pack::list_packs(&p.target).unwrap();
+    let packs = p.target.list_packs().unwrap();
     let index = synced(&p.target, None);
     let data_pack = packs
         .keys()
         .find(|id| {
-            let header = kura::pack::read_header(&p.target, id, packs[id]).unwrap();
+            let header = p.target.read_pack_header(id, packs[id]).unwrap();
             header.kind == kura::format::pack::PackKind::Data
         })
         .copied()
@@ -583,13 +586,13 @@ fn a_repaired_copy_is_copied_again_whole() {
         kura::ops::repair::repair_snapshots(&p.target, &index, &RepairSnapshotsOptions::default())
             .unwrap();
     assert_eq!(repair.repaired.len(), 1);
-    let repaired = snapshot::list(&p.target).unwrap();
+    let repaired = snapshots::list(&p.target).unwrap();
     assert_eq!(repaired.len(), 1);
     assert_eq!(repaired[0].1.copy_of, None, "a repaired copy is no copy");
 
     let report = p.copy(&CopyOptions::default());
     assert_eq!(report.copied.len(), 1, "{report:?}");
-    let copy = &snapshot::list(&p.target)
+    let copy = &snapshots::list(&p.target)
         .unwrap()
         .into_iter()
         .find(|(_, s)| s.copy_of.is_some())

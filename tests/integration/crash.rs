@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, LocalBackend, MemoryBackend, write_bytes};
+use kura::chunkstore::index::ChunkIndex;
+use kura::chunkstore::pack::{PackerOptions, verify_pack};
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::config::ChunkerParams;
 use kura::format::layout;
 use kura::id::SnapshotId;
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, BackupReport, backup};
 use kura::ops::check::{CheckOptions, CheckReport, Subset, check};
 use kura::ops::restore::{RestoreOptions, restore};
-use kura::pack::{PackerOptions, verify_pack};
-use kura::repo::{InitOptions, Repository};
-use kura::snapshot;
+use kura::repository::snapshots;
+use kura::repository::{InitOptions, Repository};
 
 use crate::common::{
     BIN, CliRepo, PASSWORD, all_objects, describe, fast_options, init, kura_env, pseudo_random,
@@ -60,7 +60,7 @@ pub fn verify_repository(path: &Path, password: &[u8], scratch: &Path) -> usize 
     }
     let index = ChunkIndex::open(None).unwrap();
     index.sync(&repo).expect("index files authenticate");
-    let snaps = snapshot::list(&repo).unwrap();
+    let snaps = snapshots::list(&repo).unwrap();
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     for (i, (id, snap)) in snaps.iter().enumerate() {
         let target = scratch.join(format!("verify-{i}"));
@@ -470,7 +470,7 @@ impl CrashBed {
         };
         let target = self.work(&format!("restore-{id}"));
         let store = ChunkStore::new(repo, index, ChunkStoreOptions::default());
-        let root = snapshot::load(repo, id).unwrap().tree_id().unwrap();
+        let root = snapshots::load(repo, id).unwrap().tree_id().unwrap();
         restore(
             &store,
             &root,
@@ -498,7 +498,7 @@ impl CrashBed {
         assert!(!stale.is_empty().unwrap(), "{label}: the run's cache opens");
         stale.sync(&repo).unwrap();
         assert_clean(&repo, &stale, &format!("{label}, the run's cache"));
-        let ids = snapshot::list_ids(&repo).unwrap();
+        let ids = snapshots::list_ids(&repo).unwrap();
         assert!(ids.contains(&self.first), "{label}: first snapshot kept");
         assert!(ids.len() <= 2, "{label}: {} snapshots", ids.len());
         for id in &ids {

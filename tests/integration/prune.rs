@@ -8,17 +8,17 @@ use std::sync::Arc;
 
 use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, MemoryBackend, write_bytes};
+use kura::chunkstore::index::ChunkIndex;
+use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::layout;
 use kura::id::SnapshotId;
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
 use kura::ops::check::{CheckOptions, Subset, check};
 use kura::ops::prune::{PruneOptions, PruneReport, prune};
 use kura::ops::restore::{RestoreOptions, restore};
-use kura::pack::PackerOptions;
-use kura::repo::Repository;
-use kura::snapshot;
+use kura::repository::Repository;
+use kura::repository::snapshots;
 
 use crate::common::{PASSWORD, all_objects, describe, fast_options, pseudo_random};
 
@@ -156,7 +156,7 @@ fn assert_whole(
     .unwrap();
     assert!(report.is_clean(), "{:?}", report.damage);
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    for (id, snap) in snapshot::list(&repo).unwrap() {
+    for (id, snap) in snapshots::list(&repo).unwrap() {
         let want = expected
             .get(&id)
             .unwrap_or_else(|| panic!("snapshot {id} was never committed"));
@@ -749,7 +749,7 @@ enum Damage {
 fn first_pack_of_kind(repo: &Repository, kind: kura::format::pack::PackKind) -> String {
     for info in repo.backend().list(layout::INDEX_DIR).unwrap() {
         let id = layout::parse_index_path(&info.path).unwrap();
-        let file = kura::index::read_index_file(repo, &id).unwrap();
+        let file = kura::chunkstore::index::read_index_file(repo, &id).unwrap();
         if let Some(p) = file.packs.iter().find(|p| p.kind == kind) {
             return layout::pack_path(&p.id);
         }
@@ -784,11 +784,11 @@ fn damage(w: &mut World, how: Damage) {
             // An index file naming a pack that does not exist, with the
             // entries of a real one (live chunks among them).
             let index_id = layout::parse_index_path(&first("index")).unwrap();
-            let mut file = kura::index::read_index_file(&repo, &index_id).unwrap();
+            let mut file = kura::chunkstore::index::read_index_file(&repo, &index_id).unwrap();
             file.supersedes.clear();
             file.packs.truncate(1);
             file.packs[0].id = kura::id::PackId::random();
-            kura::index::write_index_file(&repo, &file, 0).unwrap();
+            kura::chunkstore::index::write_index_file(&repo, &file, 0).unwrap();
         }
     }
 }
@@ -801,10 +801,10 @@ fn restorable(w: &World) -> HashMap<SnapshotId, Option<HashMap<PathBuf, String>>
     let _ = index.sync(&repo);
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let mut out = HashMap::new();
-    for id in snapshot::list_ids(&repo).unwrap() {
+    for id in snapshots::list_ids(&repo).unwrap() {
         let target = w.scratch().join(format!("r-{id}"));
         let _ = fs::remove_dir_all(&target);
-        let got = snapshot::load(&repo, &id)
+        let got = snapshots::load(&repo, &id)
             .and_then(|s| s.tree_id())
             .and_then(|tree| {
                 restore(
@@ -928,8 +928,11 @@ fn orphans_are_adopted_when_they_hold_the_only_copy_and_deleted_otherwise() {
     let files: Vec<(String, Vec<kura::id::PackId>)> = before
         .iter()
         .map(|path| {
-            let f = kura::index::read_index_file(&repo, &layout::parse_index_path(path).unwrap())
-                .unwrap();
+            let f = kura::chunkstore::index::read_index_file(
+                &repo,
+                &layout::parse_index_path(path).unwrap(),
+            )
+            .unwrap();
             (path.clone(), f.packs.iter().map(|p| p.id).collect())
         })
         .collect();
@@ -1033,7 +1036,7 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
             listed
         }),
     );
-    let records = kura::records::load_all(&racing).unwrap();
+    let records = kura::repository::records::load_all(&racing).unwrap();
     assert!(
         records.is_empty(),
         "the vanished record is skipped, not an error"
@@ -1042,7 +1045,7 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
     record();
     let path = w.backend.list(layout::PRUNE_DIR).unwrap()[0].path.clone();
     w.backend.tamper(&path, |b| b[40] ^= 1);
-    assert!(kura::records::load_all(&w.repo()).is_err());
+    assert!(kura::repository::records::load_all(&w.repo()).is_err());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 
-use kura::index::BlobLocation;
+use kura::chunkstore::index::BlobLocation;
 
 use crate::check::{
     Damaged, backup, checks_clean, damage_found, first_chunk, flip, json, open_library, pack_file,

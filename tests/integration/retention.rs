@@ -3,7 +3,7 @@
 
 use kura::format::snapshot::Snapshot;
 use kura::id::SnapshotId;
-use kura::retention::{GroupBy, RetentionPolicy, decide};
+use kura::snapshot::retention::{GroupBy, RetentionPolicy, decide};
 
 use crate::common::{CliRepo, snapshot_at, stderr};
 

@@ -3,18 +3,18 @@
 use std::sync::Arc;
 
 use kura::ErrorKind;
+use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, MemoryBackend, write_bytes};
+use kura::chunkstore::index::{ChunkIndex, read_index_file};
+use kura::chunkstore::pack::{PackerOptions, verify_pack};
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
-use kura::crypto::kdf::KdfParams;
 use kura::format::config::{self, ConfigHeader};
 use kura::format::envelope::ObjectType;
 use kura::format::keyslot::KeySlot;
 use kura::format::layout;
 use kura::format::pack::PackKind;
 use kura::id::{IndexId, PackId};
-use kura::index::{ChunkIndex, read_index_file};
-use kura::pack::{PackerOptions, verify_pack};
-use kura::repo::Repository;
+use kura::repository::Repository;
 use sha2::Digest;
 
 use crate::common::{PASSWORD, all_objects, memory_repo, text_like};

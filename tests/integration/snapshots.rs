@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kura::backend::{Backend, LocalBackend};
+use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::pack::PackKind;
 use kura::format::tree::{Entry, Metadata, Payload, TreeBlob};
-use kura::index::ChunkIndex;
 use kura::ops::backup::{BackupOptions, backup};
 use kura::ops::restore::{RestoreOptions, restore};
-use kura::repo::Repository;
+use kura::repository::Repository;
+use kura::repository::snapshots;
 use kura::{ErrorKind, snapshot};
 
 use crate::common::{PASSWORD, describe, fast_options, pseudo_random, snapshot_at, text_like};
@@ -248,7 +249,7 @@ fn plant_snapshot_at(
         .unwrap();
     store.flush().unwrap();
     let snap = snapshot_at(&root.to_hex(), time, host, tags);
-    snapshot::save(repo, &snap).unwrap()
+    snapshots::save(repo, &snap).unwrap()
 }
 
 fn file_entry(repo: &Repository, name: &[u8], data: &[u8]) -> Entry {
@@ -372,7 +373,7 @@ fn command_output_is_stored_and_a_failing_command_commits_nothing() {
     let err = backup(&f.repo, &index, &opts).unwrap_err();
     assert!(err.to_string().contains("connection refused"), "{err}");
     assert_eq!(
-        snapshot::list(&f.repo).unwrap().len(),
+        snapshots::list(&f.repo).unwrap().len(),
         1,
         "no snapshot was committed"
     );

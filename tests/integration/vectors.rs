@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
-use kura::chunker::{Chunker, gear_table};
-use kura::crypto::MasterSecret;
-use kura::crypto::kdf::KdfParams;
+use kura::algorithms::chunker::{Chunker, gear_table};
+use kura::algorithms::crypto::MasterSecret;
+use kura::algorithms::crypto::kdf::KdfParams;
 use kura::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
 use kura::format::envelope::{self, ObjectType, aad};
 use kura::format::frame;
@@ -17,7 +17,7 @@ use kura::format::pack::{self, PackEntry, PackHeader, PackKind};
 use kura::format::prune::PruneRecord;
 use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob, Xattr};
 use kura::id::{ChunkId, IndexId, PackId, RepoId};
-use kura::repo::DEFAULT_CHUNKER;
+use kura::repository::DEFAULT_CHUNKER;
 use serde_json::{Value, json};
 
 fn master() -> MasterSecret {
@@ -160,7 +160,7 @@ fn envelope_vectors() -> Value {
     let text =
         b"kura envelope vector: the same line again, the same line again, the same line again.\n"
             .repeat(4);
-    let id = ChunkId(kura::crypto::keyed_hash(&keys.chunk_id, &text));
+    let id = ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, &text));
     let framed = frame::encode(&text, 3);
     let env = envelope::seal_with_nonce(
         &keys.data,
@@ -171,7 +171,10 @@ fn envelope_vectors() -> Value {
         &framed,
     );
     let raw_framed = frame::encode(b"short", 0);
-    let raw_id = ChunkId(kura::crypto::keyed_hash(&keys.chunk_id, b"short"));
+    let raw_id = ChunkId(kura::algorithms::crypto::keyed_hash(
+        &keys.chunk_id,
+        b"short",
+    ));
     let raw_env = envelope::seal_with_nonce(
         &keys.metadata,
         &[0x66; 24],
@@ -285,7 +288,8 @@ fn envelope_vectors() -> Value {
 
 fn check_envelope(c: &Value) -> String {
     let keys = master().subkeys();
-    let sealer = kura::store::Sealer::new(keys, repo_id(), DEFAULT_CHUNKER.max as usize);
+    let sealer =
+        kura::repository::sealer::Sealer::new(keys, repo_id(), DEFAULT_CHUNKER.max as usize);
     let env = hex::decode(c["envelope"].as_str().unwrap()).unwrap();
     let id = ChunkId::from_hex(c["object_id"].as_str().unwrap()).unwrap();
     let kind = if c["object_type"] == 3 {
@@ -323,7 +327,7 @@ fn chunk_list(data: &[u8], params: ChunkerParams) -> Vec<Value> {
         .cut_all(data)
         .into_iter()
         .map(|r| {
-            let id = kura::crypto::keyed_hash(&keys.chunk_id, &data[r.clone()]);
+            let id = kura::algorithms::crypto::keyed_hash(&keys.chunk_id, &data[r.clone()]);
             json!([r.start, r.len(), hex::encode(id)])
         })
         .collect()
@@ -374,7 +378,7 @@ fn sample_pack() -> (PackId, PackHeader, Vec<u8>) {
     .iter()
     .enumerate()
     {
-        let id = ChunkId(kura::crypto::keyed_hash(&keys.chunk_id, text));
+        let id = ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, text));
         let sealed = envelope::seal_with_nonce(
             &keys.data,
             &[i as u8; 24],
@@ -455,11 +459,14 @@ fn pack_vectors() -> Value {
 }
 
 fn check_pack(c: &Value) -> String {
-    let sealer =
-        kura::store::Sealer::new(master().subkeys(), repo_id(), DEFAULT_CHUNKER.max as usize);
+    let sealer = kura::repository::sealer::Sealer::new(
+        master().subkeys(),
+        repo_id(),
+        DEFAULT_CHUNKER.max as usize,
+    );
     let id = PackId::from_hex(c["pack_id"].as_str().unwrap()).unwrap();
     let bytes = hex::decode(c["pack"].as_str().unwrap()).unwrap();
-    kind_name(kura::pack::verify_pack(&sealer, &id, &bytes).map(drop))
+    kind_name(kura::chunkstore::pack::verify_pack(&sealer, &id, &bytes).map(drop))
 }
 
 fn index_vectors() -> Value {

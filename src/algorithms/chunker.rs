@@ -11,7 +11,16 @@ use std::ops::Range;
 use fastcdc::v2020::{Normalization, cut_gear, select_masks};
 
 use crate::error::{Error, Result};
-use crate::format::config::ChunkerParams;
+
+/// Chunker parameters as recorded in the config (format-spec/04; checked
+/// and encoded by [`crate::format::config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+    pub normalization: u8,
+}
 
 /// The input of the gear table derivation (BLAKE3 keyed XOF).
 pub const GEAR_DERIVATION_INPUT: &[u8] = b"kura v1 gear table";

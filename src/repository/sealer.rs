@@ -2,7 +2,7 @@
 //! (frame -> envelope) and back. Owns the invariant that every read is
 //! authenticated and, for blobs, that the content matches its id.
 
-use crate::crypto::{AeadKey, Subkeys, keyed_hash};
+use crate::algorithms::crypto::{AeadKey, Subkeys, keyed_hash};
 use crate::error::{Error, Result};
 use crate::format::envelope::{self, ObjectType};
 use crate::format::frame;

@@ -2,19 +2,24 @@
 //! checks the format version and mandatory features before asking anything
 //! of the password, then tries each key slot.
 
+pub mod objects;
+pub mod records;
+pub mod sealer;
+pub mod snapshots;
+
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::algorithms::chunker::Chunker;
+use crate::algorithms::crypto::MasterSecret;
+use crate::algorithms::crypto::kdf::KdfParams;
 use crate::backend::{Backend, write_bytes};
-use crate::chunker::Chunker;
-use crate::crypto::MasterSecret;
-use crate::crypto::kdf::KdfParams;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
 use crate::format::keyslot::KeySlot;
 use crate::format::layout;
 use crate::id::{KeySlotId, RepoId};
-use crate::store::Sealer;
+use crate::repository::sealer::Sealer;
 
 /// Default chunker parameters, chosen by measurement
 /// (format-spec/04-chunking.md): 32 KiB average.

@@ -4,13 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::backend::write_bytes;
 use crate::error::Result;
-use crate::format::envelope::ObjectType;
-use crate::format::layout;
-use crate::format::prune::{MAX_LEN, PruneRecord};
+use crate::format::prune::PruneRecord;
 use crate::id::{PackId, RecordId};
-use crate::repo::Repository;
+use crate::repository::Repository;
 
 /// Every record in the repository, oldest first.
 ///
@@ -20,8 +17,7 @@ use crate::repo::Repository;
 /// absence. A record listed but gone when read is skipped (it was swept).
 pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
     let mut out = Vec::new();
-    for info in repo.backend().list(layout::PRUNE_DIR)? {
-        let id = layout::parse_record_path(&info.path)?;
+    for id in repo.list::<PruneRecord>()? {
         match load(repo, &id) {
             Ok(record) => out.push((id, record)),
             // Listed, then swept by a prune running now: that prune
@@ -42,11 +38,7 @@ pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
 /// # Errors
 /// Backend errors; [`crate::ErrorKind::Corrupt`] for a damaged record.
 pub fn load(repo: &Repository, id: &RecordId) -> Result<PruneRecord> {
-    let stored = repo.backend().read(&layout::record_path(id), None)?;
-    let plain = repo
-        .sealer()
-        .open(ObjectType::PruneRecord, id.as_bytes(), &stored, MAX_LEN)?;
-    PruneRecord::decode(&plain).map_err(|e| e.context(format!("prune record {id}")))
+    repo.load(id)
 }
 
 /// Seals and writes `record` under `id` (create-only).
@@ -54,10 +46,7 @@ pub fn load(repo: &Repository, id: &RecordId) -> Result<PruneRecord> {
 /// # Errors
 /// Backend errors.
 pub fn save(repo: &Repository, id: &RecordId, record: &PruneRecord) -> Result<()> {
-    let sealed = repo
-        .sealer()
-        .seal(ObjectType::PruneRecord, id.as_bytes(), &record.encode(), 3);
-    write_bytes(repo.backend().as_ref(), &layout::record_path(id), &sealed)
+    repo.save(id, record, 3)
 }
 
 /// Packs condemned by some record: for each, the records condemning it

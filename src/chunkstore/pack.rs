@@ -6,13 +6,11 @@
 
 use rayon::prelude::*;
 
-use crate::crypto::random_below;
+use crate::algorithms::crypto::random_below;
 use crate::error::{Error, Result};
-use crate::format::layout;
-use crate::format::pack::{self, PackEntry, PackHeader, PackKind, TRAILER_LEN};
+use crate::format::pack::{self, PackEntry, PackHeader, PackKind};
 use crate::id::{ChunkId, PackId};
-use crate::repo::Repository;
-use crate::store::Sealer;
+use crate::repository::sealer::Sealer;
 
 /// How packs are built (not part of the format).
 #[derive(Debug, Clone, Copy)]
@@ -136,47 +134,6 @@ impl Packer {
             bytes,
         }
     }
-}
-
-/// Every pack in the repository with its size, from one listing of
-/// `data/`.
-///
-/// # Errors
-/// A failed listing (never read as "no packs"); a misplaced pack name.
-pub fn list_packs(repo: &Repository) -> Result<std::collections::HashMap<PackId, u64>> {
-    repo.backend()
-        .list(layout::DATA_DIR)?
-        .iter()
-        .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
-        .collect()
-}
-
-/// Reads and opens the header of pack `id` (`size` bytes) with two ranged
-/// reads: the trailer, then the header envelope.
-///
-/// # Errors
-/// Backend errors; [`crate::ErrorKind::Corrupt`] for a damaged pack.
-pub fn read_header(repo: &Repository, id: &PackId, size: u64) -> Result<PackHeader> {
-    let path = layout::pack_path(id);
-    let backend = repo.backend();
-    if size < TRAILER_LEN as u64 {
-        return Err(Error::corrupt(format!(
-            "pack {id} is truncated ({size} bytes)"
-        )));
-    }
-    let trailer = backend.read(&path, Some(size - TRAILER_LEN as u64..size))?;
-    let header_len = u64::from(
-        pack::decode_trailer(&trailer, size).map_err(|e| e.context(format!("pack {id}")))?,
-    );
-    let start = size - TRAILER_LEN as u64 - header_len;
-    let sealed = backend.read(&path, Some(start..size - TRAILER_LEN as u64))?;
-    pack::open_header(
-        &repo.sealer().keys().metadata,
-        id,
-        repo.sealer().repo(),
-        &sealed,
-        size,
-    )
 }
 
 /// Verifies a whole pack read from storage: trailer, header, layout and

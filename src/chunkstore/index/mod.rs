@@ -1,0 +1,385 @@
+//! Chunk index layer: which pack holds each blob. The repository's index
+//! files are the truth; this module keeps a redb cache of them on local
+//! disk so lookups stay cheap and memory stays flat as the repository grows.
+//! The cache is never authoritative: [`ChunkIndex::sync`] reconciles it with
+//! the index files listed, and [`ChunkIndex::rebuild_from_pack_headers`]
+//! refills it from the packs themselves when index files are lost.
+//!
+//! Besides the index the cache remembers, per pack, what `check` learnt
+//! (when it was last verified whole; whether it was found damaged), and
+//! every place a blob stored more than once can be read from, so that a
+//! lost copy is not the only one a reader tries; and, bounded in size,
+//! sealed tree blobs by id, so that a snapshot walked again (ls, restore,
+//! a backup's parent) costs no reads of a remote repository.
+
+mod adopt;
+mod files;
+mod health;
+mod sync;
+mod translations;
+mod trees;
+
+pub use files::{read_index_file, write_index_file, write_index_file_as};
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::index::IndexedPack;
+use crate::format::pack::{PackEntry, PackKind};
+use crate::id::{ChunkId, IndexId, PackId, RepoId};
+
+const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks");
+const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
+/// Index files named in the supersedes list of a loaded one: never loaded.
+const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
+/// Every pack some loaded index file (or adoption) names: pack id -> kind.
+const PACKS: TableDefinition<[u8; 32], u8> = TableDefinition::new("packs");
+/// When `check --read-data` last verified each pack (Unix seconds), so that
+/// partial checks take the packs verified longest ago first.
+const VERIFIED: TableDefinition<[u8; 32], u64> = TableDefinition::new("verified_packs");
+/// Packs `check` found missing or damaged (Unix seconds when it did), until
+/// a check reads them whole again. Like `VERIFIED`, about packs: it
+/// survives rebuilds.
+const DAMAGED: TableDefinition<[u8; 32], u64> = TableDefinition::new("damaged_packs");
+/// Further locations of blobs that more than one pack holds (the location
+/// in `CHUNKS` is the one loaded last). New tables need no schema change:
+/// a cache without them only lacks what they would have recorded.
+const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
+    MultimapTableDefinition::new("duplicate_locations");
+/// Chunk ids of another repository (other keys) translated into this
+/// one's for the same plaintext, as `copy` learnt them: (that repository's
+/// id, its chunk id) -> this repository's chunk id. Like `VERIFIED`, it
+/// survives rebuilds: a translation never changes meaning.
+const TRANSLATIONS: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copy_translations");
+/// Sealed tree blobs (envelopes as read from their packs) by chunk id, so
+/// that walking a snapshot again reads no tree from the repository. A
+/// chunk id always names the same bytes, so entries never go stale and
+/// survive refills; each use authenticates them again (the chunk store).
+const TREES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("tree_blobs");
+/// Bytes of envelopes `TREES` holds, under [`TREE_BYTES_KEY`].
+const TREES_SIZE: TableDefinition<&str, u64> = TableDefinition::new("tree_blobs_size");
+const TREE_BYTES_KEY: &str = "bytes";
+/// Default bound of the tree blob cache: the trees of a few million files.
+pub const DEFAULT_TREE_CACHE_LIMIT: u64 = 512 << 20;
+/// Cache layout version; a cache of another version is emptied and refilled.
+const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
+const SCHEMA_KEY: &str = "schema";
+const SCHEMA: u32 = 2;
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub kind: PackKind,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+impl BlobLocation {
+    fn encode(&self) -> [u8; 45] {
+        let mut v = [0u8; 45];
+        v[..32].copy_from_slice(self.pack.as_bytes());
+        v[32..36].copy_from_slice(&self.offset.to_le_bytes());
+        v[36..40].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[40..44].copy_from_slice(&self.raw_len.to_le_bytes());
+        v[44] = self.kind as u8;
+        v
+    }
+
+    fn decode(v: &[u8; 45]) -> Result<Self> {
+        let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Self {
+            pack: PackId::from_slice(v),
+            offset: u32_at(32),
+            stored_len: u32_at(36),
+            raw_len: u32_at(40),
+            kind: PackKind::from_u8(v[44])?,
+        })
+    }
+
+    pub fn from_entry(pack: PackId, kind: PackKind, e: &PackEntry) -> Self {
+        Self {
+            pack,
+            kind,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        }
+    }
+}
+
+/// What [`ChunkIndex::sync`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncReport {
+    pub index_files_loaded: usize,
+    pub rebuilt: bool,
+    /// Index files that failed authentication or decoding: skipped (the
+    /// packs they list are orphans until `repair index` or adoption).
+    pub index_files_damaged: usize,
+}
+
+/// What [`ChunkIndex::rebuild_from_pack_headers`] found.
+#[derive(Debug)]
+pub struct RebuildReport {
+    /// Packs whose headers were read and indexed.
+    pub packs: Vec<IndexedPack>,
+    /// Packs whose headers could not be read (or that a check found
+    /// damaged, for adoption), with why.
+    pub damaged: Vec<(PackId, Error)>,
+    /// Packs the cache knew that the listing of `data/` lacks (adoption
+    /// only; a rebuild forgets them).
+    pub missing: Vec<PackId>,
+}
+
+/// The local cache of the repository's index.
+pub struct ChunkIndex {
+    db: Database,
+    /// Bytes of sealed tree blobs kept at most; 0 keeps none.
+    tree_limit: u64,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> Error {
+    let e: redb::Error = e.into();
+    Error::with_source(ErrorKind::Io, "index cache", e)
+}
+
+impl ChunkIndex {
+    /// Opens (creating if needed) the cache file at `path`, or a cache in
+    /// memory for `None`. A cache held by another process, or one that does
+    /// not open, is replaced by one in memory rather than failing.
+    ///
+    /// # Errors
+    /// Only if even an in-memory database cannot be created.
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        let on_disk = path.and_then(|p| {
+            create_private_dir(p.parent()?).ok()?;
+            match Database::create(p) {
+                Ok(db) => Some(db),
+                Err(e) => {
+                    tracing::warn!("index cache {} unusable ({e}); using memory", p.display());
+                    None
+                }
+            }
+        });
+        let db = match on_disk {
+            Some(db) => db,
+            None => Database::builder()
+                .create_with_backend(redb::backends::InMemoryBackend::new())
+                .map_err(db_err)?,
+        };
+        let index = Self {
+            db,
+            tree_limit: DEFAULT_TREE_CACHE_LIMIT,
+        };
+        index.write(|_| Ok(()))?; // creates the tables
+        if index.schema()? != Some(SCHEMA) {
+            index.clear()?;
+        }
+        Ok(index)
+    }
+
+    /// Commits a change to the cache without waiting for the disk: a crash
+    /// may take the last changes back to the last [`Self::persist`], which
+    /// is harmless because the cache is checked against the repository's
+    /// listing on every sync.
+    fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
+        self.write_with(Durability::None, f)
+    }
+
+    fn write_with(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(durability).map_err(db_err)?;
+        txn.open_table(CHUNKS).map_err(db_err)?;
+        txn.open_table(LOADED).map_err(db_err)?;
+        txn.open_table(SUPERSEDED).map_err(db_err)?;
+        txn.open_table(PACKS).map_err(db_err)?;
+        txn.open_table(META).map_err(db_err)?;
+        txn.open_table(VERIFIED).map_err(db_err)?;
+        txn.open_table(DAMAGED).map_err(db_err)?;
+        txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+        txn.open_table(TRANSLATIONS).map_err(db_err)?;
+        txn.open_table(TREES).map_err(db_err)?;
+        txn.open_table(TREES_SIZE).map_err(db_err)?;
+        f(&txn)?;
+        txn.commit().map_err(db_err)
+    }
+
+    fn schema(&self) -> Result<Option<u32>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(META).map_err(db_err)?;
+        Ok(table.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// Makes every change so far durable (one synced commit), so that the
+    /// next run starts from it instead of reloading index files.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn persist(&self) -> Result<()> {
+        self.write_with(Durability::Immediate, |_| Ok(()))
+    }
+
+    /// Where blob `id` is stored, if the cache knows it.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn lookup(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        match table.get(id.as_bytes()).map_err(db_err)? {
+            Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Looks up many ids in one read transaction.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn lookup_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<BlobLocation>>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        ids.iter()
+            .map(|id| match table.get(id.as_bytes()).map_err(db_err)? {
+                Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
+    /// Every location of blob `id` the cache knows, the one
+    /// [`Self::lookup`] gives first; empty if none.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn locations(&self, id: &ChunkId) -> Result<Vec<BlobLocation>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(CHUNKS).map_err(db_err)?;
+        let Some(first) = table.get(id.as_bytes()).map_err(db_err)? else {
+            return Ok(Vec::new());
+        };
+        let first = first.value();
+        let mut out = vec![BlobLocation::decode(&first)?];
+        let also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+        for v in also_at.get(id.as_bytes()).map_err(db_err)? {
+            let v = v.map_err(db_err)?.value();
+            if v != first {
+                out.push(BlobLocation::decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of blobs the cache knows.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn len(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        txn.open_table(CHUNKS)
+            .map_err(db_err)?
+            .len()
+            .map_err(db_err)
+    }
+
+    /// Whether the cache knows no blob.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Records the packs of index file `id` (already written to the
+    /// repository) in one transaction.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn insert(&self, id: Option<&IndexId>, packs: &[IndexedPack]) -> Result<()> {
+        self.write(|txn| {
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+            let mut known = txn.open_table(PACKS).map_err(db_err)?;
+            let mut also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+            for pack in packs {
+                known
+                    .insert(pack.id.as_bytes(), pack.kind as u8)
+                    .map_err(db_err)?;
+                for e in &pack.entries {
+                    let loc = BlobLocation::from_entry(pack.id, pack.kind, e).encode();
+                    let displaced = chunks
+                        .insert(e.id.as_bytes(), loc)
+                        .map_err(db_err)?
+                        .map(|old| old.value());
+                    if let Some(old) = displaced.filter(|old| *old != loc) {
+                        also_at.insert(e.id.as_bytes(), old).map_err(db_err)?;
+                    }
+                }
+            }
+            if let Some(id) = id {
+                txn.open_table(LOADED)
+                    .map_err(db_err)?
+                    .insert(id.as_bytes(), ())
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.write(|txn| {
+            for table in [LOADED, SUPERSEDED] {
+                txn.delete_table(table).map_err(db_err)?;
+                txn.open_table(table).map_err(db_err)?;
+            }
+            txn.delete_table(CHUNKS).map_err(db_err)?;
+            txn.open_table(CHUNKS).map_err(db_err)?;
+            txn.delete_table(PACKS).map_err(db_err)?;
+            txn.open_table(PACKS).map_err(db_err)?;
+            txn.delete_multimap_table(ALSO_AT).map_err(db_err)?;
+            txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+            txn.open_table(META)
+                .map_err(db_err)?
+                .insert(SCHEMA_KEY, SCHEMA)
+                .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn ids(&self, which: TableDefinition<[u8; 32], ()>) -> Result<HashSet<IndexId>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(which).map_err(db_err)?;
+        let mut out = HashSet::new();
+        for item in table.iter().map_err(db_err)? {
+            out.insert(IndexId(item.map_err(db_err)?.0.value()));
+        }
+        Ok(out)
+    }
+}
+
+/// Where the cache of repository `repo` lives under a cache root
+/// (format-spec/06-index.md): `<root>/<repository id>/index.redb`.
+pub fn cache_file(root: &Path, repo: &RepoId) -> PathBuf {
+    root.join(repo.to_hex()).join("index.redb")
+}
+
+/// Creates `dir` (and parents) readable by its owner only: the cache holds
+/// decrypted metadata.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}

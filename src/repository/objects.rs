@@ -1,0 +1,250 @@
+//! Typed object I/O: the one path by which every layer above saves, loads,
+//! lists and deletes the repository's sealed metadata objects (snapshots,
+//! index files, prune records) and its packs. Each kind knows its folder,
+//! its name grammar, its envelope type and its size limit
+//! (format-spec/07-layout-and-writes.md), so no caller builds a path or
+//! opens an envelope itself, and a rule about one kind of object (how big
+//! it may be, how it is authenticated) is kept in one place.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::ops::Range;
+
+use crate::backend::write_bytes;
+use crate::error::Error;
+use crate::error::Result;
+use crate::format::envelope::ObjectType;
+use crate::format::index::{self, IndexFile};
+use crate::format::layout;
+use crate::format::pack::{self, PackHeader, TRAILER_LEN};
+use crate::format::prune::{self, PruneRecord};
+use crate::format::snapshot::Snapshot;
+use crate::id::{IndexId, PackId, RecordId, SnapshotId};
+use crate::repository::Repository;
+use crate::repository::sealer::MAX_SNAPSHOT;
+
+/// A kind of sealed metadata object, stored whole under a name derived
+/// from its id and written once (create-only).
+pub trait Object: Sized {
+    /// The id type that names objects of this kind.
+    type Id: Copy + Eq + std::hash::Hash + Display;
+    /// How messages name this kind ("snapshot", "index file", ...).
+    const NAME: &'static str;
+    /// The folder every object of this kind is listed from.
+    const DIR: &'static str;
+    /// The envelope type its sealing is bound to.
+    const TYPE: ObjectType;
+    /// The largest plaintext a reader accepts.
+    const MAX_LEN: usize;
+
+    fn id_bytes(id: &Self::Id) -> &[u8; 32];
+    fn path(id: &Self::Id) -> String;
+    /// The id a listed path names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] for a name that is not one of this kind.
+    fn parse_path(path: &str) -> Result<Self::Id>;
+    fn encode(&self) -> Vec<u8>;
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] or [`ErrorKind::Unsupported`] for bytes that
+    /// do not decode.
+    fn decode(plain: &[u8]) -> Result<Self>;
+}
+
+impl Object for Snapshot {
+    type Id = SnapshotId;
+    const NAME: &'static str = "snapshot";
+    const DIR: &'static str = layout::SNAPSHOTS_DIR;
+    const TYPE: ObjectType = ObjectType::Snapshot;
+    const MAX_LEN: usize = MAX_SNAPSHOT;
+
+    fn id_bytes(id: &SnapshotId) -> &[u8; 32] {
+        id.as_bytes()
+    }
+    fn path(id: &SnapshotId) -> String {
+        layout::snapshot_path(id)
+    }
+    fn parse_path(path: &str) -> Result<SnapshotId> {
+        layout::parse_snapshot_path(path)
+    }
+    fn encode(&self) -> Vec<u8> {
+        Snapshot::encode(self)
+    }
+    fn decode(plain: &[u8]) -> Result<Self> {
+        Snapshot::decode(plain)
+    }
+}
+
+impl Object for IndexFile {
+    type Id = IndexId;
+    const NAME: &'static str = "index file";
+    const DIR: &'static str = layout::INDEX_DIR;
+    const TYPE: ObjectType = ObjectType::Index;
+    const MAX_LEN: usize = index::MAX_LEN;
+
+    fn id_bytes(id: &IndexId) -> &[u8; 32] {
+        id.as_bytes()
+    }
+    fn path(id: &IndexId) -> String {
+        layout::index_path(id)
+    }
+    fn parse_path(path: &str) -> Result<IndexId> {
+        layout::parse_index_path(path)
+    }
+    fn encode(&self) -> Vec<u8> {
+        IndexFile::encode(self)
+    }
+    fn decode(plain: &[u8]) -> Result<Self> {
+        IndexFile::decode(plain)
+    }
+}
+
+impl Object for PruneRecord {
+    type Id = RecordId;
+    const NAME: &'static str = "prune record";
+    const DIR: &'static str = layout::PRUNE_DIR;
+    const TYPE: ObjectType = ObjectType::PruneRecord;
+    const MAX_LEN: usize = prune::MAX_LEN;
+
+    fn id_bytes(id: &RecordId) -> &[u8; 32] {
+        id.as_bytes()
+    }
+    fn path(id: &RecordId) -> String {
+        layout::record_path(id)
+    }
+    fn parse_path(path: &str) -> Result<RecordId> {
+        layout::parse_record_path(path)
+    }
+    fn encode(&self) -> Vec<u8> {
+        PruneRecord::encode(self)
+    }
+    fn decode(plain: &[u8]) -> Result<Self> {
+        PruneRecord::decode(plain)
+    }
+}
+
+impl Repository {
+    /// Seals `value` at zstd `level` and writes it under `id`
+    /// (create-only: an existing object is never replaced).
+    ///
+    /// # Errors
+    /// Backend errors; [`ErrorKind::AlreadyExists`] if the name is taken.
+    pub fn save<T: Object>(&self, id: &T::Id, value: &T, level: i32) -> Result<()> {
+        let sealed = self
+            .sealer()
+            .seal(T::TYPE, T::id_bytes(id), &value.encode(), level);
+        write_bytes(self.backend().as_ref(), &T::path(id), &sealed)
+    }
+
+    /// Reads, authenticates and decodes one object.
+    ///
+    /// # Errors
+    /// Backend errors ([`ErrorKind::NotFound`] for a missing object);
+    /// [`ErrorKind::Corrupt`] for one that does not authenticate or decode.
+    pub fn load<T: Object>(&self, id: &T::Id) -> Result<T> {
+        let stored = self.backend().read(&T::path(id), None)?;
+        let plain = self
+            .sealer()
+            .open(T::TYPE, T::id_bytes(id), &stored, T::MAX_LEN)?;
+        T::decode(&plain).map_err(|e| e.context(format!("{} {id}", T::NAME)))
+    }
+
+    /// The ids of every object of kind `T`, unread, in listing order.
+    ///
+    /// # Errors
+    /// A failed listing (never read as "none"), or a name that is not one
+    /// of this kind.
+    pub fn list<T: Object>(&self) -> Result<Vec<T::Id>> {
+        self.backend()
+            .list(T::DIR)?
+            .iter()
+            .map(|info| T::parse_path(&info.path))
+            .collect()
+    }
+
+    /// Deletes one object. Deleting one that is already gone is not an
+    /// error for the local backend, and is [`ErrorKind::NotFound`] where a
+    /// backend says so.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn delete<T: Object>(&self, id: &T::Id) -> Result<()> {
+        self.backend().delete(&T::path(id))
+    }
+
+    /// Every pack with its size, from one listing of `data/`.
+    ///
+    /// # Errors
+    /// A failed listing (never read as "no packs"); a misplaced pack name.
+    pub fn list_packs(&self) -> Result<HashMap<PackId, u64>> {
+        self.backend()
+            .list(layout::DATA_DIR)?
+            .iter()
+            .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
+            .collect()
+    }
+
+    /// The bytes of pack `id` (a range of them, or all).
+    ///
+    /// # Errors
+    /// Backend errors; [`ErrorKind::Corrupt`] for a range past the end.
+    pub fn read_pack(&self, id: &PackId, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        self.backend().read(&layout::pack_path(id), range)
+    }
+
+    /// Writes a finished pack (create-only).
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn write_pack(&self, id: &PackId, bytes: &[u8]) -> Result<()> {
+        write_bytes(self.backend().as_ref(), &layout::pack_path(id), bytes)
+    }
+
+    /// Deletes pack `id`.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn delete_pack(&self, id: &PackId) -> Result<()> {
+        self.backend().delete(&layout::pack_path(id))
+    }
+
+    /// Reads and opens the header of pack `id` (`size` bytes) with two
+    /// ranged reads: the trailer, then the header envelope.
+    ///
+    /// # Errors
+    /// Backend errors; [`ErrorKind::Corrupt`] for a damaged pack.
+    pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<PackHeader> {
+        if size < TRAILER_LEN as u64 {
+            return Err(Error::corrupt(format!(
+                "pack {id} is truncated ({size} bytes)"
+            )));
+        }
+        let trailer = self.read_pack(id, Some(size - TRAILER_LEN as u64..size))?;
+        let header_len = u64::from(
+            pack::decode_trailer(&trailer, size).map_err(|e| e.context(format!("pack {id}")))?,
+        );
+        let start = size - TRAILER_LEN as u64 - header_len;
+        let sealed = self.read_pack(id, Some(start..size - TRAILER_LEN as u64))?;
+        pack::open_header(
+            &self.sealer().keys().metadata,
+            id,
+            self.sealer().repo(),
+            &sealed,
+            size,
+        )
+    }
+
+    /// How many requests the backend serves well at once.
+    pub fn io_concurrency(&self) -> usize {
+        self.backend().concurrency()
+    }
+
+    /// Removes temporaries of writes that died more than `age` seconds
+    /// ago; returns how many.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<u64> {
+        self.backend().remove_stale_temporaries(age)
+    }
+}

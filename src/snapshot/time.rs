@@ -1,0 +1,100 @@
+//! Snapshot layer: times as `kura snapshots` shows and reads them (UTC) and
+//! the civil calendar math retention needs.
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Parses `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (UTC,
+/// as `kura snapshots` shows times; a `T` may stand for the space) into
+/// nanoseconds since the epoch. A bare date means the end of that day.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for anything else.
+pub fn parse_utc(text: &str) -> Result<i64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a time (want YYYY-MM-DD[ HH:MM[:SS]], UTC): {text:?}"),
+        )
+    };
+    let (date, clock) = match text.trim().split_once([' ', 'T']) {
+        Some((d, c)) => (d, Some(c)),
+        None => (text.trim(), None),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, m, day] = d.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, day) = (num(y)?, num(m)?, num(day)?);
+    let (hh, mm, ss) = match clock {
+        None => (23, 59, 59),
+        Some(c) => {
+            let parts: Vec<&str> = c.split(':').collect();
+            match parts.as_slice() {
+                [h, mi] => (num(h)?, num(mi)?, 0),
+                [h, mi, sec] => (num(h)?, num(mi)?, num(sec)?),
+                _ => return Err(bad()),
+            }
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    let days = days_from_civil(y, m, day);
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Ok(secs * 1_000_000_000 + if clock.is_none() { 999_999_999 } else { 0 })
+}
+
+/// Year, month, day and hour (UTC) of a time in nanoseconds since the epoch.
+pub fn civil_utc(ns: i64) -> (i64, u32, u32, u32) {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let hour = u32::try_from(secs.rem_euclid(86_400) / 3600).unwrap_or(0);
+    // civil_from_days (H. Hinnant).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, hour)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date
+/// (`days_from_civil`, H. Hinnant).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_utc;
+
+    #[test]
+    fn parses_utc_times() {
+        assert_eq!(parse_utc("1970-01-01 00:00").unwrap(), 0);
+        assert_eq!(
+            parse_utc("2026-11-20 03:00").unwrap(),
+            1_795_143_600 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_utc("2026-11-20T03:00:05").unwrap(),
+            1_795_143_605 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_utc("2000-02-29").unwrap(),
+            (951_868_799 * 1_000_000_000) + 999_999_999
+        );
+        for bad in ["2026-13-01", "yesterday", "2026-11-20 25:00", "2026-11"] {
+            assert!(parse_utc(bad).is_err(), "{bad}");
+        }
+    }
+}
