@@ -51,77 +51,66 @@ pub trait Object: Sized {
     fn decode(plain: &[u8]) -> Result<Self>;
 }
 
-impl Object for Snapshot {
-    type Id = SnapshotId;
-    const NAME: &'static str = "snapshot";
-    const DIR: &'static str = layout::SNAPSHOTS_DIR;
-    const TYPE: ObjectType = ObjectType::Snapshot;
-    const MAX_LEN: usize = MAX_SNAPSHOT;
+/// Implements [`Object`] for a codec type whose `encode`/`decode` are its
+/// own inherent functions.
+macro_rules! object_kind {
+    ($ty:ty, $id:ty, $name:literal, $dir:expr, $type:expr, $max:expr, $path:path, $parse:path) => {
+        impl Object for $ty {
+            type Id = $id;
+            const NAME: &'static str = $name;
+            const DIR: &'static str = $dir;
+            const TYPE: ObjectType = $type;
+            const MAX_LEN: usize = $max;
 
-    fn id_bytes(id: &SnapshotId) -> &[u8; 32] {
-        id.as_bytes()
-    }
-    fn path(id: &SnapshotId) -> String {
-        layout::snapshot_path(id)
-    }
-    fn parse_path(path: &str) -> Result<SnapshotId> {
-        layout::parse_snapshot_path(path)
-    }
-    fn encode(&self) -> Vec<u8> {
-        Snapshot::encode(self)
-    }
-    fn decode(plain: &[u8]) -> Result<Self> {
-        Snapshot::decode(plain)
-    }
+            fn id_bytes(id: &$id) -> &[u8; 32] {
+                id.as_bytes()
+            }
+            fn path(id: &$id) -> String {
+                $path(id)
+            }
+            fn parse_path(path: &str) -> Result<$id> {
+                $parse(path)
+            }
+            fn encode(&self) -> Vec<u8> {
+                <$ty>::encode(self)
+            }
+            fn decode(plain: &[u8]) -> Result<Self> {
+                <$ty>::decode(plain)
+            }
+        }
+    };
 }
 
-impl Object for IndexFile {
-    type Id = IndexId;
-    const NAME: &'static str = "index file";
-    const DIR: &'static str = layout::INDEX_DIR;
-    const TYPE: ObjectType = ObjectType::Index;
-    const MAX_LEN: usize = index::MAX_LEN;
-
-    fn id_bytes(id: &IndexId) -> &[u8; 32] {
-        id.as_bytes()
-    }
-    fn path(id: &IndexId) -> String {
-        layout::index_path(id)
-    }
-    fn parse_path(path: &str) -> Result<IndexId> {
-        layout::parse_index_path(path)
-    }
-    fn encode(&self) -> Vec<u8> {
-        IndexFile::encode(self)
-    }
-    fn decode(plain: &[u8]) -> Result<Self> {
-        IndexFile::decode(plain)
-    }
-}
-
-impl Object for PruneRecord {
-    type Id = RecordId;
-    const NAME: &'static str = "prune record";
-    const DIR: &'static str = layout::PRUNE_DIR;
-    const TYPE: ObjectType = ObjectType::PruneRecord;
-    const MAX_LEN: usize = prune::MAX_LEN;
-
-    fn id_bytes(id: &RecordId) -> &[u8; 32] {
-        id.as_bytes()
-    }
-    fn path(id: &RecordId) -> String {
-        layout::record_path(id)
-    }
-    fn parse_path(path: &str) -> Result<RecordId> {
-        layout::parse_record_path(path)
-    }
-    fn encode(&self) -> Vec<u8> {
-        PruneRecord::encode(self)
-    }
-    fn decode(plain: &[u8]) -> Result<Self> {
-        PruneRecord::decode(plain)
-    }
-}
+object_kind!(
+    Snapshot,
+    SnapshotId,
+    "snapshot",
+    layout::SNAPSHOTS_DIR,
+    ObjectType::Snapshot,
+    MAX_SNAPSHOT,
+    layout::snapshot_path,
+    layout::parse_snapshot_path
+);
+object_kind!(
+    IndexFile,
+    IndexId,
+    "index file",
+    layout::INDEX_DIR,
+    ObjectType::Index,
+    index::MAX_LEN,
+    layout::index_path,
+    layout::parse_index_path
+);
+object_kind!(
+    PruneRecord,
+    RecordId,
+    "prune record",
+    layout::PRUNE_DIR,
+    ObjectType::PruneRecord,
+    prune::MAX_LEN,
+    layout::record_path,
+    layout::parse_record_path
+);
 
 impl Repository {
     /// Seals `value` at zstd `level` and writes it under `id`
