@@ -7,6 +7,9 @@
 # RSS and repository growth per night, and the restore times.
 #
 # Usage: benches/compare.sh [SCALE] [LAST_NIGHT]   (defaults 0.25, 3)
+# With KURA_BASE=/path/to/another/kura, that binary (e.g. a build of the
+# commit before a refactor) is measured too, as tool "base", in the same
+# run: backups, restore and check (not prune).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${1:-0.25}
@@ -21,6 +24,10 @@ root=$work/site
 export KURA_PASSWORD=bench RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench KURA_CACHE_DIR=$work/kura-cache
 export RESTIC_CACHE_DIR=$work/restic-cache BORG_BASE_DIR=$work/borg-base
 "$kura" -r "$work/kura" init --kdf-memory 19456 --kdf-passes 2 >/dev/null
+base=${KURA_BASE:-}
+if [ -n "$base" ]; then
+    "$base" -r "$work/base" init --kdf-memory 19456 --kdf-passes 2 >/dev/null
+fi
 restic -r "$work/restic" init -q >/dev/null
 have_borg=0
 if command -v borg >/dev/null; then
@@ -35,16 +42,19 @@ measure() { # label night command...
 }
 size() { du -sb "$1" | cut -f1; }
 printf 'tool\tnight\twall_s\tcpu_s\trss_MB\trepo_MB\tadded_MB\n'
-declare -A last=([kura]=0 [restic]=0 [borg]=0)
+declare -A last=([kura]=0 [base]=0 [restic]=0 [borg]=0)
 for night in $(seq 0 "$nights"); do
     python3 "$gen" "$root" --night "$night" --scale "$scale" >/dev/null
     sync
     measure kura "$night" "$kura" -r "$work/kura" backup --host bench --quiet "$root"
+    if [ -n "$base" ]; then
+        KURA_CACHE_DIR=$work/base-cache measure base "$night" "$base" -r "$work/base" backup --host bench --quiet "$root"
+    fi
     measure restic "$night" restic -r "$work/restic" backup -q --host bench "$root"
     if [ $have_borg = 1 ]; then
         measure borg "$night" borg create --compression zstd,3 "$work/borg::n$night" "$root"
     fi
-    for tool in kura restic borg; do
+    for tool in kura base restic borg; do
         [ -d "$work/$tool" ] || continue
         s=$(size "$work/$tool")
         line=$(grep -P "^$tool\t$night\t" "$work/results")
@@ -58,12 +68,20 @@ printf 'restore of night %s\twall_s\tcpu_s\trss_MB\tidentical\n' "$nights"
 check() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) | cmp -s - "$work/want" && echo yes || echo NO; }
 measure kura-restore r "$kura" -r "$work/kura" restore latest --target "$work/r-kura"
 printf '%s\t%s\n' "$(grep -P '^kura-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-kura$root")" | sed 's/^/kura\t/'
+if [ -n "$base" ]; then
+    KURA_CACHE_DIR=$work/base-cache measure base-restore r "$base" -r "$work/base" restore latest --target "$work/r-base"
+    printf '%s\t%s\n' "$(grep -P '^base-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-base$root")" | sed 's/^/base\t/'
+fi
 measure restic-restore r restic -r "$work/restic" restore latest --target "$work/r-restic"
 printf '%s\t%s\n' "$(grep -P '^restic-restore\t' "$work/results" | cut -f3-)" "$(check "$work/r-restic$root")" | sed 's/^/restic\t/'
 echo
 printf 'check --read-data\twall_s\tcpu_s\trss_MB\n'
 measure kura-check c "$kura" -r "$work/kura" check --read-data
 printf 'kura\t%s\n' "$(grep -P '^kura-check\t' "$work/results" | cut -f3-)"
+if [ -n "$base" ]; then
+    KURA_CACHE_DIR=$work/base-cache measure base-check c "$base" -r "$work/base" check --read-data
+    printf 'base\t%s\n' "$(grep -P '^base-check\t' "$work/results" | cut -f3-)"
+fi
 measure restic-check c restic -r "$work/restic" check --read-data
 printf 'restic\t%s\n' "$(grep -P '^restic-check\t' "$work/results" | cut -f3-)"
 echo
