@@ -12,9 +12,9 @@ use kura::ops::find::{FindOptions, FindReport, find};
 use kura::repository::snapshots;
 use kura::snapshot;
 
-use super::GlobalArgs;
 use super::key::utc_minutes;
-use super::snapshot_cmds::{synced_index, writeln_or_pipe};
+use super::snapshot_cmds::writeln_or_pipe;
+use super::{GlobalArgs, synced_index};
 
 /// Which snapshots to consider; every condition given must hold.
 #[derive(Args, Debug, Clone, Default)]

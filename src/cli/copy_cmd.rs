@@ -13,8 +13,7 @@ use kura::snapshot;
 
 use super::browse_cmds::FilterArgs;
 use super::progress::Bar;
-use super::snapshot_cmds::synced_index;
-use super::{GlobalArgs, PasswordSource, open_at};
+use super::{GlobalArgs, PasswordSource, open_at, synced_index};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {

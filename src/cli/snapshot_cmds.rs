@@ -4,16 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
 use kura::ops::restore::{RestoreOptions, restore_with_progress};
-use kura::repository::Repository;
 use kura::repository::snapshots;
 use kura::snapshot;
 
-use super::GlobalArgs;
 use super::progress::Bar;
+use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -102,26 +100,6 @@ pub struct RestoreArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// The cache root (format-spec/06), if one can be named.
-pub(super) fn cache_root() -> Option<PathBuf> {
-    std::env::var_os("KURA_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
-}
-
-/// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
-/// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`).
-pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
-    let root = cache_root();
-    let index = ChunkIndex::open(
-        root.map(|r| kura::chunkstore::index::cache_file(&r, repo.id()))
-            .as_deref(),
-    )?;
-    index.sync(repo)?;
-    Ok(index)
 }
 
 /// `NAME=COMMAND` when the part before the first `=` is a plain name (no

@@ -10,6 +10,7 @@ pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod session;
 pub mod tar;
 
 /// Runs `f` on a rayon pool of at least `threads` threads: more than the
