@@ -6,7 +6,9 @@ use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
-use kura::ops::restore::{RestoreOptions, restore_with_progress};
+use kura::ops::restore::{
+    ImageRestoreOptions, RestoreOptions, restore_image, restore_with_progress,
+};
 use kura::repository::snapshots;
 use kura::snapshot;
 
@@ -284,17 +286,18 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     };
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     if let (Some(image), Some(to)) = (&args.image, &args.to) {
-        let entry =
-            kura::snapshot::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
-                .ok_or_else(|| not_found("no such path in the snapshot"))?;
+        let options = ImageRestoreOptions {
+            path: image.clone(),
+            to: to.clone(),
+        };
         let bar = Bar::new(!args.quiet && !g.json);
-        let written = kura::ops::restore::write_image(&store, &entry, to, &bar);
+        let report = restore_image(&store, &snap.tree_id()?, &options, &bar);
         bar.finish();
-        let written = written?;
+        let report = report?;
         if g.json {
             println!(
                 "{}",
-                serde_json::json!({"snapshot": id.to_hex(), "size": entry.meta.size, "bytes": written})
+                serde_json::json!({"snapshot": id.to_hex(), "size": report.size, "bytes": report.bytes})
             );
         } else if !args.quiet {
             println!(
@@ -302,8 +305,8 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
                 image.display(),
                 &id.to_hex()[..16],
                 to.display(),
-                entry.meta.size as f64 / 1e6,
-                written as f64 / 1e6
+                report.size as f64 / 1e6,
+                report.bytes as f64 / 1e6
             );
         }
         return Ok(());
@@ -361,16 +364,6 @@ pub struct DumpArgs {
     pub path: PathBuf,
 }
 
-/// Path components of a snapshot path given by a user (`db/site.sql` and
-/// `/db/site.sql` are the same).
-fn snapshot_components(path: &std::path::Path) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    path.components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .map(|c| c.as_os_str().as_bytes().to_vec())
-        .collect()
-}
-
 fn not_found(what: &str) -> anyhow::Error {
     kura::Error::new(kura::ErrorKind::NotFound, what.to_owned()).into()
 }
@@ -384,7 +377,7 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
     let comps = args
         .path
         .as_deref()
-        .map(snapshot_components)
+        .map(kura::ops::snapshot_path)
         .unwrap_or_default();
     let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
     if comps.is_empty() {
@@ -462,7 +455,7 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let comps = snapshot_components(&args.path);
+    let comps = kura::ops::snapshot_path(&args.path);
     let entry = if comps.is_empty() {
         None
     } else {
