@@ -1,15 +1,16 @@
 //! `kura backup`, `kura snapshots`, `kura restore`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
+use kura::ops::ls::{LsOptions, ls};
 use kura::ops::restore::{
     ImageRestoreOptions, RestoreOptions, restore_image, restore_with_progress,
 };
-use kura::repository::snapshots;
 use kura::snapshot;
 
 use super::progress::Bar;
@@ -235,9 +236,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
 
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
-    let filter = filter.filter();
-    let mut all = snapshots::list(&repo)?;
-    all.retain(|(_, s)| filter.matches(s));
+    let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
     if g.json {
         let rows: Vec<_> = all
             .iter()
@@ -369,41 +368,20 @@ fn not_found(what: &str) -> anyhow::Error {
 }
 
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
-    use kura::format::tree::Payload;
     let repo = g.open()?;
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let comps = args
-        .path
-        .as_deref()
-        .map(kura::ops::snapshot_path)
-        .unwrap_or_default();
-    let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
-    if comps.is_empty() {
-        for e in kura::snapshot::tree::load_directory(&store, &snap.tree_id()?)? {
-            stack.push((b"/".to_vec(), e));
-        }
-    } else {
-        let e = kura::snapshot::tree::lookup(&store, snap.tree_id()?, &comps)?
-            .ok_or_else(|| not_found("no such path in the snapshot"))?;
-        let mut parent = b"/".to_vec();
-        for c in &comps[..comps.len() - 1] {
-            parent.extend_from_slice(c);
-            parent.push(b'/');
-        }
-        stack.push((parent, e));
-    }
-    stack.reverse();
+    let options = LsOptions {
+        path: args.path.clone().unwrap_or_default(),
+    };
     let mut out = std::io::stdout().lock();
-    while let Some((dir, e)) = stack.pop() {
-        let mut path = dir.clone();
-        path.extend_from_slice(&e.name);
+    ls(&store, &snap.tree_id()?, &options, |path, e| {
         let kind = e.payload.entry_type();
         let line = if g.json {
             // One JSON object per line, as `restic ls --json` does.
             serde_json::json!({
-                "path": String::from_utf8_lossy(&path),
+                "path": String::from_utf8_lossy(path),
                 "type": kind.name(),
                 "mode": e.meta.mode,
                 "uid": e.meta.uid,
@@ -424,20 +402,15 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
                 String::from_utf8_lossy(&e.meta.group),
                 e.meta.size,
                 super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
-                String::from_utf8_lossy(&path)
+                String::from_utf8_lossy(path)
             )
         };
-        if writeln_or_pipe(&mut out, &line)? {
-            return Ok(());
-        }
-        if let Payload::Dir(id) = &e.payload {
-            let mut sub = path.clone();
-            sub.push(b'/');
-            let children = kura::snapshot::tree::load_directory(&store, id)?;
-            stack.extend(children.into_iter().rev().map(|c| (sub.clone(), c)));
-        }
-    }
-    Ok(())
+        Ok::<_, anyhow::Error>(if writeln_or_pipe(&mut out, &line)? {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
 }
 
 /// Writes a line; `Ok(true)` if the reader went away (not an error).
