@@ -9,12 +9,11 @@ use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::snapshot::RawPath;
 use kura::ops::diff::{DiffReport, diff};
 use kura::ops::find::{FindOptions, FindReport, find};
-use kura::repository::snapshots;
 use kura::snapshot;
 
-use super::GlobalArgs;
 use super::key::utc_minutes;
-use super::snapshot_cmds::{synced_index, writeln_or_pipe};
+use super::snapshot_cmds::writeln_or_pipe;
+use super::{GlobalArgs, synced_index};
 
 /// Which snapshots to consider; every condition given must hold.
 #[derive(Args, Debug, Clone, Default)]
@@ -133,18 +132,7 @@ fn diff_json(r: &DiffReport, old: &str, new: &str) -> serde_json::Value {
 pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let filter = args.filter.filter();
-    let mut snapshots = if args.snapshots.is_empty() {
-        snapshots::list(&repo)?
-    } else {
-        args.snapshots
-            .iter()
-            .map(|name| snapshot::find(&repo, name))
-            .collect::<kura::Result<Vec<_>>>()?
-    };
-    snapshots.retain(|(_, s)| filter.matches(s));
-    snapshots.sort_by_key(|(id, s)| (s.time, *id));
-    snapshots.dedup_by_key(|(id, _)| *id);
+    let snapshots = snapshot::select::choose(&repo, &args.snapshots, &args.filter.filter())?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let options = FindOptions {
         patterns: args.patterns.clone(),

@@ -8,8 +8,7 @@ use clap::Args;
 use kura::ops::check::{CheckOptions, Subset, check};
 use kura::ops::repair::{DroppedKind, RepairSnapshotsReport, SnapshotAction};
 
-use super::GlobalArgs;
-use super::snapshot_cmds::synced_index;
+use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {

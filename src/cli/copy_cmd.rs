@@ -13,8 +13,7 @@ use kura::snapshot;
 
 use super::browse_cmds::FilterArgs;
 use super::progress::Bar;
-use super::snapshot_cmds::synced_index;
-use super::{GlobalArgs, PasswordSource, open_at};
+use super::{GlobalArgs, PasswordSource, cache_root, open_at, synced_index};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
@@ -76,6 +75,7 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         filter: args.filter.filter(),
         dry_run: args.dry_run,
         store: ChunkStoreOptions::default(),
+        cache_root: cache_root(),
     };
     let bar = Bar::new(!args.quiet && !g.json && !args.dry_run);
     let report = copy_with_progress(

@@ -2,7 +2,6 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use kura::id::KeySlotId;
 
 use super::{GlobalArgs, KdfArgs};
 
@@ -66,7 +65,7 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
             println!("added key slot {id}");
         }
         KeyCommand::Remove { id } => {
-            let id = resolve(&repo, id)?;
+            let id = repo.find_key_slot(id)?;
             repo.remove_key(&id)?;
             println!("removed key slot {id}");
         }
@@ -77,25 +76,6 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Resolves a unique prefix of a key slot id.
-fn resolve(repo: &kura::repository::Repository, prefix: &str) -> Result<KeySlotId> {
-    let matches: Vec<KeySlotId> = repo
-        .list_keys()?
-        .into_iter()
-        .map(|k| k.id)
-        .filter(|id| id.to_hex().starts_with(&prefix.to_ascii_lowercase()))
-        .collect();
-    match matches.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(kura::Error::new(
-            kura::ErrorKind::NotFound,
-            format!("no key slot matches {prefix:?}"),
-        )
-        .into()),
-        _ => anyhow::bail!("{prefix:?} matches several key slots; give more digits"),
-    }
 }
 
 /// `YYYY-MM-DD HH:MM` (UTC) for unix seconds, by the civil-from-days

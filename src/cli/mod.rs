@@ -20,6 +20,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, Location, RemoteOptions};
+use kura::chunkstore::index::ChunkIndex;
+use kura::ops::session::{IndexOptions, open_index};
 use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;
@@ -219,6 +221,24 @@ fn open_at(
     Ok(Repository::open(backend, password.as_bytes())?)
 }
 
+/// The cache root (format-spec/06): `$KURA_CACHE_DIR`,
+/// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`, the first that is set.
+fn cache_root() -> Option<PathBuf> {
+    std::env::var_os("KURA_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
+}
+
+/// The index of `repo` from its cache under [`cache_root`], synced.
+fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
+    let options = IndexOptions {
+        cache_root: cache_root(),
+        sync: true,
+    };
+    Ok(open_index(repo, &options)?)
+}
+
 impl GlobalArgs {
     fn backend(&self) -> Result<Arc<dyn Backend>> {
         let path = self
@@ -256,7 +276,7 @@ impl GlobalArgs {
         };
         Ok(kura::backend::decorate_remote(
             backend,
-            snapshot_cmds::cache_root().as_deref(),
+            cache_root().as_deref(),
             &key,
         ))
     }

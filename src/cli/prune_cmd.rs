@@ -6,8 +6,7 @@ use kura::ops::check::Subset;
 use kura::ops::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, prune};
 use kura::repository::Repository;
 
-use super::GlobalArgs;
-use super::snapshot_cmds::{cache_root, synced_index};
+use super::{GlobalArgs, cache_root, synced_index};
 
 #[derive(Args, Debug, Clone)]
 pub struct PruneArgs {
@@ -103,7 +102,7 @@ pub fn run_prune(g: &GlobalArgs, args: &PruneArgs) -> Result<()> {
 /// Prunes an open repository and prints the report.
 pub fn prune_open(g: &GlobalArgs, repo: &Repository, options: &PruneOptions) -> Result<()> {
     let index = synced_index(repo)?;
-    let scratch = cache_root().map_or_else(std::env::temp_dir, |r| r.join(repo.id().to_hex()));
+    let scratch = kura::ops::session::scratch_dir(cache_root().as_deref(), repo.id());
     let report = prune(repo, &index, &scratch, options)?;
     print_report(g, &report, options.dry_run);
     Ok(())

@@ -1,19 +1,20 @@
 //! `kura backup`, `kura snapshots`, `kura restore`.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
-use kura::ops::restore::{RestoreOptions, restore_with_progress};
-use kura::repository::Repository;
-use kura::repository::snapshots;
+use kura::ops::ls::{LsOptions, ls};
+use kura::ops::restore::{
+    ImageRestoreOptions, RestoreOptions, restore_image, restore_with_progress,
+};
 use kura::snapshot;
 
-use super::GlobalArgs;
 use super::progress::Bar;
+use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -102,26 +103,6 @@ pub struct RestoreArgs {
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
-}
-
-/// The cache root (format-spec/06), if one can be named.
-pub(super) fn cache_root() -> Option<PathBuf> {
-    std::env::var_os("KURA_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("kura")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
-}
-
-/// The index cache of `repo`, synced (format-spec/06: `$KURA_CACHE_DIR`,
-/// `$XDG_CACHE_HOME/kura`, `~/.cache/kura`).
-pub(super) fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
-    let root = cache_root();
-    let index = ChunkIndex::open(
-        root.map(|r| kura::chunkstore::index::cache_file(&r, repo.id()))
-            .as_deref(),
-    )?;
-    index.sync(repo)?;
-    Ok(index)
 }
 
 /// `NAME=COMMAND` when the part before the first `=` is a plain name (no
@@ -255,9 +236,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
 
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
-    let filter = filter.filter();
-    let mut all = snapshots::list(&repo)?;
-    all.retain(|(_, s)| filter.matches(s));
+    let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
     if g.json {
         let rows: Vec<_> = all
             .iter()
@@ -306,17 +285,18 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     };
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     if let (Some(image), Some(to)) = (&args.image, &args.to) {
-        let entry =
-            kura::snapshot::tree::lookup(&store, snap.tree_id()?, &snapshot_components(image))?
-                .ok_or_else(|| not_found("no such path in the snapshot"))?;
+        let options = ImageRestoreOptions {
+            path: image.clone(),
+            to: to.clone(),
+        };
         let bar = Bar::new(!args.quiet && !g.json);
-        let written = kura::ops::restore::write_image(&store, &entry, to, &bar);
+        let report = restore_image(&store, &snap.tree_id()?, &options, &bar);
         bar.finish();
-        let written = written?;
+        let report = report?;
         if g.json {
             println!(
                 "{}",
-                serde_json::json!({"snapshot": id.to_hex(), "size": entry.meta.size, "bytes": written})
+                serde_json::json!({"snapshot": id.to_hex(), "size": report.size, "bytes": report.bytes})
             );
         } else if !args.quiet {
             println!(
@@ -324,8 +304,8 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
                 image.display(),
                 &id.to_hex()[..16],
                 to.display(),
-                entry.meta.size as f64 / 1e6,
-                written as f64 / 1e6
+                report.size as f64 / 1e6,
+                report.bytes as f64 / 1e6
             );
         }
         return Ok(());
@@ -383,56 +363,25 @@ pub struct DumpArgs {
     pub path: PathBuf,
 }
 
-/// Path components of a snapshot path given by a user (`db/site.sql` and
-/// `/db/site.sql` are the same).
-fn snapshot_components(path: &std::path::Path) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    path.components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .map(|c| c.as_os_str().as_bytes().to_vec())
-        .collect()
-}
-
 fn not_found(what: &str) -> anyhow::Error {
     kura::Error::new(kura::ErrorKind::NotFound, what.to_owned()).into()
 }
 
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
-    use kura::format::tree::Payload;
     let repo = g.open()?;
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let comps = args
-        .path
-        .as_deref()
-        .map(snapshot_components)
-        .unwrap_or_default();
-    let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
-    if comps.is_empty() {
-        for e in kura::snapshot::tree::load_directory(&store, &snap.tree_id()?)? {
-            stack.push((b"/".to_vec(), e));
-        }
-    } else {
-        let e = kura::snapshot::tree::lookup(&store, snap.tree_id()?, &comps)?
-            .ok_or_else(|| not_found("no such path in the snapshot"))?;
-        let mut parent = b"/".to_vec();
-        for c in &comps[..comps.len() - 1] {
-            parent.extend_from_slice(c);
-            parent.push(b'/');
-        }
-        stack.push((parent, e));
-    }
-    stack.reverse();
+    let options = LsOptions {
+        path: args.path.clone().unwrap_or_default(),
+    };
     let mut out = std::io::stdout().lock();
-    while let Some((dir, e)) = stack.pop() {
-        let mut path = dir.clone();
-        path.extend_from_slice(&e.name);
+    ls(&store, &snap.tree_id()?, &options, |path, e| {
         let kind = e.payload.entry_type();
         let line = if g.json {
             // One JSON object per line, as `restic ls --json` does.
             serde_json::json!({
-                "path": String::from_utf8_lossy(&path),
+                "path": String::from_utf8_lossy(path),
                 "type": kind.name(),
                 "mode": e.meta.mode,
                 "uid": e.meta.uid,
@@ -453,20 +402,15 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
                 String::from_utf8_lossy(&e.meta.group),
                 e.meta.size,
                 super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
-                String::from_utf8_lossy(&path)
+                String::from_utf8_lossy(path)
             )
         };
-        if writeln_or_pipe(&mut out, &line)? {
-            return Ok(());
-        }
-        if let Payload::Dir(id) = &e.payload {
-            let mut sub = path.clone();
-            sub.push(b'/');
-            let children = kura::snapshot::tree::load_directory(&store, id)?;
-            stack.extend(children.into_iter().rev().map(|c| (sub.clone(), c)));
-        }
-    }
-    Ok(())
+        Ok::<_, anyhow::Error>(if writeln_or_pipe(&mut out, &line)? {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        })
+    })
 }
 
 /// Writes a line; `Ok(true)` if the reader went away (not an error).
@@ -484,7 +428,7 @@ pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let comps = snapshot_components(&args.path);
+    let comps = kura::ops::snapshot_path(&args.path);
     let entry = if comps.is_empty() {
         None
     } else {

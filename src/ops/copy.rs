@@ -27,16 +27,17 @@
 //! # Sending only what the target lacks
 //!
 //! Translating a chunk id needs the chunk's plaintext. To avoid reading
-//! chunks the target already has, the target's index cache (its redb file
-//! in the local cache directory) keeps a table of translations, keyed by
-//! (source repository id, source chunk id), filled by every copy. An
-//! entry is used only if the target's index still lists its target id, in
-//! a pack the target's writers trust (not missing, not found damaged, not
-//! condemned by a prune), with the chunk's length; otherwise the chunk is
-//! read from the source again. The table survives rebuilds of the index
-//! cache (a translation never changes: both ids are functions of the
-//! plaintext and a repository's fixed keys); losing it costs reads from
-//! the source, never uploads of chunks the target has.
+//! chunks the target already has, copy keeps a store of translations of
+//! its own (a redb file beside the target's index cache,
+//! [`translations_file`], or in memory without a cache root), keyed by (source repository id, source chunk id), filled by
+//! every copy. An entry is used only if the target's index still lists its
+//! target id, in a pack the target's writers trust (not missing, not found
+//! damaged, not condemned by a prune), with the chunk's length; otherwise
+//! the chunk is read from the source again. The store is independent of
+//! the index cache and outlives its rebuilds (a translation never changes:
+//! both ids are functions of the plaintext and a repository's fixed keys);
+//! losing it costs reads from the source, never uploads of chunks the
+//! target has.
 //!
 //! # Snapshots
 //!
@@ -75,8 +76,11 @@
 //! stops the copy with that error (`Corrupt`); the snapshots copied before
 //! it stay. `check` and `repair snapshots` on the source come first.
 
+mod translations;
+
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::path::PathBuf;
 
 use rayon::prelude::*;
 
@@ -94,11 +98,14 @@ use crate::repository::snapshots;
 use crate::snapshot::Filter;
 use crate::snapshot::tree;
 
+use translations::Translations;
+pub use translations::translations_file;
+
 /// Data chunks read from the source at once (in parallel); with
 /// [`READ_AHEAD_BYTES`] it bounds the plaintext held in memory.
 const READ_BATCH: usize = 64;
 const READ_AHEAD_BYTES: u64 = 8 << 20;
-/// Translations learnt and not yet written to the cache: when there are
+/// Translations learnt and not yet written to the store: when there are
 /// this many, they are written (the rest at the end of each snapshot).
 const TRANSLATIONS_AHEAD: usize = 1 << 16;
 
@@ -114,6 +121,10 @@ pub struct CopyOptions {
     pub dry_run: bool,
     /// How the target's chunk store writes.
     pub store: ChunkStoreOptions,
+    /// The cache root under which the translations learnt are kept for the
+    /// next copy into the same target ([`translations_file`]); `None`
+    /// keeps them for this run only.
+    pub cache_root: Option<PathBuf>,
 }
 
 /// A source snapshot and its copy in the target.
@@ -148,14 +159,14 @@ pub struct CopyReport {
 }
 
 /// Copies snapshots of `source` into `target` (module documentation).
-/// Both indexes must have been synced; `target_index` is the target's
-/// cache, which keeps the translations for the next copy.
+/// Both indexes must have been synced.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidInput`] if the target's chunks may not be as long
 /// as the source's (before anything is written); a named snapshot that
 /// does not exist ([`ErrorKind::NotFound`]); damage in the source
-/// ([`ErrorKind::Corrupt`]); listing, backend and cache errors; the
+/// ([`ErrorKind::Corrupt`]); listing, backend, cache and translation store
+/// errors; the
 /// commit check's error if data it relied on was pruned meanwhile. The
 /// snapshots copied before an error stay.
 pub fn copy(
@@ -213,10 +224,13 @@ pub fn copy_with_progress(
         .map(|(id, e)| format!("pack {id}: {e}"))
         .collect();
     let reader = ChunkStore::new(source, source_index, ChunkStoreOptions::default());
+    let file = (options.cache_root.as_deref()).map(|root| translations_file(root, target.id()));
+    let translations = Translations::open(file.as_deref())?;
     let mut translator = Translator {
         source: &reader,
         target: &store,
         index: target_index,
+        translations: &translations,
         from: *source.id(),
         progress,
         trees: HashMap::new(),
@@ -361,13 +375,15 @@ fn add(total: &mut SecureReport, more: SecureReport) {
 struct Translator<'a, 'r> {
     source: &'a ChunkStore<'r>,
     target: &'a ChunkStore<'r>,
-    /// The target's cache: its translations table.
+    /// The target's index cache.
     index: &'a ChunkIndex,
+    /// What earlier copies learnt, and where this one records.
+    translations: &'a Translations,
     from: RepoId,
     progress: &'a dyn Progress,
     /// Source tree id -> target tree id, for this run.
     trees: HashMap<ChunkId, ChunkId>,
-    /// Translations of chunks this run read, not yet in the cache.
+    /// Translations of chunks this run read, not yet in the store.
     fresh: HashMap<ChunkId, ChunkId>,
     chunks_read: u64,
     bytes_read: u64,
@@ -417,7 +433,7 @@ impl Translator<'_, '_> {
             }
         }
         let ids: Vec<ChunkId> = lookup.iter().map(|(id, _)| *id).collect();
-        let cached = self.index.translations(&self.from, &ids)?;
+        let cached = self.translations.get(&self.from, &ids)?;
         let mut missing = Vec::new();
         for ((id, len), known) in lookup.into_iter().zip(cached) {
             match known {
@@ -492,11 +508,12 @@ impl Translator<'_, '_> {
         Ok(ids)
     }
 
-    /// Writes the translations learnt to the target's cache (made durable
-    /// by the store's next flush).
+    /// Writes the translations learnt to the store, durably. A chunk
+    /// whose pack a crash then loses is read again: the target's index
+    /// decides whether a translation is used.
     fn record(&mut self) -> Result<()> {
         let pairs: Vec<(ChunkId, ChunkId)> = self.fresh.drain().collect();
-        self.index.record_translations(&self.from, &pairs)
+        self.translations.record(&self.from, &pairs)
     }
 }
 

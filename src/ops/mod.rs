@@ -6,11 +6,25 @@ pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
+pub mod ls;
 pub mod progress;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod session;
 pub mod tar;
+
+use std::path::{Component, Path};
+
+/// The components of a path in a snapshot as a user gives it: `db/site.sql`
+/// and `/db/site.sql` are the same path; `.` and `..` name nothing.
+pub fn snapshot_path(path: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .map(|c| c.as_os_str().as_bytes().to_vec())
+        .collect()
+}
 
 /// Runs `f` on a rayon pool of at least `threads` threads: more than the
 /// cores when what the threads wait for is a remote repository's latency
@@ -31,4 +45,17 @@ pub(crate) fn with_io_threads<T: Send>(
         .build()
         .map_err(|e| crate::Error::new(crate::ErrorKind::Io, format!("starting I/O threads: {e}")))?
         .install(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn snapshot_paths_are_absolute_or_relative_alike() {
+        let want = vec![b"db".to_vec(), b"site.sql".to_vec()];
+        assert_eq!(super::snapshot_path(Path::new("db/site.sql")), want);
+        assert_eq!(super::snapshot_path(Path::new("/db/./site.sql")), want);
+        assert!(super::snapshot_path(Path::new("/")).is_empty());
+    }
 }

@@ -545,6 +545,46 @@ fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
     true
 }
 
+/// One file of a snapshot, typically a disk image, and where to write it.
+#[derive(Debug, Clone, Default)]
+pub struct ImageRestoreOptions {
+    /// The file in the snapshot, e.g. `/dev/vdb` (with or without the
+    /// leading `/`).
+    pub path: PathBuf,
+    /// A block device or a regular file ([`write_image`]).
+    pub to: PathBuf,
+}
+
+/// What [`restore_image`] wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImageRestoreReport {
+    /// The image's size.
+    pub size: u64,
+    /// Data bytes written (holes not counted).
+    pub bytes: u64,
+}
+
+/// Finds `options.path` in the snapshot tree `root` and writes it to
+/// `options.to` as [`write_image`] does.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] if the snapshot has no such path; as
+/// [`write_image`].
+pub fn restore_image(
+    store: &ChunkStore<'_>,
+    root: &ChunkId,
+    options: &ImageRestoreOptions,
+    progress: &dyn Progress,
+) -> Result<ImageRestoreReport> {
+    let entry = tree::lookup(store, *root, &super::snapshot_path(&options.path))?
+        .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such path in the snapshot"))?;
+    let bytes = write_image(store, &entry, &options.to, progress)?;
+    Ok(ImageRestoreReport {
+        size: entry.meta.size,
+        bytes,
+    })
+}
+
 /// Writes one file of a snapshot, typically a disk image, to `dest`:
 /// onto a block device in place (holes are zeroed; the device must be at
 /// least as large as the image), or into a regular file, created or

@@ -219,6 +219,33 @@ impl Repository {
             .collect()
     }
 
+    /// The key slot whose id starts with `prefix` (hex, either case), as a
+    /// user names one on the command line.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if no slot matches; [`ErrorKind::InvalidInput`]
+    /// if several do (more digits are needed); as [`Self::list_keys`].
+    pub fn find_key_slot(&self, prefix: &str) -> Result<KeySlotId> {
+        let wanted = prefix.to_ascii_lowercase();
+        let matches: Vec<KeySlotId> = self
+            .list_keys()?
+            .into_iter()
+            .map(|k| k.id)
+            .filter(|id| id.to_hex().starts_with(&wanted))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no key slot matches {prefix:?}"),
+            )),
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{prefix:?} matches several key slots; give more digits"),
+            )),
+        }
+    }
+
     /// Adds a key slot for `password`.
     ///
     /// # Errors
@@ -310,5 +337,49 @@ fn unlock_any(
             ErrorKind::WrongPassword,
             "wrong password: no key slot opens with it",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    fn repo() -> Repository {
+        let opts = InitOptions {
+            kdf: KdfParams::FLOOR,
+            ..InitOptions::default()
+        };
+        Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap()
+    }
+
+    #[test]
+    fn key_slots_are_found_by_unique_prefix() {
+        let repo = repo();
+        let current = repo.current_slot();
+        let hex = current.to_hex();
+        assert_eq!(repo.find_key_slot(&hex).unwrap(), current);
+        assert_eq!(
+            repo.find_key_slot(&hex.to_ascii_uppercase()[..6]).unwrap(),
+            current
+        );
+        let other = if hex.starts_with('0') { "1" } else { "0" };
+        let none = repo
+            .find_key_slot(&format!("{other}{}", &hex[1..]))
+            .unwrap_err();
+        assert_eq!(none.kind(), ErrorKind::NotFound);
+        assert_eq!(
+            none.to_string(),
+            format!("no key slot matches {:?}", format!("{other}{}", &hex[1..]))
+        );
+
+        let added = repo.add_key(b"second", KdfParams::FLOOR).unwrap();
+        assert_eq!(repo.find_key_slot(&added.to_hex()[..16]).unwrap(), added);
+        let both = repo.find_key_slot("").unwrap_err();
+        assert_eq!(both.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            both.to_string(),
+            "\"\" matches several key slots; give more digits"
+        );
     }
 }

@@ -106,3 +106,28 @@ pub fn newest_at(
             )
         })
 }
+
+/// The snapshots `names` name (`latest` or id prefixes, as [`find`]), or
+/// every snapshot if `names` is empty; of those the ones `filter` accepts,
+/// each once, oldest first.
+///
+/// # Errors
+/// As [`find`] for each name; a failed listing.
+pub fn choose(
+    repo: &Repository,
+    names: &[String],
+    filter: &Filter,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let mut chosen = if names.is_empty() {
+        list(repo)?
+    } else {
+        names
+            .iter()
+            .map(|name| find(repo, name))
+            .collect::<Result<Vec<_>>>()?
+    };
+    chosen.retain(|(_, s)| filter.matches(s));
+    chosen.sort_by_key(|(id, s)| (s.time, *id));
+    chosen.dedup_by_key(|(id, _)| *id);
+    Ok(chosen)
+}

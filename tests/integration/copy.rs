@@ -217,6 +217,7 @@ fn copy_all(
     target_index.sync(target)?;
     let options = CopyOptions {
         store,
+        cache_root: target_cache.map(|c| c.with_extension("d")),
         ..CopyOptions::default()
     };
     copy(source, &source_index, target, &target_index, &options)
@@ -345,12 +346,16 @@ impl Pair {
         let target_index = synced(&self.target, Some(&self.target_cache));
         self.source_backend.reset();
         self.target_backend.reset();
+        let options = CopyOptions {
+            cache_root: Some(self.dir.path().join("cache")),
+            ..options.clone()
+        };
         copy(
             &self.source,
             &self.source_index,
             &self.target,
             &target_index,
-            options,
+            &options,
         )
         .unwrap()
     }
@@ -489,6 +494,34 @@ fn a_copy_after_a_new_backup_reads_and_sends_only_new_chunks() {
     let copies = copies(&p.target);
     let got = restored(&p.target, &copies[&second].0, &p.src, &p.scratch("restore"));
     assert_eq!(got, describe(&p.src));
+    assert_clean(&p.target, "target after the second copy");
+}
+
+#[test]
+fn translations_outlive_the_target_index_cache() {
+    let p = pair(false);
+    backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
+    p.copy(&CopyOptions::default());
+    let translations =
+        kura::ops::copy::translations_file(&p.dir.path().join("cache"), p.target.id());
+    assert!(translations.is_file(), "{}", translations.display());
+
+    // The target's index cache is gone (rebuilt from its index files);
+    // copy's own store still knows every chunk the target holds.
+    fs::remove_file(&p.target_cache).unwrap();
+    change_tree(&p.src);
+    let second = backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
+    let new_source_chunks = snapshots::load(&p.source, &second)
+        .unwrap()
+        .summary
+        .chunks_new;
+    let report = p.copy(&CopyOptions::default());
+    assert_eq!(report.copied.len(), 1);
+    assert!(
+        report.chunks_read > 0 && report.chunks_read <= new_source_chunks,
+        "read {} chunks; the backup stored {new_source_chunks} new blobs",
+        report.chunks_read
+    );
     assert_clean(&p.target, "target after the second copy");
 }
 

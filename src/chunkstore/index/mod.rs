@@ -11,12 +11,15 @@
 //! lost copy is not the only one a reader tries; and, bounded in size,
 //! sealed tree blobs by id, so that a snapshot walked again (ls, restore,
 //! a backup's parent) costs no reads of a remote repository.
+//!
+//! A `copy_translations` table that caches written by earlier versions
+//! hold is left alone: `copy` keeps its translations in a store of its own
+//! (`ops::copy`), so the table is never read, written or cleared here.
 
 mod adopt;
 mod files;
 mod health;
 mod sync;
-mod translations;
 mod trees;
 
 pub use files::{read_index_file, write_index_file, write_index_file_as};
@@ -52,11 +55,6 @@ const DAMAGED: TableDefinition<[u8; 32], u64> = TableDefinition::new("damaged_pa
 /// a cache without them only lacks what they would have recorded.
 const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
     MultimapTableDefinition::new("duplicate_locations");
-/// Chunk ids of another repository (other keys) translated into this
-/// one's for the same plaintext, as `copy` learnt them: (that repository's
-/// id, its chunk id) -> this repository's chunk id. Like `VERIFIED`, it
-/// survives rebuilds: a translation never changes meaning.
-const TRANSLATIONS: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copy_translations");
 /// Sealed tree blobs (envelopes as read from their packs) by chunk id, so
 /// that walking a snapshot again reads no tree from the repository. A
 /// chunk id always names the same bytes, so entries never go stale and
@@ -208,7 +206,6 @@ impl ChunkIndex {
         txn.open_table(VERIFIED).map_err(db_err)?;
         txn.open_table(DAMAGED).map_err(db_err)?;
         txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
-        txn.open_table(TRANSLATIONS).map_err(db_err)?;
         txn.open_table(TREES).map_err(db_err)?;
         txn.open_table(TREES_SIZE).map_err(db_err)?;
         f(&txn)?;
@@ -375,7 +372,10 @@ pub fn cache_file(root: &Path, repo: &RepoId) -> PathBuf {
 
 /// Creates `dir` (and parents) readable by its owner only: the cache holds
 /// decrypted metadata.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+///
+/// # Errors
+/// The directory cannot be created or its mode set.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
