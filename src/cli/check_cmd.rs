@@ -30,7 +30,14 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     };
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let report = check(&repo, &index, &CheckOptions { read_data })?;
+    let report = check(
+        &repo,
+        &index,
+        &CheckOptions {
+            read_data,
+            clock: super::clock_from_env()?,
+        },
+    )?;
     if g.json {
         let damage: Vec<_> = report
             .damage
@@ -135,7 +142,11 @@ fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()
     use kura::ops::repair::{RepairIndexOptions, repair_index};
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let options = RepairIndexOptions { read_data, dry_run };
+    let options = RepairIndexOptions {
+        read_data,
+        dry_run,
+        clock: super::clock_from_env()?,
+    };
     let report = repair_index(&repo, &index, &options)?;
     if g.json {
         let dropped: Vec<_> = report

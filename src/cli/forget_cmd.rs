@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use kura::ops::forget::{ForgetOptions, forget};
-use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_duration};
+use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_within};
 
 use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;
@@ -30,7 +30,8 @@ pub struct ForgetArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_yearly: u32,
     /// Keep snapshots taken within this long before the newest of their
-    /// group, e.g. `30d`, `2y6m`, `12h`.
+    /// group, e.g. `30d`, `2y6mo`, `12h` (`mo` months of 30 days, `y`
+    /// years of 365; a bare `m` is refused as ambiguous).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep snapshots with this tag (repeatable).
@@ -71,11 +72,7 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within: args
-            .keep_within
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?,
+        within: args.keep_within.as_deref().map(parse_within).transpose()?,
         tags: args.keep_tag.clone(),
     };
     let options = ForgetOptions {

@@ -27,6 +27,7 @@ pub enum KeyCommand {
 
 pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
     let mut repo = g.open()?;
+    repo.set_clock(super::clock_from_env()?);
     match action {
         KeyCommand::List => {
             let keys = repo.list_keys()?;

@@ -5,6 +5,7 @@ use clap::Args;
 use kura::ops::check::Subset;
 use kura::ops::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, prune};
 use kura::repository::Repository;
+use kura::snapshot::duration::parse_duration;
 
 use super::GlobalArgs;
 use super::snapshot_cmds::{cache_root, synced_index};
@@ -32,22 +33,9 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
-/// Parses `90s`, `30min`, `1h`, `2d` or plain seconds.
+/// Parses `--grace`: a duration (`kura::snapshot::duration`) in seconds.
 pub(super) fn parse_grace(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a duration (e.g. 1h, 30min, 90s): {text:?}"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("not a duration (e.g. 1h, 30min, 90s): {text:?}"),
-    };
-    Ok(n.saturating_mul(scale))
+    Ok(parse_duration(text)?)
 }
 
 fn parse_percent(text: &str) -> Result<f64> {
@@ -89,6 +77,7 @@ impl PruneArgs {
             max_unused: parse_percent(&self.max_unused)?,
             max_repack_bytes,
             dry_run: self.dry_run,
+            clock: super::clock_from_env()?,
             ..PruneOptions::default()
         })
     }

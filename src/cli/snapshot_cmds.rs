@@ -188,6 +188,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         hostname: args.host.clone().unwrap_or_else(hostname),
         parent,
         store: ChunkStoreOptions::default(),
+        clock: super::clock_from_env()?,
     };
     let bar = Bar::new(!args.quiet && !g.json);
     let report = std::thread::scope(|scope| {

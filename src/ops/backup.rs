@@ -9,10 +9,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
@@ -60,6 +61,8 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     pub excludes: ExcludeOptions,
     pub store: ChunkStoreOptions,
+    /// The snapshot's start and end times, and streams' mtimes.
+    pub clock: Clock,
 }
 
 /// What a backup did.
@@ -82,12 +85,6 @@ pub struct BackupReport {
 /// How long a backup may take from the start of its commit check to its
 /// snapshot write (format-spec/12, `W`).
 pub const COMMIT_WINDOW: Duration = Duration::from_secs(300);
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// An in-memory directory of the root tree: the directories leading to
 /// the backed-up paths, and the entries of those paths.
@@ -394,7 +391,7 @@ pub fn backup_with_progress(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Started::now();
-    let time = now_ns();
+    let time = options.clock.now_ns();
     let mut paths: Vec<PathBuf> = options
         .paths
         .iter()
@@ -449,8 +446,16 @@ pub fn backup_with_progress(
     for (source, path) in options.streams.iter().zip(&stream_paths) {
         let comps = components(path);
         let (name, dirs) = comps.split_last().expect("stream paths have a name");
-        let entry = store_stream(&store, source, name.clone(), &mut walker.summary)?;
-        insert_root(&mut root, dirs, entry, |_| stream_metadata(0o700, 0));
+        let entry = store_stream(
+            &store,
+            source,
+            name.clone(),
+            &mut walker.summary,
+            options.clock,
+        )?;
+        insert_root(&mut root, dirs, entry, |_| {
+            stream_metadata(0o700, 0, options.clock)
+        });
     }
     let tree_id = store_root(&store, root)?;
     store.flush()?;
@@ -465,7 +470,7 @@ pub fn backup_with_progress(
         tree: tree_id.to_hex(),
         parent: parent.as_ref().map(|(id, _)| id.to_hex()),
         time,
-        end_time: now_ns(),
+        end_time: options.clock.now_ns(),
         hostname: options.hostname.clone(),
         username: std::env::var("USER").unwrap_or_default(),
         paths: raw_paths,
@@ -657,8 +662,8 @@ fn stream_path(name: &Path) -> Result<PathBuf> {
 
 /// Metadata of a stream's file (or of a directory leading to it): owned by
 /// the backing-up user, timestamped now.
-fn stream_metadata(mode: u32, size: u64) -> Metadata {
-    let now = now_ns();
+fn stream_metadata(mode: u32, size: u64, clock: Clock) -> Metadata {
+    let now = clock.now_ns();
     let time = (
         now.div_euclid(1_000_000_000),
         u32::try_from(now.rem_euclid(1_000_000_000)).unwrap_or(0),
@@ -795,6 +800,7 @@ fn store_stream(
     source: &StreamSource,
     name: Vec<u8>,
     summary: &mut Summary,
+    clock: Clock,
 ) -> Result<Entry> {
     let refs = match &source.command {
         None => store.put_stream(std::io::stdin())?,
@@ -812,7 +818,7 @@ fn store_stream(
         .collect();
     Ok(Entry {
         name,
-        meta: stream_metadata(0o600, size),
+        meta: stream_metadata(0o600, size, clock),
         payload: Payload::File(tree::store_content(store, extents)?),
     })
 }

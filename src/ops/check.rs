@@ -33,13 +33,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
 use crate::chunkstore::index::{ChunkIndex, read_index_file};
 use crate::chunkstore::pack::verify_pack_blobs;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::IndexFile;
 use crate::format::pack::PackHeader;
@@ -112,6 +112,8 @@ impl Subset {
 pub struct CheckOptions {
     /// Read pack contents too; `None` checks structure only.
     pub read_data: Option<Subset>,
+    /// Dates the packs verified and marked damaged, in the cache.
+    pub clock: Clock,
 }
 
 /// One problem found, with what it affects.
@@ -187,22 +189,16 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         candidates.sort();
         let chosen = choose(index, candidates, subset)?;
         let (whole, bad) = read_packs(repo, &chosen, &mut report)?;
-        index.mark_verified(&whole, unix_now())?;
+        index.mark_verified(&whole, options.clock.now_unix())?;
         damaged.extend(bad);
         verified = whole;
     }
     let marked: Vec<PackId> = damaged.keys().copied().collect();
-    index.record_pack_health(&marked, &verified, unix_now())?;
+    index.record_pack_health(&marked, &verified, options.clock.now_unix())?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
     walk_snapshots(repo, index, &bad_blobs, &mut report)?;
     Ok(report)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Step 4 for every snapshot: damage below each is gathered per object.

@@ -34,11 +34,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::chunkstore::index::{ChunkIndex, write_index_file};
 use crate::chunkstore::pack::verify_pack;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::PackKind;
@@ -60,6 +60,8 @@ pub struct RepairIndexOptions {
     pub read_data: bool,
     /// Report, change nothing.
     pub dry_run: bool,
+    /// Dates what was learnt about packs, in the cache.
+    pub clock: Clock,
 }
 
 /// What the repair found and did.
@@ -118,10 +120,7 @@ pub fn repair_index(
     } else {
         Vec::new()
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    index.record_pack_health(&dropped, &whole, now)?;
+    index.record_pack_health(&dropped, &whole, options.clock.now_unix())?;
     let level = crate::chunkstore::ChunkStoreOptions::default().compression_level;
     for chunk in good.chunks(PACKS_PER_FILE) {
         let file = IndexFile {

@@ -11,6 +11,7 @@ use kura::backend::{Backend, FaultyBackend, MemoryBackend, write_bytes};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::clock::Clock;
 use kura::format::layout;
 use kura::id::SnapshotId;
 use kura::ops::backup::{BackupOptions, backup};
@@ -151,6 +152,7 @@ fn assert_whole(
         &index,
         &CheckOptions {
             read_data: Some(Subset::All),
+            ..CheckOptions::default()
         },
     )
     .unwrap();
@@ -211,7 +213,7 @@ fn interleaved_snapshots() -> (World, SnapshotId, SnapshotId) {
 fn graced(now: u64) -> PruneOptions {
     PruneOptions {
         grace: 3600,
-        now: Some(now),
+        clock: Clock::at_unix(now),
         ..PruneOptions::default()
     }
 }
@@ -1094,7 +1096,7 @@ fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
     assert!(!index.is_empty().unwrap());
 
     // check lists again too, instead of calling the merged files missing.
-    let quick = CheckOptions { read_data: None };
+    let quick = CheckOptions::default();
     let report = check(&racing(1), &whole, &quick).unwrap();
     assert!(report.is_clean(), "{:?}", report.damage);
 
