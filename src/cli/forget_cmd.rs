@@ -7,6 +7,7 @@ use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_within};
 
 use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;
+use super::output::Document;
 use super::prune_cmd::{PruneArgs, prune_open};
 
 #[derive(Args, Debug)]
@@ -98,25 +99,9 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let report = forget(&repo, &options)?;
     let json = g.json;
     if g.json {
-        let rows: Vec<_> = report
-            .decisions
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "id": d.id.to_hex(), "time": d.time, "group": d.group,
-                    "keep": d.keep, "reasons": d.reasons,
-                })
-            })
-            .collect();
-        let removed: Vec<String> = report
-            .removed
-            .iter()
-            .map(kura::id::SnapshotId::to_hex)
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "decisions": rows, "removed": removed, "dry_run": args.dry_run })
-        );
+        Document::of(&report)
+            .with("dry_run", args.dry_run)
+            .print()?;
     } else {
         print_decisions(&report, args.dry_run);
     }

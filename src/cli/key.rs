@@ -32,16 +32,7 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
         KeyCommand::List => {
             let keys = repo.list_keys()?;
             if g.json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "id": k.id.to_hex(), "created": k.created, "current": k.current,
-                            "kdf": {"m_cost": k.params.m_cost, "t_cost": k.params.t_cost, "p_cost": k.params.p_cost},
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                super::output::print_json(&keys)?;
             } else {
                 println!(
                     "  {:<16} {:<17} {:<28}",

@@ -8,6 +8,7 @@ mod check_cmd;
 mod copy_cmd;
 mod forget_cmd;
 mod key;
+mod output;
 mod password;
 mod progress;
 mod prune_cmd;
@@ -308,10 +309,9 @@ pub fn run(cli: &Cli) -> Result<()> {
             };
             let repo = Repository::init(backend, password.as_bytes(), &opts)?;
             if g.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "repository_id": repo.id().to_hex() })
-                );
+                output::Document::object()
+                    .with("repository_id", repo.id())
+                    .print()?;
             } else {
                 println!(
                     "created kura repository {} at {}",
@@ -346,18 +346,28 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
+/// `config show --json`: the clear header's fields and the config body.
+#[derive(serde::Serialize)]
+struct ConfigShown<'a> {
+    repository_id: kura::id::RepoId,
+    format_version: u32,
+    mandatory_features: u64,
+    compatible_features: u64,
+    config: &'a kura::format::config::ConfigBody,
+}
+
 fn show_config(g: &GlobalArgs) -> Result<()> {
     let repo = g.open()?;
     let (h, c) = (repo.header(), repo.config());
-    let value = serde_json::json!({
-        "repository_id": h.repo.to_hex(),
-        "format_version": h.version,
-        "mandatory_features": h.mandatory_features,
-        "compatible_features": h.compatible_features,
-        "config": c,
-    });
     if g.json {
-        println!("{value}");
+        output::Document::of(&ConfigShown {
+            repository_id: h.repo,
+            format_version: h.version,
+            mandatory_features: h.mandatory_features,
+            compatible_features: h.compatible_features,
+            config: c,
+        })
+        .print()?;
     } else {
         let p = c.chunker.params;
         println!("repository   {}", h.repo);

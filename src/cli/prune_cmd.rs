@@ -8,6 +8,7 @@ use kura::repository::Repository;
 use kura::snapshot::duration::parse_duration;
 
 use super::GlobalArgs;
+use super::output::Document;
 use super::snapshot_cmds::{cache_root, synced_index};
 
 #[derive(Args, Debug, Clone)]
@@ -94,7 +95,12 @@ pub fn prune_open(g: &GlobalArgs, repo: &Repository, options: &PruneOptions) -> 
     let index = synced_index(repo)?;
     let scratch = cache_root().map_or_else(std::env::temp_dir, |r| r.join(repo.id().to_hex()));
     let report = prune(repo, &index, &scratch, options)?;
-    print_report(g, &report, options.dry_run);
+    if g.json {
+        return Document::of(&report)
+            .with("dry_run", options.dry_run)
+            .print();
+    }
+    print_report(&report, options.dry_run);
     Ok(())
 }
 
@@ -102,27 +108,7 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
-    if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "dry_run": dry_run, "snapshots": r.snapshots, "live_chunks": r.live_chunks,
-                "packs": r.packs, "bytes": r.bytes,
-                "condemned_packs": r.condemned_packs, "condemned_bytes": r.condemned_bytes,
-                "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
-                "rewritten_bytes": r.rewritten_bytes, "new_pack_bytes": r.new_pack_bytes,
-                "deleted_packs": r.deleted_packs, "freed_bytes": r.freed_bytes,
-                "resurrected_packs": r.resurrected_packs, "adopted_packs": r.adopted_packs,
-                "index_files_written": r.index_files_written,
-                "index_files_deleted": r.index_files_deleted,
-                "records_swept": r.records_swept, "temporaries_removed": r.temporaries_removed, "record_written": r.record_written,
-                "unused_bytes_after": r.unused_bytes_after,
-                "deletable_after": r.deletable_after, "warnings": r.warnings,
-            })
-        );
-        return;
-    }
+fn print_report(r: &PruneReport, dry_run: bool) {
     if dry_run {
         println!("dry run: nothing was changed; a run would do this:");
     }

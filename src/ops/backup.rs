@@ -65,8 +65,8 @@ pub struct BackupOptions {
     pub clock: Clock,
 }
 
-/// What a backup did.
-#[derive(Debug, Clone)]
+/// What a backup did. Serialized as `kura backup --json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
     pub snapshot: SnapshotId,
     pub parent: Option<SnapshotId>,
@@ -78,7 +78,8 @@ pub struct BackupReport {
     /// Unindexed packs whose header did not authenticate (left alone).
     pub packs_refused: Vec<String>,
     /// Packs a concurrent prune condemned that the commit check took back
-    /// or copied (format-spec/12).
+    /// or copied (format-spec/12). Its counts sit beside the others.
+    #[serde(flatten)]
     pub secured: SecureReport,
 }
 

@@ -117,7 +117,7 @@ pub struct CheckOptions {
 }
 
 /// One problem found, with what it affects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Damage {
     /// The damaged object, e.g. `pack 3fa2...`, `index 9c1e...`,
     /// `snapshot 77ab...`, `blob 12cd...`.
@@ -128,8 +128,8 @@ pub struct Damage {
     pub affects: Vec<String>,
 }
 
-/// What a check found.
-#[derive(Debug, Clone, Default)]
+/// What a check found. Serialized with condemned packs as a count.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
     pub packs: usize,
     pub index_files: usize,
@@ -141,8 +141,13 @@ pub struct CheckReport {
     pub orphan_packs: Vec<PackId>,
     /// Packs a prune record condemned, awaiting deletion (format-spec/12);
     /// not orphans, not damage.
+    #[serde(serialize_with = "serialize_count")]
     pub condemned_packs: Vec<PackId>,
     pub damage: Vec<Damage>,
+}
+
+fn serialize_count<S: serde::Serializer>(packs: &[PackId], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(packs.len() as u64)
 }
 
 impl CheckReport {

@@ -77,7 +77,7 @@ impl Default for PruneOptions {
 }
 
 /// What a run found and did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
     pub snapshots: usize,
     pub live_chunks: u64,

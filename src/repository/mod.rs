@@ -51,10 +51,12 @@ impl Default for InitOptions {
 }
 
 /// A key slot as shown to a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeySlotInfo {
     pub id: KeySlotId,
+    /// Unix seconds.
     pub created: u64,
+    #[serde(rename = "kdf")]
     pub params: KdfParams,
     /// Whether this slot unlocked the open repository.
     pub current: bool,

@@ -130,7 +130,7 @@ impl GroupBy {
 }
 
 /// The fate of one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     pub id: SnapshotId,
     pub time: i64,
