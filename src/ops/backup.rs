@@ -444,20 +444,13 @@ pub fn backup_with_progress(
     for path in &image_paths {
         walker.add_image(&mut root, path)?;
     }
-    for (source, path) in options.streams.iter().zip(&stream_paths) {
-        let comps = components(path);
-        let (name, dirs) = comps.split_last().expect("stream paths have a name");
-        let entry = store_stream(
-            &store,
-            source,
-            name.clone(),
-            &mut walker.summary,
-            options.clock,
-        )?;
-        insert_root(&mut root, dirs, entry, |_| {
-            stream_metadata(0o700, 0, options.clock)
-        });
-    }
+    add_streams(
+        &store,
+        &mut root,
+        options,
+        &stream_paths,
+        &mut walker.summary,
+    )?;
     let tree_id = store_root(&store, root)?;
     store.flush()?;
     tracing::debug!("backup: flushed");
@@ -794,6 +787,25 @@ fn store_image(
         entry,
         changed.then(|| "changed while it was read".to_owned()),
     ))
+}
+
+/// Stores each stream of `options` at its path in the root tree.
+fn add_streams(
+    store: &ChunkStore<'_>,
+    root: &mut RootDir,
+    options: &BackupOptions,
+    paths: &[PathBuf],
+    summary: &mut Summary,
+) -> Result<()> {
+    for (source, path) in options.streams.iter().zip(paths) {
+        let comps = components(path);
+        let (name, dirs) = comps.split_last().expect("stream paths have a name");
+        let entry = store_stream(store, source, name.clone(), summary, options.clock)?;
+        insert_root(root, dirs, entry, |_| {
+            stream_metadata(0o700, 0, options.clock)
+        });
+    }
+    Ok(())
 }
 
 fn store_stream(
