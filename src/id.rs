@@ -1,5 +1,6 @@
 //! Typed 32-byte identifiers, one type per kind of object, so a pack id can
-//! never be passed where a chunk id is expected. Hex is their only text form.
+//! never be passed where a chunk id is expected. Hex is their only text form
+//! (`Display`, and `Serialize` for reports).
 
 use std::fmt;
 
@@ -53,6 +54,13 @@ macro_rules! id_type {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", stringify!($name), &self.to_hex()[..16])
+            }
+        }
+
+        /// Its hex text, as every report and `--json` shows ids.
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
             }
         }
 

@@ -14,7 +14,7 @@
 //! | codecs | [`format`] | every byte on storage, one module per spec chapter |
 //! | leaf | [`algorithms`] | crypto, compression, chunker: no I/O |
 //!
-//! [`error`] and [`id`] are used by every layer. The binary's `cli` module
+//! [`error`], [`id`] and [`clock`] are used by every layer. The binary's `cli` module
 //! (layer 6) sits on top.
 
 #![forbid(unsafe_code)]
@@ -22,6 +22,7 @@
 pub mod algorithms;
 pub mod backend;
 pub mod chunkstore;
+pub mod clock;
 pub mod error;
 pub mod format;
 pub mod id;

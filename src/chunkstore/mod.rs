@@ -109,7 +109,7 @@ pub struct ChunkRef {
 }
 
 /// Counters of what the store did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
     pub chunks: u64,
     pub chunks_new: u64,
@@ -122,7 +122,7 @@ pub struct StoreStats {
 }
 
 /// What [`ChunkStore::secure_relied`] had to do.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct SecureReport {
     pub packs_resurrected: usize,
     pub packs_copied: usize,

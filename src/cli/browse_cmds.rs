@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
-use kura::format::snapshot::RawPath;
-use kura::ops::diff::{DiffReport, diff};
-use kura::ops::find::{FindOptions, FindReport, find};
+use kura::ops::diff::diff;
+use kura::ops::find::{FindOptions, find};
 use kura::snapshot;
 
 use super::key::utc_minutes;
+use super::output::{Document, print_json};
 use super::snapshot_cmds::writeln_or_pipe;
 use super::{GlobalArgs, synced_index};
 
@@ -66,10 +66,6 @@ fn path_text(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-fn path_json(path: &[u8]) -> serde_json::Value {
-    serde_json::to_value(RawPath::from_bytes(path)).expect("paths serialize")
-}
-
 pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
@@ -78,8 +74,10 @@ pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let report = diff(&store, &old.tree_id()?, &new.tree_id()?)?;
     if g.json {
-        println!("{}", diff_json(&report, &old_id.to_hex(), &new_id.to_hex()));
-        return Ok(());
+        return Document::of(&report)
+            .with("old", old_id)
+            .with("new", new_id)
+            .print();
     }
     let mut out = std::io::stdout().lock();
     for c in &report.changes {
@@ -103,32 +101,6 @@ pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     Ok(())
 }
 
-fn diff_json(r: &DiffReport, old: &str, new: &str) -> serde_json::Value {
-    let changes: Vec<_> = r
-        .changes
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "path": path_json(&c.path),
-                "change": c.kind.name(),
-                "marker": c.kind.marker().to_string(),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "old": old,
-        "new": new,
-        "changes": changes,
-        "added": r.added,
-        "removed": r.removed,
-        "changed": r.changed,
-        "metadata_only": r.metadata_only,
-        "type_changed": r.type_changed,
-        "bytes_added": r.bytes_added,
-        "bytes_removed": r.bytes_removed,
-    })
-}
-
 pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
@@ -139,8 +111,7 @@ pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
     };
     let report = find(&store, &snapshots, &options)?;
     if g.json {
-        println!("{}", find_json(&report));
-        return Ok(());
+        return print_json(&report.matches);
     }
     let mut out = std::io::stdout().lock();
     for m in &report.matches {
@@ -158,23 +129,4 @@ pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn find_json(r: &FindReport) -> serde_json::Value {
-    let rows: Vec<_> = r
-        .matches
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "snapshot": m.snapshot.to_hex(),
-                "time": m.time,
-                "path": path_json(&m.path),
-                "type": m.entry_type.name(),
-                "size": m.meta.size,
-                "mode": m.meta.mode,
-                "mtime": m.meta.mtime.0,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(rows)
 }

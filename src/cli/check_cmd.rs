@@ -6,8 +6,9 @@
 use anyhow::Result;
 use clap::Args;
 use kura::ops::check::{CheckOptions, Subset, check};
-use kura::ops::repair::{DroppedKind, RepairSnapshotsReport, SnapshotAction};
+use kura::ops::repair::{DroppedKind, SnapshotAction};
 
+use super::output::Document;
 use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
@@ -29,27 +30,18 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     };
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let report = check(&repo, &index, &CheckOptions { read_data })?;
+    let report = check(
+        &repo,
+        &index,
+        &CheckOptions {
+            read_data,
+            clock: super::clock_from_env()?,
+        },
+    )?;
     if g.json {
-        let damage: Vec<_> = report
-            .damage
-            .iter()
-            .map(|d| serde_json::json!({"object": d.object, "problem": d.problem, "affects": d.affects}))
-            .collect();
-        let orphans: Vec<String> = report
-            .orphan_packs
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "clean": report.is_clean(), "packs": report.packs, "index_files": report.index_files,
-                "snapshots": report.snapshots, "trees": report.trees, "packs_read": report.packs_read,
-                "bytes_read": report.bytes_read, "orphan_packs": orphans, "damage": damage,
-                "condemned_packs": report.condemned_packs.len(),
-            })
-        );
+        Document::of(&report)
+            .with("clean", report.is_clean())
+            .print()?;
     } else {
         println!(
             "checked {} snapshots, {} trees, {} index files, {} packs ({} read, {:.1} MB)",
@@ -134,23 +126,14 @@ fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()
     use kura::ops::repair::{RepairIndexOptions, repair_index};
     let repo = g.open()?;
     let index = synced_index(&repo)?;
-    let options = RepairIndexOptions { read_data, dry_run };
+    let options = RepairIndexOptions {
+        read_data,
+        dry_run,
+        clock: super::clock_from_env()?,
+    };
     let report = repair_index(&repo, &index, &options)?;
     if g.json {
-        let dropped: Vec<_> = report
-            .packs_dropped
-            .iter()
-            .map(|(id, why)| serde_json::json!({"pack": id.to_string(), "problem": why}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "packs_indexed": report.packs_indexed, "packs_dropped": dropped,
-                "index_files_written": report.index_files_written,
-                "index_files_deleted": report.index_files_deleted, "dry_run": dry_run,
-            })
-        );
-        return Ok(());
+        return Document::of(&report).with("dry_run", dry_run).print();
     }
     for (id, why) in &report.packs_dropped {
         println!("left out: pack {id}: {why}");
@@ -177,8 +160,7 @@ fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Resu
     let options = RepairSnapshotsOptions { snapshots, dry_run };
     let report = repair_snapshots(&repo, &index, &options)?;
     if g.json {
-        println!("{}", repair_snapshots_json(&report, dry_run));
-        return Ok(());
+        return Document::of(&report).with("dry_run", dry_run).print();
     }
     for r in &report.repaired {
         let short = &r.snapshot.to_hex()[..16];
@@ -210,38 +192,4 @@ fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Resu
         report.blobs_salvaged,
     );
     Ok(())
-}
-
-/// One object for the whole report; paths absolute as in the snapshot.
-fn repair_snapshots_json(report: &RepairSnapshotsReport, dry_run: bool) -> serde_json::Value {
-    let snapshots: Vec<_> = report
-        .repaired
-        .iter()
-        .map(|r| {
-            let dropped: Vec<_> = r
-                .dropped
-                .iter()
-                .map(|d| {
-                    let kind = match d.kind {
-                        DroppedKind::File => "file",
-                        DroppedKind::Directory => "directory emptied",
-                    };
-                    let path = format!("/{}", String::from_utf8_lossy(&d.path));
-                    serde_json::json!({"path": path, "kind": kind, "reason": d.reason})
-                })
-                .collect();
-            let (action, new, reason) = match &r.action {
-                SnapshotAction::Replaced(new) => ("replaced", new.map(|n| n.to_hex()), None),
-                SnapshotAction::Removed(why) => ("removed", None, Some(why.clone())),
-            };
-            serde_json::json!({
-                "snapshot": r.snapshot.to_hex(), "action": action, "new_snapshot": new,
-                "reason": reason, "dropped": dropped,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "dry_run": dry_run, "snapshots_checked": report.snapshots_checked,
-        "blobs_salvaged": report.blobs_salvaged, "snapshots": snapshots,
-    })
 }

@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::ChunkStoreOptions;
-use kura::ops::copy::{CopiedSnapshot, CopyOptions, CopyReport, copy_with_progress};
+use kura::ops::copy::{CopyOptions, CopyReport, copy_with_progress};
 use kura::snapshot;
 
 use super::browse_cmds::FilterArgs;
+use super::output::Document;
 use super::progress::Bar;
 use super::{GlobalArgs, PasswordSource, cache_root, open_at, synced_index};
 
@@ -92,37 +93,13 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         eprintln!("warning: unindexed target {p} (not reused)");
     }
     if g.json {
-        println!("{}", json_report(&report, args.dry_run));
+        Document::of(&report)
+            .with("dry_run", args.dry_run)
+            .print()?;
     } else if !args.quiet {
         print_report(&report, args.dry_run);
     }
     Ok(())
-}
-
-fn json_report(report: &CopyReport, dry_run: bool) -> serde_json::Value {
-    let pairs = |list: &[CopiedSnapshot]| -> Vec<serde_json::Value> {
-        list.iter()
-            .map(|c| {
-                serde_json::json!({
-                    "source": c.source.to_hex(),
-                    "target": c.target.map(|t| t.to_hex()),
-                })
-            })
-            .collect()
-    };
-    serde_json::json!({
-        "dry_run": dry_run,
-        "copied": pairs(&report.copied),
-        "already_copied": pairs(&report.already_copied),
-        "chunks_read": report.chunks_read,
-        "bytes_read": report.bytes_read,
-        "chunks_new": report.stored.chunks_new,
-        "bytes_stored": report.stored.bytes_stored,
-        "packs_written": report.stored.packs_written,
-        "packs_adopted": report.packs_adopted,
-        "packs_taken_back": report.secured.packs_resurrected,
-        "packs_copied": report.secured.packs_copied,
-    })
 }
 
 fn print_report(report: &CopyReport, dry_run: bool) {

@@ -3,10 +3,11 @@
 use anyhow::Result;
 use clap::Args;
 use kura::ops::forget::{ForgetOptions, forget};
-use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_duration};
+use kura::snapshot::retention::{GroupBy, RetentionPolicy, parse_within};
 
 use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;
+use super::output::Document;
 use super::prune_cmd::{PruneArgs, prune_open};
 
 #[derive(Args, Debug)]
@@ -30,7 +31,8 @@ pub struct ForgetArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub keep_yearly: u32,
     /// Keep snapshots taken within this long before the newest of their
-    /// group, e.g. `30d`, `2y6m`, `12h`.
+    /// group, e.g. `30d`, `2y6mo`, `12h` (`mo` months of 30 days, `y`
+    /// years of 365; a bare `m` is refused as ambiguous).
     #[arg(long, value_name = "DURATION")]
     pub keep_within: Option<String>,
     /// Keep snapshots with this tag (repeatable).
@@ -71,11 +73,7 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         weekly: args.keep_weekly,
         monthly: args.keep_monthly,
         yearly: args.keep_yearly,
-        within: args
-            .keep_within
-            .as_deref()
-            .map(parse_duration)
-            .transpose()?,
+        within: args.keep_within.as_deref().map(parse_within).transpose()?,
         tags: args.keep_tag.clone(),
     };
     let options = ForgetOptions {
@@ -101,25 +99,9 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     let report = forget(&repo, &options)?;
     let json = g.json;
     if g.json {
-        let rows: Vec<_> = report
-            .decisions
-            .iter()
-            .map(|d| {
-                serde_json::json!({
-                    "id": d.id.to_hex(), "time": d.time, "group": d.group,
-                    "keep": d.keep, "reasons": d.reasons,
-                })
-            })
-            .collect();
-        let removed: Vec<String> = report
-            .removed
-            .iter()
-            .map(kura::id::SnapshotId::to_hex)
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "decisions": rows, "removed": removed, "dry_run": args.dry_run })
-        );
+        Document::of(&report)
+            .with("dry_run", args.dry_run)
+            .print()?;
     } else {
         print_decisions(&report, args.dry_run);
     }

@@ -26,20 +26,12 @@ pub enum KeyCommand {
 
 pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
     let mut repo = g.open()?;
+    repo.set_clock(super::clock_from_env()?);
     match action {
         KeyCommand::List => {
             let keys = repo.list_keys()?;
             if g.json {
-                let rows: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        serde_json::json!({
-                            "id": k.id.to_hex(), "created": k.created, "current": k.current,
-                            "kdf": {"m_cost": k.params.m_cost, "t_cost": k.params.t_cost, "p_cost": k.params.p_cost},
-                        })
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                super::output::print_json(&keys)?;
             } else {
                 println!(
                     "  {:<16} {:<17} {:<28}",

@@ -8,6 +8,7 @@ mod check_cmd;
 mod copy_cmd;
 mod forget_cmd;
 mod key;
+mod output;
 mod password;
 mod progress;
 mod prune_cmd;
@@ -22,6 +23,7 @@ use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, Location, RemoteOptions};
 use kura::chunkstore::index::ChunkIndex;
 use kura::ops::session::{IndexOptions, open_index};
+use kura::clock::Clock;
 use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;
@@ -77,7 +79,11 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 #[command(
     name = "kura",
     version,
-    about = "Deduplicating, compressed, encrypted backups"
+    about = "Deduplicating, compressed, encrypted backups",
+    after_help = "Environment:\n  KURA_NOW  Take this time as now: an RFC 3339 time in UTC \
+                  (2026-12-04T03:00:00Z) or Unix seconds (@1796353200). It dates \
+                  snapshots and key slots and decides when prune's grace has passed; \
+                  for tests and for replaying a schedule."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -318,14 +324,14 @@ pub fn run(cli: &Cli) -> Result<()> {
                 .read_new("password for the new repository")?;
             let opts = InitOptions {
                 kdf: (*kdf).into(),
+                clock: clock_from_env()?,
                 ..InitOptions::default()
             };
             let repo = Repository::init(backend, password.as_bytes(), &opts)?;
             if g.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "repository_id": repo.id().to_hex() })
-                );
+                output::Document::object()
+                    .with("repository_id", repo.id())
+                    .print()?;
             } else {
                 println!(
                     "created kura repository {} at {}",
@@ -360,18 +366,28 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
+/// `config show --json`: the clear header's fields and the config body.
+#[derive(serde::Serialize)]
+struct ConfigShown<'a> {
+    repository_id: kura::id::RepoId,
+    format_version: u32,
+    mandatory_features: u64,
+    compatible_features: u64,
+    config: &'a kura::format::config::ConfigBody,
+}
+
 fn show_config(g: &GlobalArgs) -> Result<()> {
     let repo = g.open()?;
     let (h, c) = (repo.header(), repo.config());
-    let value = serde_json::json!({
-        "repository_id": h.repo.to_hex(),
-        "format_version": h.version,
-        "mandatory_features": h.mandatory_features,
-        "compatible_features": h.compatible_features,
-        "config": c,
-    });
     if g.json {
-        println!("{value}");
+        output::Document::of(&ConfigShown {
+            repository_id: h.repo,
+            format_version: h.version,
+            mandatory_features: h.mandatory_features,
+            compatible_features: h.compatible_features,
+            config: c,
+        })
+        .print()?;
     } else {
         let p = c.chunker.params;
         println!("repository   {}", h.repo);
@@ -393,11 +409,27 @@ fn show_config(g: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--io-timeout`: seconds, or a duration like `prune --grace` takes
-/// (`90s`, `2min`); at least one second.
+/// `--io-timeout`: a duration (`90s`, `2min`, plain seconds;
+/// `kura::snapshot::duration`); at least one second.
 fn parse_seconds(text: &str) -> std::result::Result<std::time::Duration, String> {
-    match prune_cmd::parse_grace(text).map_err(|e| e.to_string())? {
+    match kura::snapshot::duration::parse_duration(text).map_err(|e| e.to_string())? {
         0 => Err("must be at least 1 second".into()),
         s => Ok(std::time::Duration::from_secs(s)),
+    }
+}
+
+/// The clock of this run: stopped at `KURA_NOW` when that is set and not
+/// empty (`kura::clock`; tests, replaying a schedule), else the system's.
+///
+/// # Errors
+/// `KURA_NOW` is not a time as `kura::snapshot::parse_instant` reads it.
+fn clock_from_env() -> Result<Clock> {
+    match std::env::var("KURA_NOW") {
+        Ok(text) if !text.is_empty() => {
+            let ns = kura::snapshot::parse_instant(&text).context("KURA_NOW")?;
+            Ok(Clock::Fixed(ns))
+        }
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(Clock::System),
+        Err(e) => Err(anyhow::anyhow!("KURA_NOW: {e}")),
     }
 }

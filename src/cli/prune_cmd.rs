@@ -5,7 +5,9 @@ use clap::Args;
 use kura::ops::check::Subset;
 use kura::ops::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, prune};
 use kura::repository::Repository;
+use kura::snapshot::duration::parse_duration;
 
+use super::output::Document;
 use super::{GlobalArgs, cache_root, synced_index};
 
 #[derive(Args, Debug, Clone)]
@@ -31,22 +33,9 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
-/// Parses `90s`, `30min`, `1h`, `2d` or plain seconds.
+/// Parses `--grace`: a duration (`kura::snapshot::duration`) in seconds.
 pub(super) fn parse_grace(text: &str) -> Result<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("not a duration (e.g. 1h, 30min, 90s): {text:?}"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "min" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => bail!("not a duration (e.g. 1h, 30min, 90s): {text:?}"),
-    };
-    Ok(n.saturating_mul(scale))
+    Ok(parse_duration(text)?)
 }
 
 fn parse_percent(text: &str) -> Result<f64> {
@@ -88,6 +77,7 @@ impl PruneArgs {
             max_unused: parse_percent(&self.max_unused)?,
             max_repack_bytes,
             dry_run: self.dry_run,
+            clock: super::clock_from_env()?,
             ..PruneOptions::default()
         })
     }
@@ -104,7 +94,12 @@ pub fn prune_open(g: &GlobalArgs, repo: &Repository, options: &PruneOptions) -> 
     let index = synced_index(repo)?;
     let scratch = kura::ops::session::scratch_dir(cache_root().as_deref(), repo.id());
     let report = prune(repo, &index, &scratch, options)?;
-    print_report(g, &report, options.dry_run);
+    if g.json {
+        return Document::of(&report)
+            .with("dry_run", options.dry_run)
+            .print();
+    }
+    print_report(&report, options.dry_run);
     Ok(())
 }
 
@@ -112,27 +107,7 @@ fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
-    if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "dry_run": dry_run, "snapshots": r.snapshots, "live_chunks": r.live_chunks,
-                "packs": r.packs, "bytes": r.bytes,
-                "condemned_packs": r.condemned_packs, "condemned_bytes": r.condemned_bytes,
-                "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
-                "rewritten_bytes": r.rewritten_bytes, "new_pack_bytes": r.new_pack_bytes,
-                "deleted_packs": r.deleted_packs, "freed_bytes": r.freed_bytes,
-                "resurrected_packs": r.resurrected_packs, "adopted_packs": r.adopted_packs,
-                "index_files_written": r.index_files_written,
-                "index_files_deleted": r.index_files_deleted,
-                "records_swept": r.records_swept, "temporaries_removed": r.temporaries_removed, "record_written": r.record_written,
-                "unused_bytes_after": r.unused_bytes_after,
-                "deletable_after": r.deletable_after, "warnings": r.warnings,
-            })
-        );
-        return;
-    }
+fn print_report(r: &PruneReport, dry_run: bool) {
     if dry_run {
         println!("dry run: nothing was changed; a run would do this:");
     }

@@ -13,6 +13,7 @@ use kura::ops::restore::{
 };
 use kura::snapshot;
 
+use super::output::{Document, print_json};
 use super::progress::Bar;
 use super::{GlobalArgs, synced_index};
 
@@ -169,6 +170,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         hostname: args.host.clone().unwrap_or_else(hostname),
         parent,
         store: ChunkStoreOptions::default(),
+        clock: super::clock_from_env()?,
     };
     let bar = Bar::new(!args.quiet && !g.json);
     let report = std::thread::scope(|scope| {
@@ -207,18 +209,9 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         );
     }
     if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "packs_adopted": report.packs_adopted,
-                "packs_taken_back": sec.packs_resurrected,
-                "packs_copied": sec.packs_copied,
-                "snapshot": report.snapshot.to_hex(),
-                "parent": report.parent.map(|p| p.to_hex()),
-                "summary": s,
-                "incomplete": !report.warnings.is_empty(),
-            })
-        );
+        Document::of(&report)
+            .with("incomplete", !report.warnings.is_empty())
+            .print()?;
     } else if !args.quiet {
         println!(
             "snapshot {} saved: {} files ({} unchanged), {} dirs, {:.1} MB; {} new chunks, {:.1} MB stored",
@@ -234,16 +227,22 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     Ok(!report.warnings.is_empty())
 }
 
+/// One row of `snapshots --json`.
+#[derive(serde::Serialize)]
+struct Listed<'a> {
+    id: kura::id::SnapshotId,
+    snapshot: &'a kura::format::snapshot::Snapshot,
+}
+
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
     let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
     if g.json {
-        let rows: Vec<_> = all
+        let rows: Vec<Listed> = all
             .iter()
-            .map(|(id, s)| serde_json::json!({ "id": id.to_hex(), "snapshot": s }))
+            .map(|(id, snapshot)| Listed { id: *id, snapshot })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(());
+        return print_json(&rows);
     }
     println!(
         "{:<16} {:<19} {:<16} {:<12} paths",
@@ -294,10 +293,11 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         bar.finish();
         let report = report?;
         if g.json {
-            println!(
-                "{}",
-                serde_json::json!({"snapshot": id.to_hex(), "size": report.size, "bytes": report.bytes})
-            );
+            Document::object()
+                .with("snapshot", id)
+                .with("size", report.size)
+                .with("bytes", report.bytes)
+                .print()?;
         } else if !args.quiet {
             println!(
                 "restored {} of snapshot {} to {}: {:.1} MB, {:.1} MB of data",
@@ -327,10 +327,7 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     if g.json {
-        println!(
-            "{}",
-            serde_json::json!({"snapshot": id.to_hex(), "files": report.files, "files_intact": report.files_intact, "dirs": report.dirs, "bytes": report.bytes, "warnings": report.warnings})
-        );
+        Document::of(&report).with("snapshot", id).print()?;
     } else if !args.quiet {
         println!(
             "restored snapshot {} to {}: {} files ({} already intact), {} dirs, {:.1} MB",
@@ -367,6 +364,39 @@ fn not_found(what: &str) -> anyhow::Error {
     kura::Error::new(kura::ErrorKind::NotFound, what.to_owned()).into()
 }
 
+/// One line of `ls --json`: the path and names as (lossy) text.
+#[derive(serde::Serialize)]
+struct ListedEntry<'a> {
+    path: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    user: std::borrow::Cow<'a, str>,
+    group: std::borrow::Cow<'a, str>,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: u32,
+}
+
+impl<'a> ListedEntry<'a> {
+    fn new(path: &'a [u8], e: &'a kura::format::tree::Entry) -> Self {
+        Self {
+            path: String::from_utf8_lossy(path),
+            kind: e.payload.entry_type().name(),
+            mode: e.meta.mode,
+            uid: e.meta.uid,
+            gid: e.meta.gid,
+            user: String::from_utf8_lossy(&e.meta.user),
+            group: String::from_utf8_lossy(&e.meta.group),
+            size: e.meta.size,
+            mtime: e.meta.mtime.0,
+            mtime_nsec: e.meta.mtime.1,
+        }
+    }
+}
+
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
@@ -380,19 +410,7 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
         let kind = e.payload.entry_type();
         let line = if g.json {
             // One JSON object per line, as `restic ls --json` does.
-            serde_json::json!({
-                "path": String::from_utf8_lossy(path),
-                "type": kind.name(),
-                "mode": e.meta.mode,
-                "uid": e.meta.uid,
-                "gid": e.meta.gid,
-                "user": String::from_utf8_lossy(&e.meta.user),
-                "group": String::from_utf8_lossy(&e.meta.group),
-                "size": e.meta.size,
-                "mtime": e.meta.mtime.0,
-                "mtime_nsec": e.meta.mtime.1,
-            })
-            .to_string()
+            serde_json::to_string(&ListedEntry::new(path, e))?
         } else {
             format!(
                 "{}{:04o} {:>8} {:>8} {:>12} {} {}",

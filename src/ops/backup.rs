@@ -9,10 +9,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
@@ -60,10 +61,12 @@ pub struct BackupOptions {
     pub parent: ParentChoice,
     pub excludes: ExcludeOptions,
     pub store: ChunkStoreOptions,
+    /// The snapshot's start and end times, and streams' mtimes.
+    pub clock: Clock,
 }
 
-/// What a backup did.
-#[derive(Debug, Clone)]
+/// What a backup did. Serialized as `kura backup --json` prints it.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupReport {
     pub snapshot: SnapshotId,
     pub parent: Option<SnapshotId>,
@@ -75,19 +78,14 @@ pub struct BackupReport {
     /// Unindexed packs whose header did not authenticate (left alone).
     pub packs_refused: Vec<String>,
     /// Packs a concurrent prune condemned that the commit check took back
-    /// or copied (format-spec/12).
+    /// or copied (format-spec/12). Its counts sit beside the others.
+    #[serde(flatten)]
     pub secured: SecureReport,
 }
 
 /// How long a backup may take from the start of its commit check to its
 /// snapshot write (format-spec/12, `W`).
 pub const COMMIT_WINDOW: Duration = Duration::from_secs(300);
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// An in-memory directory of the root tree: the directories leading to
 /// the backed-up paths, and the entries of those paths.
@@ -394,7 +392,7 @@ pub fn backup_with_progress(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let started = Started::now();
-    let time = now_ns();
+    let time = options.clock.now_ns();
     let mut paths: Vec<PathBuf> = options
         .paths
         .iter()
@@ -446,12 +444,13 @@ pub fn backup_with_progress(
     for path in &image_paths {
         walker.add_image(&mut root, path)?;
     }
-    for (source, path) in options.streams.iter().zip(&stream_paths) {
-        let comps = components(path);
-        let (name, dirs) = comps.split_last().expect("stream paths have a name");
-        let entry = store_stream(&store, source, name.clone(), &mut walker.summary)?;
-        insert_root(&mut root, dirs, entry, |_| stream_metadata(0o700, 0));
-    }
+    add_streams(
+        &store,
+        &mut root,
+        options,
+        &stream_paths,
+        &mut walker.summary,
+    )?;
     let tree_id = store_root(&store, root)?;
     store.flush()?;
     tracing::debug!("backup: flushed");
@@ -465,7 +464,7 @@ pub fn backup_with_progress(
         tree: tree_id.to_hex(),
         parent: parent.as_ref().map(|(id, _)| id.to_hex()),
         time,
-        end_time: now_ns(),
+        end_time: options.clock.now_ns(),
         hostname: options.hostname.clone(),
         username: std::env::var("USER").unwrap_or_default(),
         paths: raw_paths,
@@ -657,8 +656,8 @@ fn stream_path(name: &Path) -> Result<PathBuf> {
 
 /// Metadata of a stream's file (or of a directory leading to it): owned by
 /// the backing-up user, timestamped now.
-fn stream_metadata(mode: u32, size: u64) -> Metadata {
-    let now = now_ns();
+fn stream_metadata(mode: u32, size: u64, clock: Clock) -> Metadata {
+    let now = clock.now_ns();
     let time = (
         now.div_euclid(1_000_000_000),
         u32::try_from(now.rem_euclid(1_000_000_000)).unwrap_or(0),
@@ -790,11 +789,31 @@ fn store_image(
     ))
 }
 
+/// Stores each stream of `options` at its path in the root tree.
+fn add_streams(
+    store: &ChunkStore<'_>,
+    root: &mut RootDir,
+    options: &BackupOptions,
+    paths: &[PathBuf],
+    summary: &mut Summary,
+) -> Result<()> {
+    for (source, path) in options.streams.iter().zip(paths) {
+        let comps = components(path);
+        let (name, dirs) = comps.split_last().expect("stream paths have a name");
+        let entry = store_stream(store, source, name.clone(), summary, options.clock)?;
+        insert_root(root, dirs, entry, |_| {
+            stream_metadata(0o700, 0, options.clock)
+        });
+    }
+    Ok(())
+}
+
 fn store_stream(
     store: &ChunkStore<'_>,
     source: &StreamSource,
     name: Vec<u8>,
     summary: &mut Summary,
+    clock: Clock,
 ) -> Result<Entry> {
     let refs = match &source.command {
         None => store.put_stream(std::io::stdin())?,
@@ -812,7 +831,7 @@ fn store_stream(
         .collect();
     Ok(Entry {
         name,
-        meta: stream_metadata(0o600, size),
+        meta: stream_metadata(0o600, size, clock),
         payload: Payload::File(tree::store_content(store, extents)?),
     })
 }

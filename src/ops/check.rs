@@ -33,13 +33,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
 use crate::chunkstore::index::{ChunkIndex, read_index_file};
 use crate::chunkstore::pack::verify_pack_blobs;
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::IndexFile;
 use crate::format::pack::PackHeader;
@@ -112,10 +112,12 @@ impl Subset {
 pub struct CheckOptions {
     /// Read pack contents too; `None` checks structure only.
     pub read_data: Option<Subset>,
+    /// Dates the packs verified and marked damaged, in the cache.
+    pub clock: Clock,
 }
 
 /// One problem found, with what it affects.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Damage {
     /// The damaged object, e.g. `pack 3fa2...`, `index 9c1e...`,
     /// `snapshot 77ab...`, `blob 12cd...`.
@@ -126,8 +128,8 @@ pub struct Damage {
     pub affects: Vec<String>,
 }
 
-/// What a check found.
-#[derive(Debug, Clone, Default)]
+/// What a check found. Serialized with condemned packs as a count.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
     pub packs: usize,
     pub index_files: usize,
@@ -139,8 +141,13 @@ pub struct CheckReport {
     pub orphan_packs: Vec<PackId>,
     /// Packs a prune record condemned, awaiting deletion (format-spec/12);
     /// not orphans, not damage.
+    #[serde(serialize_with = "serialize_count")]
     pub condemned_packs: Vec<PackId>,
     pub damage: Vec<Damage>,
+}
+
+fn serialize_count<S: serde::Serializer>(packs: &[PackId], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(packs.len() as u64)
 }
 
 impl CheckReport {
@@ -187,22 +194,16 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         candidates.sort();
         let chosen = choose(index, candidates, subset)?;
         let (whole, bad) = read_packs(repo, &chosen, &mut report)?;
-        index.mark_verified(&whole, unix_now())?;
+        index.mark_verified(&whole, options.clock.now_unix())?;
         damaged.extend(bad);
         verified = whole;
     }
     let marked: Vec<PackId> = damaged.keys().copied().collect();
-    index.record_pack_health(&marked, &verified, unix_now())?;
+    index.record_pack_health(&marked, &verified, options.clock.now_unix())?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
     walk_snapshots(repo, index, &bad_blobs, &mut report)?;
     Ok(report)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Step 4 for every snapshot: damage below each is gathered per object.

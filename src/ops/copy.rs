@@ -128,15 +128,16 @@ pub struct CopyOptions {
 }
 
 /// A source snapshot and its copy in the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct CopiedSnapshot {
     pub source: SnapshotId,
     /// The copy (new, or found there already); `None` on a dry run.
     pub target: Option<SnapshotId>,
 }
 
-/// What a copy did.
-#[derive(Debug, Clone, Default)]
+/// What a copy did. Serialized with the store's and the commit check's
+/// counts beside the others.
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CopyReport {
     /// The snapshots copied (on a dry run: to copy), oldest first.
     pub copied: Vec<CopiedSnapshot>,
@@ -148,6 +149,7 @@ pub struct CopyReport {
     pub bytes_read: u64,
     /// What the target's chunk store did (`chunks_new`, `bytes_stored`:
     /// what was sent, trees included).
+    #[serde(flatten)]
     pub stored: StoreStats,
     /// Orphan packs of an interrupted writer that the target adopted.
     pub packs_adopted: usize,
@@ -155,6 +157,7 @@ pub struct CopyReport {
     pub packs_refused: Vec<String>,
     /// Target packs a concurrent prune condemned that the commit check
     /// took back or copied.
+    #[serde(flatten)]
     pub secured: SecureReport,
 }
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::Result;
+use crate::format::snapshot::RawPath;
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
 use crate::snapshot::tree;
@@ -61,8 +62,20 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
+/// `{"path", "change": the kind's name, "marker"}`.
+impl serde::Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Change", 3)?;
+        out.serialize_field("path", &RawPath::from_bytes(&self.path))?;
+        out.serialize_field("change", self.kind.name())?;
+        out.serialize_field("marker", &self.kind.marker())?;
+        out.end()
+    }
+}
+
 /// What differs between two snapshots.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DiffReport {
     /// In name order, a directory before what is below it.
     pub changes: Vec<Change>,

@@ -15,7 +15,7 @@ use crate::source::exclude::PathGlobs;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::snapshot::Snapshot;
+use crate::format::snapshot::{RawPath, Snapshot};
 use crate::format::tree::{EntryType, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
 use crate::snapshot::tree;
@@ -39,8 +39,25 @@ pub struct FindMatch {
     pub meta: Metadata,
 }
 
+/// `{"snapshot", "time", "path", "type", "size", "mode", "mtime"}`: the
+/// entry's name, type and the metadata a listing shows.
+impl serde::Serialize for FindMatch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("FindMatch", 7)?;
+        out.serialize_field("snapshot", &self.snapshot)?;
+        out.serialize_field("time", &self.time)?;
+        out.serialize_field("path", &RawPath::from_bytes(&self.path))?;
+        out.serialize_field("type", self.entry_type.name())?;
+        out.serialize_field("size", &self.meta.size)?;
+        out.serialize_field("mode", &self.meta.mode)?;
+        out.serialize_field("mtime", &self.meta.mtime.0)?;
+        out.end()
+    }
+}
+
 /// What a search found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FindReport {
     /// By snapshot in the order given, then in name order.
     pub matches: Vec<FindMatch>,

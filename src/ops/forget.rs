@@ -26,7 +26,7 @@ pub struct ForgetOptions {
 }
 
 /// What forget decided and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ForgetReport {
     /// One decision per considered snapshot, grouped, newest first.
     pub decisions: Vec<Decision>,

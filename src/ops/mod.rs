@@ -1,4 +1,8 @@
 //! Operations layer: one file per operation, Options -> fn -> Report.
+//! Reports derive `serde::Serialize`: the CLI's `--json` output is theirs,
+//! ids as hex and snapshot paths as [`RawPath`] (a string when UTF-8).
+
+use crate::format::snapshot::RawPath;
 
 pub mod backup;
 pub mod check;
@@ -24,6 +28,15 @@ pub fn snapshot_path(path: &Path) -> Vec<Vec<u8>> {
         .filter(|c| matches!(c, Component::Normal(_)))
         .map(|c| c.as_os_str().as_bytes().to_vec())
         .collect()
+}
+
+/// Serializes paths of a snapshot as reports show paths: each a string
+/// when it is UTF-8, else `{"hex": ...}` ([`RawPath`]).
+pub(crate) fn serialize_paths<S: serde::Serializer>(
+    paths: &[Vec<u8>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| RawPath::from_bytes(p)))
 }
 
 /// Runs `f` on a rayon pool of at least `threads` threads: more than the

@@ -13,12 +13,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
 use crate::chunkstore::index::{BlobLocation, ChunkIndex, read_index_file, write_index_file_as};
 use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::PackKind;
@@ -56,8 +57,8 @@ pub struct PruneOptions {
     pub max_repack_bytes: u64,
     /// Report, write and delete nothing.
     pub dry_run: bool,
-    /// The time to take as now (Unix seconds); `None`: the clock.
-    pub now: Option<u64>,
+    /// Now: records' creation time and ripeness, the deletable time.
+    pub clock: Clock,
     /// zstd level for rewritten index files.
     pub level: i32,
 }
@@ -69,14 +70,14 @@ impl Default for PruneOptions {
             max_unused: 0.05,
             max_repack_bytes: u64::MAX,
             dry_run: false,
-            now: None,
+            clock: Clock::System,
             level: 3,
         }
     }
 }
 
 /// What a run found and did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
     pub snapshots: usize,
     pub live_chunks: u64,
@@ -112,12 +113,6 @@ pub struct PruneReport {
     pub deletable_after: Option<u64>,
     /// Packs that could not be repacked, with why.
     pub warnings: Vec<String>,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn db_err(e: impl Into<redb::Error>) -> Error {
@@ -394,7 +389,7 @@ pub fn prune(
     scratch: &Path,
     options: &PruneOptions,
 ) -> Result<PruneReport> {
-    let now = options.now.unwrap_or_else(now_unix);
+    let now = options.clock.now_unix();
     let at_once = options.grace == 0;
     let mut report = PruneReport::default();
 

@@ -34,11 +34,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::chunkstore::index::{ChunkIndex, write_index_file};
 use crate::chunkstore::pack::verify_pack;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::PackKind;
@@ -60,16 +60,34 @@ pub struct RepairIndexOptions {
     pub read_data: bool,
     /// Report, change nothing.
     pub dry_run: bool,
+    /// Dates what was learnt about packs, in the cache.
+    pub clock: Clock,
 }
 
 /// What the repair found and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairIndexReport {
     pub packs_indexed: usize,
-    /// Packs left out, with why.
+    /// Packs left out, with why (`[{"pack", "problem"}]`).
+    #[serde(serialize_with = "serialize_dropped_packs")]
     pub packs_dropped: Vec<(PackId, String)>,
     pub index_files_written: usize,
     pub index_files_deleted: usize,
+}
+
+fn serialize_dropped_packs<S: serde::Serializer>(
+    packs: &[(PackId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Dropped<'a> {
+        pack: PackId,
+        problem: &'a str,
+    }
+    s.collect_seq(packs.iter().map(|(pack, problem)| Dropped {
+        pack: *pack,
+        problem,
+    }))
 }
 
 /// Rebuilds the index files from the packs and refills `index` (the cache).
@@ -118,10 +136,7 @@ pub fn repair_index(
     } else {
         Vec::new()
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    index.record_pack_health(&dropped, &whole, now)?;
+    index.record_pack_health(&dropped, &whole, options.clock.now_unix())?;
     let level = crate::chunkstore::ChunkStoreOptions::default().compression_level;
     for chunk in good.chunks(PACKS_PER_FILE) {
         let file = IndexFile {
@@ -162,22 +177,33 @@ pub struct RepairSnapshotsOptions {
 }
 
 /// What a repaired snapshot no longer holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Dropped {
     /// The path from the snapshot's root, `/`-separated, without a leading
     /// `/` (the root tree mirrors absolute paths: `srv/www/index.php`).
+    /// Serialized absolute, as text (`/srv/www/index.php`).
+    #[serde(serialize_with = "serialize_absolute")]
     pub path: Vec<u8>,
     pub kind: DroppedKind,
     /// The lost object and why, e.g. `blob 3fa2...: ... not found`.
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum DroppedKind {
     /// A file with lost content, left out of its directory.
+    #[serde(rename = "file")]
     File,
     /// A directory whose tree is lost, kept empty with its metadata.
+    #[serde(rename = "directory emptied")]
     Directory,
+}
+
+fn serialize_absolute<S: serde::Serializer>(
+    path: &[u8],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("/{}", String::from_utf8_lossy(path)))
 }
 
 /// What happens to a damaged snapshot.
@@ -189,19 +215,39 @@ pub enum SnapshotAction {
     Removed(String),
 }
 
-/// One damaged snapshot.
-#[derive(Debug, Clone)]
+/// `{"action": "replaced" | "removed", "new_snapshot", "reason"}`, the
+/// two that do not apply `null`.
+impl serde::Serialize for SnapshotAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (action, new, reason) = match self {
+            Self::Replaced(new) => ("replaced", *new, None),
+            Self::Removed(why) => ("removed", None, Some(why)),
+        };
+        let mut out = s.serialize_map(Some(3))?;
+        out.serialize_entry("action", action)?;
+        out.serialize_entry("new_snapshot", &new)?;
+        out.serialize_entry("reason", &reason)?;
+        out.end()
+    }
+}
+
+/// One damaged snapshot; its action's fields sit beside the others.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotRepair {
     pub snapshot: SnapshotId,
+    #[serde(flatten)]
     pub action: SnapshotAction,
     pub dropped: Vec<Dropped>,
 }
 
 /// What `repair snapshots` found and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RepairSnapshotsReport {
     pub snapshots_checked: usize,
-    /// The damaged snapshots only; whole ones are not listed.
+    /// The damaged snapshots only; whole ones are not listed. Serialized
+    /// as `snapshots`.
+    #[serde(rename = "snapshots")]
     pub repaired: Vec<SnapshotRepair>,
     /// Data chunks that still read whole from a pack found damaged and
     /// were stored again (on a dry run: would be).

@@ -47,7 +47,7 @@ pub struct RestoreOptions {
 }
 
 /// What a restore did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,

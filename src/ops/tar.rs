@@ -28,7 +28,7 @@ pub struct TarOptions {
 }
 
 /// What a dump wrote.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TarReport {
     pub files: u64,
     pub dirs: u64,
@@ -39,6 +39,7 @@ pub struct TarReport {
     /// File content written, holes included.
     pub bytes: u64,
     /// Paths (without the leading `/`) of entries tar cannot hold: sockets.
+    #[serde(serialize_with = "crate::ops::serialize_paths")]
     pub skipped: Vec<Vec<u8>>,
 }
 

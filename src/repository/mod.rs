@@ -8,12 +8,12 @@ pub mod sealer;
 pub mod snapshots;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::algorithms::chunker::Chunker;
 use crate::algorithms::crypto::MasterSecret;
 use crate::algorithms::crypto::kdf::KdfParams;
 use crate::backend::{Backend, write_bytes};
+use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
 use crate::format::keyslot::KeySlot;
@@ -35,6 +35,9 @@ pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
 pub struct InitOptions {
     pub kdf: KdfParams,
     pub chunker: ChunkerParams,
+    /// Stamps the first key slot's creation time, and stays the opened
+    /// repository's clock ([`Repository::set_clock`]).
+    pub clock: Clock,
 }
 
 impl Default for InitOptions {
@@ -42,15 +45,18 @@ impl Default for InitOptions {
         Self {
             kdf: KdfParams::DEFAULT,
             chunker: DEFAULT_CHUNKER,
+            clock: Clock::System,
         }
     }
 }
 
 /// A key slot as shown to a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeySlotInfo {
     pub id: KeySlotId,
+    /// Unix seconds.
     pub created: u64,
+    #[serde(rename = "kdf")]
     pub params: KdfParams,
     /// Whether this slot unlocked the open repository.
     pub current: bool,
@@ -65,12 +71,8 @@ pub struct Repository {
     sealer: Sealer,
     chunker: Chunker,
     slot: KeySlotId,
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    /// Stamps key slots made through this handle.
+    clock: Clock,
 }
 
 impl Repository {
@@ -100,7 +102,8 @@ impl Repository {
             repo: RepoId::random(),
         };
         let body = ConfigBody::v1(opts.chunker);
-        let slot = KeySlot::create(&master, password, header.repo, opts.kdf, now_unix())?;
+        let now = opts.clock.now_unix();
+        let slot = KeySlot::create(&master, password, header.repo, opts.kdf, now)?;
         let slot_id = KeySlotId::random();
         // The key slot first: a visible config always has a key to open it.
         write_bytes(
@@ -114,7 +117,9 @@ impl Repository {
             layout::CONFIG,
             &config::encode(&header, &body, &keys.metadata),
         )?;
-        Ok(Self::assemble(backend, header, body, master, slot_id))
+        let mut repo = Self::assemble(backend, header, body, master, slot_id);
+        repo.clock = opts.clock;
+        Ok(repo)
     }
 
     fn assemble(
@@ -134,7 +139,14 @@ impl Repository {
             config,
             master,
             slot,
+            clock: Clock::System,
         }
+    }
+
+    /// Sets the clock that stamps key slots made from now on (the system
+    /// clock unless set here or by [`InitOptions::clock`]).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// Reads and checks the clear config header, without a password.
@@ -252,7 +264,8 @@ impl Repository {
     /// [`ErrorKind::KeySlotRefused`] for parameters outside the policy;
     /// backend errors.
     pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
-        let slot = KeySlot::create(&self.master, password, self.header.repo, params, now_unix())?;
+        let now = self.clock.now_unix();
+        let slot = KeySlot::create(&self.master, password, self.header.repo, params, now)?;
         let id = KeySlotId::random();
         write_bytes(
             self.backend.as_ref(),

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
+use crate::snapshot::duration::parse_duration;
 use crate::snapshot::{civil_utc, days_from_civil};
 
 const NS_PER_SEC: i64 = 1_000_000_000;
@@ -129,7 +130,7 @@ impl GroupBy {
 }
 
 /// The fate of one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     pub id: SnapshotId,
     pub time: i64,
@@ -139,44 +140,29 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
-/// Parses a duration such as `30d`, `2y6m`, `1w`, `12h`: a sequence of
-/// numbers with units `y` (365 days), `m` (30 days), `w`, `d`, `h`.
+/// Parses `--keep-within`: a duration in the one grammar
+/// ([`crate::snapshot::duration`]), more than zero, in nanoseconds.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidInput`] for anything else.
-pub fn parse_duration(text: &str) -> Result<i64> {
-    let bad = || {
-        Error::new(
+/// [`ErrorKind::InvalidInput`] for what the grammar refuses (a bare `m`
+/// with a hint), a zero duration, or one too long to add to a time.
+pub fn parse_within(text: &str) -> Result<i64> {
+    let secs = parse_duration(text)?;
+    if secs == 0 {
+        return Err(Error::new(
             ErrorKind::InvalidInput,
-            format!("not a duration (e.g. 30d, 2y6m, 12h): {text:?}"),
-        )
-    };
-    let mut total: i64 = 0;
-    let mut digits = String::new();
-    for c in text.trim().chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let hours: i64 = match c {
-            'y' => 365 * 24,
-            'm' => 30 * 24,
-            'w' => 7 * 24,
-            'd' => 24,
-            'h' => 1,
-            _ => return Err(bad()),
-        };
-        let n: i64 = digits.parse().map_err(|_| bad())?;
-        digits.clear();
-        total = n
-            .checked_mul(hours * 3600 * NS_PER_SEC)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+            format!("a keep-within duration must be more than 0: {text:?}"),
+        ));
     }
-    if !digits.is_empty() || total == 0 {
-        return Err(bad());
-    }
-    Ok(total)
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(NS_PER_SEC))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("duration too long: {text:?}"),
+            )
+        })
 }
 
 /// ISO 8601 week (year, week) of a time in nanoseconds since the epoch.
@@ -327,11 +313,21 @@ mod tests {
     #[test]
     fn durations() {
         let day = 86_400 * NS_PER_SEC;
-        assert_eq!(parse_duration("30d").unwrap(), 30 * day);
-        assert_eq!(parse_duration("1y2m").unwrap(), 425 * day);
-        assert_eq!(parse_duration("1w12h").unwrap(), 7 * day + day / 2);
-        for bad in ["", "30", "d", "5x", "0d", "99999999999999999y"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+        assert_eq!(parse_within("30d").unwrap(), 30 * day);
+        assert_eq!(parse_within("1y2mo").unwrap(), 425 * day);
+        assert_eq!(parse_within("1w12h").unwrap(), 7 * day + day / 2);
+        assert_eq!(parse_within("30").unwrap(), 30 * NS_PER_SEC);
+        for bad in [
+            "",
+            "1y2m",
+            "d",
+            "5x",
+            "0d",
+            "0",
+            "99999999999999999y",
+            "300y",
+        ] {
+            assert!(parse_within(bad).is_err(), "{bad}");
         }
     }
 

@@ -45,6 +45,54 @@ pub fn parse_utc(text: &str) -> Result<i64> {
     Ok(secs * 1_000_000_000 + if clock.is_none() { 999_999_999 } else { 0 })
 }
 
+/// Parses an instant as `KURA_NOW` takes it ([`crate::clock`]): an RFC 3339
+/// time in UTC, `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, or Unix seconds after an
+/// `@` (`@1796353200`). Returns nanoseconds since the epoch.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for anything else, an offset other than `Z`
+/// included.
+pub fn parse_instant(text: &str) -> Result<i64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a time (want e.g. 2026-12-04T03:00:00Z, UTC, or @1796353200): {text:?}"),
+        )
+    };
+    let t = text.trim();
+    if let Some(secs) = t.strip_prefix('@') {
+        let secs: i64 = secs.parse().map_err(|_| bad())?;
+        return secs.checked_mul(1_000_000_000).ok_or_else(bad);
+    }
+    let t = t.strip_suffix(['Z', 'z']).ok_or_else(bad)?;
+    let (date, clock) = t.split_once(['T', 't', ' ']).ok_or_else(bad)?;
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let fixed = |s: &str, len: usize| -> Result<i64> {
+        if s.len() == len && s.bytes().all(|b| b.is_ascii_digit()) {
+            s.parse().map_err(|_| bad())
+        } else {
+            Err(bad())
+        }
+    };
+    let (d, c): (Vec<&str>, Vec<&str>) = (date.split('-').collect(), clock.split(':').collect());
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), c.as_slice()) else {
+        return Err(bad());
+    };
+    let (y, m, day) = (fixed(y, 4)?, fixed(m, 2)?, fixed(day, 2)?);
+    let (hh, mm, ss) = (fixed(hh, 2)?, fixed(mm, 2)?, fixed(ss, 2)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) || (t.contains('.') && fraction.is_empty()) {
+        return Err(bad());
+    }
+    let nanos: i64 = format!("{:0<9}", &fraction[..fraction.len().min(9)])
+        .parse()
+        .map_err(|_| bad())?;
+    let secs = days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss;
+    Ok(secs * 1_000_000_000 + nanos)
+}
+
 /// Year, month, day and hour (UTC) of a time in nanoseconds since the epoch.
 pub fn civil_utc(ns: i64) -> (i64, u32, u32, u32) {
     let secs = ns.div_euclid(1_000_000_000);
@@ -76,7 +124,33 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_utc;
+    use super::{parse_instant, parse_utc};
+
+    #[test]
+    fn parses_instants_as_kura_now_takes_them() {
+        let s = 1_000_000_000;
+        assert_eq!(
+            parse_instant("2026-12-04T03:00:00Z").unwrap(),
+            1_796_353_200 * s
+        );
+        assert_eq!(parse_instant("@1796353200").unwrap(), 1_796_353_200 * s);
+        assert_eq!(parse_instant("1970-01-01t00:00:01.5z").unwrap(), s + s / 2);
+        assert_eq!(parse_instant("@-1").unwrap(), -s);
+        for bad in [
+            "2026-12-04T03:00:00",
+            "2026-12-04T03:00:00+02:00",
+            "2026-12-04",
+            "2026-13-04T03:00:00Z",
+            "2026-12-04T03:00Z",
+            "2026-12-04T03:00:00.Z",
+            "@",
+            "@12x",
+            "@99999999999999999",
+            "tomorrow",
+        ] {
+            assert!(parse_instant(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_utc_times() {

@@ -391,6 +391,7 @@ fn read_data_subsets_cover_every_pack_within_their_period() {
     for night in 0..7 {
         let options = CheckOptions {
             read_data: Some(Subset::Fraction(1, 7)),
+            ..CheckOptions::default()
         };
         let r = check(&repo, &index, &options).unwrap();
         assert!(r.is_clean());

@@ -172,6 +172,7 @@ pub fn kura_env(repo: &Path, env: &[(&str, &OsStr)], args: &[&str]) -> Output {
         "KURA_TO_PASSWORD",
         "KURA_TO_PASSWORD_FILE",
         "KURA_TO_PASSWORD_COMMAND",
+        "KURA_NOW",
     ] {
         cmd.env_remove(var);
     }

@@ -228,6 +228,7 @@ fn assert_clean(repo: &Repository, label: &str) {
     let index = synced(repo, None);
     let options = CheckOptions {
         read_data: Some(Subset::All),
+        ..CheckOptions::default()
     };
     let report = check(repo, &index, &options).unwrap_or_else(|e| panic!("{label}: check: {e}"));
     assert!(report.is_clean(), "{label}: {:#?}", report.damage);
@@ -691,6 +692,7 @@ fn a_copy_crashed_at_any_target_operation_leaves_it_clean_and_the_next_completes
         let index = synced(&target, None);
         let options = CheckOptions {
             read_data: Some(Subset::All),
+            ..CheckOptions::default()
         };
         let report = check(&target, &index, &options).unwrap();
         assert!(report.is_clean(), "{label}: {:#?}", report.damage);

@@ -347,6 +347,7 @@ impl Backend for CountingStorage {
 fn assert_clean(repo: &Repository, index: &ChunkIndex, label: &str) -> CheckReport {
     let options = CheckOptions {
         read_data: Some(Subset::All),
+        ..CheckOptions::default()
     };
     let report = check(repo, index, &options).unwrap_or_else(|e| panic!("{label}: check: {e}"));
     assert!(report.is_clean(), "{label}: {:#?}", report.damage);

@@ -11,6 +11,7 @@ use kura::backend::{Backend, FaultyBackend, MemoryBackend, write_bytes};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
+use kura::clock::Clock;
 use kura::format::layout;
 use kura::id::SnapshotId;
 use kura::ops::backup::{BackupOptions, backup};
@@ -151,6 +152,7 @@ fn assert_whole(
         &index,
         &CheckOptions {
             read_data: Some(Subset::All),
+            ..CheckOptions::default()
         },
     )
     .unwrap();
@@ -211,7 +213,7 @@ fn interleaved_snapshots() -> (World, SnapshotId, SnapshotId) {
 fn graced(now: u64) -> PruneOptions {
     PruneOptions {
         grace: 3600,
-        now: Some(now),
+        clock: Clock::at_unix(now),
         ..PruneOptions::default()
     }
 }
@@ -487,13 +489,14 @@ fn a_store_that_relied_on_condemned_packs_copies_them() {
 // ---- the CLI, with a real backup process stopped across prunes
 
 mod cli {
+    use std::cell::Cell;
+    use std::ffi::OsStr;
     use std::fs;
     use std::io::Write;
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
-    use std::time::Duration;
 
-    use crate::common::{BIN, CliRepo, describe, pseudo_random, stderr};
+    use crate::common::{BIN, CliRepo, describe, kura_env, pseudo_random, stderr};
 
     fn ok(out: &std::process::Output) -> String {
         assert!(out.status.success(), "{}", stderr(out));
@@ -508,15 +511,34 @@ mod cli {
         assert!(status.success());
     }
 
-    /// Waits out a grace period of one second (the prune records' clock
-    /// has whole seconds).
-    fn pass_grace() {
-        std::thread::sleep(Duration::from_millis(2100));
+    /// The time prunes take as now (`KURA_NOW`), moved on by the test: a
+    /// grace period passes without waiting for it. Backups and checks keep
+    /// the system clock; nothing they do compares it with a record's.
+    struct PruneTime(Cell<u64>);
+
+    impl PruneTime {
+        fn new() -> Self {
+            Self(Cell::new(1_796_353_200))
+        }
+
+        /// Lets a grace period of one second pass (the prune records'
+        /// clock has whole seconds).
+        fn pass_grace(&self) {
+            self.0.set(self.0.get() + 2);
+        }
+
+        /// Runs kura on `r` at this time.
+        fn run(&self, r: &CliRepo, args: &[&str]) -> std::process::Output {
+            let now = format!("@{}", self.0.get());
+            let mut env = r.env().to_vec();
+            env.push(("KURA_NOW", OsStr::new(&now)));
+            kura_env(&r.path, &env, args)
+        }
     }
 
-    /// `prune --grace 1s --json`, its report.
-    fn prune(r: &CliRepo) -> serde_json::Value {
-        let out = ok(&r.run(&["--json", "prune", "--grace", "1s"]));
+    /// `prune --grace 1s --json` at `t`, its report.
+    fn prune(r: &CliRepo, t: &PruneTime) -> serde_json::Value {
+        let out = ok(&t.run(r, &["--json", "prune", "--grace", "1s"]));
         serde_json::from_str(&out).unwrap()
     }
 
@@ -538,6 +560,7 @@ mod cli {
         dir: &Path,
         r: &CliRepo,
         src: &Path,
+        t: &PruneTime,
     ) -> (Child, fs::File) {
         fs::create_dir_all(src).unwrap();
         fs::write(src.join("x"), pseudo_random(2 << 20, 11)).unwrap();
@@ -561,9 +584,9 @@ mod cli {
         let writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
         signal(&child, "-STOP");
         ok(&r.run(&["forget", "--keep-tag", "new"]));
-        prune(r); // the first record: what exists now
-        pass_grace();
-        let report = prune(r);
+        prune(r, t); // the first record: what exists now
+        t.pass_grace();
+        let report = prune(r, t);
         assert!(
             report["condemned_packs"].as_u64().unwrap() > 0,
             "the forgotten snapshot's packs are condemned: {report}"
@@ -576,7 +599,8 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let r = CliRepo::init(dir.path());
         let src = dir.path().join("src");
-        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src);
+        let t = PruneTime::new();
+        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src, &t);
         signal(&child, "-CONT");
         let dump = pseudo_random(100_000, 13);
         writer.write_all(&dump).unwrap();
@@ -586,8 +610,8 @@ mod cli {
         assert!(stderr(&out).contains("copied"), "{}", stderr(&out));
         // The sweep deletes the condemned packs; the new snapshot does not
         // need them any more.
-        pass_grace();
-        let report = prune(&r);
+        t.pass_grace();
+        let report = prune(&r, &t);
         assert!(report["deleted_packs"].as_u64().unwrap() > 0, "{report}");
         ok(&r.run(&["check", "--read-data"]));
         restored_matches(&r, dir.path(), &src, &dump);
@@ -598,9 +622,10 @@ mod cli {
         let dir = tempfile::tempdir().unwrap();
         let r = CliRepo::init(dir.path());
         let src = dir.path().join("src");
-        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src);
-        pass_grace();
-        let report = prune(&r);
+        let t = PruneTime::new();
+        let (child, mut writer) = stopped_backup_and_condemned_parent(dir.path(), &r, &src, &t);
+        t.pass_grace();
+        let report = prune(&r, &t);
         assert!(report["deleted_packs"].as_u64().unwrap() > 0, "{report}");
         signal(&child, "-CONT");
         let dump = pseudo_random(100_000, 13);
@@ -638,6 +663,7 @@ mod cli {
         let r = CliRepo::init(dir.path());
         let src = dir.path().join("src");
         fs::create_dir_all(&src).unwrap();
+        let t = PruneTime::new();
         let mut prunes = 0;
         for round in 0..6u64 {
             fs::write(
@@ -659,7 +685,7 @@ mod cli {
                 .unwrap();
             // Prune for as long as the backup runs, and at least once.
             loop {
-                let out = r.run(&["prune", "--grace", "1s"]);
+                let out = t.run(&r, &["prune", "--grace", "1s"]);
                 assert!(out.status.success(), "{}", stderr(&out));
                 prunes += 1;
                 if child.try_wait().unwrap().is_some() {
@@ -669,7 +695,8 @@ mod cli {
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "round {round}: {}", stderr(&out));
             ok(&r.run(&["check", "--read-data"]));
-            std::thread::sleep(Duration::from_millis(600));
+            // The next round's prunes may sweep this round's records.
+            t.pass_grace();
         }
         assert!(prunes >= 6);
         ok(&r.run(&["check", "--read-data"]));
@@ -697,7 +724,7 @@ mod cli {
             fs::write(t, b"half a pack").unwrap();
         }
         // A fresh temporary may be a write in progress.
-        let report = prune(&r);
+        let report = prune(&r, &PruneTime::new());
         assert_eq!(report["temporaries_removed"], 0);
         assert!(temps.iter().all(|t| t.exists()));
         let out = ok(&r.run(&["--json", "prune", "--now"]));
@@ -1094,7 +1121,7 @@ fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
     assert!(!index.is_empty().unwrap());
 
     // check lists again too, instead of calling the merged files missing.
-    let quick = CheckOptions { read_data: None };
+    let quick = CheckOptions::default();
     let report = check(&racing(1), &whole, &quick).unwrap();
     assert!(report.is_clean(), "{:?}", report.damage);
 

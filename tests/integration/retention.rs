@@ -203,3 +203,55 @@ fn forget_cli_dry_run_then_delete() {
     let restored = target.join(src.strip_prefix("/").unwrap()).join("f.txt");
     assert_eq!(std::fs::read_to_string(restored).unwrap(), "night 3");
 }
+
+/// Runs kura on `cli` with `KURA_NOW` set to `now`.
+fn run_at(cli: &CliRepo, now: &str, args: &[&str]) -> std::process::Output {
+    let mut env = cli.env().to_vec();
+    env.push(("KURA_NOW", std::ffi::OsStr::new(now)));
+    crate::common::kura_env(&cli.path, &env, args)
+}
+
+#[test]
+fn kura_now_dates_the_snapshot_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f.txt"), "x").unwrap();
+    let src = src.to_str().unwrap();
+    for now in ["2026-12-04T03:00:00Z", "@1796353200"] {
+        let out = run_at(&cli, now, &["--json", "backup", "--tag", now, src]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = cli.run(&["--json", "snapshots"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        assert_eq!(
+            row["snapshot"]["time"], 1_796_353_200_000_000_000_i64,
+            "{row}"
+        );
+        assert_eq!(row["snapshot"]["end_time"], row["snapshot"]["time"]);
+    }
+    let text = String::from_utf8_lossy(&cli.run(&["snapshots"]).stdout).into_owned();
+    assert!(text.contains("2026-12-04 03:00"), "{text}");
+    let out = run_at(&cli, "2026-12-04 03:00", &["backup", "-q", src]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("KURA_NOW"), "{}", stderr(&out));
+}
+
+#[test]
+fn keep_within_refuses_a_bare_m_and_says_mo_or_min() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    let out = cli.run(&["forget", "--dry-run", "--keep-within", "6m"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("`mo` for months") && err.contains("`min` for minutes"),
+        "{err}"
+    );
+    let out = cli.run(&["forget", "--dry-run", "--keep-within", "6mo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -6,7 +6,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Argon2id cost parameters as stored in a key slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct KdfParams {
     /// Memory in KiB.
     pub m_cost: u32,
