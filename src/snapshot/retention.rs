@@ -145,8 +145,17 @@ pub struct Decision {
 ///
 /// # Errors
 /// [`ErrorKind::InvalidInput`] for what the grammar refuses (a bare `m`
-/// with a hint), a zero duration, or one too long to add to a time.
+/// with a hint), a number without a unit, a zero duration, or one too long
+/// to add to a time.
 pub fn parse_within(text: &str) -> Result<i64> {
+    // A plain number is seconds to the grammar, but nobody keeps snapshots
+    // for 30 seconds: `--keep-within 30` was refused before and still is.
+    if text.trim().bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("a keep-within duration needs a unit (e.g. 30d, 6mo, 1y): {text:?}"),
+        ));
+    }
     let secs = parse_duration(text)?;
     if secs == 0 {
         return Err(Error::new(
@@ -316,9 +325,10 @@ mod tests {
         assert_eq!(parse_within("30d").unwrap(), 30 * day);
         assert_eq!(parse_within("1y2mo").unwrap(), 425 * day);
         assert_eq!(parse_within("1w12h").unwrap(), 7 * day + day / 2);
-        assert_eq!(parse_within("30").unwrap(), 30 * NS_PER_SEC);
+        assert_eq!(parse_within("90s").unwrap(), 90 * NS_PER_SEC);
         for bad in [
             "",
+            "30",
             "1y2m",
             "d",
             "5x",
