@@ -398,7 +398,6 @@ fn not_found(what: &str) -> anyhow::Error {
 }
 
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
-    use kura::format::tree::Payload;
     let repo = g.open()?;
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
@@ -408,26 +407,10 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
         .as_deref()
         .map(snapshot_components)
         .unwrap_or_default();
-    let mut stack: Vec<(Vec<u8>, kura::format::tree::Entry)> = Vec::new();
-    if comps.is_empty() {
-        for e in kura::snapshot::tree::load_directory(&store, &snap.tree_id()?)? {
-            stack.push((b"/".to_vec(), e));
-        }
-    } else {
-        let e = kura::snapshot::tree::lookup(&store, snap.tree_id()?, &comps)?
-            .ok_or_else(|| not_found("no such path in the snapshot"))?;
-        let mut parent = b"/".to_vec();
-        for c in &comps[..comps.len() - 1] {
-            parent.extend_from_slice(c);
-            parent.push(b'/');
-        }
-        stack.push((parent, e));
-    }
-    stack.reverse();
+    let listing = kura::ops::ls::ls(&store, &snap.tree_id()?, &comps)?;
     let mut out = std::io::stdout().lock();
-    while let Some((dir, e)) = stack.pop() {
-        let mut path = dir.clone();
-        path.extend_from_slice(&e.name);
+    for listed in listing {
+        let kura::ops::ls::ListedEntry { path, entry: e } = listed?;
         let kind = e.payload.entry_type();
         let line = if g.json {
             // One JSON object per line, as `restic ls --json` does.
@@ -458,12 +441,6 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
         };
         if writeln_or_pipe(&mut out, &line)? {
             return Ok(());
-        }
-        if let Payload::Dir(id) = &e.payload {
-            let mut sub = path.clone();
-            sub.push(b'/');
-            let children = kura::snapshot::tree::load_directory(&store, id)?;
-            stack.extend(children.into_iter().rev().map(|c| (sub.clone(), c)));
         }
     }
     Ok(())

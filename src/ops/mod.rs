@@ -6,6 +6,7 @@ pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
+pub mod ls;
 pub mod progress;
 pub mod prune;
 pub mod repair;

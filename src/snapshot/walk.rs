@@ -258,6 +258,16 @@ where
     w.run(visitor)
 }
 
+/// The absolute path of `names` (from the root): `/a/b`, or empty for none.
+pub fn path_of(names: &[Vec<u8>]) -> Vec<u8> {
+    names
+        .iter()
+        .flat_map(|n| [&b"/"[..], n])
+        .flatten()
+        .copied()
+        .collect()
+}
+
 /// The path of entry `name` in the directory at `dir`.
 pub fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
     [dir, b"/", name].concat()
@@ -590,5 +600,12 @@ mod tests {
         })
         .collect();
         assert_eq!(got, ["-a", "+b", "=cc", "-d", "+e"]);
+    }
+
+    #[test]
+    fn paths_are_absolute_raw_bytes() {
+        assert_eq!(path_of(&[]), b"");
+        assert_eq!(path_of(&[b"a".to_vec(), b"\xff".to_vec()]), b"/a/\xff");
+        assert_eq!(child_path(b"", b"a"), b"/a");
     }
 }
