@@ -623,7 +623,7 @@ impl Visitor for TreeChecker<'_, '_> {
 impl TreeChecker<'_, '_> {
     /// The problems below the snapshot root tree `root`.
     fn walk(&mut self, root: &ChunkId) -> Result<Rc<Vec<Problem>>> {
-        if self.memo.get(root).is_none() {
+        if !self.memo.contains_key(root) {
             let store = self.store;
             walk(store, root, self)?;
         }

@@ -275,6 +275,7 @@ pub fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
 
 /// An entry of one or both of two listings compared by name.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // handed out and taken apart at once
 pub enum Paired {
     /// Only the old listing has the name.
     Old(Entry),
@@ -557,6 +558,13 @@ mod tests {
     #[test]
     fn a_deep_tree_needs_no_deep_call_stack() {
         const DEPTH: u32 = 5_000;
+        struct Deepest(usize);
+        impl Visitor for Deepest {
+            fn entry(&mut self, path: &[u8], _: &Entry) -> Result<Visit> {
+                self.0 = self.0.max(path.len());
+                Ok(Visit::Descend)
+            }
+        }
         let tree = |n: u32| {
             let mut b = [0u8; 32];
             b[..4].copy_from_slice(&n.to_le_bytes());
@@ -575,13 +583,6 @@ mod tests {
         blobs
             .trees
             .insert(tree(DEPTH), TreeBlob::Directory(Vec::new()));
-        struct Deepest(usize);
-        impl Visitor for Deepest {
-            fn entry(&mut self, path: &[u8], _: &Entry) -> Result<Visit> {
-                self.0 = self.0.max(path.len());
-                Ok(Visit::Descend)
-            }
-        }
         let mut v = Deepest(0);
         walk(&blobs, &tree(0), &mut v).unwrap();
         assert_eq!(v.0, 2 * DEPTH as usize);
