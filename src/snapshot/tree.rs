@@ -67,7 +67,7 @@ impl TreeSource for ChunkStore<'_> {
 /// A directory's entries in name order, with the part blobs a large
 /// directory was read from (empty for a plain one).
 #[derive(Debug, Clone, Default)]
-pub struct Listing {
+pub struct Directory {
     pub entries: Vec<Entry>,
     pub parts: Vec<ChunkId>,
 }
@@ -77,16 +77,16 @@ pub struct Listing {
 /// # Errors
 /// Missing or damaged blobs, or parts that are not the canonical split.
 pub fn load_directory(store: &ChunkStore<'_>, id: &ChunkId) -> Result<Vec<Entry>> {
-    read_listing(store, id).map(|l| l.entries)
+    read_directory(store, id).map(|l| l.entries)
 }
 
 /// [`load_directory`] from any [`TreeSource`], with the parts it read.
 ///
 /// # Errors
 /// Missing or damaged blobs, or parts that are not the canonical split.
-pub fn read_listing<S: TreeSource + ?Sized>(source: &S, id: &ChunkId) -> Result<Listing> {
+pub fn read_directory<S: TreeSource + ?Sized>(source: &S, id: &ChunkId) -> Result<Directory> {
     match source.tree_blob(id)? {
-        TreeBlob::Directory(entries) => Ok(Listing {
+        TreeBlob::Directory(entries) => Ok(Directory {
             entries,
             parts: Vec::new(),
         }),
@@ -103,7 +103,7 @@ pub fn read_listing<S: TreeSource + ?Sized>(source: &S, id: &ChunkId) -> Result<
                 }
             }
             tree::check_parts(&parts).map_err(|e| e.context(format!("tree {id}")))?;
-            Ok(Listing {
+            Ok(Directory {
                 entries: parts.concat(),
                 parts: part_ids,
             })

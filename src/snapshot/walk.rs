@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use crate::error::{Error, Result};
 use crate::format::tree::{Entry, Payload};
 use crate::id::ChunkId;
-use crate::snapshot::tree::{TreeSource, read_listing};
+use crate::snapshot::tree::{TreeSource, read_directory};
 
 /// One thing a walk met.
 #[derive(Debug)]
@@ -203,7 +203,7 @@ impl<'s, S: TreeSource + ?Sized> TreeWalk<'s, S> {
         {
             return None;
         }
-        match read_listing(self.source, &tree) {
+        match read_directory(self.source, &tree) {
             Ok(listing) => {
                 self.stack.push(Frame {
                     path: path.clone(),
