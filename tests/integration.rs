@@ -42,3 +42,5 @@ mod servers;
 mod snapshots;
 #[path = "integration/vectors.rs"]
 mod vectors;
+#[path = "integration/walk.rs"]
+mod walk;

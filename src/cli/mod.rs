@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand};
 use kura::algorithms::crypto::kdf::KdfParams;
 use kura::backend::{Backend, Location, RemoteOptions};
 use kura::chunkstore::index::ChunkIndex;
-use kura::ops::session::{IndexOptions, open_index};
 use kura::clock::Clock;
+use kura::ops::session::{IndexOptions, open_index};
 use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;

@@ -1,13 +1,12 @@
 //! `kura backup`, `kura snapshots`, `kura restore`.
 
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::backup::{BackupOptions, ParentChoice, StreamSource, backup_with_progress};
-use kura::ops::ls::{LsOptions, ls};
+use kura::ops::ls::ls;
 use kura::ops::restore::{
     ImageRestoreOptions, RestoreOptions, restore_image, restore_with_progress,
 };
@@ -402,15 +401,19 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
-    let options = LsOptions {
-        path: args.path.clone().unwrap_or_default(),
-    };
+    let comps = args
+        .path
+        .as_deref()
+        .map(kura::ops::snapshot_path)
+        .unwrap_or_default();
+    let listing = ls(&store, &snap.tree_id()?, &comps)?;
     let mut out = std::io::stdout().lock();
-    ls(&store, &snap.tree_id()?, &options, |path, e| {
+    for listed in listing {
+        let kura::ops::ls::ListedEntry { path, entry: e } = listed?;
         let kind = e.payload.entry_type();
         let line = if g.json {
             // One JSON object per line, as `restic ls --json` does.
-            serde_json::to_string(&ListedEntry::new(path, e))?
+            serde_json::to_string(&ListedEntry::new(&path, &e))?
         } else {
             format!(
                 "{}{:04o} {:>8} {:>8} {:>12} {} {}",
@@ -420,15 +423,14 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
                 String::from_utf8_lossy(&e.meta.group),
                 e.meta.size,
                 super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
-                String::from_utf8_lossy(path)
+                String::from_utf8_lossy(&path)
             )
         };
-        Ok::<_, anyhow::Error>(if writeln_or_pipe(&mut out, &line)? {
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
-        })
-    })
+        if writeln_or_pipe(&mut out, &line)? {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// Writes a line; `Ok(true)` if the reader went away (not an error).

@@ -10,7 +10,7 @@
 //! 4. every snapshot authenticates, every tree blob it reaches loads, and
 //!    every data chunk a file needs is in the index. Trees are walked once
 //!    per tree id (results are memoized), so unchanged directories shared
-//!    by many snapshots cost one visit.
+//!    by many snapshots cost one visit; the walk is `snapshot::walk`'s.
 //!
 //! Data (`read_data`): the chosen packs are downloaded whole and every blob
 //! is authenticated, decompressed and its id recomputed
@@ -50,6 +50,7 @@ use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::tree;
+use crate::snapshot::walk::{Visit, Visitor, walk};
 
 /// Which packs `--read-data` reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,11 +221,12 @@ fn walk_snapshots(
         ..Default::default()
     };
     let store = ChunkStore::new(repo, index, options);
-    let mut walker = TreeWalker {
+    let mut walker = TreeChecker {
         store: &store,
         index,
         bad_blobs,
         memo: HashMap::new(),
+        open: Vec::new(),
     };
     let mut by_object: HashMap<(String, String), Vec<String>> = HashMap::new();
     for id in repo.list::<Snapshot>()? {
@@ -562,57 +564,99 @@ struct Problem {
     what: String,
 }
 
-/// Step 4: walks trees once per id, remembering what is wrong below each.
-struct TreeWalker<'a, 'r> {
+/// Step 4: a visitor of `snapshot::walk` that walks trees once per id,
+/// remembering what is wrong below each (paths relative to it): a
+/// directory whose problems are known is skipped, and an unreadable one is
+/// a problem, not an error.
+struct TreeChecker<'a, 'r> {
     store: &'a ChunkStore<'r>,
     index: &'a ChunkIndex,
     bad_blobs: &'a HashMap<ChunkId, PackId>,
     memo: HashMap<ChunkId, Rc<Vec<Problem>>>,
+    /// The directories being walked, innermost last, with the problems
+    /// found below each so far.
+    open: Vec<Vec<Problem>>,
 }
 
-impl TreeWalker<'_, '_> {
-    fn walk(&mut self, id: &ChunkId) -> Result<Rc<Vec<Problem>>> {
-        if let Some(done) = self.memo.get(id) {
-            return Ok(Rc::clone(done));
-        }
-        let mut problems = Vec::new();
-        match tree::load_directory(self.store, id) {
-            Err(e) if is_damage(&e) => problems.push(Problem {
-                path: Vec::new(),
-                object: format!("tree {id}"),
-                what: e.to_string(),
-            }),
-            Err(e) => return Err(e),
-            Ok(entries) => {
-                for e in entries {
-                    let below: Vec<Problem> = match &e.payload {
-                        Payload::Dir(sub) => self
-                            .walk(sub)?
-                            .iter()
-                            .map(|p| Problem {
-                                path: p.path.clone(),
-                                object: p.object.clone(),
-                                what: p.what.clone(),
-                            })
-                            .collect(),
-                        Payload::File(content) => self.file(content, e.meta.size)?,
-                        _ => Vec::new(),
-                    };
-                    for mut p in below {
-                        let mut path = e.name.clone();
-                        if !p.path.is_empty() {
-                            path.push(b'/');
-                            path.extend_from_slice(&p.path);
-                        }
-                        p.path = path;
-                        problems.push(p);
-                    }
-                }
+impl Visitor for TreeChecker<'_, '_> {
+    fn entry(&mut self, _: &[u8], e: &crate::format::tree::Entry) -> Result<Visit> {
+        match &e.payload {
+            Payload::Dir(sub) => {
+                let Some(done) = self.memo.get(sub).map(Rc::clone) else {
+                    return Ok(Visit::Descend);
+                };
+                self.add_below(&e.name, &done);
             }
+            Payload::File(content) => {
+                let problems = self.file(content, e.meta.size)?;
+                self.add_below(&e.name, &problems);
+            }
+            _ => {}
         }
+        Ok(Visit::Skip)
+    }
+
+    fn enter_dir(&mut self, _: &[u8], _: &ChunkId, _: &[ChunkId]) -> Result<()> {
+        self.open.push(Vec::new());
+        Ok(())
+    }
+
+    fn leave_dir(&mut self, path: &[u8], tree: &ChunkId) -> Result<()> {
+        let problems = self.open.pop().expect("an open directory");
+        self.finish(path, tree, problems);
+        Ok(())
+    }
+
+    fn unreadable(&mut self, path: &[u8], tree: &ChunkId, e: Error) -> Result<()> {
+        if !is_damage(&e) {
+            return Err(e);
+        }
+        let problem = Problem {
+            path: Vec::new(),
+            object: format!("tree {tree}"),
+            what: e.to_string(),
+        };
+        self.finish(path, tree, vec![problem]);
+        Ok(())
+    }
+}
+
+impl TreeChecker<'_, '_> {
+    /// The problems below the snapshot root tree `root`.
+    fn walk(&mut self, root: &ChunkId) -> Result<Rc<Vec<Problem>>> {
+        if !self.memo.contains_key(root) {
+            let store = self.store;
+            walk(store, root, self)?;
+        }
+        Ok(Rc::clone(&self.memo[root]))
+    }
+
+    /// Remembers the problems below directory `tree` at `path`, and adds
+    /// them to the directory holding it.
+    fn finish(&mut self, path: &[u8], tree: &ChunkId, problems: Vec<Problem>) {
         let problems = Rc::new(problems);
-        self.memo.insert(*id, Rc::clone(&problems));
-        Ok(problems)
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        self.add_below(name, &problems);
+        self.memo.insert(*tree, problems);
+    }
+
+    /// Adds problems below entry `name` to the directory holding it.
+    fn add_below(&mut self, name: &[u8], below: &[Problem]) {
+        let Some(problems) = self.open.last_mut() else {
+            return;
+        };
+        for p in below {
+            let mut path = name.to_vec();
+            if !p.path.is_empty() {
+                path.push(b'/');
+                path.extend_from_slice(&p.path);
+            }
+            problems.push(Problem {
+                path,
+                object: p.object.clone(),
+                what: p.what.clone(),
+            });
+        }
     }
 
     /// Problems of one file's content (relative path empty).

@@ -2,8 +2,13 @@
 //! together in name order. Trees are content-addressed, so a subtree with
 //! the same tree id on both sides is identical and is skipped without being
 //! loaded: the cost follows the size of the change, not of the snapshots.
+//!
+//! Two trees side by side do not fit one visitor, so diff keeps its own
+//! stack of paired directories (innermost last, no recursion), reads them
+//! with `tree::load_directory` and pairs their listings with
+//! `walk::merge_listings`; what is below a directory only one side has is
+//! walked with `walk::TreeWalk`, in the same order as every other walk.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::chunkstore::ChunkStore;
@@ -12,6 +17,9 @@ use crate::format::snapshot::RawPath;
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
 use crate::snapshot::tree;
+use crate::snapshot::walk::{
+    MergedListings, Paired, TreeWalk, Visit, Visitor, child_path, merge_listings,
+};
 
 /// How a path differs between the old and the new snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,7 +109,7 @@ pub fn diff(store: &ChunkStore<'_>, old: &ChunkId, new: &ChunkId) -> Result<Diff
         store,
         report: DiffReport::default(),
     };
-    d.directories(old, new, b"")?;
+    d.run(old, new)?;
     Ok(d.report)
 }
 
@@ -117,10 +125,6 @@ fn same_metadata(a: &Metadata, b: &Metadata) -> bool {
         && a.mtime == b.mtime
         && a.size == b.size
         && a.xattrs == b.xattrs
-}
-
-fn child_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    [dir, b"/", name].concat()
 }
 
 /// The distinct data chunks of a file, with their lengths.
@@ -161,71 +165,95 @@ impl Differ<'_, '_> {
             .collect())
     }
 
-    fn directories(&mut self, old: &ChunkId, new: &ChunkId, dir: &[u8]) -> Result<()> {
+    /// Compares the paired directories from the roots down, a stack of
+    /// them open (innermost last) instead of recursion.
+    fn run(&mut self, old: &ChunkId, new: &ChunkId) -> Result<()> {
+        let mut open = Vec::new();
+        self.open(&mut open, old, new, Vec::new())?;
+        while let Some(top) = open.last_mut() {
+            let Some(pair) = top.pairs.next() else {
+                open.pop();
+                continue;
+            };
+            let dir = &top.path;
+            match pair {
+                Paired::Old(e) => {
+                    self.one_side(&e, child_path(dir, &e.name), ChangeKind::Removed)?;
+                }
+                Paired::New(e) => {
+                    self.one_side(&e, child_path(dir, &e.name), ChangeKind::Added)?;
+                }
+                Paired::Both(x, y) => {
+                    let path = child_path(dir, &x.name);
+                    if let Some((a, b)) = self.pair(&x, &y, path.clone())? {
+                        self.open(&mut open, &a, &b, path)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens two directories at `path` for comparing, unless they are the
+    /// same tree.
+    fn open(
+        &self,
+        open: &mut Vec<Paths>,
+        old: &ChunkId,
+        new: &ChunkId,
+        path: Vec<u8>,
+    ) -> Result<()> {
         if old == new {
             return Ok(());
         }
         let old = tree::load_directory(self.store, old)?;
         let new = tree::load_directory(self.store, new)?;
-        let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
-        loop {
-            let order = match (a.peek(), b.peek()) {
-                (None, None) => return Ok(()),
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-            };
-            match order {
-                Ordering::Less => {
-                    let e = a.next().expect("peeked");
-                    self.one_side(e, &child_path(dir, &e.name), ChangeKind::Removed)?;
-                }
-                Ordering::Greater => {
-                    let e = b.next().expect("peeked");
-                    self.one_side(e, &child_path(dir, &e.name), ChangeKind::Added)?;
-                }
-                Ordering::Equal => {
-                    let (x, y) = (a.next().expect("peeked"), b.next().expect("peeked"));
-                    self.pair(x, y, child_path(dir, &x.name))?;
-                }
-            }
-        }
+        open.push(Paths {
+            pairs: merge_listings(old, new),
+            path,
+        });
+        Ok(())
     }
 
     /// An entry only one side has (`kind` is `Added` or `Removed`).
-    fn one_side(&mut self, e: &Entry, path: &[u8], kind: ChangeKind) -> Result<()> {
-        self.push(path.to_vec(), kind);
+    fn one_side(&mut self, e: &Entry, path: Vec<u8>, kind: ChangeKind) -> Result<()> {
+        self.push(path.clone(), kind);
         self.below(e, path, kind)
     }
 
     /// Counts a one-sided entry's data and lists what is below it.
-    fn below(&mut self, e: &Entry, path: &[u8], kind: ChangeKind) -> Result<()> {
+    fn below(&mut self, e: &Entry, path: Vec<u8>, kind: ChangeKind) -> Result<()> {
         match &e.payload {
-            Payload::File(content) => {
-                let bytes: u64 = self.chunks(content, e.meta.size)?.values().sum();
-                if kind == ChangeKind::Added {
-                    self.report.bytes_added += bytes;
-                } else {
-                    self.report.bytes_removed += bytes;
-                }
-            }
+            Payload::File(content) => self.count(content, e.meta.size, kind),
             Payload::Dir(id) => {
-                for child in tree::load_directory(self.store, id)? {
-                    self.one_side(&child, &child_path(path, &child.name), kind)?;
-                }
+                let mut w = TreeWalk::new(self.store);
+                w.start_tree(*id, path);
+                w.run(&mut OneSide { differ: self, kind })
             }
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts the data of a file only one side has.
+    fn count(&mut self, content: &Content, size: u64, kind: ChangeKind) -> Result<()> {
+        let bytes: u64 = self.chunks(content, size)?.values().sum();
+        if kind == ChangeKind::Added {
+            self.report.bytes_added += bytes;
+        } else {
+            self.report.bytes_removed += bytes;
         }
         Ok(())
     }
 
-    fn pair(&mut self, a: &Entry, b: &Entry, path: Vec<u8>) -> Result<()> {
+    /// Two entries of the same name; the directories to compare next if
+    /// both are directories.
+    fn pair(&mut self, a: &Entry, b: &Entry, path: Vec<u8>) -> Result<Option<(ChunkId, ChunkId)>> {
         match (&a.payload, &b.payload) {
             (Payload::Dir(x), Payload::Dir(y)) => {
                 if !same_metadata(&a.meta, &b.meta) {
-                    self.push(path.clone(), ChangeKind::Metadata);
+                    self.push(path, ChangeKind::Metadata);
                 }
-                self.directories(x, y, &path)
+                return Ok(Some((*x, *y)));
             }
             (Payload::File(x), Payload::File(y)) if x != y => {
                 let old = self.chunks(x, a.meta.size)?;
@@ -233,20 +261,41 @@ impl Differ<'_, '_> {
                 self.report.bytes_added += bytes_not_in(&new, &old);
                 self.report.bytes_removed += bytes_not_in(&old, &new);
                 self.push(path, ChangeKind::Content);
-                Ok(())
             }
             (x, y) if x.entry_type() == y.entry_type() => {
                 if x != y || !same_metadata(&a.meta, &b.meta) {
                     self.push(path, ChangeKind::Metadata);
                 }
-                Ok(())
             }
             _ => {
                 self.push(path.clone(), ChangeKind::Type);
-                self.below(a, &path, ChangeKind::Removed)?;
-                self.below(b, &path, ChangeKind::Added)
+                self.below(a, path.clone(), ChangeKind::Removed)?;
+                self.below(b, path, ChangeKind::Added)?;
             }
         }
+        Ok(None)
+    }
+}
+
+/// Two directories at `path` being compared.
+struct Paths {
+    pairs: MergedListings,
+    path: Vec<u8>,
+}
+
+/// What is below a directory only one side has, every entry `kind`.
+struct OneSide<'d, 's, 'r> {
+    differ: &'d mut Differ<'s, 'r>,
+    kind: ChangeKind,
+}
+
+impl Visitor for OneSide<'_, '_, '_> {
+    fn entry(&mut self, path: &[u8], e: &Entry) -> Result<Visit> {
+        self.differ.push(path.to_vec(), self.kind);
+        if let Payload::File(content) = &e.payload {
+            self.differ.count(content, e.meta.size, self.kind)?;
+        }
+        Ok(Visit::Descend)
     }
 }
 

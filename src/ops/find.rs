@@ -4,6 +4,8 @@
 //! path (a relative one at any depth, as if it began with `**/`). The
 //! matches below a directory are memoized by its tree id, as paths
 //! relative to it, so a subtree that many snapshots share is walked once.
+//! Trees are walked with `snapshot::walk`; a directory whose matches are
+//! known is skipped there.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -16,9 +18,9 @@ use crate::source::exclude::PathGlobs;
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot};
-use crate::format::tree::{EntryType, Metadata, Payload};
+use crate::format::tree::{Entry, EntryType, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
-use crate::snapshot::tree;
+use crate::snapshot::walk::{Visit, Visitor, walk};
 
 /// What to look for.
 #[derive(Debug, Clone, Default)]
@@ -77,13 +79,13 @@ pub fn find(
     options: &FindOptions,
 ) -> Result<FindReport> {
     let mut finder = Finder {
-        store,
         matcher: Matcher::new(&options.patterns)?,
         memo: HashMap::new(),
+        open: Vec::new(),
         report: FindReport::default(),
     };
     for (id, snap) in snapshots {
-        for hit in finder.below(&snap.tree_id()?, b"")?.iter() {
+        for hit in finder.below_root(store, &snap.tree_id()?)?.iter() {
             finder.report.matches.push(FindMatch {
                 snapshot: *id,
                 time: snap.time,
@@ -129,45 +131,84 @@ struct Hit {
 /// the matches below it depend on where it is.
 type MemoKey = (ChunkId, Option<Vec<u8>>);
 
-struct Finder<'s, 'r> {
-    store: &'s ChunkStore<'r>,
+/// A visitor gathering the matches below each directory, relative to it,
+/// and memoizing them by [`MemoKey`]: a directory whose matches are known
+/// is skipped.
+struct Finder {
     matcher: Matcher,
     memo: HashMap<MemoKey, Rc<Vec<Hit>>>,
+    /// The directories being walked, innermost last, with the matches
+    /// found below each so far.
+    open: Vec<(MemoKey, Vec<Hit>)>,
     report: FindReport,
 }
 
-impl Finder<'_, '_> {
-    /// The matches below directory tree `id` at absolute path `dir`.
-    fn below(&mut self, id: &ChunkId, dir: &[u8]) -> Result<Rc<Vec<Hit>>> {
-        let key = (*id, self.matcher.uses_paths().then(|| dir.to_vec()));
+impl Finder {
+    fn key(&self, id: &ChunkId, dir: &[u8]) -> MemoKey {
+        (*id, self.matcher.uses_paths().then(|| dir.to_vec()))
+    }
+
+    /// The matches below the snapshot root tree `root`.
+    fn below_root(&mut self, store: &ChunkStore<'_>, root: &ChunkId) -> Result<Rc<Vec<Hit>>> {
+        let key = self.key(root, b"");
         if let Some(hits) = self.memo.get(&key) {
             self.report.trees_reused += 1;
             return Ok(Rc::clone(hits));
         }
         self.report.trees_loaded += 1;
-        let mut hits = Vec::new();
-        for e in tree::load_directory(self.store, id)? {
-            let path = [dir, b"/", &e.name[..]].concat();
-            if self.matcher.is_match(&path, &e.name) {
-                hits.push(Hit {
-                    rel: e.name.clone(),
-                    entry_type: e.payload.entry_type(),
-                    meta: e.meta.clone(),
-                });
-            }
-            if let Payload::Dir(sub) = &e.payload {
-                for h in self.below(sub, &path)?.iter() {
-                    hits.push(Hit {
-                        rel: [&e.name[..], b"/", &h.rel[..]].concat(),
-                        entry_type: h.entry_type,
-                        meta: h.meta.clone(),
-                    });
-                }
-            }
+        walk(store, root, self)?;
+        Ok(Rc::clone(&self.memo[&key]))
+    }
+
+    /// Adds the matches below directory `name` to the directory holding it.
+    fn add_below(&mut self, name: &[u8], below: &[Hit]) {
+        let Some((_, hits)) = self.open.last_mut() else {
+            return;
+        };
+        for h in below {
+            hits.push(Hit {
+                rel: [name, b"/", &h.rel[..]].concat(),
+                entry_type: h.entry_type,
+                meta: h.meta.clone(),
+            });
         }
+    }
+}
+
+impl Visitor for Finder {
+    fn entry(&mut self, path: &[u8], e: &Entry) -> Result<Visit> {
+        if self.matcher.is_match(path, &e.name) {
+            let (_, hits) = self.open.last_mut().expect("inside a directory");
+            hits.push(Hit {
+                rel: e.name.clone(),
+                entry_type: e.payload.entry_type(),
+                meta: e.meta.clone(),
+            });
+        }
+        let Payload::Dir(sub) = &e.payload else {
+            return Ok(Visit::Skip);
+        };
+        if let Some(hits) = self.memo.get(&self.key(sub, path)).map(Rc::clone) {
+            self.report.trees_reused += 1;
+            self.add_below(&e.name, &hits);
+            return Ok(Visit::Skip);
+        }
+        self.report.trees_loaded += 1;
+        Ok(Visit::Descend)
+    }
+
+    fn enter_dir(&mut self, path: &[u8], tree: &ChunkId, _: &[ChunkId]) -> Result<()> {
+        self.open.push((self.key(tree, path), Vec::new()));
+        Ok(())
+    }
+
+    fn leave_dir(&mut self, path: &[u8], _: &ChunkId) -> Result<()> {
+        let (key, hits) = self.open.pop().expect("an open directory");
         let hits = Rc::new(hits);
-        self.memo.insert(key, Rc::clone(&hits));
-        Ok(hits)
+        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        self.add_below(name, &hits);
+        self.memo.insert(key, hits);
+        Ok(())
     }
 }
 

@@ -6,7 +6,9 @@
 //! leading `/`, so extracting gives the layout `restore` gives. Every chunk
 //! is authenticated before its bytes are written; holes are written as
 //! zeros. A second path of a multiply linked file becomes a hard link entry.
-//! Sockets have no tar form and are left out (reported).
+//! Sockets have no tar form and are left out (reported). The tree is walked
+//! with `snapshot::walk`: each entry is written when the walk reaches it, a
+//! directory before what is below it.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -18,6 +20,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
 use crate::snapshot::tree;
+use crate::snapshot::walk::{TreeWalk, Visit, Visitor, path_of};
 
 /// What to dump.
 #[derive(Debug, Clone, Default)]
@@ -264,37 +267,40 @@ struct TarWriter<'s, 'r, 'o> {
     report: TarReport,
 }
 
+impl Visitor for TarWriter<'_, '_, '_> {
+    fn entry(&mut self, path: &[u8], e: &Entry) -> Result<Visit> {
+        let rel = path.strip_prefix(b"/").unwrap_or(path);
+        self.write_entry(e, rel.to_vec())?;
+        Ok(Visit::Descend)
+    }
+}
+
 impl TarWriter<'_, '_, '_> {
     fn walk(&mut self, root: &ChunkId, path: &[Vec<u8>]) -> Result<()> {
-        if path.is_empty() {
-            for e in tree::load_directory(self.store, root)? {
-                let name = e.name.clone();
-                self.entry(&e, name)?;
-            }
-            return Ok(());
+        let mut walk = TreeWalk::new(self.store);
+        if let Some((_, parents)) = path.split_last() {
+            let e = tree::lookup(self.store, *root, path)?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such path in the snapshot"))?;
+            walk.start_entry(path_of(parents), e);
+        } else {
+            walk.start_tree(*root, Vec::new());
         }
-        let e = tree::lookup(self.store, *root, path)?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "no such path in the snapshot"))?;
-        self.entry(&e, path.join(&b'/'))
+        walk.run(self)
     }
 
-    /// Writes `e` at `path` (relative), and what is below it.
-    fn entry(&mut self, e: &Entry, path: Vec<u8>) -> Result<()> {
+    /// Writes `e` at `path` (relative); a directory's entries follow.
+    fn write_entry(&mut self, e: &Entry, path: Vec<u8>) -> Result<()> {
         let mut h = new_header();
         let mut pax = Pax::default();
         put_metadata(&mut h, &mut pax, &e.meta);
         match &e.payload {
             Payload::File(content) => return self.file(&e.meta, content, h, pax, &path),
-            Payload::Dir(id) => {
+            Payload::Dir(_) => {
                 h.set_entry_type(EntryType::Directory);
-                let mut dir = path.clone();
+                let mut dir = path;
                 dir.push(b'/');
                 self.append(h, pax, &dir, io::empty())?;
                 self.report.dirs += 1;
-                for child in tree::load_directory(self.store, id)? {
-                    let sub = [&dir[..], &child.name].concat();
-                    self.entry(&child, sub)?;
-                }
                 return Ok(());
             }
             Payload::Symlink(target) => {

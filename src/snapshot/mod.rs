@@ -10,6 +10,7 @@ pub mod retention;
 pub mod select;
 pub mod time;
 pub mod tree;
+pub mod walk;
 
 pub use select::{Filter, find, find_id, newest_at};
 pub use time::{civil_utc, days_from_civil, parse_instant, parse_utc};

@@ -47,17 +47,53 @@ fn load_blob(store: &ChunkStore<'_>, id: &ChunkId) -> Result<TreeBlob> {
     TreeBlob::decode(&store.get(id)?).map_err(|e| e.context(format!("tree {id}")))
 }
 
+/// Where a walk reads tree blobs from: the chunk store, or a reader of its
+/// own (prune's marking also finds blobs in packs no index file names).
+/// `&self`, so a visitor may hold the same source.
+pub trait TreeSource {
+    /// The tree blob `id`, authenticated and decoded.
+    ///
+    /// # Errors
+    /// Missing or damaged blobs.
+    fn tree_blob(&self, id: &ChunkId) -> Result<TreeBlob>;
+}
+
+impl TreeSource for ChunkStore<'_> {
+    fn tree_blob(&self, id: &ChunkId) -> Result<TreeBlob> {
+        load_blob(self, id)
+    }
+}
+
+/// A directory's entries in name order, with the part blobs a large
+/// directory was read from (empty for a plain one).
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub entries: Vec<Entry>,
+    pub parts: Vec<ChunkId>,
+}
+
 /// Reads a directory's entries, in name order, whichever form it has.
 ///
 /// # Errors
 /// Missing or damaged blobs, or parts that are not the canonical split.
 pub fn load_directory(store: &ChunkStore<'_>, id: &ChunkId) -> Result<Vec<Entry>> {
-    match load_blob(store, id)? {
-        TreeBlob::Directory(entries) => Ok(entries),
+    read_directory(store, id).map(|l| l.entries)
+}
+
+/// [`load_directory`] from any [`TreeSource`], with the parts it read.
+///
+/// # Errors
+/// Missing or damaged blobs, or parts that are not the canonical split.
+pub fn read_directory<S: TreeSource + ?Sized>(source: &S, id: &ChunkId) -> Result<Directory> {
+    match source.tree_blob(id)? {
+        TreeBlob::Directory(entries) => Ok(Directory {
+            entries,
+            parts: Vec::new(),
+        }),
         TreeBlob::LargeDirectory(part_ids) => {
             let mut parts = Vec::with_capacity(part_ids.len());
             for part in &part_ids {
-                match load_blob(store, part)? {
+                match source.tree_blob(part)? {
                     TreeBlob::Directory(entries) => parts.push(entries),
                     _ => {
                         return Err(Error::corrupt(format!(
@@ -67,7 +103,10 @@ pub fn load_directory(store: &ChunkStore<'_>, id: &ChunkId) -> Result<Vec<Entry>
                 }
             }
             tree::check_parts(&parts).map_err(|e| e.context(format!("tree {id}")))?;
-            Ok(parts.concat())
+            Ok(Directory {
+                entries: parts.concat(),
+                parts: part_ids,
+            })
         }
         TreeBlob::ExtentList(_) => Err(Error::corrupt(format!(
             "tree {id} is an extent list, not a directory"
