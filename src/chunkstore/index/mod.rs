@@ -13,12 +13,14 @@
 //! a backup's parent) costs no reads of a remote repository.
 
 mod adopt;
+mod chunk_set;
 mod files;
 mod health;
 mod sync;
 mod translations;
 mod trees;
 
+pub use chunk_set::{ChunkSet, ChunkSetReader};
 pub use files::{read_index_file, write_index_file, write_index_file_as};
 
 use std::collections::HashSet;
