@@ -14,6 +14,7 @@
 
 mod adopt;
 mod chunk_set;
+mod current;
 mod files;
 mod health;
 mod sync;
@@ -21,6 +22,7 @@ mod translations;
 mod trees;
 
 pub use chunk_set::{ChunkSet, ChunkSetReader};
+pub use current::{CurrentIndexFiles, read_current_index_files};
 pub use files::{read_index_file, write_index_file, write_index_file_as};
 
 use std::collections::HashSet;
