@@ -105,34 +105,20 @@ pub fn prune_open(g: &GlobalArgs, repo: &Repository, options: &PruneOptions) -> 
     let index = synced_index(repo)?;
     let scratch = cache_root().map_or_else(std::env::temp_dir, |r| r.join(repo.id().to_hex()));
     let report = prune(repo, &index, &scratch, options)?;
-    print_report(g, &report, options.dry_run);
-    Ok(())
+    print_report(g, &report, options.dry_run)
 }
 
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
+fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) -> Result<()> {
     if g.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "dry_run": dry_run, "snapshots": r.snapshots, "live_chunks": r.live_chunks,
-                "packs": r.packs, "bytes": r.bytes,
-                "condemned_packs": r.condemned_packs, "condemned_bytes": r.condemned_bytes,
-                "repacked_packs": r.repacked_packs, "repacked_bytes": r.repacked_bytes,
-                "rewritten_bytes": r.rewritten_bytes, "new_pack_bytes": r.new_pack_bytes,
-                "deleted_packs": r.deleted_packs, "freed_bytes": r.freed_bytes,
-                "resurrected_packs": r.resurrected_packs, "adopted_packs": r.adopted_packs,
-                "index_files_written": r.index_files_written,
-                "index_files_deleted": r.index_files_deleted,
-                "records_swept": r.records_swept, "temporaries_removed": r.temporaries_removed, "record_written": r.record_written,
-                "unused_bytes_after": r.unused_bytes_after,
-                "deletable_after": r.deletable_after, "warnings": r.warnings,
-            })
-        );
-        return;
+        // The report's fields, and whether it is a dry run's (the plan's).
+        let mut value = serde_json::to_value(r)?;
+        value["dry_run"] = dry_run.into();
+        println!("{value}");
+        return Ok(());
     }
     if dry_run {
         println!("dry run: nothing was changed; a run would do this:");
@@ -184,6 +170,7 @@ fn print_report(g: &GlobalArgs, r: &PruneReport, dry_run: bool) {
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
+    Ok(())
 }
 
 #[cfg(test)]
