@@ -17,6 +17,9 @@ pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 const PACK_FIXED_LEN: usize = ID_LEN + 1 + 8 + 4;
 /// Largest decoded index file a reader accepts.
 pub const MAX_LEN: usize = 64 << 20;
+/// Most packs a writer names in one index file: keeps each file far below
+/// [`MAX_LEN`] however full its packs are.
+pub const PACKS_PER_FILE: usize = 256;
 
 /// One pack as listed in an index file.
 #[derive(Debug, Clone, PartialEq, Eq)]

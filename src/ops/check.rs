@@ -37,7 +37,7 @@ use std::rc::Rc;
 use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
-use crate::chunkstore::index::{ChunkIndex, read_index_file};
+use crate::chunkstore::index::{ChunkIndex, read_current_index_files};
 use crate::chunkstore::pack::verify_pack_blobs;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
@@ -306,55 +306,21 @@ fn damage(object: String, e: &Error, affects: Vec<String>) -> Damage {
 /// Step 1: every index file that authenticates and is not superseded. A
 /// file listed and gone when read was merged by a prune meanwhile
 /// (format-spec/06): `index/` is listed again, a few times, before a file
-/// still missing counts as damage.
+/// still missing counts as damage. Damaged files are reported, superseded
+/// ones included.
 fn read_index_files(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<Vec<(IndexId, IndexFile)>> {
     const ROUNDS: usize = 4;
-    for _ in 1..ROUNDS {
-        let mut round = CheckReport::default();
-        match read_index_files_once(repo, &mut round, true) {
-            Ok(files) => {
-                report.index_files = round.index_files;
-                report.damage.extend(round.damage);
-                return Ok(files);
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                tracing::debug!("an index file went away while checking, listing again: {e}");
-            }
-            Err(e) => return Err(e),
-        }
+    let files = read_current_index_files(repo, ROUNDS, |_| Ok(HashSet::new()))?;
+    report.index_files = files.listed.len();
+    for (id, e) in &files.damaged {
+        report
+            .damage
+            .push(damage(format!("index {id}"), e, Vec::new()));
     }
-    read_index_files_once(repo, report, false)
-}
-
-/// One listing's worth of [`read_index_files`]; with `vanished_is_error`
-/// a file that is gone stops the round instead of counting as damage.
-fn read_index_files_once(
-    repo: &Repository,
-    report: &mut CheckReport,
-    vanished_is_error: bool,
-) -> Result<Vec<(IndexId, IndexFile)>> {
-    let mut files = Vec::new();
-    for id in repo.list::<IndexFile>()? {
-        report.index_files += 1;
-        match read_index_file(repo, &id) {
-            Ok(f) => files.push((id, f)),
-            Err(e) if vanished_is_error && e.kind() == ErrorKind::NotFound => return Err(e),
-            Err(e) if is_damage(&e) => {
-                let object = format!("index {id}");
-                report.damage.push(damage(object, &e, Vec::new()));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    let superseded: HashSet<IndexId> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.clone())
-        .collect();
-    files.retain(|(id, _)| !superseded.contains(id));
-    Ok(files)
+    Ok(files.current)
 }
 
 /// What step 2 found about the pack records of the index files.

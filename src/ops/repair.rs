@@ -40,7 +40,7 @@ use crate::chunkstore::pack::verify_pack;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::index::{IndexFile, IndexedPack};
+use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
 use crate::format::pack::PackKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Payload};
@@ -49,9 +49,6 @@ use crate::ops::backup::{Started, commit_check};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::tree;
-
-/// Packs per new index file (far below the decoder's size limit).
-const PACKS_PER_FILE: usize = 256;
 
 /// How to repair.
 #[derive(Debug, Clone, Copy, Default)]

@@ -734,6 +734,96 @@ mod cli {
         ok(&r.run(&["check", "--read-data"]));
     }
 
+    /// Every file under `dir` with its bytes.
+    fn files_under(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.insert(path.clone(), fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// `prune --dry-run` with `args` changes no file of the repository and
+    /// reports what `prune` with `args` then reports; returns that report.
+    fn dry_run_then_run(r: &CliRepo, t: &PruneTime, args: &[&str]) -> serde_json::Value {
+        let before = files_under(&r.path);
+        let out = ok(&t.run(r, &[&["--json", "prune", "--dry-run"][..], args].concat()));
+        let dry: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(dry["dry_run"], true);
+        assert!(
+            files_under(&r.path) == before,
+            "a dry run changed the repository"
+        );
+        let out = ok(&t.run(r, &[&["--json", "prune"][..], args].concat()));
+        let real: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(real["dry_run"], false);
+        for field in [
+            "snapshots",
+            "live_chunks",
+            "packs",
+            "bytes",
+            "condemned_packs",
+            "condemned_bytes",
+            "repacked_packs",
+            "repacked_bytes",
+            "deleted_packs",
+            "freed_bytes",
+            "resurrected_packs",
+            "adopted_packs",
+            "records_swept",
+            "unused_bytes_after",
+        ] {
+            assert_eq!(dry[field], real[field], "{field}: {dry} vs {real}");
+        }
+        real
+    }
+
+    #[test]
+    fn a_dry_run_changes_nothing_and_reports_what_the_run_then_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = CliRepo::init(dir.path());
+        let src = dir.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        for seed in [51, 52, 53] {
+            fs::write(src.join("x"), pseudo_random(1 << 20, seed)).unwrap();
+            ok(&r.run(&["backup", "-q", src.to_str().unwrap()]));
+        }
+        ok(&r.run(&["forget", "--keep-last", "2"]));
+        // The first graced run only writes the reference record; the next
+        // condemns, and the one after the grace deletes.
+        let t = PruneTime::new();
+        prune(&r, &t);
+        t.pass_grace();
+        let condemning = dry_run_then_run(&r, &t, &["--grace", "1s"]);
+        assert!(
+            condemning["condemned_packs"].as_u64().unwrap() > 0,
+            "{condemning}"
+        );
+        t.pass_grace();
+        let deleting = dry_run_then_run(&r, &t, &["--grace", "1s"]);
+        assert!(
+            deleting["deleted_packs"].as_u64().unwrap() > 0,
+            "{deleting}"
+        );
+        assert!(
+            deleting["freed_bytes"].as_u64().unwrap() > 1_000_000,
+            "{deleting}"
+        );
+        // With --now, both phases in one run.
+        ok(&r.run(&["forget", "--keep-last", "1"]));
+        let now = dry_run_then_run(&r, &t, &["--now"]);
+        assert!(now["deleted_packs"].as_u64().unwrap() > 0, "{now}");
+        ok(&r.run(&["check", "--read-data"]));
+    }
+
     #[test]
     fn forget_prune_now_frees_space_at_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1132,4 +1222,45 @@ fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
     assert_eq!(err.kind(), kura::ErrorKind::NotFound, "{err}");
     let report = check(&racing(usize::MAX), &whole, &quick).unwrap();
     assert!(!report.is_clean());
+}
+
+#[test]
+fn the_plan_changes_nothing_and_is_what_a_dry_run_reports() {
+    let (mut w, first, _) = interleaved_snapshots();
+    w.forget(&first);
+    let before = all_objects(w.backend.as_ref());
+    let options = PruneOptions {
+        grace: 0,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    };
+    let repo = w.repo();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let plan = kura::ops::prune::plan(&repo, &index, &w.scratch(), &options).unwrap();
+    assert!(all_objects(w.backend.as_ref()) == before, "planning wrote");
+    let dry = w.prune(&PruneOptions {
+        dry_run: true,
+        ..options
+    });
+    assert_eq!(plan.report(), dry);
+    assert!(
+        !plan.repack.is_empty() && !plan.condemn.is_empty(),
+        "{dry:?}"
+    );
+    // The plan serializes with its packs named by id.
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(
+        json["condemn"].as_array().unwrap().len(),
+        plan.condemn.len()
+    );
+    let hex = json["repack"][0]["pack"].as_str().unwrap();
+    assert_eq!(hex, plan.repack[0].pack.to_hex());
+    drop(plan);
+    let real = w.prune(&options);
+    assert_eq!(
+        (real.deleted_packs, real.freed_bytes, real.condemned_bytes),
+        (dry.deleted_packs, dry.freed_bytes, dry.condemned_bytes)
+    );
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
 }

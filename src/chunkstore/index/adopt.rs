@@ -5,15 +5,12 @@ use crate::error::Error;
 use crate::error::Result;
 use crate::format::index::IndexFile;
 use crate::format::index::IndexedPack;
+use crate::format::index::PACKS_PER_FILE;
 use crate::id::PackId;
 use crate::repository::Repository;
 use std::collections::HashSet;
 
 use super::{ChunkIndex, RebuildReport, write_index_file};
-
-/// Packs per index file written by adoption: keeps each file far below
-/// the decoder's size limit however full the packs are.
-const ADOPT_PACKS_PER_FILE: usize = 256;
 
 impl ChunkIndex {
     /// Adopts orphan packs (format-spec/07, "Crash states"): packs in the
@@ -53,7 +50,7 @@ impl ChunkIndex {
         }
         report.missing = self.packs_missing_from(&listed)?;
         let RebuildReport { packs, .. } = &report;
-        for chunk in packs.chunks(ADOPT_PACKS_PER_FILE) {
+        for chunk in packs.chunks(PACKS_PER_FILE) {
             let file = IndexFile {
                 supersedes: Vec::new(),
                 packs: chunk.to_vec(),

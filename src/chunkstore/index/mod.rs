@@ -17,11 +17,15 @@
 //! (`ops::copy`), so the table is never read, written or cleared here.
 
 mod adopt;
+mod chunk_set;
+mod current;
 mod files;
 mod health;
 mod sync;
 mod trees;
 
+pub use chunk_set::{ChunkSet, ChunkSetReader};
+pub use current::{CurrentIndexFiles, read_current_index_files};
 pub use files::{read_index_file, write_index_file, write_index_file_as};
 
 use std::collections::HashSet;

@@ -3,14 +3,13 @@
 
 use crate::error::ErrorKind;
 use crate::error::Result;
-use crate::format::index::IndexFile;
 use crate::id::IndexId;
 use crate::repository::Repository;
 use redb::Durability;
-use std::collections::HashMap;
 use std::collections::HashSet;
 
-use super::{ChunkIndex, LOADED, SUPERSEDED, SyncReport, db_err, read_index_file};
+use super::current::read_current_index_files;
+use super::{ChunkIndex, LOADED, SUPERSEDED, SyncReport, db_err};
 
 /// How many times [`ChunkIndex::sync`] lists `index/` before it gives up on
 /// index files that keep going away between listing and reading.
@@ -25,78 +24,73 @@ impl ChunkIndex {
     ///
     /// An index file that is listed and then gone before it is read was
     /// superseded meanwhile (a prune merged it); the replacement is in a
-    /// new listing, so the sync starts over, up to [`SYNC_ROUNDS`] times.
+    /// new listing, so the sync lists again, up to [`SYNC_ROUNDS`] times.
+    ///
+    /// A sync that fails leaves the cache as it was, or emptied: index
+    /// entries are inserted only once every listed file has been read.
     ///
     /// # Errors
     /// A failed listing (never read as "no index files"), backend errors
-    /// reading an index file, or cache I/O errors.
+    /// reading an index file, a file still gone after [`SYNC_ROUNDS`]
+    /// listings ([`ErrorKind::NotFound`]), or cache I/O errors.
     pub fn sync(&self, repo: &Repository) -> Result<SyncReport> {
-        let mut round = 1;
-        loop {
-            match self.sync_once(repo) {
-                Err(e) if e.kind() == ErrorKind::NotFound && round < SYNC_ROUNDS => {
-                    tracing::debug!("an index file went away while syncing, listing again: {e}");
-                    round += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    /// One round of [`Self::sync`]. A round that fails leaves the cache
-    /// as it was, or emptied: index entries are inserted only once every
-    /// listed file has been read.
-    fn sync_once(&self, repo: &Repository) -> Result<SyncReport> {
-        let listed = repo.list::<IndexFile>()?;
-        let listed_set: HashSet<IndexId> = listed.iter().copied().collect();
         let mut report = SyncReport::default();
-        let (mut loaded, mut superseded) = (self.ids(LOADED)?, self.ids(SUPERSEDED)?);
-        if loaded.iter().any(|id| !listed_set.contains(id)) {
-            self.clear()?;
-            (loaded, superseded) = (HashSet::new(), HashSet::new());
-            report.rebuilt = true;
-        }
-        let mut files = HashMap::new();
-        let mut damaged = HashSet::new();
-        loop {
-            for id in &listed {
-                if loaded.contains(id)
-                    || superseded.contains(id)
-                    || files.contains_key(id)
-                    || damaged.contains(id)
-                {
-                    continue;
-                }
-                match read_index_file(repo, id) {
-                    Ok(file) => {
-                        files.insert(*id, file);
-                    }
-                    Err(e) if e.kind() == ErrorKind::Corrupt => {
-                        tracing::warn!("index file {id} skipped: {e}");
-                        damaged.insert(*id);
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            let newly: HashSet<IndexId> = files
-                .values()
-                .flat_map(|f| f.supersedes.iter().copied())
-                .collect();
+        let (files, superseded) = loop {
+            let mut loaded = HashSet::new();
+            let files = read_current_index_files(repo, SYNC_ROUNDS, |listed| {
+                let (now_loaded, cached_superseded) = self.cached_for(listed, &mut report)?;
+                loaded.clone_from(&now_loaded);
+                Ok(&now_loaded | &cached_superseded)
+            })?;
             // A new file replaces one already loaded (prune crashed before
             // deleting it, or ran since): start over without the old one.
-            if newly.is_disjoint(&loaded) {
-                superseded.extend(newly);
-                break;
+            if files.superseded.is_disjoint(&loaded) {
+                let superseded = files.superseded.clone();
+                break (files, superseded);
             }
             self.clear()?;
-            (loaded, superseded) = (HashSet::new(), HashSet::new());
             report.rebuilt = true;
+        };
+        for (id, e) in files.damaged {
+            if e.kind() == ErrorKind::NotFound {
+                return Err(e);
+            }
+            tracing::warn!("index file {id} skipped: {e}");
+            if !superseded.contains(&id) {
+                report.index_files_damaged += 1;
+            }
         }
-        report.index_files_damaged = damaged.difference(&superseded).count();
-        for (id, file) in files.iter().filter(|(id, _)| !superseded.contains(id)) {
+        for (id, file) in &files.current {
             self.insert(Some(id), &file.packs)?;
             report.index_files_loaded += 1;
         }
+        self.remember_superseded(&superseded, &report)?;
+        Ok(report)
+    }
+
+    /// The index files the cache has loaded and those it knows are
+    /// superseded, after emptying it if a loaded one is no longer `listed`.
+    fn cached_for(
+        &self,
+        listed: &[IndexId],
+        report: &mut SyncReport,
+    ) -> Result<(HashSet<IndexId>, HashSet<IndexId>)> {
+        let listed: HashSet<&IndexId> = listed.iter().collect();
+        let loaded = self.ids(LOADED)?;
+        if loaded.iter().any(|id| !listed.contains(id)) {
+            self.clear()?;
+            report.rebuilt = true;
+            return Ok((HashSet::new(), HashSet::new()));
+        }
+        Ok((loaded, self.ids(SUPERSEDED)?))
+    }
+
+    /// Records `superseded` in the cache, durably if the sync changed it.
+    fn remember_superseded(
+        &self,
+        superseded: &HashSet<IndexId>,
+        report: &SyncReport,
+    ) -> Result<()> {
         let durability = if report.index_files_loaded > 0 || report.rebuilt {
             Durability::Immediate
         } else {
@@ -104,11 +98,10 @@ impl ChunkIndex {
         };
         self.write_with(durability, |txn| {
             let mut table = txn.open_table(SUPERSEDED).map_err(db_err)?;
-            for id in &superseded {
+            for id in superseded {
                 table.insert(id.as_bytes(), ()).map_err(db_err)?;
             }
             Ok(())
-        })?;
-        Ok(report)
+        })
     }
 }

@@ -1,0 +1,388 @@
+//! Operations layer, prune steps 5 (copying) to 8 (format-spec/12):
+//! carrying out a [`PrunePlan`]. Writes come in the order the protocol's
+//! crash states rely on: index files naming resurrected and adopted packs
+//! first, then repacked packs and their index files, the record, the
+//! rewritten index files (superseded files deleted only once every new one
+//! is written), and deletions last.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::plan::{IndexFiles, PrunePlan, Repack};
+use super::{MERGE_AT, PruneOptions, PruneReport, SMALL_INDEX_FILE, TEMPORARY_AGE};
+use crate::chunkstore::index::{ChunkIndex, ChunkSetReader, read_index_file, write_index_file_as};
+use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
+use crate::error::{ErrorKind, Result};
+use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
+use crate::format::pack::PackKind;
+use crate::format::prune::PruneRecord;
+use crate::id::{ChunkId, IndexId, PackId, RecordId};
+use crate::repository::Repository;
+use crate::repository::records;
+
+/// Carries `plan` out and reports what was done.
+///
+/// # Errors
+/// Backend errors while writing or deleting: what was written is
+/// consistent (format-spec/12 "Crash states"), and a later run finishes
+/// the work. A pack that cannot be repacked is not an error: it stays,
+/// with a warning in the report.
+pub fn execute(
+    repo: &Repository,
+    index: &ChunkIndex,
+    plan: &PrunePlan,
+    options: &PruneOptions,
+) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        snapshots: plan.snapshots,
+        live_chunks: plan.live_chunks,
+        packs: plan.packs,
+        bytes: plan.bytes,
+        unused_bytes_after: plan.unused_bytes_after,
+        ..PruneReport::default()
+    };
+    let mut new_files = index_needed_packs(repo, index, plan, options.level, &mut report)?;
+    let repacked = copy_repacks(
+        repo,
+        index,
+        plan,
+        options.level,
+        &mut new_files,
+        &mut report,
+    )?;
+    let mut condemned = plan.condemn.clone();
+    condemned.extend(repacked);
+    condemned.sort();
+    report.condemned_packs = condemned.len();
+    report.condemned_bytes = condemned.iter().map(|(_, s)| s).sum();
+    let rewrite = Rewrite::choose(&plan.index_files, &condemned);
+    if !plan.at_once() {
+        write_record(repo, plan, &condemned, &new_files, &rewrite, &mut report)?;
+    }
+    rewrite.write(repo, options.level, &mut report)?;
+    report.index_files_written += new_files.len();
+    for id in &plan.index_files.leftovers {
+        repo.delete::<IndexFile>(id)?;
+        report.index_files_deleted += 1;
+    }
+    delete_swept(repo, plan, &condemned, &mut report)?;
+    index.persist()?;
+    Ok(report)
+}
+
+/// Names resurrected and adopted packs in new index files, first of all
+/// writes: naming them keeps them, whatever happens next. Returns the
+/// files' ids.
+fn index_needed_packs(
+    repo: &Repository,
+    index: &ChunkIndex,
+    plan: &PrunePlan,
+    level: i32,
+    report: &mut PruneReport,
+) -> Result<Vec<IndexId>> {
+    let mut packs = Vec::new();
+    for p in plan.resurrect.iter().chain(&plan.adopt) {
+        // Needed packs were read during marking, so they were listed.
+        let Some(&size) = plan.listed.get(p) else {
+            continue;
+        };
+        let header = repo.read_pack_header(p, size)?;
+        packs.push(IndexedPack {
+            id: *p,
+            kind: header.kind,
+            size,
+            entries: header.entries,
+        });
+    }
+    report.resurrected_packs = plan.resurrect.len();
+    report.adopted_packs = plan.adopt.len();
+    write_new_files(repo, index, &packs, level)
+}
+
+/// Writes `packs` into new index files (no supersedes), records them in
+/// the cache, and returns their ids.
+fn write_new_files(
+    repo: &Repository,
+    index: &ChunkIndex,
+    packs: &[IndexedPack],
+    level: i32,
+) -> Result<Vec<IndexId>> {
+    let mut ids = Vec::new();
+    for chunk in packs.chunks(PACKS_PER_FILE) {
+        let id = IndexId::random();
+        write_file(repo, &id, Vec::new(), chunk.to_vec(), level)?;
+        index.insert(Some(&id), chunk)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Step 5, the copying: the live blobs of the planned packs into new
+/// packs, named in new index files (added to `new_files`). Returns the
+/// packs repacked, with their sizes; a pack that failed to read stays.
+fn copy_repacks(
+    repo: &Repository,
+    index: &ChunkIndex,
+    plan: &PrunePlan,
+    level: i32,
+    new_files: &mut Vec<IndexId>,
+    report: &mut PruneReport,
+) -> Result<Vec<(PackId, u64)>> {
+    let mut repacked = Vec::new();
+    if !plan.repack.is_empty() {
+        let (written, skipped) = repack_packs(repo, &plan.repack, &plan.live, report)?;
+        repacked = plan
+            .repack
+            .iter()
+            .filter(|r| !skipped.contains(&r.pack))
+            .map(|r| (r.pack, r.size))
+            .collect();
+        new_files.extend(write_new_files(repo, index, &written, level)?);
+    }
+    report.repacked_packs = repacked.len();
+    report.repacked_bytes = repacked.iter().map(|(_, s)| s).sum();
+    Ok(repacked)
+}
+
+/// Step 7's choice: the current files to rewrite and the ids of the files
+/// replacing them (chosen now: the record names them).
+struct Rewrite<'a> {
+    /// Current files to rewrite.
+    files: Vec<&'a IndexId>,
+    /// Packs condemned by this run: left out of the new files.
+    gone: HashSet<PackId>,
+    /// Ids of the new files.
+    ids: Vec<IndexId>,
+}
+
+impl<'a> Rewrite<'a> {
+    /// The old current files that name a condemned pack, and old small
+    /// files once there are enough to merge (each backup writes its own; a
+    /// year of nights would otherwise be hundreds of files).
+    fn choose(files: &'a IndexFiles, condemned: &[(PackId, u64)]) -> Self {
+        let gone: HashSet<PackId> = condemned.iter().map(|(p, _)| *p).collect();
+        let small: Vec<&IndexId> = files
+            .current
+            .iter()
+            .filter(|(id, packs)| files.old.contains(id) && packs.len() < SMALL_INDEX_FILE)
+            .map(|(id, _)| id)
+            .collect();
+        let merge: HashSet<&IndexId> = if small.len() >= MERGE_AT {
+            small.into_iter().collect()
+        } else {
+            HashSet::new()
+        };
+        let rewrite: Vec<&(IndexId, Vec<PackId>)> = files
+            .current
+            .iter()
+            .filter(|(id, packs)| merge.contains(id) || packs.iter().any(|p| gone.contains(p)))
+            .collect();
+        let remaining: usize = rewrite
+            .iter()
+            .map(|(_, packs)| packs.iter().filter(|p| !gone.contains(p)).count())
+            .sum();
+        Self {
+            files: rewrite.iter().map(|(id, _)| id).collect(),
+            gone,
+            ids: (0..remaining.div_ceil(PACKS_PER_FILE))
+                .map(|_| IndexId::random())
+                .collect(),
+        }
+    }
+
+    /// Step 7: writes the new files, the first carrying `supersedes` =
+    /// the rewritten files (it alone must exist for readers to drop them,
+    /// and it does before any is deleted); then deletes the old ones.
+    fn write(&self, repo: &Repository, level: i32, report: &mut PruneReport) -> Result<()> {
+        if self.files.is_empty() {
+            return Ok(());
+        }
+        let superseded: Vec<IndexId> = self.files.iter().map(|id| **id).collect();
+        let mut kept: Vec<IndexedPack> = Vec::new();
+        for file in &self.files {
+            let f = read_index_file(repo, file)?;
+            kept.extend(f.packs.into_iter().filter(|p| !self.gone.contains(&p.id)));
+        }
+        let mut chunks = kept.chunks(PACKS_PER_FILE);
+        for (i, id) in self.ids.iter().enumerate() {
+            let packs = chunks
+                .next()
+                .map(<[IndexedPack]>::to_vec)
+                .unwrap_or_default();
+            let supersedes = if i == 0 {
+                superseded.clone()
+            } else {
+                Vec::new()
+            };
+            write_file(repo, id, supersedes, packs, level)?;
+            report.index_files_written += 1;
+        }
+        if self.ids.is_empty() {
+            // Every pack of those files is condemned: an empty file
+            // carries the supersedes list.
+            write_file(
+                repo,
+                &IndexId::random(),
+                superseded.clone(),
+                Vec::new(),
+                level,
+            )?;
+            report.index_files_written += 1;
+        }
+        for id in &superseded {
+            repo.delete::<IndexFile>(id)?;
+            report.index_files_deleted += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Step 6: the record, naming every current file that stays and every
+/// file this run writes, the orphans it saw, and what it condemned.
+fn write_record(
+    repo: &Repository,
+    plan: &PrunePlan,
+    condemned: &[(PackId, u64)],
+    new_files: &[IndexId],
+    rewrite: &Rewrite,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let rewritten: HashSet<&IndexId> = rewrite.files.iter().copied().collect();
+    let mut seen_index: Vec<IndexId> = plan
+        .index_files
+        .current
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !rewritten.contains(id))
+        .chain(new_files.iter().copied())
+        .chain(rewrite.ids.iter().copied())
+        .collect();
+    seen_index.sort();
+    let mut seen_orphans = plan.seen_orphans.clone();
+    seen_orphans.sort();
+    let record = PruneRecord {
+        created: plan.now,
+        grace: plan.grace,
+        seen_index,
+        seen_orphans,
+        condemned: condemned.to_vec(),
+    };
+    records::save(repo, &RecordId::random(), &record)?;
+    report.record_written = true;
+    if !condemned.is_empty() {
+        report.deletable_after = Some(plan.now + plan.grace);
+    }
+    Ok(())
+}
+
+/// Step 8: deletes the packs the sweep chose (with grace 0, this run's
+/// condemned ones too), then the ripe records, then temporary files of
+/// writers killed mid-write: with no backup running (grace 0) all of
+/// them, otherwise those older than a day and the grace.
+fn delete_swept(
+    repo: &Repository,
+    plan: &PrunePlan,
+    condemned: &[(PackId, u64)],
+    report: &mut PruneReport,
+) -> Result<()> {
+    let mut to_delete = plan.delete.clone();
+    if plan.at_once() {
+        let listed = |(p, _): &&(PackId, u64)| plan.listed.contains_key(p);
+        to_delete.extend(condemned.iter().filter(listed).copied());
+    }
+    for (p, size) in &to_delete {
+        repo.delete_pack(p)?;
+        report.deleted_packs += 1;
+        report.freed_bytes += size;
+    }
+    for id in &plan.ripe_records {
+        repo.delete::<PruneRecord>(id)?;
+        report.records_swept += 1;
+    }
+    let age = if plan.at_once() {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(plan.grace.max(TEMPORARY_AGE))
+    };
+    report.temporaries_removed = repo.remove_stale_temporaries(age)?;
+    Ok(())
+}
+
+fn write_file(
+    repo: &Repository,
+    id: &IndexId,
+    supersedes: Vec<IndexId>,
+    packs: Vec<IndexedPack>,
+    level: i32,
+) -> Result<()> {
+    write_index_file_as(repo, id, &IndexFile { supersedes, packs }, level)
+}
+
+/// Copies the live blobs of `repack` into new packs, unchanged, and
+/// returns the new packs (written) and the packs skipped: one that cannot
+/// be read or fails authentication gets a warning and stays.
+fn repack_packs(
+    repo: &Repository,
+    repack: &[Repack],
+    live: &ChunkSetReader,
+    report: &mut PruneReport,
+) -> Result<(Vec<IndexedPack>, HashSet<PackId>)> {
+    let mut skipped = HashSet::new();
+    let sealer = repo.sealer();
+    let mut packers = [
+        Packer::new(PackKind::Data, PackerOptions::default()),
+        Packer::new(PackKind::Tree, PackerOptions::default()),
+    ];
+    let mut out = Vec::new();
+    // Each full pack is written at once, so memory holds the open packs
+    // and one pack being read, whatever the amount repacked.
+    let mut write = |pack: FinishedPack, report: &mut PruneReport| -> Result<()> {
+        repo.write_pack(&pack.id, &pack.bytes)?;
+        report.new_pack_bytes += pack.bytes.len() as u64;
+        out.push(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            entries: pack.entries,
+        });
+        Ok(())
+    };
+    let mut copied: HashSet<ChunkId> = HashSet::new();
+    for r in repack {
+        let p = &r.pack;
+        let bytes = match repo
+            .read_pack(p, None)
+            .and_then(|b| verify_pack(sealer, p, &b).map(|h| (b, h)))
+        {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                report.warnings.push(format!("pack {p} not repacked: {e}"));
+                skipped.insert(*p);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let (bytes, header) = bytes;
+        let packer = &mut packers[usize::from(r.kind == PackKind::Tree)];
+        for e in &header.entries {
+            if !live.contains(&e.id)? || copied.contains(&e.id) {
+                continue;
+            }
+            // Copied even if another pack that stays has it too: that copy
+            // may be damaged, and only a read would tell.
+            copied.insert(e.id);
+            let start = e.offset as usize;
+            let blob = &bytes[start..start + e.stored_len as usize];
+            report.rewritten_bytes += u64::from(e.stored_len);
+            if let Some(full) = packer.add(sealer, e.id, blob, e.raw_len) {
+                write(full, report)?;
+            }
+        }
+    }
+    for packer in &mut packers {
+        for full in packer.finish_all(sealer) {
+            write(full, report)?;
+        }
+    }
+    Ok((out, skipped))
+}
