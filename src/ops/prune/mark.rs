@@ -1,19 +1,24 @@
 //! Operations layer, prune step 2: marking. Every chunk reachable from
-//! every snapshot goes into an on-disk [`ChunkSet`], so memory does not
+//! every snapshot (walked with the shared tree walker,
+//! [`crate::snapshot::walk`], each tree once) goes into an on-disk
+//! [`ChunkSet`], so memory does not
 //! grow with the repository. A blob no current index file lists is looked
 //! up in the headers of the unindexed packs (condemned ones and orphans);
 //! such a pack is *needed*. A live blob found nowhere aborts the run
 //! before anything is written (format-spec/12, step 2).
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::chunkstore::index::{BlobLocation, ChunkIndex, ChunkSet};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::tree::{Content, Extent, Payload, TreeBlob};
+use crate::format::tree::{Content, Entry, Extent, Payload, TreeBlob};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repository::Repository;
 use crate::repository::snapshots;
+use crate::snapshot::tree::TreeSource;
+use crate::snapshot::walk::{TreeWalk, Visit, Visitor};
 
 /// Live chunk ids buffered before they go to the on-disk table.
 const LIVE_BATCH: usize = 1 << 16;
@@ -42,20 +47,27 @@ pub(super) fn mark(
     snapshot_ids: &[SnapshotId],
     unindexed: Vec<(PackId, u64)>,
 ) -> Result<Marked> {
-    let mut marker = Marker {
+    let source = MarkSource {
         repo,
         index,
+        unindexed,
+        fallback: RefCell::new(None),
+        needed: RefCell::new(HashSet::new()),
+    };
+    let mut marker = Marker {
+        source: &source,
         live: ChunkSet::create_in(scratch, "prune's live set")?,
         trees: HashSet::new(),
         pending: Vec::new(),
-        fallback: None,
-        unindexed,
-        needed: HashSet::new(),
     };
+    // One walk over every snapshot: a tree shared by several (an unchanged
+    // directory) is entered once.
+    let mut walk = TreeWalk::new(&source).once_per_tree();
     for id in snapshot_ids {
         let snap = snapshots::load(repo, id)
             .map_err(|e| e.context("prune reads every snapshot before it changes anything"))?;
-        marker.walk(&snap.tree_id()?)?;
+        walk.start_tree(snap.tree_id()?, Vec::new());
+        walk.run(&mut marker)?;
     }
     marker.flush()?;
     let trees: Vec<ChunkId> = marker.trees.iter().copied().collect();
@@ -63,49 +75,31 @@ pub(super) fn mark(
     Ok(Marked {
         live: marker.live,
         snapshots: snapshot_ids.len(),
-        needed: marker.needed,
+        needed: source.needed.into_inner(),
     })
 }
 
-/// Step 2: marks every chunk reachable from every snapshot.
-struct Marker<'a> {
+/// Where marking reads blobs: the index, else the headers of the packs no
+/// current index file names (read once, when first needed); packs used
+/// that way are *needed*.
+struct MarkSource<'a> {
     repo: &'a Repository,
     index: &'a ChunkIndex,
-    live: ChunkSet,
-    trees: HashSet<ChunkId>,
-    pending: Vec<ChunkId>,
-    /// Blob locations in packs no current index file names (condemned or
-    /// orphans), read when first needed.
-    fallback: Option<HashMap<ChunkId, BlobLocation>>,
     unindexed: Vec<(PackId, u64)>,
-    /// Unindexed packs holding live chunks no current index file lists.
-    needed: HashSet<PackId>,
+    fallback: RefCell<Option<HashMap<ChunkId, BlobLocation>>>,
+    needed: RefCell<HashSet<PackId>>,
 }
 
-impl Marker<'_> {
-    fn locate(&mut self, id: &ChunkId, what: &str) -> Result<BlobLocation> {
+impl MarkSource<'_> {
+    fn locate(&self, id: &ChunkId, what: &str) -> Result<BlobLocation> {
         if let Some(loc) = self.index.lookup(id)? {
             return Ok(loc);
         }
-        if self.fallback.is_none() {
-            let mut map = HashMap::new();
-            for (pack, size) in &self.unindexed {
-                // A pack already deleted, or one whose header does not
-                // authenticate, cannot serve.
-                let header = match self.repo.read_pack_header(pack, *size) {
-                    Ok(h) => h,
-                    Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => {
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                for e in &header.entries {
-                    map.insert(e.id, BlobLocation::from_entry(*pack, header.kind, e));
-                }
-            }
-            self.fallback = Some(map);
+        let mut fallback = self.fallback.borrow_mut();
+        if fallback.is_none() {
+            *fallback = Some(self.read_unindexed_headers()?);
         }
-        let loc = self.fallback.as_ref().and_then(|m| m.get(id)).copied();
+        let loc = fallback.as_ref().and_then(|m| m.get(id)).copied();
         let Some(loc) = loc else {
             return Err(Error::corrupt(format!(
                 "{what} {id} is needed by a snapshot but is in no index file and no \
@@ -113,17 +107,63 @@ impl Marker<'_> {
                  `kura check`, then `kura repair index` or `kura repair snapshots`"
             )));
         };
-        self.needed.insert(loc.pack);
+        self.needed.borrow_mut().insert(loc.pack);
         Ok(loc)
     }
 
-    fn tree(&mut self, id: &ChunkId) -> Result<TreeBlob> {
+    /// Where each blob of the unindexed packs is. A pack already deleted,
+    /// or one whose header does not authenticate, cannot serve.
+    fn read_unindexed_headers(&self) -> Result<HashMap<ChunkId, BlobLocation>> {
+        let mut map = HashMap::new();
+        for (pack, size) in &self.unindexed {
+            let header = match self.repo.read_pack_header(pack, *size) {
+                Ok(h) => h,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => continue,
+                Err(e) => return Err(e),
+            };
+            for e in &header.entries {
+                map.insert(e.id, BlobLocation::from_entry(*pack, header.kind, e));
+            }
+        }
+        Ok(map)
+    }
+}
+
+impl TreeSource for MarkSource<'_> {
+    fn tree_blob(&self, id: &ChunkId) -> Result<TreeBlob> {
         let loc = self.locate(id, "tree")?;
         let bytes = crate::chunkstore::read_blob(self.repo, id, &loc)
             .map_err(|e| e.context("prune reads every tree of every snapshot"))?;
         TreeBlob::decode(&bytes).map_err(|e| e.context(format!("tree {id}")))
     }
+}
 
+/// Step 2: marks every chunk reachable from every snapshot, as a visitor
+/// of the shared tree walker (a tree that cannot be read stops prune).
+struct Marker<'a> {
+    source: &'a MarkSource<'a>,
+    live: ChunkSet,
+    /// Directories, large directories' parts and extent lists reached.
+    trees: HashSet<ChunkId>,
+    pending: Vec<ChunkId>,
+}
+
+impl Visitor for Marker<'_> {
+    fn entry(&mut self, _path: &[u8], entry: &Entry) -> Result<Visit> {
+        if let Payload::File(content) = &entry.payload {
+            self.content(content)?;
+        }
+        Ok(Visit::Descend)
+    }
+
+    fn enter_dir(&mut self, _path: &[u8], tree: &ChunkId, parts: &[ChunkId]) -> Result<()> {
+        self.trees.insert(*tree);
+        self.trees.extend(parts.iter().copied());
+        Ok(())
+    }
+}
+
+impl Marker<'_> {
     fn data(&mut self, id: ChunkId) -> Result<()> {
         self.pending.push(id);
         if self.pending.len() >= LIVE_BATCH {
@@ -135,38 +175,10 @@ impl Marker<'_> {
     fn flush(&mut self) -> Result<()> {
         let batch = std::mem::take(&mut self.pending);
         let fresh = self.live.insert_new(&batch)?;
-        let found = self.index.lookup_many(&fresh)?;
+        let found = self.source.index.lookup_many(&fresh)?;
         for (id, loc) in fresh.iter().zip(found) {
             if loc.is_none() {
-                self.locate(id, "data chunk")?;
-            }
-        }
-        Ok(())
-    }
-
-    fn walk(&mut self, id: &ChunkId) -> Result<()> {
-        if !self.trees.insert(*id) {
-            return Ok(());
-        }
-        match self.tree(id)? {
-            TreeBlob::Directory(entries) => {
-                for e in entries {
-                    match e.payload {
-                        Payload::Dir(sub) => self.walk(&sub)?,
-                        Payload::File(content) => self.content(&content)?,
-                        _ => {}
-                    }
-                }
-            }
-            TreeBlob::LargeDirectory(parts) => {
-                for part in &parts {
-                    self.walk(part)?;
-                }
-            }
-            TreeBlob::ExtentList(_) => {
-                return Err(Error::corrupt(format!(
-                    "tree {id} is an extent list where a directory belongs"
-                )));
+                self.source.locate(id, "data chunk")?;
             }
         }
         Ok(())
@@ -180,7 +192,7 @@ impl Marker<'_> {
                     if !self.trees.insert(*list) {
                         continue;
                     }
-                    match self.tree(list)? {
+                    match self.source.tree_blob(list)? {
                         TreeBlob::ExtentList(extents) => self.extents(&extents)?,
                         _ => {
                             return Err(Error::corrupt(format!(
