@@ -9,17 +9,17 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::chunkstore::index::{ChunkIndex, RebuildReport};
+use crate::chunkstore::commit::{Started, commit_check, writing_store};
+use crate::chunkstore::index::ChunkIndex;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
-use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repository::Repository;
-use crate::repository::records::Condemned;
 use crate::repository::snapshots;
 use crate::snapshot::tree;
 use crate::source::exclude::{ExcludeOptions, Excluder};
@@ -78,10 +78,6 @@ pub struct BackupReport {
     /// or copied (format-spec/12).
     pub secured: SecureReport,
 }
-
-/// How long a backup may take from the start of its commit check to its
-/// snapshot write (format-spec/12, `W`).
-pub const COMMIT_WINDOW: Duration = Duration::from_secs(300);
 
 fn now_ns() -> i64 {
     SystemTime::now()
@@ -489,94 +485,6 @@ pub fn backup_with_progress(
             .collect(),
         secured,
     })
-}
-
-/// Time since the backup started, on two clocks: the monotonic one keeps
-/// counting while the process is stopped, the wall clock also across a
-/// suspended machine. The larger counts.
-pub(crate) struct Started {
-    instant: Instant,
-    wall: SystemTime,
-}
-
-impl Started {
-    pub(crate) fn now() -> Self {
-        Self {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
-    fn elapsed(&self) -> Duration {
-        let wall = self.wall.elapsed().unwrap_or(Duration::ZERO);
-        self.instant.elapsed().max(wall)
-    }
-}
-
-/// The commit check (format-spec/12, "Backups", rules 3 and 4): repeated
-/// until nothing this backup relies on is condemned or missing, and the
-/// snapshot can be written within [`COMMIT_WINDOW`] of the check.
-pub(crate) fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureReport> {
-    let mut total = SecureReport::default();
-    loop {
-        let check = Started::now();
-        let elapsed = started.elapsed().as_secs();
-        let done = store.secure_relied(|grace| elapsed < grace / 2)?;
-        total.packs_resurrected += done.packs_resurrected;
-        total.packs_copied += done.packs_copied;
-        total.blobs_copied += done.blobs_copied;
-        total.bytes_copied += done.bytes_copied;
-        if done == SecureReport::default() && check.elapsed() < COMMIT_WINDOW {
-            if total != SecureReport::default() {
-                tracing::info!(?total, "backup: packs condemned by a prune were secured");
-            }
-            return Ok(total);
-        }
-    }
-}
-
-/// A chunk store over `repo` that writes as a backup does (format-spec/07
-/// and 12). Prune records are read first: packs they condemn are neither
-/// deduplicated against nor adopted. Orphan packs are adopted (what an
-/// interrupted writer uploaded is reused), and packs that are lost or
-/// found damaged are not relied on.
-///
-/// # Errors
-/// Listing, backend and cache errors; a prune record that does not
-/// authenticate.
-pub(crate) fn writing_store<'r>(
-    repo: &'r Repository,
-    index: &'r ChunkIndex,
-    options: ChunkStoreOptions,
-) -> Result<(ChunkStore<'r>, RebuildReport)> {
-    let condemned = Condemned::load(repo)?.packs();
-    let adopted = index.adopt_orphan_packs(repo, options.compression_level, &condemned)?;
-    tracing::debug!(packs = adopted.packs.len(), "orphan packs adopted");
-    let store = store_over_sound_packs(repo, index, options, &adopted.missing)?;
-    store.distrust(condemned);
-    Ok((store, adopted))
-}
-
-/// A chunk store that stores again what only lost packs (`missing` from
-/// the listing) or packs a check found damaged hold, so the snapshot is
-/// whole even before any repair.
-fn store_over_sound_packs<'r>(
-    repo: &'r Repository,
-    index: &'r ChunkIndex,
-    options: ChunkStoreOptions,
-    missing: &[PackId],
-) -> Result<ChunkStore<'r>> {
-    let mut distrusted = index.damaged_packs()?;
-    distrusted.extend(missing.iter().copied());
-    if !distrusted.is_empty() {
-        tracing::info!(
-            packs = distrusted.len(),
-            "backup: not relying on lost or damaged packs"
-        );
-    }
-    let store = ChunkStore::new(repo, index, options);
-    store.distrust(distrusted);
-    Ok(store)
 }
 
 fn find_parent(
