@@ -40,5 +40,7 @@ mod security;
 mod servers;
 #[path = "integration/snapshots.rs"]
 mod snapshots;
+#[path = "integration/source.rs"]
+mod source;
 #[path = "integration/vectors.rs"]
 mod vectors;
