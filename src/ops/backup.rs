@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::chunkstore::commit::{Started, commit_check, writing_store};
-use crate::chunkstore::index::ChunkIndex;
+use crate::chunkstore::index::{ChunkIndex, RebuildReport};
 use crate::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
@@ -124,13 +124,7 @@ pub fn backup_with_progress(
     tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
     let (store, adopted) = writing_store(repo, index, options.store)?;
     let mut walker = Walker::new(&options.excludes)?;
-    let mut archiver = Archiver {
-        store: &store,
-        progress,
-        names: NameCache::default(),
-        summary: Summary::default(),
-        warnings: Vec::new(),
-    };
+    let mut archiver = Archiver::new(&store, progress);
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
     let root = archiver.root(&mut walker, options, &sources, parent_root)?;
     let tree_id = store_root(&store, root)?;
@@ -150,13 +144,18 @@ pub fn backup_with_progress(
         summary,
         warnings: archiver.warnings,
         packs_adopted: adopted.packs.len(),
-        packs_refused: adopted
-            .damaged
-            .iter()
-            .map(|(id, e)| format!("pack {id}: {e}"))
-            .collect(),
+        packs_refused: refused_packs(&adopted),
         secured,
     })
+}
+
+/// The unindexed packs adoption refused, with why.
+fn refused_packs(adopted: &RebuildReport) -> Vec<String> {
+    adopted
+        .damaged
+        .iter()
+        .map(|(id, e)| format!("pack {id}: {e}"))
+        .collect()
 }
 
 /// The snapshot that commits a backup of `tree` started at `time`.
@@ -337,6 +336,16 @@ impl Visitor for Archiver<'_, '_> {
 }
 
 impl<'s, 'r> Archiver<'s, 'r> {
+    fn new(store: &'s ChunkStore<'r>, progress: &'s dyn Progress) -> Self {
+        Self {
+            store,
+            progress,
+            names: NameCache::default(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
+        }
+    }
+
     fn warn(&mut self, message: String) {
         tracing::warn!("{message}");
         self.summary.warnings += 1;

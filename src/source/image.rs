@@ -224,17 +224,7 @@ pub fn read_image(
     sink: &mut dyn ContentSink,
 ) -> Result<ImageRead> {
     let err = |e| Error::io(format!("reading image {}", path.display()), e);
-    let file = File::open(path).map_err(err)?;
-    let md = file.metadata().map_err(err)?;
-    if !(md.is_file() || md.file_type().is_block_device()) {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} is neither a regular file nor a block device",
-                path.display()
-            ),
-        ));
-    }
+    let (file, md) = open_image(path)?;
     let mut reader = ZeroRunReader::new(file);
     let mut extents = Vec::new();
     loop {
@@ -261,6 +251,26 @@ pub fn read_image(
         extents,
         changed,
     })
+}
+
+/// Opens image `path` and reads its metadata (following a symlink).
+///
+/// # Errors
+/// As [`read_image`].
+fn open_image(path: &Path) -> Result<(File, fs::Metadata)> {
+    let err = |e| Error::io(format!("reading image {}", path.display()), e);
+    let file = File::open(path).map_err(err)?;
+    let md = file.metadata().map_err(err)?;
+    if !(md.is_file() || md.file_type().is_block_device()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is neither a regular file nor a block device",
+                path.display()
+            ),
+        ));
+    }
+    Ok((file, md))
 }
 
 #[cfg(test)]

@@ -148,6 +148,19 @@ impl Walker {
             }
         };
         let known = visitor.known_children(path, &dir)?;
+        let children = self.children(visitor, path, names, &known)?;
+        visitor.leave(&found, dir, children).map(Some)
+    }
+
+    /// Visits the children `names` of directory `path` that are not
+    /// excluded, in that order.
+    fn children<V: Visitor>(
+        &self,
+        visitor: &mut V,
+        path: &Path,
+        names: Vec<Vec<u8>>,
+        known: &HashMap<Vec<u8>, V::Known>,
+    ) -> Result<Vec<V::Entry>> {
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(OsStr::from_bytes(&name));
@@ -165,7 +178,7 @@ impl Walker {
                 children.push(entry);
             }
         }
-        visitor.leave(&found, dir, children).map(Some)
+        Ok(children)
     }
 }
 
