@@ -40,6 +40,8 @@ mod security;
 mod servers;
 #[path = "integration/snapshots.rs"]
 mod snapshots;
+#[path = "integration/source.rs"]
+mod source;
 #[path = "integration/vectors.rs"]
 mod vectors;
 #[path = "integration/walk.rs"]

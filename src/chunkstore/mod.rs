@@ -16,6 +16,9 @@
 //! an index file is written before the cache records its entries. What a
 //! caller commits (a snapshot) must come after [`ChunkStore::flush`].
 //!
+//! What a writer commits is guarded by the commit protocol in [`commit`]
+//! (format-spec/12): the packs it relied on must survive concurrent prunes.
+//!
 //! Distrusted packs ([`ChunkStore::distrust`]: missing, or found damaged by
 //! a check) are never deduplicated against: a chunk indexed only there is
 //! stored again, so what a caller commits never depends on them. Reads try
@@ -28,6 +31,7 @@
 //! and the pack read instead. So a snapshot walked again (ls, restore, the
 //! next backup's parent) reads no tree from the repository.
 
+pub mod commit;
 pub mod index;
 pub mod pack;
 
@@ -43,7 +47,7 @@ use rayon::prelude::*;
 use crate::algorithms::chunker::{Batch, ChunkStream};
 use crate::backend::{Backend, write_bytes};
 use crate::chunkstore::index::{BlobLocation, ChunkIndex, write_index_file};
-use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
+use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::layout;
@@ -53,6 +57,7 @@ use crate::repository::Repository;
 use crate::repository::sealer::Sealer;
 
 mod read;
+pub use commit::SecureReport;
 pub use read::read_blob;
 
 /// Raw bytes of new chunks that may wait to be sealed before the caller
@@ -119,15 +124,6 @@ pub struct StoreStats {
     pub bytes_stored: u64,
     pub packs_written: u64,
     pub index_files_written: u64,
-}
-
-/// What [`ChunkStore::secure_relied`] had to do.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct SecureReport {
-    pub packs_resurrected: usize,
-    pub packs_copied: usize,
-    pub blobs_copied: u64,
-    pub bytes_copied: u64,
 }
 
 /// Tree blobs read from packs are put in the tree cache this many at a time
@@ -602,106 +598,6 @@ impl<'r> ChunkStore<'r> {
         }
         self.collect_uploads(&mut state, true)?;
         self.index.persist()
-    }
-
-    /// The commit check of format-spec/12 ("Backups", rule 3): makes sure
-    /// no pack this store relied on is condemned by a prune record or
-    /// missing from the current index. Such a pack is named in a new index
-    /// file if `may_resurrect(grace)` says the backup is young enough for
-    /// the record's grace, otherwise its blobs are copied into new packs.
-    /// Call after [`Self::flush`]; it flushes again if it copied.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Transient`] (with an explanation) if such a pack is
-    /// gone: the snapshot must not be written, and a new backup will
-    /// succeed. Listing, backend and cache
-    /// errors.
-    pub fn secure_relied(&self, may_resurrect: impl Fn(u64) -> bool) -> Result<SecureReport> {
-        let mut report = SecureReport::default();
-        let condemned = crate::repository::records::Condemned::load(self.repo)?;
-        self.index.sync(self.repo)?;
-        let relied = self.relied_packs();
-        let mut doubtful: Vec<PackId> = Vec::new();
-        {
-            let state = lock(&self.shared.state);
-            for p in relied {
-                // A pack this store took back from a record stays safe from
-                // that record (the sweep sees the index file); only records
-                // that came later, or a lost index entry, put it in doubt.
-                let taken_back = state.resurrected.get(&p);
-                let newly_condemned = condemned
-                    .by(&p)
-                    .iter()
-                    .any(|(r, _)| taken_back.is_none_or(|t| !t.contains(r)));
-                if newly_condemned || !self.index.knows_pack(&p)? {
-                    doubtful.push(p);
-                }
-            }
-        }
-        doubtful.sort();
-        if doubtful.is_empty() {
-            return Ok(report);
-        }
-        self.distrust(doubtful.iter().copied());
-        let mut resurrect = Vec::new();
-        for p in &doubtful {
-            let bytes = match self.repo.backend().read(&layout::pack_path(p), None) {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    return Err(Error::new(
-                        ErrorKind::Transient,
-                        format!(
-                            "pack {p}, which this backup relied on, was pruned while the \
-                             backup ran; no snapshot was written: run the backup again"
-                        ),
-                    ));
-                }
-                other => other?,
-            };
-            let header = verify_pack(self.repo.sealer(), p, &bytes)?;
-            let by = condemned.by(p);
-            if !by.is_empty() && by.iter().all(|(_, grace)| may_resurrect(*grace)) {
-                lock(&self.shared.state)
-                    .resurrected
-                    .entry(*p)
-                    .or_default()
-                    .extend(by.iter().map(|(r, _)| *r));
-                resurrect.push(IndexedPack {
-                    id: *p,
-                    kind: header.kind,
-                    size: bytes.len() as u64,
-                    entries: header.entries,
-                });
-                continue;
-            }
-            let mut state = lock(&self.shared.state);
-            for e in &header.entries {
-                if state.pending.contains_key(&e.id) {
-                    continue;
-                }
-                let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-                state.pending.insert(e.id, header.kind);
-                report.blobs_copied += 1;
-                report.bytes_copied += u64::from(e.stored_len);
-                let packer = match header.kind {
-                    PackKind::Data => &mut state.data,
-                    PackKind::Tree => &mut state.tree,
-                };
-                if let Some(full) = packer.add(&self.shared.sealer, e.id, blob, e.raw_len) {
-                    self.upload(&mut state, full)?;
-                }
-            }
-            state.relied.remove(p);
-            report.packs_copied += 1;
-        }
-        if !resurrect.is_empty() {
-            self.write_index(&resurrect)?;
-            report.packs_resurrected = resurrect.len();
-            lock(&self.shared.state)
-                .distrusted
-                .retain(|p| !resurrect.iter().any(|r| r.id == *p));
-        }
-        self.flush()?;
-        Ok(report)
     }
 }
 

@@ -1,31 +1,38 @@
-//! `backup`: one snapshot of the given paths. Walks each path, reuses the
-//! content of files unchanged since the parent snapshot without reading
-//! them, chunks the rest (data ranges only: holes cost nothing), stores
-//! trees bottom-up, flushes, and commits by writing the snapshot last.
+//! Operations layer: `backup`, one snapshot of the given paths. Chooses
+//! the parent snapshot, walks each path with the source layer's walker,
+//! reuses the content of files unchanged since the parent without reading
+//! them, puts the rest (data ranges only: holes cost nothing), images and
+//! streams into the chunk store, stores trees bottom-up, flushes, and
+//! commits by the chunk store's commit protocol, writing the snapshot last.
+//!
+//! Owned invariant: the snapshot is written only after everything it
+//! refers to is durable, indexed and secured against concurrent prunes
+//! (`chunkstore::commit`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::fs;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::{Path, PathBuf};
 
+use crate::chunkstore::commit::{Started, commit_check, writing_store};
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
-use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
+use crate::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
-use crate::id::{ChunkId, PackId, SnapshotId};
+use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repository::Repository;
-use crate::repository::records::Condemned;
 use crate::repository::snapshots;
 use crate::snapshot::tree;
-use crate::source::exclude::{ExcludeOptions, Excluder};
-use crate::source::image::ZeroRunReader;
-use crate::source::{NameCache, data_ranges, read_metadata};
+use crate::source::command::{run_command, stream_metadata, stream_path};
+use crate::source::exclude::ExcludeOptions;
+use crate::source::file::read_file;
+use crate::source::image::read_image;
+use crate::source::walk::{Found, Visitor, Walker, clean_absolute, components};
+use crate::source::{ContentSink, NameCache, lstat_metadata, read_metadata, special_payload};
 
 /// Which snapshot unchanged files are taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,259 +90,457 @@ pub struct BackupReport {
     pub secured: SecureReport,
 }
 
-/// How long a backup may take from the start of its commit check to its
-/// snapshot write (format-spec/12, `W`).
-pub const COMMIT_WINDOW: Duration = Duration::from_secs(300);
-
-/// An in-memory directory of the root tree: the directories leading to
-/// the backed-up paths, and the entries of those paths.
-#[derive(Default)]
-struct RootDir {
-    meta: Metadata,
-    children: BTreeMap<Vec<u8>, RootNode>,
+/// Backs up `options.paths` into a new snapshot of `repo`.
+///
+/// # Errors
+/// Repository errors; a path that does not exist at all is an error, files
+/// that cannot be read are warnings (the snapshot is marked incomplete).
+pub fn backup(
+    repo: &Repository,
+    index: &ChunkIndex,
+    options: &BackupOptions,
+) -> Result<BackupReport> {
+    backup_with_progress(repo, index, options, &NoProgress)
 }
 
-enum RootNode {
-    Dir(RootDir),
-    Entry(Entry),
+/// [`backup`], reporting progress to `progress`.
+///
+/// # Errors
+/// As [`backup`].
+pub fn backup_with_progress(
+    repo: &Repository,
+    index: &ChunkIndex,
+    options: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupReport> {
+    let started = Started::now();
+    let time = options.clock.now_ns();
+    let sources = Sources::resolve(options)?;
+    let raw_paths = sources.raw_paths();
+    let parent = find_parent(repo, options, &raw_paths)?;
+    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
+    let (store, adopted) = writing_store(repo, index, options.store)?;
+    let mut walker = Walker::new(&options.excludes)?;
+    let mut archiver = Archiver::new(&store, progress, options.clock);
+    let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
+    let root = archiver.root(&mut walker, options, &sources, parent_root)?;
+    let tree_id = store_root(&store, root)?;
+    store.flush()?;
+    tracing::debug!("backup: flushed");
+    let secured = commit_check(&store, &started)?;
+    let stats = store.stats();
+    let mut summary = archiver.summary;
+    summary.chunks_new = stats.chunks_new;
+    summary.bytes_stored = stats.bytes_stored;
+    let parent = parent.map(|(id, _)| id);
+    let snap = new_snapshot(options, tree_id, parent, raw_paths, time, summary);
+    let id = snapshots::save(repo, &snap)?;
+    Ok(BackupReport {
+        snapshot: id,
+        parent,
+        summary,
+        warnings: archiver.warnings,
+        packs_adopted: adopted.packs.len(),
+        packs_refused: refused_packs(&adopted),
+        secured,
+    })
 }
 
-struct Walker<'s, 'r> {
+/// The unindexed packs adoption refused, with why.
+fn refused_packs(adopted: &RebuildReport) -> Vec<String> {
+    adopted
+        .damaged
+        .iter()
+        .map(|(id, e)| format!("pack {id}: {e}"))
+        .collect()
+}
+
+/// The snapshot that commits a backup of `tree` started at `time`.
+fn new_snapshot(
+    options: &BackupOptions,
+    tree: ChunkId,
+    parent: Option<SnapshotId>,
+    paths: Vec<RawPath>,
+    time: i64,
+    summary: Summary,
+) -> Snapshot {
+    Snapshot {
+        version: VERSION,
+        tree: tree.to_hex(),
+        parent: parent.map(|id| id.to_hex()),
+        time,
+        end_time: options.clock.now_ns(),
+        hostname: options.hostname.clone(),
+        username: std::env::var("USER").unwrap_or_default(),
+        paths,
+        tags: options.tags.clone(),
+        program: format!("kura {}", env!("CARGO_PKG_VERSION")),
+        incomplete: summary.warnings > 0,
+        summary,
+        copy_of: None,
+    }
+}
+
+/// The absolute, clean paths of what is backed up.
+struct Sources {
+    /// Paths walked, sorted, each once.
+    paths: Vec<PathBuf>,
+    images: Vec<PathBuf>,
+    /// Where the streams appear in the snapshot, in the order given.
+    streams: Vec<PathBuf>,
+}
+
+impl Sources {
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] if nothing is given or a stream name is
+    /// refused; a working directory that cannot be read.
+    fn resolve(options: &BackupOptions) -> Result<Self> {
+        let mut paths: Vec<PathBuf> = options
+            .paths
+            .iter()
+            .map(|p| clean_absolute(p))
+            .collect::<Result<_>>()?;
+        let streams: Vec<PathBuf> = options
+            .streams
+            .iter()
+            .map(|st| stream_path(&st.name))
+            .collect::<Result<_>>()?;
+        let images: Vec<PathBuf> = options
+            .images
+            .iter()
+            .map(|p| clean_absolute(p))
+            .collect::<Result<_>>()?;
+        paths.sort();
+        paths.dedup();
+        if paths.is_empty() && streams.is_empty() && images.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "nothing to back up: no paths given",
+            ));
+        }
+        Ok(Self {
+            paths,
+            images,
+            streams,
+        })
+    }
+
+    /// The snapshot's paths: walked paths, images, then streams.
+    fn raw_paths(&self) -> Vec<RawPath> {
+        self.paths
+            .iter()
+            .chain(&self.images)
+            .chain(&self.streams)
+            .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
+            .collect()
+    }
+}
+
+fn find_parent(
+    repo: &Repository,
+    options: &BackupOptions,
+    paths: &[RawPath],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match options.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(id) => Ok(Some((id, snapshots::load(repo, &id)?))),
+        ParentChoice::Latest => Ok(snapshots::list(repo)?
+            .into_iter()
+            .rev()
+            .find(|(_, s)| s.hostname == options.hostname && s.paths == paths)),
+    }
+}
+
+/// What a backup keeps while it walks: where content goes, the counts and
+/// the warnings. As a [`Visitor`] of the source walker it turns each path
+/// into a tree entry, storing content and trees on the way.
+struct Archiver<'s, 'r> {
     store: &'s ChunkStore<'r>,
+    /// Streams' mtimes.
+    clock: Clock,
     progress: &'s dyn Progress,
-    excluder: Excluder,
     names: NameCache,
     summary: Summary,
     warnings: Vec<String>,
-    /// The file system of the path being walked (for one_file_system).
-    device: u64,
-    one_file_system: bool,
 }
 
-/// Makes `path` absolute and lexically clean (no `.` or `..`).
-fn clean_absolute(path: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(path)
-        .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
-    let mut out = PathBuf::from("/");
-    for c in abs.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
+/// A directory being walked: its metadata and its tree in the parent.
+struct DirVisit {
+    meta: Metadata,
+    parent: Option<ChunkId>,
+}
+
+impl Visitor for Archiver<'_, '_> {
+    type Entry = Entry;
+    /// The path's entry in the parent snapshot.
+    type Known = Entry;
+    type Dir = DirVisit;
+
+    fn unreadable(&mut self, path: &Path, error: &io::Error) {
+        self.warn(format!("{}: {error}", path.display()));
+    }
+
+    fn leaf(&mut self, found: &Found<'_>, known: Option<&Entry>) -> Result<Option<Entry>> {
+        let meta = self.metadata(found);
+        let payload = if found.lstat.is_file() {
+            match self.file(found, &meta, known)? {
+                Some(content) => Payload::File(content),
+                None => return Ok(None),
             }
-            _ => {}
+        } else {
+            self.summary.others += 1;
+            match special_payload(found.path, found.lstat) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    self.unreadable(found.path, &e);
+                    return Ok(None);
+                }
+            }
+        };
+        Ok(Some(Entry {
+            name: found.name.to_vec(),
+            meta,
+            payload,
+        }))
+    }
+
+    fn enter(&mut self, found: &Found<'_>, known: Option<&Entry>) -> Result<DirVisit> {
+        let meta = self.metadata(found);
+        self.summary.dirs += 1;
+        let parent = match known.map(|p| &p.payload) {
+            Some(Payload::Dir(id)) => Some(*id),
+            _ => None,
+        };
+        Ok(DirVisit { meta, parent })
+    }
+
+    fn known_children(&mut self, path: &Path, dir: &DirVisit) -> Result<HashMap<Vec<u8>, Entry>> {
+        let Some(id) = dir.parent else {
+            return Ok(HashMap::new());
+        };
+        Ok(parent_tree(path, tree::load_directory(self.store, &id))?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect())
+    }
+
+    fn leave(&mut self, found: &Found<'_>, dir: DirVisit, children: Vec<Entry>) -> Result<Entry> {
+        Ok(Entry {
+            name: found.name.to_vec(),
+            meta: dir.meta,
+            payload: Payload::Dir(tree::store_directory(self.store, children)?),
+        })
+    }
+}
+
+impl<'s, 'r> Archiver<'s, 'r> {
+    fn new(store: &'s ChunkStore<'r>, progress: &'s dyn Progress, clock: Clock) -> Self {
+        Self {
+            store,
+            clock,
+            progress,
+            names: NameCache::default(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
         }
     }
-    Ok(out)
-}
 
-impl Walker<'_, '_> {
     fn warn(&mut self, message: String) {
         tracing::warn!("{message}");
         self.summary.warnings += 1;
         self.warnings.push(message);
     }
 
-    /// The entry for `path`; `None` if it cannot be read (with a warning)
-    /// or is a directory holding an exclude marker.
-    fn entry(
-        &mut self,
-        path: &Path,
-        name: Vec<u8>,
-        parent: Option<&Entry>,
-    ) -> Result<Option<Entry>> {
-        let md = match fs::symlink_metadata(path) {
-            Ok(md) => md,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        let ft = md.file_type();
-        if ft.is_dir() && self.excluder.marked(path) {
-            return Ok(None);
+    /// Where content read from the sources goes.
+    fn sink(&self) -> StoreSink<'s, 'r> {
+        StoreSink {
+            store: self.store,
+            progress: self.progress,
         }
-        let (meta, xattr_error) = read_metadata(path, &md, &mut self.names);
+    }
+
+    /// The entry metadata of a found path; extended attributes that cannot
+    /// be read are left out with a warning.
+    fn metadata(&mut self, found: &Found<'_>) -> Metadata {
+        let (meta, xattr_error) = read_metadata(found.path, found.lstat, &mut self.names);
         if let Some(e) = xattr_error {
-            self.warn(format!("{}: extended attributes: {e}", path.display()));
+            self.warn(format!(
+                "{}: extended attributes: {e}",
+                found.path.display()
+            ));
         }
-        let payload = if ft.is_dir() {
-            self.summary.dirs += 1;
-            let parent_dir = match parent.map(|p| &p.payload) {
-                Some(Payload::Dir(id)) => Some(*id),
-                _ => None,
-            };
-            if self.one_file_system && md.dev() != self.device {
-                Payload::Dir(tree::store_directory(self.store, Vec::new())?)
-            } else {
-                match self.directory(path, parent_dir)? {
-                    Some(id) => Payload::Dir(id),
-                    None => return Ok(None),
-                }
-            }
-        } else if ft.is_file() {
-            self.summary.files += 1;
-            self.summary.bytes += meta.size;
-            let reusable = match unchanged_content(parent, &meta) {
-                Some(c) if tree::content_is_stored(self.store, &c, meta.size)? => Some(c),
-                _ => None, // changed, or its data was lost: read it again
-            };
-            let content = if let Some(content) = reusable {
-                self.summary.files_unchanged += 1;
-                self.progress.bytes(meta.size);
-                content
-            } else {
-                match self.file_content(path, &md)? {
-                    Ok(content) => content,
-                    Err(warning) => {
-                        self.warn(format!("{}: {warning}", path.display()));
-                        return Ok(None);
-                    }
-                }
-            };
-            self.progress.file_done();
-            Payload::File(content)
-        } else {
-            self.summary.others += 1;
-            if ft.is_symlink() {
-                match fs::read_link(path) {
-                    Ok(t) => Payload::Symlink(t.as_os_str().as_bytes().to_vec()),
-                    Err(e) => {
-                        self.warn(format!("{}: {e}", path.display()));
-                        return Ok(None);
-                    }
-                }
-            } else if ft.is_char_device() {
-                Payload::CharDevice(md.rdev())
-            } else if ft.is_block_device() {
-                Payload::BlockDevice(md.rdev())
-            } else if ft.is_fifo() {
-                Payload::Fifo
-            } else {
-                Payload::Socket
-            }
-        };
-        Ok(Some(Entry {
-            name,
-            meta,
-            payload,
-        }))
+        meta
     }
 
-    /// Stores directory `path` and returns its tree id, or `None` if it
-    /// cannot be listed.
-    fn directory(&mut self, path: &Path, parent: Option<ChunkId>) -> Result<Option<ChunkId>> {
-        let listing = match fs::read_dir(path)
-            .and_then(std::iter::Iterator::collect::<std::io::Result<Vec<_>>>)
-        {
-            Ok(l) => l,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        let parent_entries: HashMap<Vec<u8>, Entry> = match parent {
-            Some(id) => parent_tree(path, tree::load_directory(self.store, &id))?
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| (e.name.clone(), e))
-                .collect(),
-            None => HashMap::new(),
-        };
-        let mut names: Vec<Vec<u8>> = listing
-            .iter()
-            .map(|d| d.file_name().as_bytes().to_vec())
-            .collect();
-        names.sort();
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
-            let child = path.join(std::ffi::OsStr::from_bytes(&name));
-            if self.excluder.excludes(&child) {
-                continue;
-            }
-            if let Some(e) = self.entry(&child, name.clone(), parent_entries.get(&name))? {
-                entries.push(e);
-            }
-        }
-        tree::store_directory(self.store, entries).map(Some)
-    }
-
-    /// Chunks a file's data ranges; holes between them are recorded, not
-    /// read. The inner error is a problem with the file (a warning), the
-    /// outer one a problem with the repository (fatal).
-    fn file_content(
+    /// A regular file's content: the parent's if the file is unchanged and
+    /// that content is still stored, else read again. `None` (with a
+    /// warning) if it cannot be read or changed while read.
+    fn file(
         &mut self,
-        path: &Path,
-        md: &fs::Metadata,
-    ) -> Result<std::result::Result<Content, String>> {
-        let mut file = match File::open(path) {
-            Ok(f) => f,
-            Err(e) => return Ok(Err(e.to_string())),
+        found: &Found<'_>,
+        meta: &Metadata,
+        known: Option<&Entry>,
+    ) -> Result<Option<Content>> {
+        self.summary.files += 1;
+        self.summary.bytes += meta.size;
+        let reusable = match unchanged_content(known, meta) {
+            Some(c) if tree::content_is_stored(self.store, &c, meta.size)? => Some(c),
+            _ => None, // changed, or its data was lost: read it again
         };
-        let size = md.len();
-        let mut extents = Vec::new();
-        let mut pos = 0u64;
-        for (offset, len) in data_ranges(&file, size) {
-            if offset > pos {
-                extents.push(Extent::Hole { len: offset - pos });
-                self.progress.bytes(offset - pos);
-            }
-            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                return Ok(Err(e.to_string()));
-            }
-            let mut reader = WatchedReader {
-                inner: CountingReader {
-                    inner: (&mut file).take(len),
-                    progress: self.progress,
-                },
-                error: None,
-            };
-            let refs = match self.store.put_stream(&mut reader) {
-                Ok(refs) => refs,
-                Err(_) if reader.error.is_some() => {
-                    return Ok(Err(reader.error.unwrap_or_default()));
+        let content = if let Some(content) = reusable {
+            self.summary.files_unchanged += 1;
+            self.progress.bytes(meta.size);
+            content
+        } else {
+            match read_file(found.path, found.lstat, &mut self.sink())? {
+                Ok(extents) => tree::store_content(self.store, extents)?,
+                Err(warning) => {
+                    self.warn(format!("{}: {warning}", found.path.display()));
+                    return Ok(None);
                 }
-                Err(e) => return Err(e),
-            };
-            let got: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
-            extents.extend(refs.into_iter().map(|r| Extent::Data {
-                id: r.id,
-                len: r.len,
-            }));
-            pos = offset + got;
-            if got != len {
-                return Ok(Err("changed while it was read (shrank)".into()));
             }
+        };
+        self.progress.file_done();
+        Ok(Some(content))
+    }
+
+    /// The root tree of the snapshot: the walked paths, the images and the
+    /// streams, below the directories leading to them.
+    fn root(
+        &mut self,
+        walker: &mut Walker,
+        options: &BackupOptions,
+        sources: &Sources,
+        parent_root: Option<ChunkId>,
+    ) -> Result<RootDir> {
+        let mut root = RootDir::default();
+        for path in &sources.paths {
+            self.add_path(walker, &mut root, path, parent_root)?;
+            tracing::debug!(path = %path.display(), "backup: path stored");
         }
-        if pos < size {
-            extents.push(Extent::Hole { len: size - pos });
-            self.progress.bytes(size - pos);
+        for path in &sources.images {
+            self.add_image(&mut root, path)?;
         }
-        match file.metadata() {
-            Ok(after)
-                if after.len() == size
-                    && after.mtime() == md.mtime()
-                    && after.mtime_nsec() == md.mtime_nsec() => {}
-            Ok(_) => return Ok(Err("changed while it was read".into())),
-            Err(e) => return Ok(Err(e.to_string())),
+        for (source, path) in options.streams.iter().zip(&sources.streams) {
+            let comps = components(path);
+            let (name, dirs) = comps.split_last().expect("stream paths have a name");
+            let entry = self.store_stream(source, name.clone())?;
+            insert_root(&mut root, dirs, entry, |_| {
+                stream_metadata(0o700, 0, self.clock.now_ns())
+            });
         }
-        tree::store_content(self.store, extents).map(Ok)
+        Ok(root)
+    }
+
+    /// Inserts `entry` into the root tree below the directories `dirs`,
+    /// which take the metadata of the real directories.
+    fn insert(&mut self, root: &mut RootDir, dirs: &[Vec<u8>], entry: Entry) {
+        let names = &mut self.names;
+        insert_root(root, dirs, entry, |real| lstat_metadata(real, names));
+    }
+
+    /// Backs up one path given on the command line into the root tree.
+    fn add_path(
+        &mut self,
+        walker: &mut Walker,
+        root: &mut RootDir,
+        path: &Path,
+        parent: Option<ChunkId>,
+    ) -> Result<()> {
+        let md = fs::symlink_metadata(path)
+            .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
+        let comps = components(path);
+        let parent_entry = match parent {
+            Some(id) => parent_tree(path, tree::lookup(self.store, id, &comps))?.flatten(),
+            None => None,
+        };
+        let Some((_, dirs)) = comps.split_last() else {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "backing up / itself is not supported yet",
+            ));
+        };
+        if let Some(entry) = walker.walk(self, path, &md, parent_entry.as_ref())? {
+            self.insert(root, dirs, entry);
+        }
+        Ok(())
+    }
+
+    /// Backs up one disk image or block device into the root tree. An
+    /// image that cannot be read fails the backup (it was named
+    /// explicitly); one that changed while read is stored with a warning.
+    fn add_image(&mut self, root: &mut RootDir, path: &Path) -> Result<()> {
+        let comps = components(path);
+        let Some((name, dirs)) = comps.split_last() else {
+            return Err(Error::new(ErrorKind::InvalidInput, "/ is not an image"));
+        };
+        let mut sink = self.sink();
+        let image = read_image(path, &mut self.names, &mut sink)?;
+        self.summary.files += 1;
+        self.summary.bytes += image.meta.size;
+        self.progress.file_done();
+        let entry = Entry {
+            name: name.clone(),
+            meta: image.meta,
+            payload: Payload::File(tree::store_content(self.store, image.extents)?),
+        };
+        if image.changed {
+            self.warn(format!("{}: changed while it was read", path.display()));
+        }
+        self.insert(root, dirs, entry);
+        Ok(())
+    }
+
+    /// Stores a command's output (or standard input) as one file entry. A
+    /// command that fails aborts the backup, with its standard error in the
+    /// message, before anything is committed.
+    fn store_stream(&mut self, source: &StreamSource, name: Vec<u8>) -> Result<Entry> {
+        let store = self.store;
+        let refs = match &source.command {
+            None => store.put_stream(std::io::stdin())?,
+            Some(cmd) => run_command(cmd, |stdout| store.put_stream(stdout))?,
+        };
+        let size: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
+        self.summary.files += 1;
+        self.summary.bytes += size;
+        Ok(Entry {
+            name,
+            meta: stream_metadata(0o600, size, self.clock.now_ns()),
+            payload: Payload::File(tree::store_content(store, data_extents(refs))?),
+        })
     }
 }
 
-/// A reader that remembers its own failure, so a failed stream can be told
-/// apart from a failed repository write.
-struct WatchedReader<R> {
-    inner: R,
-    error: Option<String>,
+/// Puts content read from the sources into the chunk store, reporting
+/// the bytes (holes included) to the progress.
+struct StoreSink<'s, 'r> {
+    store: &'s ChunkStore<'r>,
+    progress: &'s dyn Progress,
 }
 
-impl<R: Read> Read for WatchedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner
-            .read(buf)
-            .inspect_err(|e| self.error = Some(e.to_string()))
+impl ContentSink for StoreSink<'_, '_> {
+    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<Vec<Extent>> {
+        let refs = self.store.put_stream(CountingReader {
+            inner: data,
+            progress: self.progress,
+        })?;
+        Ok(data_extents(refs))
     }
+
+    fn hole(&mut self, len: u64) {
+        self.progress.bytes(len);
+    }
+}
+
+/// The data extents of stored chunks.
+fn data_extents(refs: Vec<ChunkRef>) -> Vec<Extent> {
+    refs.into_iter()
+        .map(|r| Extent::Data {
+            id: r.id,
+            len: r.len,
+        })
+        .collect()
 }
 
 /// What the parent snapshot has for `path`; `None` if its trees are lost
@@ -368,229 +573,17 @@ fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content>
     same.then(|| content.clone())
 }
 
-/// Backs up `options.paths` into a new snapshot of `repo`.
-///
-/// # Errors
-/// Repository errors; a path that does not exist at all is an error, files
-/// that cannot be read are warnings (the snapshot is marked incomplete).
-pub fn backup(
-    repo: &Repository,
-    index: &ChunkIndex,
-    options: &BackupOptions,
-) -> Result<BackupReport> {
-    backup_with_progress(repo, index, options, &NoProgress)
+/// An in-memory directory of the root tree: the directories leading to
+/// the backed-up paths, and the entries of those paths.
+#[derive(Default)]
+struct RootDir {
+    meta: Metadata,
+    children: BTreeMap<Vec<u8>, RootNode>,
 }
 
-/// [`backup`], reporting progress to `progress`.
-///
-/// # Errors
-/// As [`backup`].
-pub fn backup_with_progress(
-    repo: &Repository,
-    index: &ChunkIndex,
-    options: &BackupOptions,
-    progress: &dyn Progress,
-) -> Result<BackupReport> {
-    let started = Started::now();
-    let time = options.clock.now_ns();
-    let mut paths: Vec<PathBuf> = options
-        .paths
-        .iter()
-        .map(|p| clean_absolute(p))
-        .collect::<Result<_>>()?;
-    let stream_paths: Vec<PathBuf> = options
-        .streams
-        .iter()
-        .map(|st| stream_path(&st.name))
-        .collect::<Result<_>>()?;
-    let image_paths: Vec<PathBuf> = options
-        .images
-        .iter()
-        .map(|p| clean_absolute(p))
-        .collect::<Result<_>>()?;
-    paths.sort();
-    paths.dedup();
-    if paths.is_empty() && stream_paths.is_empty() && image_paths.is_empty() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "nothing to back up: no paths given",
-        ));
-    }
-    let raw_paths: Vec<RawPath> = paths
-        .iter()
-        .chain(&image_paths)
-        .chain(&stream_paths)
-        .map(|p| RawPath::from_bytes(p.as_os_str().as_bytes()))
-        .collect();
-    let parent = find_parent(repo, options, &raw_paths)?;
-    tracing::debug!(parent = ?parent.as_ref().map(|p| p.0), "backup: parent chosen");
-    let (store, adopted) = writing_store(repo, index, options.store)?;
-    let mut walker = Walker {
-        store: &store,
-        progress,
-        excluder: Excluder::new(&options.excludes)?,
-        names: NameCache::default(),
-        summary: Summary::default(),
-        warnings: Vec::new(),
-        device: 0,
-        one_file_system: options.excludes.one_file_system,
-    };
-    let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
-    let mut root = RootDir::default();
-    for path in &paths {
-        walker.add_path(&mut root, path, parent_root)?;
-        tracing::debug!(path = %path.display(), "backup: path stored");
-    }
-    for path in &image_paths {
-        walker.add_image(&mut root, path)?;
-    }
-    add_streams(
-        &store,
-        &mut root,
-        options,
-        &stream_paths,
-        &mut walker.summary,
-    )?;
-    let tree_id = store_root(&store, root)?;
-    store.flush()?;
-    tracing::debug!("backup: flushed");
-    let secured = commit_check(&store, &started)?;
-    let stats = store.stats();
-    let mut summary = walker.summary;
-    summary.chunks_new = stats.chunks_new;
-    summary.bytes_stored = stats.bytes_stored;
-    let snap = Snapshot {
-        version: VERSION,
-        tree: tree_id.to_hex(),
-        parent: parent.as_ref().map(|(id, _)| id.to_hex()),
-        time,
-        end_time: options.clock.now_ns(),
-        hostname: options.hostname.clone(),
-        username: std::env::var("USER").unwrap_or_default(),
-        paths: raw_paths,
-        tags: options.tags.clone(),
-        program: format!("kura {}", env!("CARGO_PKG_VERSION")),
-        incomplete: summary.warnings > 0,
-        summary,
-        copy_of: None,
-    };
-    let id = snapshots::save(repo, &snap)?;
-    Ok(BackupReport {
-        snapshot: id,
-        parent: parent.map(|(id, _)| id),
-        summary,
-        warnings: walker.warnings,
-        packs_adopted: adopted.packs.len(),
-        packs_refused: adopted
-            .damaged
-            .iter()
-            .map(|(id, e)| format!("pack {id}: {e}"))
-            .collect(),
-        secured,
-    })
-}
-
-/// Time since the backup started, on two clocks: the monotonic one keeps
-/// counting while the process is stopped, the wall clock also across a
-/// suspended machine. The larger counts.
-pub(crate) struct Started {
-    instant: Instant,
-    wall: SystemTime,
-}
-
-impl Started {
-    pub(crate) fn now() -> Self {
-        Self {
-            instant: Instant::now(),
-            wall: SystemTime::now(),
-        }
-    }
-
-    fn elapsed(&self) -> Duration {
-        let wall = self.wall.elapsed().unwrap_or(Duration::ZERO);
-        self.instant.elapsed().max(wall)
-    }
-}
-
-/// The commit check (format-spec/12, "Backups", rules 3 and 4): repeated
-/// until nothing this backup relies on is condemned or missing, and the
-/// snapshot can be written within [`COMMIT_WINDOW`] of the check.
-pub(crate) fn commit_check(store: &ChunkStore<'_>, started: &Started) -> Result<SecureReport> {
-    let mut total = SecureReport::default();
-    loop {
-        let check = Started::now();
-        let elapsed = started.elapsed().as_secs();
-        let done = store.secure_relied(|grace| elapsed < grace / 2)?;
-        total.packs_resurrected += done.packs_resurrected;
-        total.packs_copied += done.packs_copied;
-        total.blobs_copied += done.blobs_copied;
-        total.bytes_copied += done.bytes_copied;
-        if done == SecureReport::default() && check.elapsed() < COMMIT_WINDOW {
-            if total != SecureReport::default() {
-                tracing::info!(?total, "backup: packs condemned by a prune were secured");
-            }
-            return Ok(total);
-        }
-    }
-}
-
-/// A chunk store over `repo` that writes as a backup does (format-spec/07
-/// and 12). Prune records are read first: packs they condemn are neither
-/// deduplicated against nor adopted. Orphan packs are adopted (what an
-/// interrupted writer uploaded is reused), and packs that are lost or
-/// found damaged are not relied on.
-///
-/// # Errors
-/// Listing, backend and cache errors; a prune record that does not
-/// authenticate.
-pub(crate) fn writing_store<'r>(
-    repo: &'r Repository,
-    index: &'r ChunkIndex,
-    options: ChunkStoreOptions,
-) -> Result<(ChunkStore<'r>, RebuildReport)> {
-    let condemned = Condemned::load(repo)?.packs();
-    let adopted = index.adopt_orphan_packs(repo, options.compression_level, &condemned)?;
-    tracing::debug!(packs = adopted.packs.len(), "orphan packs adopted");
-    let store = store_over_sound_packs(repo, index, options, &adopted.missing)?;
-    store.distrust(condemned);
-    Ok((store, adopted))
-}
-
-/// A chunk store that stores again what only lost packs (`missing` from
-/// the listing) or packs a check found damaged hold, so the snapshot is
-/// whole even before any repair.
-fn store_over_sound_packs<'r>(
-    repo: &'r Repository,
-    index: &'r ChunkIndex,
-    options: ChunkStoreOptions,
-    missing: &[PackId],
-) -> Result<ChunkStore<'r>> {
-    let mut distrusted = index.damaged_packs()?;
-    distrusted.extend(missing.iter().copied());
-    if !distrusted.is_empty() {
-        tracing::info!(
-            packs = distrusted.len(),
-            "backup: not relying on lost or damaged packs"
-        );
-    }
-    let store = ChunkStore::new(repo, index, options);
-    store.distrust(distrusted);
-    Ok(store)
-}
-
-fn find_parent(
-    repo: &Repository,
-    options: &BackupOptions,
-    paths: &[RawPath],
-) -> Result<Option<(SnapshotId, Snapshot)>> {
-    match options.parent {
-        ParentChoice::None => Ok(None),
-        ParentChoice::Id(id) => Ok(Some((id, snapshots::load(repo, &id)?))),
-        ParentChoice::Latest => Ok(snapshots::list(repo)?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.hostname == options.hostname && s.paths == paths)),
-    }
+enum RootNode {
+    Dir(RootDir),
+    Entry(Entry),
 }
 
 /// Puts `entry` into the root tree below `dirs`, creating the directories
@@ -619,255 +612,6 @@ fn insert_root(
     }
     node.children
         .insert(entry.name.clone(), RootNode::Entry(entry));
-}
-
-/// The components of an absolute, clean path, as bytes.
-fn components(path: &Path) -> Vec<Vec<u8>> {
-    path.components()
-        .skip(1)
-        .map(|c| c.as_os_str().as_bytes().to_vec())
-        .collect()
-}
-
-/// The absolute in-snapshot path of a stream named `name` (`db/site.sql`
-/// becomes `/db/site.sql`); `..` and empty names are refused.
-fn stream_path(name: &Path) -> Result<PathBuf> {
-    let mut out = PathBuf::from("/");
-    for c in name.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir => {}
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("stream name {} may not contain ..", name.display()),
-                ));
-            }
-        }
-    }
-    if out.as_os_str().len() == 1 {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "a stream needs a file name",
-        ));
-    }
-    Ok(out)
-}
-
-/// Metadata of a stream's file (or of a directory leading to it): owned by
-/// the backing-up user, timestamped now.
-fn stream_metadata(mode: u32, size: u64, clock: Clock) -> Metadata {
-    let now = clock.now_ns();
-    let time = (
-        now.div_euclid(1_000_000_000),
-        u32::try_from(now.rem_euclid(1_000_000_000)).unwrap_or(0),
-    );
-    Metadata {
-        mode,
-        uid: nix::unistd::getuid().as_raw(),
-        gid: nix::unistd::getgid().as_raw(),
-        mtime: time,
-        ctime: time,
-        nlink: 1,
-        size,
-        ..Metadata::default()
-    }
-}
-
-/// Stores a command's output (or standard input) as one file entry. A
-/// command that fails aborts the backup, with its standard error in the
-/// message, before anything is committed.
-impl Walker<'_, '_> {
-    /// Inserts `entry` into the root tree below the directories `dirs`,
-    /// which take the metadata of the real directories.
-    fn insert(&mut self, root: &mut RootDir, dirs: &[Vec<u8>], entry: Entry) {
-        let names = &mut self.names;
-        insert_root(root, dirs, entry, |real| {
-            fs::symlink_metadata(real)
-                .map(|md| read_metadata(real, &md, names).0)
-                .unwrap_or_default()
-        });
-    }
-
-    /// Backs up one path given on the command line into the root tree.
-    fn add_path(&mut self, root: &mut RootDir, path: &Path, parent: Option<ChunkId>) -> Result<()> {
-        let md = fs::symlink_metadata(path)
-            .map_err(|e| Error::io(format!("backing up {}", path.display()), e))?;
-        self.device = md.dev();
-        let comps = components(path);
-        let parent_entry = match parent {
-            Some(id) => parent_tree(path, tree::lookup(self.store, id, &comps))?.flatten(),
-            None => None,
-        };
-        let Some((name, dirs)) = comps.split_last() else {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "backing up / itself is not supported yet",
-            ));
-        };
-        if let Some(entry) = self.entry(path, name.clone(), parent_entry.as_ref())? {
-            self.insert(root, dirs, entry);
-        }
-        Ok(())
-    }
-
-    /// Backs up one image into the root tree.
-    fn add_image(&mut self, root: &mut RootDir, path: &Path) -> Result<()> {
-        let comps = components(path);
-        let Some((name, dirs)) = comps.split_last() else {
-            return Err(Error::new(ErrorKind::InvalidInput, "/ is not an image"));
-        };
-        let (entry, warning) = store_image(self.store, path, name.clone(), self)?;
-        if let Some(w) = warning {
-            self.warn(format!("{}: {w}", path.display()));
-        }
-        self.insert(root, dirs, entry);
-        Ok(())
-    }
-}
-
-/// Stores a disk image or block device, read once front to back; long
-/// runs of zeros become holes (source::image). An image that cannot be read
-/// fails the backup (it was named explicitly); one that changed while read
-/// is stored with a warning.
-fn store_image(
-    store: &ChunkStore<'_>,
-    path: &Path,
-    name: Vec<u8>,
-    walker: &mut Walker<'_, '_>,
-) -> Result<(Entry, Option<String>)> {
-    let err = |e| Error::io(format!("reading image {}", path.display()), e);
-    let file = File::open(path).map_err(err)?;
-    let md = file.metadata().map_err(err)?;
-    if !(md.is_file() || md.file_type().is_block_device()) {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "{} is neither a regular file nor a block device",
-                path.display()
-            ),
-        ));
-    }
-    let mut reader = ZeroRunReader::new(CountingReader {
-        inner: file,
-        progress: walker.progress,
-    });
-    let mut extents = Vec::new();
-    loop {
-        let hole = reader.skip_zeros().map_err(err)?;
-        if hole > 0 {
-            extents.push(Extent::Hole { len: hole });
-        }
-        if reader.at_end().map_err(err)? {
-            break;
-        }
-        let refs = store.put_stream(&mut reader)?;
-        extents.extend(refs.into_iter().map(|r| Extent::Data {
-            id: r.id,
-            len: r.len,
-        }));
-    }
-    let (mut meta, _) = read_metadata(path, &md, &mut walker.names);
-    meta.size = reader.position();
-    meta.nlink = 1;
-    walker.summary.files += 1;
-    walker.summary.bytes += meta.size;
-    walker.progress.file_done();
-    let changed = fs::metadata(path).ok().is_none_or(|after| {
-        md.is_file()
-            && (after.len(), after.mtime(), after.mtime_nsec())
-                != (md.len(), md.mtime(), md.mtime_nsec())
-    });
-    let entry = Entry {
-        name,
-        meta,
-        payload: Payload::File(tree::store_content(store, extents)?),
-    };
-    Ok((
-        entry,
-        changed.then(|| "changed while it was read".to_owned()),
-    ))
-}
-
-/// Stores each stream of `options` at its path in the root tree.
-fn add_streams(
-    store: &ChunkStore<'_>,
-    root: &mut RootDir,
-    options: &BackupOptions,
-    paths: &[PathBuf],
-    summary: &mut Summary,
-) -> Result<()> {
-    for (source, path) in options.streams.iter().zip(paths) {
-        let comps = components(path);
-        let (name, dirs) = comps.split_last().expect("stream paths have a name");
-        let entry = store_stream(store, source, name.clone(), summary, options.clock)?;
-        insert_root(root, dirs, entry, |_| {
-            stream_metadata(0o700, 0, options.clock)
-        });
-    }
-    Ok(())
-}
-
-fn store_stream(
-    store: &ChunkStore<'_>,
-    source: &StreamSource,
-    name: Vec<u8>,
-    summary: &mut Summary,
-    clock: Clock,
-) -> Result<Entry> {
-    let refs = match &source.command {
-        None => store.put_stream(std::io::stdin())?,
-        Some(cmd) => run_command(store, cmd)?,
-    };
-    let size: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
-    summary.files += 1;
-    summary.bytes += size;
-    let extents = refs
-        .into_iter()
-        .map(|r| Extent::Data {
-            id: r.id,
-            len: r.len,
-        })
-        .collect();
-    Ok(Entry {
-        name,
-        meta: stream_metadata(0o600, size, clock),
-        payload: Payload::File(tree::store_content(store, extents)?),
-    })
-}
-
-fn run_command(store: &ChunkStore<'_>, cmd: &str) -> Result<Vec<crate::chunkstore::ChunkRef>> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io(format!("starting {cmd:?}"), e))?;
-    let mut stderr = child.stderr.take().expect("piped");
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = Vec::new();
-        let _ = stderr.read_to_end(&mut text);
-        text
-    });
-    let stdout = child.stdout.take().expect("piped");
-    let stored = store.put_stream(stdout);
-    let status = child
-        .wait()
-        .map_err(|e| Error::io(format!("waiting for {cmd:?}"), e))?;
-    let text = stderr_reader.join().unwrap_or_default();
-    if !status.success() {
-        let tail = String::from_utf8_lossy(&text[text.len().saturating_sub(4096)..])
-            .trim()
-            .to_owned();
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("command {cmd:?} failed ({status}); nothing was committed: {tail}"),
-        ));
-    }
-    stored
 }
 
 fn store_root(store: &ChunkStore<'_>, dir: RootDir) -> Result<ChunkId> {

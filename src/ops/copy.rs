@@ -84,6 +84,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::chunkstore::commit::{Started, commit_check, writing_store};
 use crate::chunkstore::index::ChunkIndex;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport, StoreStats};
 use crate::error::{Error, ErrorKind, Result};
@@ -91,7 +92,6 @@ use crate::format::pack::PackKind;
 use crate::format::snapshot::{CopyOf, Snapshot};
 use crate::format::tree::{Extent, Payload};
 use crate::id::{ChunkId, RepoId, SnapshotId};
-use crate::ops::backup::{Started, commit_check, writing_store};
 use crate::ops::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;

@@ -35,6 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
+use crate::chunkstore::commit::{Started, commit_check};
 use crate::chunkstore::index::{ChunkIndex, write_index_file};
 use crate::chunkstore::pack::verify_pack;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
@@ -45,7 +46,6 @@ use crate::format::pack::PackKind;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Payload};
 use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
-use crate::ops::backup::{Started, commit_check};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::tree;

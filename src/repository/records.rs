@@ -1,12 +1,11 @@
-//! Prune records in the repository (format-spec/12-prune.md): reading them
-//! all, writing one, and the set of packs they condemn, which backups must
-//! not rely on.
-
-use std::collections::{HashMap, HashSet};
+//! Repository layer: typed I/O of prune records (format-spec/12-prune.md):
+//! reading them all, reading one, writing one. Which packs they condemn,
+//! and what a writer does about it, is the chunk store's commit protocol
+//! (`chunkstore::commit`).
 
 use crate::error::Result;
 use crate::format::prune::PruneRecord;
-use crate::id::{PackId, RecordId};
+use crate::id::RecordId;
 use crate::repository::Repository;
 
 /// Every record in the repository, oldest first.
@@ -47,50 +46,4 @@ pub fn load(repo: &Repository, id: &RecordId) -> Result<PruneRecord> {
 /// Backend errors.
 pub fn save(repo: &Repository, id: &RecordId, record: &PruneRecord) -> Result<()> {
     repo.save(id, record, 3)
-}
-
-/// Packs condemned by some record: for each, the records condemning it
-/// and their grace (seconds).
-#[derive(Debug, Clone, Default)]
-pub struct Condemned {
-    packs: HashMap<PackId, Vec<(RecordId, u64)>>,
-}
-
-impl Condemned {
-    pub fn from_records<'a>(
-        records: impl IntoIterator<Item = &'a (RecordId, PruneRecord)>,
-    ) -> Self {
-        let mut packs: HashMap<PackId, Vec<(RecordId, u64)>> = HashMap::new();
-        for (id, r) in records {
-            for (p, _) in &r.condemned {
-                packs.entry(*p).or_default().push((*id, r.grace));
-            }
-        }
-        Self { packs }
-    }
-
-    /// Lists and reads every record.
-    ///
-    /// # Errors
-    /// As [`load_all`].
-    pub fn load(repo: &Repository) -> Result<Self> {
-        Ok(Self::from_records(&load_all(repo)?))
-    }
-
-    pub fn contains(&self, pack: &PackId) -> bool {
-        self.packs.contains_key(pack)
-    }
-
-    /// The records condemning `pack`, with their grace.
-    pub fn by(&self, pack: &PackId) -> &[(RecordId, u64)] {
-        self.packs.get(pack).map_or(&[], Vec::as_slice)
-    }
-
-    pub fn packs(&self) -> HashSet<PackId> {
-        self.packs.keys().copied().collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.packs.is_empty()
-    }
 }

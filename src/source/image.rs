@@ -1,5 +1,5 @@
-//! Disk images and block devices as a source. The content is read once,
-//! front to back, straight into the chunk store (no local copy), and runs
+//! Source layer: disk images and block devices. The content is read once,
+//! front to back, straight into a [`ContentSink`] (no local copy), and runs
 //! of zeros are found on the way: a run of at least [`ZERO_RUN_MIN`] bytes
 //! of whole zero [`BLOCK`]s, aligned to the start of the image, becomes a
 //! hole, which is recorded and not stored. Shorter runs stay data. The
@@ -11,7 +11,14 @@
 //! steps over the run and reports its length, after which reading yields
 //! the next stretch of data.
 
+use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::tree::{Extent, Metadata};
+use crate::source::{ContentSink, NameCache, read_metadata};
 
 /// Zero detection granularity (a file system block, a disk sector multiple).
 pub const BLOCK: usize = 4096;
@@ -193,6 +200,77 @@ pub fn pieces(inner: impl Read) -> io::Result<Vec<Piece>> {
         let data = io::copy(&mut r, &mut io::sink())?;
         out.push(Piece::Data(data));
     }
+}
+
+/// An image as read by [`read_image`].
+pub struct ImageRead {
+    /// The image's metadata, `size` the bytes read and `nlink` 1.
+    pub meta: Metadata,
+    pub extents: Vec<Extent>,
+    /// A regular file's size or mtime changed while it was read (or it
+    /// could not be looked at again).
+    pub changed: bool,
+}
+
+/// Reads image `path` (a regular file or a block device) into `sink`,
+/// front to back; long runs of zeros become holes.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] if `path` is neither; an image that cannot
+/// be opened or read (it was named explicitly); the sink's errors.
+pub fn read_image(
+    path: &Path,
+    names: &mut NameCache,
+    sink: &mut dyn ContentSink,
+) -> Result<ImageRead> {
+    let err = |e| Error::io(format!("reading image {}", path.display()), e);
+    let (file, md) = open_image(path)?;
+    let mut reader = ZeroRunReader::new(file);
+    let mut extents = Vec::new();
+    loop {
+        let hole = reader.skip_zeros().map_err(err)?;
+        if hole > 0 {
+            extents.push(Extent::Hole { len: hole });
+            sink.hole(hole);
+        }
+        if reader.at_end().map_err(err)? {
+            break;
+        }
+        extents.extend(sink.data(&mut reader)?);
+    }
+    let (mut meta, _) = read_metadata(path, &md, names);
+    meta.size = reader.position();
+    meta.nlink = 1;
+    let changed = fs::metadata(path).ok().is_none_or(|after| {
+        md.is_file()
+            && (after.len(), after.mtime(), after.mtime_nsec())
+                != (md.len(), md.mtime(), md.mtime_nsec())
+    });
+    Ok(ImageRead {
+        meta,
+        extents,
+        changed,
+    })
+}
+
+/// Opens image `path` and reads its metadata (following a symlink).
+///
+/// # Errors
+/// As [`read_image`].
+fn open_image(path: &Path) -> Result<(File, fs::Metadata)> {
+    let err = |e| Error::io(format!("reading image {}", path.display()), e);
+    let file = File::open(path).map_err(err)?;
+    let md = file.metadata().map_err(err)?;
+    if !(md.is_file() || md.file_type().is_block_device()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is neither a regular file nor a block device",
+                path.display()
+            ),
+        ));
+    }
+    Ok((file, md))
 }
 
 #[cfg(test)]

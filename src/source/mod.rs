@@ -1,21 +1,42 @@
-//! Sources layer: reads what is backed up from the local system, the
-//! metadata of files (owners, modes, times, xattrs) and where a sparse
-//! file's data lies. Nothing here writes.
+//! Sources layer (4, beside snapshot): reads what is backed up from the
+//! local system: the one file-system walker ([`walk`]) with its excludes,
+//! regular files by data range ([`file`]), disk images ([`image`]), a
+//! command's output ([`command`]), the metadata of files (owners, modes,
+//! times, xattrs) and where a sparse file's data lies. Nothing here writes:
+//! content goes to a [`ContentSink`] the operation provides, so this layer
+//! knows nothing of the chunk store or of snapshots.
 
+pub mod command;
 pub mod exclude;
+pub mod file;
 pub mod image;
 pub mod scan;
+pub mod walk;
 
 use std::collections::HashMap;
-use std::fs::{File, Metadata as FsMetadata};
-use std::io;
+use std::fs::{self, File, Metadata as FsMetadata};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use nix::unistd::{Gid, Group, Uid, User, Whence, lseek};
 
-use crate::format::tree::{Metadata, Xattr};
+use crate::error::Result;
+use crate::format::tree::{Extent, Metadata, Payload, Xattr};
+
+/// Where the content a source reads goes (for a backup, the chunk store).
+pub trait ContentSink {
+    /// Stores what `data` yields up to its end and returns the data
+    /// extents ([`Extent::Data`]) it became, in order.
+    ///
+    /// # Errors
+    /// The store's, or `data`'s read errors.
+    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<Vec<Extent>>;
+
+    /// `len` bytes of zeros were recorded as a hole, not stored.
+    fn hole(&mut self, _len: u64) {}
+}
 
 /// Owner and group names by id, looked up once each.
 #[derive(Default)]
@@ -87,6 +108,36 @@ pub fn read_metadata(
         xattrs,
     };
     (meta, xattr_error)
+}
+
+/// The entry metadata of `path`, or the default if it cannot be read;
+/// extended attributes that cannot be read are left out silently. For
+/// the directories leading to a backed-up path.
+pub fn lstat_metadata(path: &Path, names: &mut NameCache) -> Metadata {
+    fs::symlink_metadata(path)
+        .map(|md| read_metadata(path, &md, names).0)
+        .unwrap_or_default()
+}
+
+/// The payload of a path that is neither a directory nor a regular file
+/// (whose `lstat` is `lstat`): a symlink's target, a device's number, or
+/// a fifo or socket.
+///
+/// # Errors
+/// The symlink's target cannot be read.
+pub fn special_payload(path: &Path, lstat: &FsMetadata) -> io::Result<Payload> {
+    let ft = lstat.file_type();
+    Ok(if ft.is_symlink() {
+        Payload::Symlink(fs::read_link(path)?.as_os_str().as_bytes().to_vec())
+    } else if ft.is_char_device() {
+        Payload::CharDevice(lstat.rdev())
+    } else if ft.is_block_device() {
+        Payload::BlockDevice(lstat.rdev())
+    } else if ft.is_fifo() {
+        Payload::Fifo
+    } else {
+        Payload::Socket
+    })
 }
 
 /// Extended attributes of `path` itself (not of a symlink's target),

@@ -1,15 +1,18 @@
-//! A quick walk that counts what a backup will read, so that progress can
-//! show a total and an estimated time left. It applies the same excludes as
-//! the backup and only calls `lstat`; errors are skipped (the backup itself
-//! reports them). The counts are an estimate: files may change meanwhile.
+//! Source layer: a quick walk that counts what a backup will read, so that
+//! progress can show a total and an estimated time left. It walks with the
+//! backup's own [`Walker`], so it leaves out exactly what the backup
+//! leaves out, and only calls `lstat`; errors are skipped (the backup
+//! itself reports them). The counts are an estimate: files may change
+//! meanwhile.
 
+use std::collections::HashMap;
 use std::fs;
-use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::source::exclude::{ExcludeOptions, Excluder};
+use crate::source::exclude::ExcludeOptions;
+use crate::source::walk::{Found, Visitor, Walker};
 
 /// Files and content bytes below `paths`, plus the sizes of `images`.
 ///
@@ -20,46 +23,54 @@ pub fn estimate(
     images: &[PathBuf],
     excludes: &ExcludeOptions,
 ) -> Result<(u64, u64)> {
-    let excluder = Excluder::new(excludes)?;
-    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut walker = Walker::new(excludes)?;
+    let mut count = Count::default();
     for top in paths {
         let Ok(md) = fs::symlink_metadata(top) else {
             continue;
         };
-        let device = md.dev();
-        let mut stack = vec![(top.clone(), md)];
-        while let Some((path, md)) = stack.pop() {
-            if md.is_file() {
-                files += 1;
-                bytes += md.len();
-            } else if md.is_dir()
-                && !excluder.marked(&path)
-                && !(excludes.one_file_system && md.dev() != device)
-            {
-                push_children(&path, &excluder, &mut stack);
-            }
-        }
+        walker.walk(&mut count, top, &md, None)?;
     }
     for image in images {
         if let Ok(mut f) = fs::File::open(image) {
-            files += 1;
-            bytes += f.seek(SeekFrom::End(0)).unwrap_or(0);
+            count.files += 1;
+            count.bytes += f.seek(SeekFrom::End(0)).unwrap_or(0);
         }
     }
-    Ok((files, bytes))
+    Ok((count.files, count.bytes))
 }
 
-fn push_children(dir: &Path, excluder: &Excluder, stack: &mut Vec<(PathBuf, fs::Metadata)>) {
-    let Ok(listing) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in listing.flatten() {
-        let path = entry.path();
-        if excluder.excludes(&path) {
-            continue;
+/// Regular files seen and their sizes.
+#[derive(Default)]
+struct Count {
+    files: u64,
+    bytes: u64,
+}
+
+impl Visitor for Count {
+    type Entry = ();
+    type Known = ();
+    type Dir = ();
+
+    fn unreadable(&mut self, _path: &Path, _error: &io::Error) {}
+
+    fn leaf(&mut self, found: &Found<'_>, _known: Option<&()>) -> Result<Option<()>> {
+        if found.lstat.is_file() {
+            self.files += 1;
+            self.bytes += found.lstat.len();
         }
-        if let Ok(md) = entry.metadata() {
-            stack.push((path, md));
-        }
+        Ok(Some(()))
+    }
+
+    fn enter(&mut self, _found: &Found<'_>, _known: Option<&()>) -> Result<()> {
+        Ok(())
+    }
+
+    fn known_children(&mut self, _path: &Path, _dir: &()) -> Result<HashMap<Vec<u8>, ()>> {
+        Ok(HashMap::new())
+    }
+
+    fn leave(&mut self, _found: &Found<'_>, _dir: (), _children: Vec<()>) -> Result<()> {
+        Ok(())
     }
 }
