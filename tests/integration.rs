@@ -24,6 +24,8 @@ mod copy;
 mod crash;
 #[path = "integration/images.rs"]
 mod images;
+#[path = "integration/layering.rs"]
+mod layering;
 #[path = "integration/nightly.rs"]
 mod nightly;
 #[path = "integration/prune.rs"]

@@ -53,20 +53,8 @@ pub fn scratch_dir(cache_root: Option<&Path>, repo: &RepoId) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::algorithms::crypto::kdf::KdfParams;
-    use crate::backend::memory::MemoryBackend;
-    use crate::repository::InitOptions;
-
-    fn repo() -> Repository {
-        let opts = InitOptions {
-            kdf: KdfParams::FLOOR,
-            ..InitOptions::default()
-        };
-        Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap()
-    }
+    use crate::repository::in_memory_for_tests as repo;
 
     #[test]
     fn the_index_lives_under_the_cache_root_or_in_memory() {

@@ -353,17 +353,24 @@ fn unlock_any(
     }
 }
 
+/// A new repository in memory with the cheapest key slot, for unit tests
+/// of this and the layers above.
+#[cfg(test)]
+pub(crate) fn in_memory_for_tests() -> Repository {
+    let opts = InitOptions {
+        kdf: KdfParams::FLOOR,
+        ..InitOptions::default()
+    };
+    let backend = Arc::new(crate::backend::memory::MemoryBackend::new());
+    Repository::init(backend, b"pw", &opts).expect("a repository in memory")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::memory::MemoryBackend;
 
     fn repo() -> Repository {
-        let opts = InitOptions {
-            kdf: KdfParams::FLOOR,
-            ..InitOptions::default()
-        };
-        Repository::init(Arc::new(MemoryBackend::new()), b"pw", &opts).unwrap()
+        in_memory_for_tests()
     }
 
     #[test]
