@@ -17,7 +17,7 @@ nights=${2:-3}
 gen=../shared/bench/gen_site.py
 command -v restic >/dev/null || { echo "apt-get install restic borgbackup" >&2; exit 1; }
 cargo build --release --quiet --bin kura
-kura=$PWD/target/release/kura
+kura=${CARGO_TARGET_DIR:-$PWD/target}/release/kura
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-compare.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 root=$work/site
