@@ -20,6 +20,8 @@ use kura::format::frame;
 use kura::format::index::IndexFile;
 use kura::format::keyslot::KeySlot;
 use kura::format::pack::{self, PackHeader};
+use kura::format::prune::PruneRecord;
+use kura::format::snapshot::{CopyOf, RawPath, Snapshot, Summary};
 use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob};
 use kura::id::{PackId, RepoId};
 use kura::repository::sealer::Sealer;
@@ -231,6 +233,37 @@ pub fn tree(data: &[u8]) {
         Ok(blob) => assert_eq!(blob.encode(), data, "tree encoding is canonical"),
         Err(e) => assert_decode_error(&e),
     }
+}
+
+/// `Snapshot::decode` (JSON, so not canonical): whatever decodes
+/// re-encodes to something that decodes to the same snapshot, and its ids
+/// parse (decode checks them; a snapshot that decodes must never fail
+/// later on its tree or parent id).
+pub fn snapshot(data: &[u8]) {
+    let snap = match Snapshot::decode(data) {
+        Ok(snap) => snap,
+        Err(e) => return assert_decode_error(&e),
+    };
+    let again = Snapshot::decode(&snap.encode()).expect("re-encoded snapshot decodes");
+    assert_eq!(again, snap);
+    snap.tree_id().expect("a decoded snapshot has a tree id");
+    snap.parent_id().expect("a decoded snapshot's parent id parses");
+    for p in &snap.paths {
+        p.to_bytes().expect("a decoded snapshot's paths decode");
+    }
+}
+
+/// `PruneRecord::decode`. Every byte is a field, a count or a checked
+/// constant, and trailing bytes are refused, so the encoding is canonical;
+/// no pack is condemned twice.
+pub fn prune_record(data: &[u8]) {
+    let record = match PruneRecord::decode(data) {
+        Ok(record) => record,
+        Err(e) => return assert_decode_error(&e),
+    };
+    assert_eq!(record.encode(), data, "prune record encoding is canonical");
+    let packs: std::collections::HashSet<_> = record.condemned.iter().map(|(p, _)| p).collect();
+    assert_eq!(packs.len(), record.condemned.len(), "a pack condemned twice");
 }
 
 /// `ConfigHeader::decode` and `config::open_body`. The first byte picks the
@@ -459,6 +492,10 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "body_frame",
             prefixed(1, &frame::encode(&json, 0)),
         ),
+        ("snapshot", "nightly", sample_snapshot(false).encode()),
+        ("snapshot", "copy_with_raw_path", sample_snapshot(true).encode()),
+        ("prune_record", "two_condemned", sample_record().encode()),
+        ("prune_record", "empty", PruneRecord::default().encode()),
     ]
 }
 
@@ -495,6 +532,38 @@ fn sample_tree() -> TreeBlob {
     ])
 }
 
+fn sample_snapshot(copy: bool) -> Snapshot {
+    let mut paths = vec![RawPath::from_bytes(b"/srv/www")];
+    if copy {
+        paths.push(RawPath::from_bytes(b"/srv/\xff\xfe"));
+    }
+    Snapshot {
+        version: kura::format::snapshot::VERSION,
+        tree: kura::id::ChunkId([1; 32]).to_hex(),
+        parent: copy.then(|| kura::id::SnapshotId([2; 32]).to_hex()),
+        time: 1_764_115_200_000_000_000,
+        end_time: 1_764_115_260_000_000_000,
+        hostname: "web1".into(),
+        username: "root".into(),
+        paths,
+        tags: vec!["nightly".into()],
+        program: "kura 0.1.0".into(),
+        incomplete: copy,
+        summary: Summary::default(),
+        copy_of: copy.then(|| CopyOf::new(&REPO, &kura::id::SnapshotId([3; 32]))),
+    }
+}
+
+fn sample_record() -> PruneRecord {
+    PruneRecord {
+        created: 1_790_000_000,
+        grace: 3600,
+        seen_index: vec![kura::id::IndexId([14; 32])],
+        seen_orphans: vec![PackId([15; 32])],
+        condemned: vec![(PackId([16; 32]), 8 << 20), (PackId([17; 32]), 4096)],
+    }
+}
+
 fn prefixed(mode: u8, bytes: &[u8]) -> Vec<u8> {
     let mut out = vec![mode];
     out.extend_from_slice(bytes);
@@ -510,10 +579,21 @@ pub fn run(target: &str, data: &[u8]) -> Option<()> {
         "index_file" => index_file(data),
         "config" => config(data),
         "tree" => tree(data),
+        "snapshot" => snapshot(data),
+        "prune_record" => prune_record(data),
         _ => return None,
     }
     Some(())
 }
 
 /// Every target, by the name of its `fuzz_targets/` file.
-pub const TARGETS: [&str; 6] = ["keyslot", "envelope", "pack_header", "index_file", "config", "tree"];
+pub const TARGETS: [&str; 8] = [
+    "keyslot",
+    "envelope",
+    "pack_header",
+    "index_file",
+    "config",
+    "tree",
+    "snapshot",
+    "prune_record",
+];
