@@ -6,6 +6,10 @@ use crate::error::{Error, ErrorKind, Result};
 /// Parses `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (UTC,
 /// as `kura snapshots` shows times; a `T` may stand for the space) into
 /// nanoseconds since the epoch. A bare date means the end of that day.
+/// Dates must exist (`2027-02-31` does not); years run from 1 to 9999. A
+/// time beyond what nanoseconds since the epoch can hold (after
+/// 2262-04-11, before 1677-09-21) is clamped: "at 9999-12-31" is after
+/// every snapshot, not before all of them.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidInput`] for anything else.
@@ -37,12 +41,36 @@ pub fn parse_utc(text: &str) -> Result<i64> {
             }
         }
     };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
+    let secs = civil_seconds(y, m, day, hh, mm, ss).ok_or_else(bad)?;
+    let nanos = if clock.is_none() { 999_999_999 } else { 0 };
+    Ok(secs
+        .checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nanos))
+        .unwrap_or(if secs > 0 { i64::MAX } else { i64::MIN }))
+}
+
+/// Days in month `m` of year `y` (proleptic Gregorian).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
     }
-    let days = days_from_civil(y, m, day);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Ok(secs * 1_000_000_000 + if clock.is_none() { 999_999_999 } else { 0 })
+}
+
+/// Seconds since the epoch of a UTC time whose every field is in range
+/// (a leap second is read as the next second); `None` for a date that does
+/// not exist or a year outside 1..=9999.
+fn civil_seconds(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<i64> {
+    let in_range = (1..=9999).contains(&y)
+        && (1..=12).contains(&m)
+        && (1..=days_in_month(y, m)).contains(&d)
+        && (0..=23).contains(&hh)
+        && (0..=59).contains(&mm)
+        && (0..=60).contains(&ss);
+    in_range.then(|| days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// Parses an instant as `KURA_NOW` takes it ([`crate::clock`]): an RFC 3339
@@ -80,17 +108,16 @@ pub fn parse_instant(text: &str) -> Result<i64> {
     };
     let (y, m, day) = (fixed(y, 4)?, fixed(m, 2)?, fixed(day, 2)?);
     let (hh, mm, ss) = (fixed(hh, 2)?, fixed(mm, 2)?, fixed(ss, 2)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
-    }
+    let secs = civil_seconds(y, m, day, hh, mm, ss).ok_or_else(bad)?;
     if !fraction.bytes().all(|b| b.is_ascii_digit()) || (t.contains('.') && fraction.is_empty()) {
         return Err(bad());
     }
     let nanos: i64 = format!("{:0<9}", &fraction[..fraction.len().min(9)])
         .parse()
         .map_err(|_| bad())?;
-    let secs = days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss;
-    Ok(secs * 1_000_000_000 + nanos)
+    secs.checked_mul(1_000_000_000)
+        .and_then(|ns| ns.checked_add(nanos))
+        .ok_or_else(bad)
 }
 
 /// Year, month, day and hour (UTC) of a time in nanoseconds since the epoch.
@@ -170,5 +197,28 @@ mod tests {
         for bad in ["2026-13-01", "yesterday", "2026-11-20 25:00", "2026-11"] {
             assert!(parse_utc(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dates_must_exist_and_far_ones_are_clamped() {
+        for bad in [
+            "2027-02-31",
+            "2023-02-29",
+            "2026-04-31",
+            "0000-01-01",
+            "10000-01-01",
+            "99999999999999999-01-01",
+            "2026-11-20 -1:00",
+        ] {
+            assert!(parse_utc(bad).is_err(), "{bad}");
+        }
+        assert!(parse_utc("2024-02-29").is_ok());
+        assert!(parse_utc("2000-02-29 12:00").is_ok());
+        assert_eq!(parse_utc("9999-12-31").unwrap(), i64::MAX);
+        assert_eq!(parse_utc("2262-04-12").unwrap(), i64::MAX);
+        assert_eq!(parse_utc("1600-01-01").unwrap(), i64::MIN);
+        assert!(parse_utc("2262-04-11 00:00").unwrap() > 0);
+        assert!(parse_instant("9999-12-31T00:00:00Z").is_err());
+        assert!(parse_instant("2027-02-31T00:00:00Z").is_err());
     }
 }

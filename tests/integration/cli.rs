@@ -295,3 +295,48 @@ fn io_timeout_takes_seconds_or_a_duration_and_refuses_zero() {
         assert!(stderr(&out).contains("--io-timeout"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn restore_at_a_far_date_takes_the_newest_and_an_impossible_date_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = crate::common::CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"night one").unwrap();
+    let run = |args: &[&str]| r.run(args);
+    assert!(
+        run(&["backup", "-q", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+    std::fs::write(src.join("f"), b"night two").unwrap();
+    assert!(
+        run(&["backup", "-q", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+    // Past 2262-04-11 nanoseconds since the epoch overflow: the date is
+    // clamped, so it is after every snapshot (it once wrapped to before).
+    let target = dir.path().join("t");
+    let out = run(&[
+        "restore",
+        "--at",
+        "9999-12-31",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("f");
+    assert_eq!(std::fs::read(restored).unwrap(), b"night two");
+    for impossible in ["2027-02-31", "2026-04-31", "0000-01-01"] {
+        let out = run(&[
+            "restore",
+            "--at",
+            impossible,
+            "--target",
+            target.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{impossible}: {}", stderr(&out));
+        assert!(stderr(&out).contains("not a time"), "{}", stderr(&out));
+    }
+}
