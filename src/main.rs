@@ -22,8 +22,25 @@ fn main() -> ExitCode {
     match cli::run(&parsed) {
         Ok(()) => ExitCode::from(cli::exit::OK),
         Err(err) => {
-            eprintln!("kura: error: {err:#}");
+            eprintln!("kura: error: {}", message(&err));
             ExitCode::from(cli::exit_code(&err))
         }
     }
+}
+
+/// The error and its causes, `: `-separated, each said once: a library
+/// error's text already ends with its source's, which the chain repeats.
+fn message(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

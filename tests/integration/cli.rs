@@ -340,3 +340,18 @@ fn restore_at_a_far_date_takes_the_newest_and_an_impossible_date_is_refused() {
         assert!(stderr(&out).contains("not a time"), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn an_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = kura(
+        &file.join("repo"),
+        Some("pw"),
+        &[&["init"][..], &FAST_KDF].concat(),
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.matches("(os error 20)").count(), 1, "{err}");
+}
