@@ -11,6 +11,7 @@ use kura::ops::find::{FindOptions, find};
 use kura::snapshot;
 
 use super::key::utc_minutes;
+use super::names::escaped;
 use super::output::{Document, print_json};
 use super::snapshot_cmds::writeln_or_pipe;
 use super::{GlobalArgs, synced_index};
@@ -62,10 +63,6 @@ pub struct FindArgs {
     pub filter: FilterArgs,
 }
 
-fn path_text(path: &[u8]) -> String {
-    String::from_utf8_lossy(path).into_owned()
-}
-
 pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     let repo = g.open()?;
     let index = synced_index(&repo)?;
@@ -81,7 +78,7 @@ pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     for c in &report.changes {
-        let line = format!("{} {}", c.kind.marker(), path_text(&c.path));
+        let line = format!("{} {}", c.kind.marker(), escaped(&c.path));
         if writeln_or_pipe(&mut out, &line)? {
             return Ok(());
         }
@@ -122,7 +119,7 @@ pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
             m.entry_type.name(),
             m.meta.size,
             utc_minutes(u64::try_from(m.meta.mtime.0).unwrap_or(0)),
-            path_text(&m.path)
+            escaped(&m.path)
         );
         if writeln_or_pipe(&mut out, &line)? {
             return Ok(());

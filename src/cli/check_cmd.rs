@@ -165,7 +165,7 @@ fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Resu
     for r in &report.repaired {
         let short = &r.snapshot.to_hex()[..16];
         for d in &r.dropped {
-            let path = String::from_utf8_lossy(&d.path);
+            let path = super::names::escaped(&d.path);
             match d.kind {
                 DroppedKind::File => println!("snapshot {short}: drop /{path} ({})", d.reason),
                 DroppedKind::Directory => {

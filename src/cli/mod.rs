@@ -8,6 +8,7 @@ mod check_cmd;
 mod copy_cmd;
 mod forget_cmd;
 mod key;
+mod names;
 mod output;
 mod password;
 mod progress;

@@ -12,6 +12,7 @@ use kura::ops::restore::{
 };
 use kura::snapshot;
 
+use super::names::escaped;
 use super::output::{Document, print_json};
 use super::progress::Bar;
 use super::{GlobalArgs, synced_index};
@@ -363,10 +364,13 @@ fn not_found(what: &str) -> anyhow::Error {
     kura::Error::new(kura::ErrorKind::NotFound, what.to_owned()).into()
 }
 
-/// One line of `ls --json`: the path and names as (lossy) text.
+/// One line of `ls --json`: the path and names as (lossy) text, and the
+/// path's exact bytes where it is not UTF-8.
 #[derive(serde::Serialize)]
 struct ListedEntry<'a> {
     path: std::borrow::Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
     #[serde(rename = "type")]
     kind: &'static str,
     mode: u32,
@@ -383,6 +387,7 @@ impl<'a> ListedEntry<'a> {
     fn new(path: &'a [u8], e: &'a kura::format::tree::Entry) -> Self {
         Self {
             path: String::from_utf8_lossy(path),
+            path_hex: super::names::hex_unless_utf8(path),
             kind: e.payload.entry_type().name(),
             mode: e.meta.mode,
             uid: e.meta.uid,
@@ -419,11 +424,11 @@ pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
                 "{}{:04o} {:>8} {:>8} {:>12} {} {}",
                 kind.letter(),
                 e.meta.mode,
-                String::from_utf8_lossy(&e.meta.user),
-                String::from_utf8_lossy(&e.meta.group),
+                escaped(&e.meta.user),
+                escaped(&e.meta.group),
                 e.meta.size,
                 super::key::utc_minutes(u64::try_from(e.meta.mtime.0).unwrap_or(0)),
-                String::from_utf8_lossy(&path)
+                escaped(&path)
             )
         };
         if writeln_or_pipe(&mut out, &line)? {
@@ -488,7 +493,7 @@ fn dump_tar(store: &ChunkStore<'_>, root: &kura::id::ChunkId, path: Vec<Vec<u8>>
             for p in &report.skipped {
                 eprintln!(
                     "warning: {}: a socket cannot be stored in tar; left out",
-                    String::from_utf8_lossy(p)
+                    escaped(p)
                 );
             }
             Ok(())

@@ -445,3 +445,52 @@ fn snapshots_filter_by_host_tag_and_path() {
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(!text.contains(&s1[..16]), "{text}");
 }
+
+#[test]
+fn hostile_names_print_escaped_in_text_and_exactly_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = crate::common::CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // A name that retitles an xterm, and two that lossy UTF-8 would print
+    // the same (both as U+FFFD).
+    let names: [&[u8]; 3] = [b"a\x1b]0;pwned\x07b", b"\xff", b"\xfe"];
+    for name in names {
+        fs::write(src.join(OsStr::from_bytes(name)), b"x").unwrap();
+    }
+    assert!(
+        r.run(&["backup", "-q", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let out = r.run(&["ls", "latest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b), "raw escape in ls output");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("a\\x1b]0;pwned\\x07b"), "{text}");
+    assert!(
+        text.contains("/\\xff\n") && text.contains("/\\xfe\n"),
+        "{text}"
+    );
+
+    let out = r.run(&["--json", "ls", "latest"]);
+    let hex: BTreeSet<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["path_hex"].as_str().map(str::to_owned)
+        })
+        .collect();
+    let want: BTreeSet<String> = [b"\xff", b"\xfe"]
+        .iter()
+        .map(|n| hex::encode([src.as_os_str().as_bytes(), b"/", &n[..]].concat()))
+        .collect();
+    assert_eq!(hex, want);
+
+    let out = r.run(&["find", "*pwned*"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!out.stdout.contains(&0x1b), "raw escape in find output");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a\\x1b]0;pwned"));
+}
