@@ -35,10 +35,10 @@ impl LocalBackend {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound && dir != self.root => return Ok(()),
-            Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            Err(e) => return Err(storage_io(format!("listing {}", dir.display()), e)),
         };
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let entry = entry.map_err(|e| storage_io(format!("listing {}", dir.display()), e))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') {
@@ -46,7 +46,7 @@ impl LocalBackend {
             }
             let meta = entry
                 .metadata()
-                .map_err(|e| Error::io(format!("stat {name}"), e))?;
+                .map_err(|e| storage_io(format!("stat {name}"), e))?;
             let child = format!("{rel}/{name}");
             if meta.is_dir() {
                 self.list_into(&entry.path(), &child, out)?;
@@ -83,21 +83,22 @@ impl Backend for LocalBackend {
     fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         let full = self.full(path);
         let ctx = || full.display().to_string();
-        let mut file = File::open(&full).map_err(|e| Error::io(ctx(), e))?;
+        let mut file = File::open(&full).map_err(|e| storage_io(ctx(), e))?;
         let Some(range) = range else {
             // Sized from the start: one allocation, no regrowth copies.
-            let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+            let len = file.metadata().map_err(|e| storage_io(ctx(), e))?.len();
             let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             file.read_to_end(&mut out)
-                .map_err(|e| Error::io(ctx(), e))?;
+                .map_err(|e| storage_io(ctx(), e))?;
             return Ok(out);
         };
-        let len = file.metadata().map_err(|e| Error::io(ctx(), e))?.len();
+        let len = file.metadata().map_err(|e| storage_io(ctx(), e))?.len();
         check_range(path, &range, len)?;
         file.seek(SeekFrom::Start(range.start))
-            .map_err(|e| Error::io(ctx(), e))?;
+            .map_err(|e| storage_io(ctx(), e))?;
         let mut out = vec![0u8; usize::try_from(range.end - range.start).unwrap_or(usize::MAX)];
-        file.read_exact(&mut out).map_err(|e| Error::io(ctx(), e))?;
+        file.read_exact(&mut out)
+            .map_err(|e| storage_io(ctx(), e))?;
         Ok(out)
     }
 
@@ -113,15 +114,15 @@ impl Backend for LocalBackend {
             .and_then(|n| n.to_str())
             .expect("checked path");
         fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            .map_err(|e| storage_io(format!("creating {}", dir.display()), e))?;
         let temp = dir.join(format!(
             ".{name}.tmp-{}",
             hex::encode(crate::algorithms::crypto::random_array::<8>())
         ));
         let result = write_temp(&temp, data).and_then(|()| publish(&temp, &full));
         let _ = fs::remove_file(&temp);
-        result.map_err(|e| Error::io(format!("writing {}", full.display()), e))?;
-        sync_dir(&dir).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+        result.map_err(|e| storage_io(format!("writing {}", full.display()), e))?;
+        sync_dir(&dir).map_err(|e| storage_io(format!("syncing {}", dir.display()), e))
     }
 
     fn delete(&self, path: &str) -> Result<()> {
@@ -129,7 +130,7 @@ impl Backend for LocalBackend {
         match fs::remove_file(&full) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("deleting {}", full.display()), e)),
+            Err(e) => Err(storage_io(format!("deleting {}", full.display()), e)),
         }
     }
 
@@ -153,13 +154,13 @@ fn remove_temporaries(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        Err(e) => return Err(storage_io(format!("listing {}", dir.display()), e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let entry = entry.map_err(|e| storage_io(format!("listing {}", dir.display()), e))?;
         let meta = entry
             .metadata()
-            .map_err(|e| Error::io(format!("stat {}", entry.path().display()), e))?;
+            .map_err(|e| storage_io(format!("stat {}", entry.path().display()), e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if meta.is_dir() && !name.starts_with('.') {
@@ -173,7 +174,10 @@ fn remove_temporaries(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u
                 Ok(()) => *removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(Error::io(format!("removing {}", entry.path().display()), e));
+                    return Err(storage_io(
+                        format!("removing {}", entry.path().display()),
+                        e,
+                    ));
                 }
             }
         }
@@ -198,5 +202,16 @@ fn publish(temp: &Path, full: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
         Err(_) if full.exists() => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
         Err(_) => fs::rename(temp, full),
+    }
+}
+
+/// [`Error::io`] for the repository's own files: a permission the file
+/// system refuses is [`ErrorKind::AccessDenied`] (exit 17), as a refusal
+/// of remote storage is, not a plain I/O error.
+fn storage_io(context: impl Into<String>, err: std::io::Error) -> Error {
+    if err.kind() == std::io::ErrorKind::PermissionDenied {
+        Error::with_source(ErrorKind::AccessDenied, context, err)
+    } else {
+        Error::io(context, err)
     }
 }

@@ -611,3 +611,26 @@ fn a_backup_with_any_one_write_torn_leaves_a_whole_repository() {
     // an index file, the snapshot) fails the backup.
     assert!(tally.torn >= 6 && tally.failed == tally.torn, "{tally:?}");
 }
+
+#[test]
+fn a_repository_the_user_may_not_read_is_access_denied_exit_17() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    open_up(dir.path());
+    fs::set_permissions(&cli.path, fs::Permissions::from_mode(0o700)).unwrap();
+    if !nix::unistd::geteuid().is_root() {
+        // The repository is the caller's own: nothing to refuse.
+        eprintln!(
+            "SKIP: a_repository_the_user_may_not_read…: needs root to run kura as another user"
+        );
+        return;
+    }
+    let out = kura_unprivileged(&cli, &["snapshots"]);
+    assert_eq!(out.status.code(), Some(17), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+}
