@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use kura::chunkstore::ChunkStoreOptions;
 use kura::ops::copy::{CopyOptions, CopyReport, copy_with_progress};
@@ -52,7 +52,8 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
             g.backend_at(from)?,
             &g.password_source(),
             "source repository password",
-        )?,
+        )
+        .with_context(|| format!("the source repository {}", from.display()))?,
         None => g.open()?,
     };
     let target_password = PasswordSource::for_target(
@@ -63,7 +64,8 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         g.backend_at(&args.to)?,
         &target_password,
         "target repository password",
-    )?;
+    )
+    .with_context(|| format!("the target repository {}", args.to.display()))?;
     let snapshots = args
         .snapshots
         .iter()

@@ -73,9 +73,14 @@ impl PasswordSource {
         Ok(std::env::var(self.env_var).ok())
     }
 
-    /// The password, or a prompt on the terminal.
+    /// The password, or a prompt on the terminal. An empty one given by a
+    /// command, a file or the variable is refused: it is a mistake in the
+    /// set-up (an unset variable in a unit file), not a password to try.
     pub fn read(&self, prompt: &str) -> Result<String> {
         if let Some(p) = self.given()? {
+            if p.is_empty() {
+                bail!("the password given is empty: {}", self.hint);
+            }
             return Ok(p);
         }
         if !std::io::stdin().is_terminal() {

@@ -39,6 +39,10 @@ fn wrong_password_and_missing_repository_have_their_exit_codes() {
     let out = kura(&repo, Some("nope"), &["config", "show"]);
     assert_eq!(out.status.code(), Some(12));
     assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    // An empty KURA_PASSWORD is a set-up mistake, not a wrong password.
+    let out = kura(&repo, Some(""), &["config", "show"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
     let out = kura(&dir.path().join("absent"), Some("pw"), &["config", "show"]);
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
     assert!(stderr(&out).contains("no kura repository"));

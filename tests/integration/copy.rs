@@ -838,6 +838,11 @@ fn cli_copy_with_a_wrong_target_password_exits_12_and_writes_nothing() {
         wrong.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(12), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the target repository"),
+        "whose password was wrong: {}",
+        stderr(&out)
+    );
     assert_eq!(all_objects(&LocalBackend::new(&target)), before);
     assert_eq!(all_objects(&LocalBackend::new(&cli.path)), source_before);
     // Without a target password none is borrowed from the source, and
