@@ -715,6 +715,17 @@ pub fn restore_with_progress(
     options: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    // A file (or anything but a directory) at the target is the caller's
+    // mistake, not a name clash in the repository (AlreadyExists, exit 16).
+    if fs::symlink_metadata(&options.target).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the restore target {} exists and is not a directory",
+                options.target.display()
+            ),
+        ));
+    }
     fs::create_dir_all(&options.target).map_err(io_err(&options.target))?;
     let include = options
         .include

@@ -359,3 +359,23 @@ fn an_error_says_its_cause_once() {
     let err = stderr(&out);
     assert_eq!(err.matches("(os error 20)").count(), 1, "{err}");
 }
+
+#[test]
+fn a_restore_target_that_is_a_file_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = crate::common::CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    assert!(
+        r.run(&["backup", "-q", src.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let target = dir.path().join("a-file");
+    std::fs::write(&target, b"keep me").unwrap();
+    let out = r.run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+}
