@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
-use kura::ops::check::Subset;
+use kura::ops::check::parse_size;
 use kura::ops::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, prune};
 use kura::repository::Repository;
 use kura::snapshot::duration::parse_duration;
@@ -55,10 +55,9 @@ impl PruneArgs {
     pub fn options(&self) -> Result<PruneOptions> {
         let max_repack_bytes = match &self.max_repack_size {
             None => u64::MAX,
-            Some(s) => match Subset::parse(s)? {
-                Subset::Bytes(b) => b,
-                _ => bail!("--max-repack-size takes a size such as 2G: {s:?}"),
-            },
+            // 0 is allowed: prune deletes and condemns, and repacks nothing.
+            Some(s) => parse_size(s)
+                .map_err(|_| anyhow::anyhow!("--max-repack-size takes a size such as 2G: {s:?}"))?,
         };
         let grace = if self.now {
             0
@@ -175,5 +174,22 @@ mod tests {
         assert!(parse_grace("h").is_err());
         assert!((parse_percent("5%").unwrap() - 0.05).abs() < 1e-12);
         assert!(parse_percent("101%").is_err());
+    }
+
+    #[test]
+    fn max_repack_size_takes_zero_and_sizes_only() {
+        let args = |size: &str| PruneArgs {
+            max_unused: "5%".into(),
+            max_repack_size: Some(size.into()),
+            grace: None,
+            now: false,
+            dry_run: true,
+        };
+        assert_eq!(args("0").options().unwrap().max_repack_bytes, 0);
+        assert_eq!(args("2G").options().unwrap().max_repack_bytes, 2 << 30);
+        for bad in ["1/7", "10%", "lots", "99999999999T"] {
+            let err = args(bad).options().unwrap_err().to_string();
+            assert!(err.contains("--max-repack-size"), "{bad}: {err}");
+        }
     }
 }

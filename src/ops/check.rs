@@ -93,19 +93,37 @@ impl Subset {
                 Err(bad())
             };
         }
-        let (num, shift) = match t.chars().last() {
-            Some('K' | 'k') => (&t[..t.len() - 1], 10),
-            Some('M' | 'm') => (&t[..t.len() - 1], 20),
-            Some('G' | 'g') => (&t[..t.len() - 1], 30),
-            Some('T' | 't') => (&t[..t.len() - 1], 40),
-            _ => (t, 0),
-        };
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        n.checked_shl(shift)
-            .filter(|&b| b > 0 && b >> shift == n)
-            .map(Self::Bytes)
-            .ok_or_else(bad)
+        match parse_size(t) {
+            Ok(b) if b > 0 => Ok(Self::Bytes(b)),
+            _ => Err(bad()),
+        }
     }
+}
+
+/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (binary
+/// multiples, either case). Zero is a size.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for anything else, or a size past `u64`.
+pub fn parse_size(text: &str) -> Result<u64> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not a size (e.g. 500M, 2G): {text:?}"),
+        )
+    };
+    let t = text.trim();
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    n.checked_shl(shift)
+        .filter(|&b| b >> shift == n)
+        .ok_or_else(bad)
 }
 
 /// What to check.
