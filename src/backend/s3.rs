@@ -70,6 +70,67 @@ fn s3_error(context: &str, e: &opendal::Error) -> Error {
     Error::new(kind, format!("{context}: {e}"))
 }
 
+/// Set-up mistakes said before any request: an endpoint that is not a
+/// URL, no region anywhere.
+fn check_set_up(location: &S3Location) -> Result<()> {
+    if let Some(endpoint) = &location.endpoint {
+        check_endpoint(endpoint)?;
+    }
+    let region_in_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|r| !r.is_empty()));
+    if location.region.is_none() && !region_in_env {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{}: no S3 region: give --s3-region (KURA_S3_REGION) or AWS_REGION \
+                 (for Garage or MinIO, the region the server is configured with)",
+                location.url()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an endpoint that is not `http(s)://host[:port][/path]` before
+/// any request: a typo is the caller's mistake (exit 1), not an
+/// unreachable store (exit 18).
+fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("not an S3 endpoint (want http(s)://host[:port]): {endpoint:?}"),
+        )
+    };
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // [IPv6]:port
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => (h, Some(p.strip_prefix(':').ok_or_else(bad)?)),
+            None => return Err(bad()),
+        },
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
 impl S3Backend {
     /// Builds the client and checks, with one listing request, that the
     /// bucket exists and the credentials are accepted: permanent problems
@@ -82,6 +143,7 @@ impl S3Backend {
     pub fn connect(location: S3Location) -> Result<Self> {
         // opendal's HTTP transport (reqwest with rustls), once per process.
         static TRANSPORT: std::sync::Once = std::sync::Once::new();
+        check_set_up(&location)?;
         TRANSPORT.call_once(opendal::install_default);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -339,6 +401,36 @@ impl S3Backend {
                 Err(exists(Some(e)))
             }
             Err(e) => Err(s3_error(&what, &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_endpoint;
+
+    #[test]
+    fn endpoints_are_urls_with_a_host() {
+        for ok in [
+            "http://127.0.0.1:3900",
+            "https://s3.eu-central-1.amazonaws.com",
+            "http://[::1]:3900",
+            "https://minio.example:9000/",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:3900",
+            "not a url",
+            "http://",
+            "http://host:port",
+            "http://host:0",
+            "ftp://host",
+            "http://ho st",
+            "http://[::1",
+        ] {
+            let err = check_endpoint(bad).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{bad}");
         }
     }
 }

@@ -379,3 +379,51 @@ fn a_restore_target_that_is_a_file_is_a_usage_error() {
     assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
 }
+
+#[test]
+fn s3_set_up_mistakes_are_usage_errors_before_any_request() {
+    // Neither case may send a request: the endpoint is refused as written,
+    // and a missing region is said plainly (not opendal's builder error).
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("KURA_S3_REGION")
+            .env_remove("KURA_S3_ENDPOINT")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("KURA_PASSWORD", "pw")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "-r",
+        "s3://bucket/p",
+        "--s3-region",
+        "garage",
+        "--s3-endpoint",
+        "not a url",
+        "snapshots",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an S3 endpoint"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&[
+        "-r",
+        "s3://bucket/p",
+        "--s3-endpoint",
+        "http://127.0.0.1:9",
+        "snapshots",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no S3 region") && err.contains("--s3-region"),
+        "{err}"
+    );
+    assert!(!err.contains("ConfigInvalid"), "library internals: {err}");
+}
