@@ -323,7 +323,12 @@ fn read_slots(backend: &dyn Backend) -> Result<SlotList> {
     Ok(out)
 }
 
-/// Tries every slot of repository `repo` with `password`.
+/// Tries every slot of repository `repo` with `password`. A wrong
+/// password is [`ErrorKind::WrongPassword`] only when some readable slot of
+/// this repository was tried; slots that do not decode, or that belong to
+/// another repository (a config swapped in from elsewhere), are named in
+/// the message, and a repository with no usable slot at all is
+/// [`ErrorKind::Corrupt`] damage, not a wrong password.
 fn unlock_any(
     backend: &dyn Backend,
     repo: &RepoId,
@@ -331,9 +336,20 @@ fn unlock_any(
 ) -> Result<(KeySlotId, MasterSecret)> {
     let mut refused = None;
     let mut tried = 0;
+    let mut unusable = Vec::new();
     for (id, slot) in read_slots(backend)? {
-        let Ok(slot) = slot else { continue };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(e) => {
+                unusable.push(format!("key slot {id} does not decode ({e})"));
+                continue;
+            }
+        };
         if slot.repo != *repo {
+            unusable.push(format!(
+                "key slot {id} belongs to repository {}, not to this config's {repo}",
+                slot.repo
+            ));
             continue;
         }
         match slot.unlock(password) {
@@ -344,12 +360,25 @@ fn unlock_any(
             Err(_) => tried += 1,
         }
     }
+    let also = if unusable.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", unusable.join("; "))
+    };
     match refused {
-        Some(e) if tried == 0 => Err(e),
-        _ => Err(Error::new(
+        Some(e) if tried == 0 && unusable.is_empty() => Err(e),
+        Some(e) if tried == 0 => Err(e.context(unusable.join("; "))),
+        _ if tried > 0 => Err(Error::new(
             ErrorKind::WrongPassword,
-            "wrong password: no key slot opens with it",
+            format!("wrong password: no key slot opens with it{also}"),
         )),
+        _ if unusable.is_empty() => Err(Error::corrupt(
+            "the repository has no key slots (keys/ is empty): no password can open it; \
+             restore keys/ from a copy of the repository",
+        )),
+        _ => Err(Error::corrupt(format!(
+            "no key slot of this repository can be used{also}"
+        ))),
     }
 }
 
@@ -371,6 +400,50 @@ mod tests {
 
     fn repo() -> Repository {
         in_memory_for_tests()
+    }
+
+    /// Opens `repo`'s storage again with `password`; the error if it fails.
+    fn reopen(repo: &Repository, password: &[u8]) -> Result<(), Error> {
+        Repository::open(Arc::clone(repo.backend()), password).map(|_| ())
+    }
+
+    #[test]
+    fn unusable_key_slots_are_named_and_are_not_a_wrong_password() {
+        let repo = repo();
+        let backend = repo.backend();
+        let good = repo.current_slot();
+        let damaged = KeySlotId([0xd0; 32]);
+        backend
+            .write(&layout::key_path(&damaged), &mut &b"not a key slot"[..])
+            .unwrap();
+        // A wrong password is still one, and the damaged slot is named.
+        let err = reopen(&repo, b"nope").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WrongPassword, "{err}");
+        assert!(err.to_string().contains(&damaged.to_hex()), "{err}");
+        reopen(&repo, b"pw").unwrap();
+        // A slot of another repository is named as such.
+        let other = in_memory_for_tests();
+        let foreign = other.current_slot();
+        let bytes = other
+            .backend()
+            .read(&layout::key_path(&foreign), None)
+            .unwrap();
+        backend
+            .write(&layout::key_path(&foreign), &mut &bytes[..])
+            .unwrap();
+        // With only unusable slots left, no password is tried: damage.
+        backend.delete(&layout::key_path(&good)).unwrap();
+        let err = reopen(&repo, b"pw").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&damaged.to_hex()), "{text}");
+        assert!(text.contains("belongs to repository"), "{text}");
+        // No slots at all.
+        backend.delete(&layout::key_path(&damaged)).unwrap();
+        backend.delete(&layout::key_path(&foreign)).unwrap();
+        let err = reopen(&repo, b"pw").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("no key slots"), "{err}");
     }
 
     #[test]
