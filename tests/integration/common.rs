@@ -253,3 +253,20 @@ pub fn snapshot_at(
         copy_of: None,
     }
 }
+
+/// Records that test `test` could not run on this machine: prints a
+/// `SKIP:` line and appends it to `target/tmp/skipped-tests.txt`, which
+/// `scripts/test.sh` prints and counts after the run (cargo test hides the
+/// output of a test that passes, so a skip would otherwise look green).
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    let line = format!("SKIP: {test}: {why}\n");
+    eprint!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .unwrap_or_else(|e| panic!("recording a skip in {}: {e}", path.display()));
+}

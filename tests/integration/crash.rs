@@ -621,8 +621,9 @@ fn a_repository_the_user_may_not_read_is_access_denied_exit_17() {
     fs::set_permissions(&cli.path, fs::Permissions::from_mode(0o700)).unwrap();
     if !nix::unistd::geteuid().is_root() {
         // The repository is the caller's own: nothing to refuse.
-        eprintln!(
-            "SKIP: a_repository_the_user_may_not_read…: needs root to run kura as another user"
+        crate::common::skip(
+            "crash::a_repository_the_user_may_not_read_is_access_denied_exit_17",
+            "needs root to run kura as another user",
         );
         return;
     }
