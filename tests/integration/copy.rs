@@ -168,7 +168,8 @@ fn make_tree(root: &Path, big: bool) {
     sparse
         .write_all_at(&pseudo_random(50_000, 4), 1 << 20)
         .unwrap();
-    let _ = xattr::set(root.join("www/index.php"), "user.kura-test", b"xattr value");
+    xattr::set(root.join("www/index.php"), "user.kura-test", b"xattr value")
+        .expect("user xattrs on the test file system (the metadata round trip needs one)");
     if big {
         // About 2000 chunks of 4 to 5 KiB: more than the 1024 extents an
         // entry holds inline.
