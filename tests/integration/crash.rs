@@ -104,13 +104,34 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
     }
     let cli = CliRepo::init(dir.path());
     let repo = cli.path.clone();
+    // The data as one stream whose first run cannot end by itself: after
+    // the files, its command waits on a FIFO that is opened for writing
+    // only once kura is killed. So the kill always lands mid-backup, with
+    // no race to lose.
+    let fifo = dir.path().join("hold");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success(),
+        "mkfifo"
+    );
+    let stream = |hold: bool| {
+        let cat = format!("cat {}/media-*.bin", src.display());
+        let cmd = if hold {
+            format!("{cat}; cat {} >/dev/null", fifo.display())
+        } else {
+            cat
+        };
+        format!("media.bin={cmd}")
+    };
 
     // Kill the first backup once a few packs are stored.
     let mut child = Command::new(BIN)
         .arg("-r")
         .arg(&repo)
-        .args(["backup", "--quiet"])
-        .arg(&src)
+        .args(["backup", "--quiet", "--stdin-from-command", &stream(true)])
         .env_remove("KURA_PASSWORD_FILE")
         .env_remove("KURA_PASSWORD_COMMAND")
         .envs(cli.env())
@@ -127,6 +148,19 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success(), "the backup finished before the kill");
+    // Let the held command end: it reads EOF once a writer has come and
+    // gone. Non-blocking, polled: the reader may not have opened it yet.
+    for _ in 0..500 {
+        use std::os::unix::fs::OpenOptionsExt;
+        let writer = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(&fifo);
+        if writer.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     let backend = LocalBackend::new(&repo);
     let killed_bytes = repo_bytes(&backend);
@@ -138,7 +172,7 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
     );
 
     // The next backup adopts what is there and completes.
-    let out = cli.run(&["--json", "backup", src.to_str().unwrap()]);
+    let out = cli.run(&["--json", "backup", "--stdin-from-command", &stream(false)]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["packs_adopted"].as_u64().unwrap() >= 3, "{report}");
@@ -151,7 +185,7 @@ fn sigkill_during_backup_leaves_a_verifying_repository_and_packs_are_reused() {
     let out = kura_env(
         &fresh,
         &[("KURA_PASSWORD", OsStr::new("pw"))],
-        &["backup", "--quiet", src.to_str().unwrap()],
+        &["backup", "--quiet", "--stdin-from-command", &stream(false)],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let full = repo_bytes(&LocalBackend::new(&fresh));
