@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod conformance;
 pub mod faulty;
+pub mod hooked;
 pub mod local;
 pub mod location;
 pub mod memory;
@@ -34,6 +35,7 @@ use crate::error::{Error, ErrorKind, Result};
 
 pub use cache::CachingBackend;
 pub use faulty::FaultyBackend;
+pub use hooked::HookedBackend;
 pub use local::LocalBackend;
 pub use location::{Location, RemoteOptions};
 pub use memory::MemoryBackend;

@@ -4,15 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::Read;
-use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use kura::backend::cache::object_cache_dir;
 use kura::backend::{
-    Backend, CachingBackend, MemoryBackend, ObjectInfo, conformance, decorate_remote,
+    Backend, CachingBackend, HookedBackend, MemoryBackend, conformance, decorate_remote,
 };
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
@@ -33,70 +31,61 @@ const LOCATION: &str = "sftp://backup.example/srv/kura";
 /// Counts the reads that reach the backend it wraps: whole-object reads by
 /// top directory (`config` by itself), ranged reads by object.
 struct Counting {
-    inner: Arc<dyn Backend>,
+    counts: Arc<Counts>,
+    backend: Arc<dyn Backend>,
+}
+
+#[derive(Default)]
+struct Counts {
     whole: Mutex<HashMap<String, u64>>,
     ranged: Mutex<HashMap<String, u64>>,
 }
 
 impl Counting {
-    fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            whole: Mutex::default(),
-            ranged: Mutex::default(),
-        })
+    fn new(inner: Arc<dyn Backend>) -> Self {
+        let counts = Arc::new(Counts::default());
+        let seen = Arc::clone(&counts);
+        let backend = HookedBackend::new(inner).on_read(move |path, range| {
+            let (key, counts) = match range {
+                Some(_) => (path, &seen.ranged),
+                None => (path.split('/').next().unwrap(), &seen.whole),
+            };
+            *counts.lock().unwrap().entry(key.to_owned()).or_default() += 1;
+        });
+        Self {
+            counts,
+            backend: Arc::new(backend),
+        }
+    }
+
+    /// The counted backend.
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
     }
 
     fn whole(&self, dir: &str) -> u64 {
-        self.whole.lock().unwrap().get(dir).copied().unwrap_or(0)
+        self.counts
+            .whole
+            .lock()
+            .unwrap()
+            .get(dir)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Ranged reads of the objects in `paths`.
     fn ranged_in(&self, paths: &HashSet<String>) -> u64 {
-        let ranged = self.ranged.lock().unwrap();
+        let ranged = self.counts.ranged.lock().unwrap();
         paths.iter().filter_map(|p| ranged.get(p)).sum()
     }
 
     fn ranged_total(&self) -> u64 {
-        self.ranged.lock().unwrap().values().sum()
+        self.counts.ranged.lock().unwrap().values().sum()
     }
 
     fn reset(&self) {
-        self.whole.lock().unwrap().clear();
-        self.ranged.lock().unwrap().clear();
-    }
-}
-
-impl Backend for Counting {
-    fn list(&self, dir: &str) -> kura::Result<Vec<ObjectInfo>> {
-        self.inner.list(dir)
-    }
-
-    fn read(&self, path: &str, range: Option<Range<u64>>) -> kura::Result<Vec<u8>> {
-        let key = if range.is_some() {
-            path
-        } else {
-            path.split('/').next().unwrap()
-        };
-        let counts = if range.is_some() {
-            &self.ranged
-        } else {
-            &self.whole
-        };
-        *counts.lock().unwrap().entry(key.to_owned()).or_default() += 1;
-        self.inner.read(path, range)
-    }
-
-    fn write(&self, path: &str, data: &mut dyn Read) -> kura::Result<()> {
-        self.inner.write(path, data)
-    }
-
-    fn delete(&self, path: &str) -> kura::Result<()> {
-        self.inner.delete(path)
-    }
-
-    fn describe(&self) -> String {
-        format!("counting({})", self.inner.describe())
+        self.counts.whole.lock().unwrap().clear();
+        self.counts.ranged.lock().unwrap().clear();
     }
 }
 
@@ -178,14 +167,14 @@ fn a_second_snapshot_listing_reads_no_snapshot_object() {
     let counting = Counting::new(memory);
     let cache = dir.path().join("cache");
 
-    let first = open_cached(counting.clone(), &cache);
+    let first = open_cached(counting.backend(), &cache);
     assert_eq!(snapshots::list(&first).unwrap().len(), 2);
     assert_eq!(counting.whole("snapshots"), 2);
     assert_eq!(counting.whole("keys"), 1);
     drop(first);
 
     counting.reset();
-    let second = open_cached(counting.clone(), &cache);
+    let second = open_cached(counting.backend(), &cache);
     let listed = snapshots::list(&second).unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(
@@ -228,7 +217,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     let (memory, dir) = two_snapshots();
     let counting = Counting::new(memory);
     let cache = dir.path().join("cache");
-    let want = snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
+    let want = snapshots::list(&open_cached(counting.backend(), &cache)).unwrap();
     let victim = object_cache_dir(&cache, LOCATION).join(layout::snapshot_path(&want[0].0));
     let mut bytes = fs::read(&victim).unwrap();
     let last = bytes.len() - 1;
@@ -236,7 +225,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     fs::write(&victim, &bytes).unwrap();
 
     counting.reset();
-    let got = snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
+    let got = snapshots::list(&open_cached(counting.backend(), &cache)).unwrap();
     assert_eq!(
         got, want,
         "the damage did not reach the repository's reader"
@@ -248,7 +237,7 @@ fn a_damaged_cache_file_is_detected_and_read_again() {
     );
 
     counting.reset();
-    snapshots::list(&open_cached(counting.clone(), &cache)).unwrap();
+    snapshots::list(&open_cached(counting.backend(), &cache)).unwrap();
     assert_eq!(
         counting.whole("snapshots"),
         0,
@@ -313,7 +302,7 @@ fn the_remote_decorators_conform() {
 fn a_second_ls_and_restore_read_no_tree_pack() {
     let (memory, dir) = two_snapshots();
     let counting = Counting::new(memory.clone());
-    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let repo = Repository::open(counting.backend(), PASSWORD).unwrap();
     let (_, snap) = snapshot::find(&repo, "latest").unwrap();
     let root = snap.tree_id().unwrap();
     let trees = tree_packs(&repo);
@@ -370,7 +359,7 @@ fn a_second_ls_and_restore_read_no_tree_pack() {
 fn a_backup_caches_its_trees_so_the_next_backup_reads_none() {
     let (memory, repo) = memory_repo();
     let counting = Counting::new(memory.clone());
-    let counted = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let counted = Repository::open(counting.backend(), PASSWORD).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     make_source(&src);
@@ -393,7 +382,7 @@ fn a_backup_caches_its_trees_so_the_next_backup_reads_none() {
 fn a_cached_tree_that_fails_authentication_is_dropped_and_read_from_its_pack() {
     let (memory, dir) = two_snapshots();
     let counting = Counting::new(memory);
-    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let repo = Repository::open(counting.backend(), PASSWORD).unwrap();
     let root = snapshot::find(&repo, "latest")
         .unwrap()
         .1
@@ -474,7 +463,7 @@ fn restore_reads_neighbouring_chunks_of_a_pack_with_one_request() {
     let root = backup_of(&repo, &index, &src);
     drop(repo);
     let counting = Counting::new(memory);
-    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let repo = Repository::open(counting.backend(), PASSWORD).unwrap();
     let index = ChunkIndex::open(None).unwrap();
     index.sync(&repo).unwrap();
     let off = ChunkStoreOptions {
@@ -516,7 +505,7 @@ fn a_chunk_listed_several_times_is_read_once_and_handed_to_each_position() {
     assert!(refs.len() >= 3, "{}", refs.len());
     drop(repo);
     let counting = Counting::new(memory);
-    let repo = Repository::open(counting.clone(), PASSWORD).unwrap();
+    let repo = Repository::open(counting.backend(), PASSWORD).unwrap();
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let want: Vec<Vec<u8>> = refs.iter().map(|r| store.get(&r.id).unwrap()).collect();
     let pick = [0, 1, 0, 0, 2, 1, 2];

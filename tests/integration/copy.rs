@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use kura::ErrorKind;
 use kura::backend::faulty::FaultPlan;
-use kura::backend::{Backend, FaultyBackend, LocalBackend, MemoryBackend, write_bytes};
+use kura::backend::{
+    Backend, FaultyBackend, HookedBackend, LocalBackend, MemoryBackend, write_bytes,
+};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
@@ -70,7 +72,12 @@ fn small_packs() -> ChunkStoreOptions {
 
 /// Counts what goes through a backend: reads of packs, and bytes written.
 struct Counting {
-    inner: Arc<dyn Backend>,
+    counts: Arc<Counts>,
+    backend: Arc<dyn Backend>,
+}
+
+#[derive(Default)]
+struct Counts {
     pack_reads: AtomicU64,
     writes: AtomicU64,
     pack_bytes_written: AtomicU64,
@@ -78,63 +85,49 @@ struct Counting {
 
 impl Counting {
     fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
+        let counts = Arc::new(Counts::default());
+        let (reads, written) = (Arc::clone(&counts), Arc::clone(&counts));
+        let backend = HookedBackend::new(inner)
+            .on_read(move |path, _| {
+                if path.starts_with("data/") {
+                    reads.pack_reads.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .on_write(move |path, bytes, _| {
+                written.writes.fetch_add(1, Ordering::SeqCst);
+                if path.starts_with("data/") {
+                    written
+                        .pack_bytes_written
+                        .fetch_add(bytes.len() as u64, Ordering::SeqCst);
+                }
+            });
         Arc::new(Self {
-            inner,
-            pack_reads: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            pack_bytes_written: AtomicU64::new(0),
+            counts,
+            backend: Arc::new(backend),
         })
     }
 
+    /// The counted backend.
+    fn backend(&self) -> Arc<dyn Backend> {
+        Arc::clone(&self.backend)
+    }
+
     fn reset(&self) {
-        self.pack_reads.store(0, Ordering::SeqCst);
-        self.writes.store(0, Ordering::SeqCst);
-        self.pack_bytes_written.store(0, Ordering::SeqCst);
+        self.counts.pack_reads.store(0, Ordering::SeqCst);
+        self.counts.writes.store(0, Ordering::SeqCst);
+        self.counts.pack_bytes_written.store(0, Ordering::SeqCst);
     }
 
     fn pack_reads(&self) -> u64 {
-        self.pack_reads.load(Ordering::SeqCst)
+        self.counts.pack_reads.load(Ordering::SeqCst)
     }
 
     fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
+        self.counts.writes.load(Ordering::SeqCst)
     }
 
     fn pack_bytes_written(&self) -> u64 {
-        self.pack_bytes_written.load(Ordering::SeqCst)
-    }
-}
-
-impl Backend for Counting {
-    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
-        self.inner.list(dir)
-    }
-
-    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
-        if path.starts_with("data/") {
-            self.pack_reads.fetch_add(1, Ordering::SeqCst);
-        }
-        self.inner.read(path, range)
-    }
-
-    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
-        let mut bytes = Vec::new();
-        data.read_to_end(&mut bytes)
-            .map_err(|e| kura::Error::io("test write", e))?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        if path.starts_with("data/") {
-            self.pack_bytes_written
-                .fetch_add(bytes.len() as u64, Ordering::SeqCst);
-        }
-        write_bytes(self.inner.as_ref(), path, &bytes)
-    }
-
-    fn delete(&self, path: &str) -> kura::Result<()> {
-        self.inner.delete(path)
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
+        self.counts.pack_bytes_written.load(Ordering::SeqCst)
     }
 }
 
@@ -324,10 +317,10 @@ fn pair(big: bool) -> Pair {
     let src = dir.path().join("src");
     make_tree(&src, big);
     let source_backend = Counting::new(Arc::new(LocalBackend::new(dir.path().join("source"))));
-    let source = Repository::init(source_backend.clone(), PASSWORD, &small_chunks()).unwrap();
+    let source = Repository::init(source_backend.backend(), PASSWORD, &small_chunks()).unwrap();
     let target_backend = Counting::new(Arc::new(LocalBackend::new(dir.path().join("target"))));
     let target =
-        Repository::init(target_backend.clone(), TARGET_PASSWORD, &fast_options()).unwrap();
+        Repository::init(target_backend.backend(), TARGET_PASSWORD, &fast_options()).unwrap();
     let source_index = synced(&source, None);
     let target_cache = dir.path().join("target-cache.redb");
     Pair {
@@ -590,7 +583,7 @@ fn a_target_with_a_smaller_max_chunk_is_refused_before_writing() {
         },
         ..fast_options()
     };
-    let target = Repository::init(narrow.clone(), TARGET_PASSWORD, &options).unwrap();
+    let target = Repository::init(narrow.backend(), TARGET_PASSWORD, &options).unwrap();
     narrow.reset();
     let err = copy_all(&p.source, &target, None, ChunkStoreOptions::default()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kura::backend::faulty::FaultPlan;
-use kura::backend::{Backend, FaultyBackend, LocalBackend, MemoryBackend, write_bytes};
+use kura::backend::{
+    Backend, FaultyBackend, HookedBackend, LocalBackend, MemoryBackend, write_bytes,
+};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::{PackerOptions, verify_pack};
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
@@ -345,39 +347,6 @@ fn copy_of(from: &MemoryBackend) -> Arc<MemoryBackend> {
     to
 }
 
-/// The storage under the faulty backend: counts the writes that reach it
-/// and fail (a torn write does), to tell which runs lost a write.
-struct CountingStorage {
-    inner: Arc<MemoryBackend>,
-    failed_writes: AtomicUsize,
-}
-
-impl Backend for CountingStorage {
-    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
-        self.inner.list(dir)
-    }
-
-    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
-        self.inner.read(path, range)
-    }
-
-    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
-        let result = self.inner.write(path, data);
-        if result.is_err() {
-            self.failed_writes.fetch_add(1, Ordering::SeqCst);
-        }
-        result
-    }
-
-    fn delete(&self, path: &str) -> kura::Result<()> {
-        self.inner.delete(path)
-    }
-
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-}
-
 fn assert_clean(repo: &Repository, index: &ChunkIndex, label: &str) -> CheckReport {
     let options = CheckOptions {
         read_data: Some(Subset::All),
@@ -472,11 +441,17 @@ impl CrashBed {
         let storage = copy_of(&self.storage);
         let cache = work.join("cache.redb");
         fs::copy(&self.cache, &cache).unwrap();
-        let counted = Arc::new(CountingStorage {
-            inner: storage.clone(),
-            failed_writes: AtomicUsize::new(0),
+        // The storage under the faulty backend counts the writes that
+        // reach it and fail (a torn write does), to tell which runs lost
+        // a write.
+        let failed_writes = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::clone(&failed_writes);
+        let counted = HookedBackend::new(storage.clone()).on_write(move |_, _, result| {
+            if result.is_err() {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
         });
-        let faulty = Arc::new(FaultyBackend::new(counted.clone()));
+        let faulty = Arc::new(FaultyBackend::new(Arc::new(counted)));
         let repo = Repository::open(faulty.clone(), PASSWORD).unwrap();
         faulty.set_plan(plan);
         let result = {
@@ -490,7 +465,7 @@ impl CrashBed {
             cache,
             ops: faulty.ops(),
             crashed: faulty.crashed(),
-            failed_writes: counted.failed_writes.load(Ordering::SeqCst),
+            failed_writes: failed_writes.load(Ordering::SeqCst),
             result,
         }
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kura::backend::faulty::FaultPlan;
-use kura::backend::{Backend, FaultyBackend, MemoryBackend, write_bytes};
+use kura::backend::{Backend, FaultyBackend, HookedBackend, MemoryBackend, write_bytes};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
@@ -1110,36 +1110,11 @@ type ListHook = Box<
     dyn Fn(&str, Vec<kura::backend::ObjectInfo>) -> Vec<kura::backend::ObjectInfo> + Send + Sync,
 >;
 
-/// A memory backend whose listings pass through `hook` (which may also
-/// change the repository), for what a concurrent prune does between a
-/// reader's listing and its reads.
-struct RacingLister {
-    inner: Arc<MemoryBackend>,
-    hook: ListHook,
-}
-
-impl RacingLister {
-    fn repo(inner: Arc<MemoryBackend>, hook: ListHook) -> Repository {
-        Repository::open(Arc::new(Self { inner, hook }), PASSWORD).unwrap()
-    }
-}
-
-impl Backend for RacingLister {
-    fn list(&self, dir: &str) -> kura::Result<Vec<kura::backend::ObjectInfo>> {
-        Ok((self.hook)(dir, self.inner.list(dir)?))
-    }
-    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> kura::Result<Vec<u8>> {
-        self.inner.read(path, range)
-    }
-    fn write(&self, path: &str, data: &mut dyn std::io::Read) -> kura::Result<()> {
-        self.inner.write(path, data)
-    }
-    fn delete(&self, path: &str) -> kura::Result<()> {
-        self.inner.delete(path)
-    }
-    fn describe(&self) -> String {
-        "racing-lister".into()
-    }
+/// A repository over `inner` whose listings pass through `hook` (which may
+/// also change the repository), for what a concurrent prune does between
+/// a reader's listing and its reads.
+fn racing_lister(inner: Arc<MemoryBackend>, hook: ListHook) -> Repository {
+    Repository::open(Arc::new(HookedBackend::new(inner).on_list(hook)), PASSWORD).unwrap()
 }
 
 #[test]
@@ -1166,7 +1141,7 @@ fn a_record_swept_between_listing_and_reading_is_skipped() {
     // Every prune record is deleted right after it is listed, as a
     // sweeping prune running at that moment would.
     let memory = w.backend.clone();
-    let racing = RacingLister::repo(
+    let racing = racing_lister(
         w.backend.clone(),
         Box::new(move |dir, listed| {
             if dir == layout::PRUNE_DIR {
@@ -1211,7 +1186,7 @@ fn index_files_merged_between_listing_and_reading_are_found_by_listing_again() {
     // just before a prune merged the index files and read just after.
     let racing = |rounds: usize| {
         let (stale, rounds) = (stale.clone(), std::sync::atomic::AtomicUsize::new(rounds));
-        RacingLister::repo(
+        racing_lister(
             w.backend.clone(),
             Box::new(move |dir, listed| {
                 use std::sync::atomic::Ordering;
