@@ -5,7 +5,7 @@
 use std::fs;
 
 use crate::check::backup;
-use crate::common::{CliRepo, describe, stderr};
+use crate::common::{CliRepo, stderr};
 
 fn assert_ok(out: &std::process::Output) {
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(out));
