@@ -44,6 +44,8 @@ mod servers;
 mod snapshots;
 #[path = "integration/source.rs"]
 mod source;
+#[path = "integration/strays.rs"]
+mod strays;
 #[path = "integration/vectors.rs"]
 mod vectors;
 #[path = "integration/walk.rs"]

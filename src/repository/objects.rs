@@ -140,15 +140,19 @@ impl Repository {
 
     /// The ids of every object of kind `T`, unread, in listing order.
     ///
+    /// A name in the folder that is not one of this kind (a sync tool's
+    /// conflicted copy, a README) is a stray: skipped with one warning
+    /// naming it, never a failed listing.
+    ///
     /// # Errors
-    /// A failed listing (never read as "none"), or a name that is not one
-    /// of this kind.
+    /// A failed listing (never read as "none").
     pub fn list<T: Object>(&self) -> Result<Vec<T::Id>> {
-        self.backend()
+        Ok(self
+            .backend()
             .list(T::DIR)?
             .iter()
-            .map(|info| T::parse_path(&info.path))
-            .collect()
+            .filter_map(|info| skip_stray(&info.path, T::parse_path(&info.path)))
+            .collect())
     }
 
     /// Deletes one object. Deleting one that is already gone is not an
@@ -163,14 +167,20 @@ impl Repository {
 
     /// Every pack with its size, from one listing of `data/`.
     ///
+    /// Names under `data/` that are not packs (or sit in the wrong fan-out
+    /// folder) are strays: skipped with one warning naming each.
+    ///
     /// # Errors
-    /// A failed listing (never read as "no packs"); a misplaced pack name.
+    /// A failed listing (never read as "no packs").
     pub fn list_packs(&self) -> Result<HashMap<PackId, u64>> {
-        self.backend()
+        Ok(self
+            .backend()
             .list(layout::DATA_DIR)?
             .iter()
-            .map(|i| layout::parse_pack_path(&i.path).map(|id| (id, i.size)))
-            .collect()
+            .filter_map(|i| {
+                skip_stray(&i.path, layout::parse_pack_path(&i.path)).map(|id| (id, i.size))
+            })
+            .collect())
     }
 
     /// The bytes of pack `id` (a range of them, or all).
@@ -235,5 +245,17 @@ impl Repository {
     /// Backend errors.
     pub fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<u64> {
         self.backend().remove_stale_temporaries(age)
+    }
+}
+
+/// The id a listed name parses to, or `None` for a stray (a name that is
+/// not an object of the listed kind), which is logged once and skipped.
+fn skip_stray<I>(path: &str, parsed: Result<I>) -> Option<I> {
+    match parsed {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(path, error = %e, "ignoring stray file: not an object name");
+            None
+        }
     }
 }
