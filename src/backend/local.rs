@@ -50,15 +50,41 @@ impl LocalBackend {
             let child = format!("{rel}/{name}");
             if meta.is_dir() {
                 self.list_into(&entry.path(), &child, out)?;
-            } else if meta.is_file() {
+            } else {
+                // A FIFO, socket or device at an object's name is listed
+                // (size 0) so that readers meet it and report it as damage
+                // to that object instead of never seeing it.
                 out.push(ObjectInfo {
                     path: child,
-                    size: meta.len(),
+                    size: if meta.is_file() { meta.len() } else { 0 },
                 });
             }
         }
         Ok(())
     }
+}
+
+/// Opens an object for reading without ever blocking on what is not a
+/// regular file: `O_NONBLOCK` (a FIFO would block the open until a writer
+/// came), then `fstat` on the descriptor. Anything but a regular file at an
+/// object's name is damage to that object.
+fn open_regular(full: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(full)
+        .map_err(|e| storage_io(full.display().to_string(), e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| storage_io(full.display().to_string(), e))?;
+    if !meta.is_file() {
+        return Err(Error::corrupt(format!(
+            "{} is not a regular file",
+            full.display()
+        )));
+    }
+    Ok(file)
 }
 
 /// Fsyncs a directory so a new name in it survives a crash.
@@ -83,7 +109,7 @@ impl Backend for LocalBackend {
     fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         let full = self.full(path);
         let ctx = || full.display().to_string();
-        let mut file = File::open(&full).map_err(|e| storage_io(ctx(), e))?;
+        let mut file = open_regular(&full)?;
         let Some(range) = range else {
             // Sized from the start: one allocation, no regrowth copies.
             let len = file.metadata().map_err(|e| storage_io(ctx(), e))?.len();
