@@ -21,7 +21,7 @@ use crate::format::prune::{self, PruneRecord};
 use crate::format::snapshot::Snapshot;
 use crate::id::{IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
-use crate::repository::sealer::MAX_SNAPSHOT;
+use crate::repository::sealer::{MAX_SNAPSHOT, as_damage};
 
 /// A kind of sealed metadata object, stored whole under a name derived
 /// from its id and written once (create-only).
@@ -131,11 +131,12 @@ impl Repository {
     /// Backend errors ([`ErrorKind::NotFound`] for a missing object);
     /// [`ErrorKind::Corrupt`] for one that does not authenticate or decode.
     pub fn load<T: Object>(&self, id: &T::Id) -> Result<T> {
+        let name = || format!("{} {id}", T::NAME);
         let stored = self.backend().read(&T::path(id), None)?;
         let plain = self
             .sealer()
             .open(T::TYPE, T::id_bytes(id), &stored, T::MAX_LEN)?;
-        T::decode(&plain).map_err(|e| e.context(format!("{} {id}", T::NAME)))
+        T::decode(&plain).map_err(|e| as_damage(e.context(name())))
     }
 
     /// The ids of every object of kind `T`, unread, in listing order.
@@ -231,6 +232,7 @@ impl Repository {
             &sealed,
             size,
         )
+        .map_err(as_damage)
     }
 
     /// How many requests the backend serves well at once.

@@ -109,8 +109,25 @@ impl Sealer {
             id,
             &self.repo,
             stored,
-        )?;
+        )
+        .map_err(as_damage)?;
         frame::decode(&framed, limit)
-            .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(id))))
+            .map_err(|e| as_damage(e.context(format!("{object_type:?} {}", hex::encode(id)))))
+    }
+}
+
+/// An error reading one object of a repository whose config this client
+/// accepted. Every object of a repository is of its config's format, so an
+/// unknown envelope scheme, frame codec or object version there is damage
+/// to that object ([`crate::ErrorKind::Corrupt`], named, exit 14 from
+/// `check`), not a newer format: "upgrade kura" (exit 13) is said only of
+/// the config and key slots, which are read before any other object.
+pub fn as_damage(e: Error) -> Error {
+    if e.kind() == crate::ErrorKind::Unsupported {
+        Error::corrupt(format!(
+            "{e}; in a repository of this format that is damage to the object, not a newer version"
+        ))
+    } else {
+        e
     }
 }
