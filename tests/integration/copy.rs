@@ -454,6 +454,22 @@ fn a_second_copy_copies_nothing_and_reads_no_data() {
     assert_eq!(snapshots::list_ids(&p.source).unwrap().len(), 2);
 }
 
+/// Copies once more and checks that only `second` was copied, reading no
+/// more source chunks than its backup stored new (the rest were known).
+fn copy_reads_only_new_chunks(p: &Pair, second: &SnapshotId) {
+    let new_source_chunks = snapshots::load(&p.source, second)
+        .unwrap()
+        .summary
+        .chunks_new;
+    let report = p.copy(&CopyOptions::default());
+    assert_eq!(report.copied.len(), 1);
+    assert!(
+        report.chunks_read > 0 && report.chunks_read <= new_source_chunks,
+        "read {} chunks; the backup stored {new_source_chunks} new blobs",
+        report.chunks_read
+    );
+}
+
 #[test]
 fn a_copy_after_a_new_backup_reads_and_sends_only_new_chunks() {
     let p = pair(false);
@@ -464,18 +480,8 @@ fn a_copy_after_a_new_backup_reads_and_sends_only_new_chunks() {
 
     change_tree(&p.src);
     let second = backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
-    let new_source_chunks = snapshots::load(&p.source, &second)
-        .unwrap()
-        .summary
-        .chunks_new;
     // A new process: the translations come from the cache on disk.
-    let report = p.copy(&CopyOptions::default());
-    assert_eq!(report.copied.len(), 1);
-    assert!(
-        report.chunks_read > 0 && report.chunks_read <= new_source_chunks,
-        "read {} chunks; the backup stored {new_source_chunks} new blobs",
-        report.chunks_read
-    );
+    copy_reads_only_new_chunks(&p, &second);
     let sent = p.target_backend.pack_bytes_written();
     assert!(
         sent * 2 < first_sent,
@@ -506,17 +512,7 @@ fn translations_outlive_the_target_index_cache() {
     fs::remove_file(&p.target_cache).unwrap();
     change_tree(&p.src);
     let second = backup_of(&p.source, &p.source_index, &p.src, "web1", "nightly");
-    let new_source_chunks = snapshots::load(&p.source, &second)
-        .unwrap()
-        .summary
-        .chunks_new;
-    let report = p.copy(&CopyOptions::default());
-    assert_eq!(report.copied.len(), 1);
-    assert!(
-        report.chunks_read > 0 && report.chunks_read <= new_source_chunks,
-        "read {} chunks; the backup stored {new_source_chunks} new blobs",
-        report.chunks_read
-    );
+    copy_reads_only_new_chunks(&p, &second);
     assert_clean(&p.target, "target after the second copy");
 }
 
