@@ -277,7 +277,7 @@ fn a_file_that_grows_while_read_is_stored_up_to_its_size_at_open() {
     let (entry, warnings) = back_up_while(|big| {
         use std::io::Write;
         let mut f = fs::OpenOptions::new().append(true).open(big).unwrap();
-        f.write_all(&[b'x'; 1 << 20]).unwrap();
+        f.write_all(&vec![b'x'; 1 << 20]).unwrap();
     });
     assert_eq!(entry.meta.size, 16 << 20);
     assert!(
