@@ -15,7 +15,14 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KURA_LOG"))
+        // Warnings (a cache that failed, a damaged index file skipped) show
+        // unless KURA_LOG says otherwise.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .with_env_var("KURA_LOG")
+                .from_env_lossy(),
+        )
         .with_writer(std::io::stderr)
         .init();
     let parsed = cli::Cli::parse();

@@ -579,7 +579,8 @@ impl<'r> ChunkStore<'r> {
             packs: packs.to_vec(),
         };
         let id = write_index_file(self.repo, &file, self.options.compression_level)?;
-        self.index.insert(Some(&id), packs)
+        self.index.insert(Some(&id), packs)?;
+        self.index.refill(self.repo)
     }
 
     /// Finishes and uploads every open pack and writes the index file for
@@ -597,7 +598,8 @@ impl<'r> ChunkStore<'r> {
             self.upload(&mut state, pack)?;
         }
         self.collect_uploads(&mut state, true)?;
-        self.index.persist()
+        self.index.persist()?;
+        self.index.refill(self.repo)
     }
 }
 

@@ -226,6 +226,9 @@ impl ChunkStore<'_> {
         if let Err(e) = self.index.cache_trees(blobs) {
             tracing::debug!("tree cache not updated: {e}");
         }
+        if let Err(e) = self.index.refill(self.repo) {
+            tracing::warn!("index not reloaded after a cache failure: {e}");
+        }
     }
 }
 

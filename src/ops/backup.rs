@@ -281,9 +281,9 @@ impl Visitor for Archiver<'_, '_> {
     }
 
     fn leaf(&mut self, found: &Found<'_>, known: Option<&Entry>) -> Result<Option<Entry>> {
-        let meta = self.metadata(found);
+        let mut meta = self.metadata(found);
         let payload = if found.lstat.is_file() {
-            match self.file(found, &meta, known)? {
+            match self.file(found, &mut meta, known)? {
                 Some(content) => Payload::File(content),
                 None => return Ok(None),
             }
@@ -374,12 +374,14 @@ impl<'s, 'r> Archiver<'s, 'r> {
     }
 
     /// A regular file's content: the parent's if the file is unchanged and
-    /// that content is still stored, else read again. `None` (with a
-    /// warning) if it cannot be read or changed while read.
+    /// that content is still stored, else read again. A file that changed
+    /// while read is stored as read (`meta.size` set to what was read),
+    /// with a warning. One that cannot be read keeps the parent's version
+    /// (its metadata too), with a warning; `None` if there is none.
     fn file(
         &mut self,
         found: &Found<'_>,
-        meta: &Metadata,
+        meta: &mut Metadata,
         known: Option<&Entry>,
     ) -> Result<Option<Content>> {
         self.summary.files += 1;
@@ -394,13 +396,49 @@ impl<'s, 'r> Archiver<'s, 'r> {
             content
         } else {
             match read_file(found.path, found.lstat, &mut self.sink())? {
-                Ok(extents) => tree::store_content(self.store, extents)?,
-                Err(warning) => {
-                    self.warn(format!("{}: {warning}", found.path.display()));
-                    return Ok(None);
+                Ok(read) => {
+                    if let Some(why) = &read.changed {
+                        self.warn(format!("{}: {why}", found.path.display()));
+                        meta.size = read.size();
+                    }
+                    tree::store_content(self.store, read.extents)?
                 }
+                Err(warning) => return self.kept_from_parent(found, meta, known, &warning),
             }
         };
+        self.progress.file_done();
+        Ok(Some(content))
+    }
+
+    /// The parent's version of a file that could not be read (with its
+    /// metadata, so size and content agree), if the parent has one still
+    /// stored; `None` otherwise. Either way with a warning.
+    fn kept_from_parent(
+        &mut self,
+        found: &Found<'_>,
+        meta: &mut Metadata,
+        known: Option<&Entry>,
+        warning: &str,
+    ) -> Result<Option<Content>> {
+        let path = found.path.display();
+        let older = match known {
+            Some(Entry {
+                payload: Payload::File(content),
+                meta: old,
+                ..
+            }) if tree::content_is_stored(self.store, content, old.size)? => {
+                Some((content.clone(), old.clone()))
+            }
+            _ => None,
+        };
+        let Some((content, old)) = older else {
+            self.warn(format!("{path}: {warning}"));
+            return Ok(None);
+        };
+        self.warn(format!(
+            "{path}: {warning}; the parent snapshot's version kept"
+        ));
+        *meta = old;
         self.progress.file_done();
         Ok(Some(content))
     }

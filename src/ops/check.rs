@@ -219,6 +219,7 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     }
     let marked: Vec<PackId> = damaged.keys().copied().collect();
     index.record_pack_health(&marked, &verified, options.clock.now_unix())?;
+    index.refill(repo)?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
     walk_snapshots(repo, index, &bad_blobs, &mut report)?;

@@ -158,6 +158,7 @@ pub fn repair_index(
     }
     index.sync(repo)?;
     index.persist()?;
+    index.refill(repo)?;
     Ok(report)
 }
 

@@ -2,10 +2,12 @@
 //! data ranges are read (`SEEK_DATA`/`SEEK_HOLE`); holes between them are
 //! recorded, not read. Each range goes to a [`ContentSink`].
 //!
-//! Owned invariant: content handed back is what the file held from start
-//! to end of the read, or the read is refused with a reason: a file that
-//! shrank, grew or was modified meanwhile (size or mtime changed) is
-//! reported as changed, never stored half old and half new without a word.
+//! Owned invariant: content handed back is what was read, never more than
+//! the size at open, and a file that shrank, grew or was modified
+//! meanwhile (size or mtime changed, or fewer bytes than expected) comes
+//! back with what was read and a "changed while read" reason, never stored
+//! half old and half new without a word. Only a file that cannot be opened
+//! or read is refused (the caller may keep an older version).
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -16,10 +18,27 @@ use crate::error::Result;
 use crate::format::tree::Extent;
 use crate::source::{ContentSink, data_ranges};
 
-/// The extents of regular file `path` (whose `lstat` is `lstat`), its
-/// data put into `sink`. The inner error is a problem with the file (a
-/// warning for the caller: it could not be read, or changed while read),
-/// the outer one the sink's (fatal).
+/// What was read of a regular file.
+#[derive(Debug)]
+pub struct FileRead {
+    /// The extents read, in order; their lengths add up to the size stored.
+    pub extents: Vec<Extent>,
+    /// Why the content may not be one version of the file: it changed
+    /// while it was read. `None` if size and mtime held throughout.
+    pub changed: Option<String>,
+}
+
+impl FileRead {
+    /// The size the extents add up to.
+    pub fn size(&self) -> u64 {
+        self.extents.iter().map(Extent::len).sum()
+    }
+}
+
+/// The content of regular file `path` (whose `lstat` is `lstat`), its
+/// data put into `sink`: up to the size at open, or up to where a file
+/// that shrank ended. The inner error is a file that could not be opened
+/// or read (a warning for the caller), the outer one the sink's (fatal).
 ///
 /// # Errors
 /// The sink's errors that are not the file's read errors.
@@ -27,7 +46,7 @@ pub fn read_file(
     path: &Path,
     lstat: &fs::Metadata,
     sink: &mut dyn ContentSink,
-) -> Result<std::result::Result<Vec<Extent>, String>> {
+) -> Result<std::result::Result<FileRead, String>> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) => return Ok(Err(e.to_string())),
@@ -48,14 +67,20 @@ pub fn read_file(
         extents.extend(data);
         pos = offset + got;
         if got != len {
-            return Ok(Err("changed while it was read (shrank)".into()));
+            return Ok(Ok(FileRead {
+                extents,
+                changed: Some("changed while it was read (shrank)".into()),
+            }));
         }
     }
     if pos < size {
         extents.push(Extent::Hole { len: size - pos });
         sink.hole(size - pos);
     }
-    Ok(unchanged_since(&file, lstat).map(|()| extents))
+    Ok(match unchanged_since(&file, lstat) {
+        Ok(changed) => Ok(FileRead { extents, changed }),
+        Err(e) => Err(e),
+    })
 }
 
 /// Puts `len` bytes of `file` from `offset` into `sink`; the inner error
@@ -80,17 +105,26 @@ fn read_range(
     }
 }
 
-/// Whether open `file` still has the size and mtime of `before`.
-fn unchanged_since(file: &File, before: &fs::Metadata) -> std::result::Result<(), String> {
+/// Why open `file` no longer has the size and mtime of `before`, if it
+/// does not; the error is a failed `fstat`.
+fn unchanged_since(
+    file: &File,
+    before: &fs::Metadata,
+) -> std::result::Result<Option<String>, String> {
     match file.metadata() {
         Ok(after)
             if after.len() == before.len()
                 && after.mtime() == before.mtime()
                 && after.mtime_nsec() == before.mtime_nsec() =>
         {
-            Ok(())
+            Ok(None)
         }
-        Ok(_) => Err("changed while it was read".into()),
+        Ok(after) if after.len() > before.len() => Ok(Some(format!(
+            "changed while it was read (grew to {} bytes; the first {} stored)",
+            after.len(),
+            before.len()
+        ))),
+        Ok(_) => Ok(Some("changed while it was read".into())),
         Err(e) => Err(e.to_string()),
     }
 }

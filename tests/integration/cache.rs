@@ -540,3 +540,94 @@ fn a_chunk_listed_several_times_is_read_once_and_handed_to_each_position() {
         .unwrap_err();
     assert_eq!((calls, err.kind()), (1, ErrorKind::Io));
 }
+
+// ---- the local cache is a cache: its failures degrade, never stop
+
+/// Makes a repository under `dir` whose cache root is `cache`, lets
+/// `damage` harm the cache once it exists, then backs up a small tree,
+/// restores it, checks every pack and plans a prune: each must succeed,
+/// with a warning about the cache.
+fn works_without_the_cache(dir: &Path, cache: &Path, damage: impl FnOnce(&Path)) {
+    let repo = dir.join("repo");
+    crate::common::init(&repo);
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40u64 {
+        fs::write(src.join(format!("f{i}")), pseudo_random(20_000, i)).unwrap();
+    }
+    let env = [
+        ("KURA_PASSWORD", std::ffi::OsStr::new("pw")),
+        ("KURA_CACHE_DIR", cache.as_os_str()),
+    ];
+    let run = |args: &[&str]| {
+        let out = crate::common::kura_env(&repo, &env, args);
+        let err = crate::common::stderr(&out);
+        assert!(out.status.success(), "{args:?}: {err}");
+        err
+    };
+    run(&["check"]);
+    damage(cache);
+    let mut warnings = run(&["backup", src.to_str().unwrap()]);
+    let target = dir.join("restored");
+    warnings += &run(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    warnings += &run(&["check", "--read-data"]);
+    warnings += &run(&["prune", "--dry-run"]);
+    assert!(
+        warnings.contains("cache"),
+        "no warning about the cache: {warnings}"
+    );
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(describe(&src), describe(&restored));
+}
+
+#[test]
+fn a_cache_root_that_is_a_file_is_worked_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    works_without_the_cache(dir.path(), &cache, |cache| {
+        fs::remove_dir_all(cache).unwrap();
+        fs::write(cache, b"not a directory").unwrap();
+    });
+}
+
+#[test]
+fn a_corrupt_cache_file_is_worked_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    works_without_the_cache(dir.path(), &cache, |cache| {
+        for entry in fs::read_dir(cache).unwrap() {
+            let file = entry.unwrap().path().join("index.redb");
+            assert!(file.is_file(), "{} was made", file.display());
+            fs::write(&file, pseudo_random(64 << 10, 7)).unwrap();
+        }
+    });
+}
+
+/// Fills the file system of `dir` until a write fails.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn a_full_cache_file_system_is_worked_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    fs::create_dir(&cache).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&cache)
+        .output();
+    if !mounted.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: a_full_cache_file_system_is_worked_around: cannot mount a tmpfs here");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| works_without_the_cache(dir.path(), &cache, fill));
+    let _ = std::process::Command::new("umount").arg(&cache).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -211,3 +211,99 @@ fn the_size_scan_and_the_backup_leave_out_the_same_files() {
     assert_eq!(all.0 - some.0, 5 + 300);
     assert_eq!(all.1 - some.1, 700_000 + 7_000 + 300_000 + 50_000 + 790);
 }
+
+// ---- files that change while read
+
+/// Progress that runs `change` once, when `at` bytes have been read.
+struct ChangeAt {
+    read: std::sync::atomic::AtomicU64,
+    at: u64,
+    change: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl kura::ops::progress::Progress for ChangeAt {
+    fn bytes(&self, n: u64) {
+        let read = self.read.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
+        if read >= self.at
+            && let Some(change) = self.change.lock().unwrap().take()
+        {
+            change();
+        }
+    }
+}
+
+/// Backs up a 16 MiB file that `change` alters after 3 MiB were read;
+/// returns its entry in the snapshot and the backup's warnings, after
+/// checking the entry's size is the sum of its extents.
+fn back_up_while(change: impl FnOnce(&Path) + Send + 'static) -> (Entry, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big.log");
+    fs::write(&big, pseudo_random(16 << 20, 3)).unwrap();
+    let (_backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let progress = ChangeAt {
+        read: 0.into(),
+        at: 3 << 20,
+        change: std::sync::Mutex::new(Some(Box::new(move || change(&big)))),
+    };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        hostname: "test".into(),
+        parent: ParentChoice::None,
+        ..BackupOptions::default()
+    };
+    let report = kura::ops::backup::backup_with_progress(&repo, &index, &opts, &progress).unwrap();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let snap = kura::repository::snapshots::load(&repo, &report.snapshot).unwrap();
+    let entries = tree::load_directory(&store, &tree_at(&store, snap.tree_id().unwrap(), &src));
+    let entry = entries
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the file is in the snapshot");
+    let Payload::File(content) = &entry.payload else {
+        panic!("not a file: {entry:?}");
+    };
+    let extents = tree::load_extents(&store, content, entry.meta.size).unwrap();
+    let stored: u64 = extents.iter().map(Extent::len).sum();
+    assert_eq!(stored, entry.meta.size, "size and extents agree");
+    (entry, report.warnings)
+}
+
+#[test]
+fn a_file_that_grows_while_read_is_stored_up_to_its_size_at_open() {
+    let (entry, warnings) = back_up_while(|big| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new().append(true).open(big).unwrap();
+        f.write_all(&vec![b'x'; 1 << 20]).unwrap();
+    });
+    assert_eq!(entry.meta.size, 16 << 20);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("changed while it was read")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_file_that_shrinks_while_read_is_stored_as_read() {
+    let (entry, warnings) = back_up_while(|big| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(big)
+            .unwrap()
+            .set_len(12 << 20)
+            .unwrap();
+    });
+    assert!(entry.meta.size <= 12 << 20, "{}", entry.meta.size);
+    assert!(entry.meta.size >= 3 << 20, "{}", entry.meta.size);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("changed while it was read")),
+        "{warnings:?}"
+    );
+}

@@ -61,6 +61,7 @@ impl ChunkIndex {
         if !packs.is_empty() {
             self.persist()?;
         }
+        self.refill(repo)?;
         Ok(report)
     }
 
@@ -75,6 +76,11 @@ impl ChunkIndex {
         self.clear()?;
         self.insert(None, &report.packs)?;
         self.persist()?;
+        if self.take_stale() {
+            // The cache file failed: the headers go into memory instead.
+            self.clear()?;
+            self.insert(None, &report.packs)?;
+        }
         Ok(report)
     }
 }

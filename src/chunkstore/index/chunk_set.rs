@@ -26,14 +26,24 @@ pub struct ChunkSet {
 }
 
 impl ChunkSet {
-    /// A new, empty set in a fresh file in `dir` (created if needed).
+    /// A new, empty set in a fresh file in `dir` (created if needed), or
+    /// in memory, with a warning, if the file cannot be made there.
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] if the directory or the table cannot be created.
+    /// [`ErrorKind::Io`] if not even a table in memory can be created.
     pub fn create_in(dir: &Path, purpose: &'static str) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating the cache directory", e))?;
         let path = dir.join(format!("chunk-set-{}.redb", ChunkId::random()));
-        let db = Database::create(&path).map_err(|e| db_err(purpose, e))?;
+        let made = std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io("creating the cache directory", e))
+            .and_then(|()| Database::create(&path).map_err(|e| db_err(purpose, e)));
+        let db = match made {
+            Ok(db) => db,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                tracing::warn!("{purpose} kept in memory: {e}");
+                return Self::in_memory(purpose);
+            }
+        };
         Ok(Self {
             db,
             path: Some(path),
@@ -84,6 +94,11 @@ impl ChunkSet {
         txn.commit().map_err(|e| db_err(purpose, e))?;
         self.count += fresh.len() as u64;
         Ok(fresh)
+    }
+
+    /// Whether the set is in a file (which may fail), not in memory.
+    pub fn is_on_disk(&self) -> bool {
+        self.path.is_some()
     }
 
     /// How many ids the set holds.

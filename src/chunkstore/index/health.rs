@@ -17,7 +17,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn verified_at(&self, id: &PackId) -> Result<Option<u64>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(VERIFIED).map_err(db_err)?;
         Ok(table.get(id.as_bytes()).map_err(db_err)?.map(|v| v.value()))
     }
@@ -72,7 +72,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn damaged_packs(&self) -> Result<HashSet<PackId>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(DAMAGED).map_err(db_err)?;
         let mut out = HashSet::new();
         for item in table.iter().map_err(db_err)? {
@@ -87,7 +87,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn packs_missing_from(&self, listed: &HashSet<PackId>) -> Result<Vec<PackId>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(PACKS).map_err(db_err)?;
         let mut out = Vec::new();
         for item in table.iter().map_err(db_err)? {
@@ -115,7 +115,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn knows_pack(&self, id: &PackId) -> Result<bool> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(PACKS).map_err(db_err)?;
         Ok(table.get(id.as_bytes()).map_err(db_err)?.is_some())
     }

@@ -12,6 +12,17 @@
 //! sealed tree blobs by id, so that a snapshot walked again (ls, restore,
 //! a backup's parent) costs no reads of a remote repository.
 //!
+//! The cache is a cache: no failure of it stops an operation or changes a
+//! result. A cache file that does not open (held by another process,
+//! corrupt, its directory not creatable) is replaced by one in memory at
+//! [`ChunkIndex::open`]. A write that fails later (disk full, read-only,
+//! I/O error; redb refuses every further use of a file after one) swaps
+//! the handle, once, for an empty database in memory with one warning;
+//! the change is dropped, and the next [`ChunkIndex::sync`] (or
+//! [`ChunkIndex::refill`], which writers call after each write) loads the
+//! repository's index files into it again. What only the cache knew
+//! (health marks, cached trees) is forgotten, as with no cache at all.
+//!
 //! A `copy_translations` table that caches written by earlier versions
 //! hold is left alone: `copy` keeps its translations in a store of its own
 //! (`ops::copy`), so the table is never read, written or cleared here.
@@ -30,6 +41,8 @@ pub use files::{read_index_file, write_index_file, write_index_file_as};
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{
     Database, Durability, MultimapTableDefinition, ReadableDatabase, ReadableTable,
@@ -142,7 +155,12 @@ pub struct RebuildReport {
 
 /// The local cache of the repository's index.
 pub struct ChunkIndex {
-    db: Database,
+    /// Swapped for a database in memory on the first failed write.
+    db: RwLock<Database>,
+    /// Whether `db` is a file (a failed write may then fall back).
+    on_disk: AtomicBool,
+    /// Set when `db` was swapped for an empty one: a refill is due.
+    stale: AtomicBool,
     /// Bytes of sealed tree blobs kept at most; 0 keeps none.
     tree_limit: u64,
 }
@@ -161,7 +179,10 @@ impl ChunkIndex {
     /// Only if even an in-memory database cannot be created.
     pub fn open(path: Option<&Path>) -> Result<Self> {
         let on_disk = path.and_then(|p| {
-            create_private_dir(p.parent()?).ok()?;
+            if let Err(e) = create_private_dir(p.parent()?) {
+                tracing::warn!("index cache {} unusable ({e}); using memory", p.display());
+                return None;
+            }
             match Database::create(p) {
                 Ok(db) => Some(db),
                 Err(e) => {
@@ -170,14 +191,15 @@ impl ChunkIndex {
                 }
             }
         });
+        let is_file = on_disk.is_some();
         let db = match on_disk {
             Some(db) => db,
-            None => Database::builder()
-                .create_with_backend(redb::backends::InMemoryBackend::new())
-                .map_err(db_err)?,
+            None => in_memory()?,
         };
         let index = Self {
-            db,
+            db: RwLock::new(db),
+            on_disk: AtomicBool::new(is_file),
+            stale: AtomicBool::new(false),
             tree_limit: DEFAULT_TREE_CACHE_LIMIT,
         };
         index.write(|_| Ok(()))?; // creates the tables
@@ -195,12 +217,64 @@ impl ChunkIndex {
         self.write_with(Durability::None, f)
     }
 
+    /// Commits `f` with `durability`. If the cache file fails, the handle
+    /// falls back to memory (see the module doc) and the change is dropped.
     fn write_with(
         &self,
         durability: Durability,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
     ) -> Result<()> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+        match self.try_write(durability, f) {
+            Err(e) if self.on_disk.swap(false, Ordering::SeqCst) => self.fall_back(&e),
+            done => done,
+        }
+    }
+
+    /// Replaces the failed cache file by an empty database in memory, due
+    /// for a refill, with one warning.
+    fn fall_back(&self, cause: &Error) -> Result<()> {
+        tracing::warn!("index cache failed ({cause}); working without it, in memory");
+        let db = in_memory()?;
+        *self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = db;
+        self.stale.store(true, Ordering::SeqCst);
+        self.try_write(Durability::None, |_| Ok(()))?;
+        self.clear()
+    }
+
+    /// The database in use (a file, or memory after a failure).
+    fn db(&self) -> RwLockReadGuard<'_, Database> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Loads the repository's index files again if the cache fell back to
+    /// an empty database since the last sync; a no-op otherwise.
+    ///
+    /// # Errors
+    /// As [`Self::sync`].
+    pub fn refill(&self, repo: &crate::repository::Repository) -> Result<()> {
+        if self.stale.load(Ordering::SeqCst) {
+            self.sync(repo)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the cache fell back to memory and awaits a refill; clears
+    /// the mark.
+    fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::SeqCst)
+    }
+
+    fn try_write(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<()>,
+    ) -> Result<()> {
+        let mut txn = self.db().begin_write().map_err(db_err)?;
         txn.set_durability(durability).map_err(db_err)?;
         txn.open_table(CHUNKS).map_err(db_err)?;
         txn.open_table(LOADED).map_err(db_err)?;
@@ -217,7 +291,7 @@ impl ChunkIndex {
     }
 
     fn schema(&self) -> Result<Option<u32>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(META).map_err(db_err)?;
         Ok(table.get(SCHEMA_KEY).map_err(db_err)?.map(|v| v.value()))
     }
@@ -236,7 +310,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn lookup(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(CHUNKS).map_err(db_err)?;
         match table.get(id.as_bytes()).map_err(db_err)? {
             Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
@@ -249,7 +323,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn lookup_many(&self, ids: &[ChunkId]) -> Result<Vec<Option<BlobLocation>>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(CHUNKS).map_err(db_err)?;
         ids.iter()
             .map(|id| match table.get(id.as_bytes()).map_err(db_err)? {
@@ -265,7 +339,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn locations(&self, id: &ChunkId) -> Result<Vec<BlobLocation>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(CHUNKS).map_err(db_err)?;
         let Some(first) = table.get(id.as_bytes()).map_err(db_err)? else {
             return Ok(Vec::new());
@@ -287,7 +361,7 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn len(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         txn.open_table(CHUNKS)
             .map_err(db_err)?
             .len()
@@ -358,7 +432,7 @@ impl ChunkIndex {
     }
 
     fn ids(&self, which: TableDefinition<[u8; 32], ()>) -> Result<HashSet<IndexId>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(which).map_err(db_err)?;
         let mut out = HashSet::new();
         for item in table.iter().map_err(db_err)? {
@@ -366,6 +440,13 @@ impl ChunkIndex {
         }
         Ok(out)
     }
+}
+
+/// An empty database in memory.
+fn in_memory() -> Result<Database> {
+    Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .map_err(db_err)
 }
 
 /// Where the cache of repository `repo` lives under a cache root

@@ -29,11 +29,23 @@ impl ChunkIndex {
     /// A sync that fails leaves the cache as it was, or emptied: index
     /// entries are inserted only once every listed file has been read.
     ///
+    /// A cache file that fails meanwhile is replaced by memory (see the
+    /// module doc), and the sync starts over there.
+    ///
     /// # Errors
     /// A failed listing (never read as "no index files"), backend errors
     /// reading an index file, a file still gone after [`SYNC_ROUNDS`]
-    /// listings ([`ErrorKind::NotFound`]), or cache I/O errors.
+    /// listings ([`ErrorKind::NotFound`]), or cache I/O errors in memory.
     pub fn sync(&self, repo: &Repository) -> Result<SyncReport> {
+        self.take_stale();
+        let report = self.sync_once(repo)?;
+        if self.take_stale() {
+            return self.sync_once(repo);
+        }
+        Ok(report)
+    }
+
+    fn sync_once(&self, repo: &Repository) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let (files, superseded) = loop {
             let mut loaded = HashSet::new();

@@ -28,7 +28,7 @@ impl ChunkIndex {
         if self.tree_limit == 0 {
             return Ok(None);
         }
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db().begin_read().map_err(db_err)?;
         let table = txn.open_table(TREES).map_err(db_err)?;
         Ok(table
             .get(id.as_bytes())

@@ -67,6 +67,7 @@ pub fn execute(
     }
     delete_swept(repo, plan, &condemned, &mut report)?;
     index.persist()?;
+    index.refill(repo)?;
     Ok(report)
 }
 
@@ -112,6 +113,7 @@ fn write_new_files(
         let id = IndexId::random();
         write_file(repo, &id, Vec::new(), chunk.to_vec(), level)?;
         index.insert(Some(&id), chunk)?;
+        index.refill(repo)?;
         ids.push(id);
     }
     Ok(ids)

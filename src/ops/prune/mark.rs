@@ -37,13 +37,38 @@ pub(super) struct Marked {
 /// `scratch`. `unindexed` are the packs (with sizes) whose headers serve
 /// blobs the index does not know.
 ///
+/// The live set is a cache: if its file in `scratch` fails (a full disk),
+/// marking starts over with the set in memory, with a warning.
+///
 /// # Errors
 /// An unreadable snapshot or tree, a live chunk found nowhere
-/// ([`ErrorKind::Corrupt`]), live-set or cache I/O errors.
+/// ([`ErrorKind::Corrupt`]), live-set I/O errors in memory, or cache I/O
+/// errors.
 pub(super) fn mark(
     repo: &Repository,
     index: &ChunkIndex,
     scratch: &Path,
+    snapshot_ids: &[SnapshotId],
+    unindexed: Vec<(PackId, u64)>,
+) -> Result<Marked> {
+    let live = ChunkSet::create_in(scratch, LIVE_SET)?;
+    let on_disk = live.is_on_disk();
+    match mark_into(repo, index, live, snapshot_ids, unindexed.clone()) {
+        Err(e) if on_disk && e.kind() == ErrorKind::Io => {
+            tracing::warn!("{LIVE_SET} failed on local disk ({e}); marking again in memory");
+            let live = ChunkSet::in_memory(LIVE_SET)?;
+            mark_into(repo, index, live, snapshot_ids, unindexed)
+        }
+        done => done,
+    }
+}
+
+const LIVE_SET: &str = "prune's live set";
+
+fn mark_into(
+    repo: &Repository,
+    index: &ChunkIndex,
+    live: ChunkSet,
     snapshot_ids: &[SnapshotId],
     unindexed: Vec<(PackId, u64)>,
 ) -> Result<Marked> {
@@ -56,7 +81,7 @@ pub(super) fn mark(
     };
     let mut marker = Marker {
         source: &source,
-        live: ChunkSet::create_in(scratch, "prune's live set")?,
+        live,
         trees: HashSet::new(),
         pending: Vec::new(),
     };
