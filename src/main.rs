@@ -14,8 +14,20 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Errors only, unless KURA_LOG says otherwise; a skipped damaged object
+    // is always worth a line.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::ERROR.into())
+        .with_env_var("KURA_LOG")
+        .from_env_lossy()
+        .add_directive(
+            format!("{}=warn", kura::error::DAMAGE_LOG)
+                .parse()
+                .expect("a valid directive"),
+        );
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("KURA_LOG"))
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let parsed = cli::Cli::parse();

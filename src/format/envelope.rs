@@ -5,6 +5,15 @@
 //! scheme u8 | nonce [24] | ciphertext | tag [16]
 //! AAD = "KURA" | format_version u16 | object_type u8 | scheme u8 | object_id [32] | repo_id [32]
 //! ```
+//!
+//! Owns the rule for an unknown scheme byte. Only the config object is read
+//! before the repository's format version is known, so only there can an
+//! unknown scheme mean "written by a newer kura" ([`crate::ErrorKind::Unsupported`],
+//! exit 13). Every other object lives in a repository whose config this
+//! client has already accepted, and a v1 repository writes scheme 1 only:
+//! another first byte there is damage to that one object
+//! ([`crate::ErrorKind::Corrupt`]), which readers skip and `check` names, never a
+//! reason to stop the whole repository or to tell the user to upgrade.
 
 use crate::algorithms::crypto::{AeadKey, NONCE_LEN, TAG_LEN, random_array};
 use crate::error::{Error, Result};
@@ -94,9 +103,10 @@ pub fn seal_with_nonce(
 /// under `object_id` in repository `repo`.
 ///
 /// # Errors
-/// [`crate::ErrorKind::Corrupt`] for any tampering, truncation, or an
-/// object presented under another type, id or repository;
-/// [`crate::ErrorKind::Unsupported`] for an unknown scheme.
+/// [`crate::ErrorKind::Corrupt`] for any tampering, truncation, or an object
+/// presented under another type, id or repository, and for an unknown
+/// scheme in any object but the config; [`crate::ErrorKind::Unsupported`] for an
+/// unknown scheme in the config (see the module doc).
 pub fn open(
     key: &AeadKey,
     object_type: ObjectType,
@@ -111,7 +121,7 @@ pub fn open(
         )));
     }
     if envelope[0] != SCHEME_SYMMETRIC {
-        return Err(unsupported("envelope scheme", envelope[0]));
+        return Err(unknown_scheme(object_type, object_id, envelope[0]));
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&envelope[1..=NONCE_LEN]);
@@ -121,6 +131,19 @@ pub fn open(
         &aad(object_type, object_id, repo),
     )
     .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(object_id))))
+}
+
+/// The error for an envelope whose scheme byte is not one this client
+/// writes: a newer format only for the config, damage for anything else.
+fn unknown_scheme(object_type: ObjectType, object_id: &[u8; ID_LEN], scheme: u8) -> Error {
+    if object_type == ObjectType::Config {
+        return unsupported("envelope scheme", scheme);
+    }
+    Error::corrupt(format!(
+        "{object_type:?} {}: damaged, envelope scheme {scheme} where a version 1 \
+         repository writes only scheme {SCHEME_SYMMETRIC}",
+        hex::encode(object_id)
+    ))
 }
 
 #[cfg(test)]
@@ -165,9 +188,29 @@ mod tests {
         assert!(open(&key, ObjectType::DataBlob, &[3; 32], &repo, &sealed).is_err());
         assert!(open(&key, ObjectType::DataBlob, &id, &RepoId([4; 32]), &sealed).is_err());
         assert!(open(&key, ObjectType::DataBlob, &id, &repo, &sealed[..20]).is_err());
-        let mut bad_scheme = sealed.clone();
-        bad_scheme[0] = 2;
-        let err = open(&key, ObjectType::DataBlob, &id, &repo, &bad_scheme).unwrap_err();
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_damage_except_in_the_config() {
+        let key = AeadKey([9; 32]);
+        let (repo, id) = (RepoId([1; 32]), [2; 32]);
+        for object_type in [
+            ObjectType::DataBlob,
+            ObjectType::TreeBlob,
+            ObjectType::PackHeader,
+            ObjectType::Index,
+            ObjectType::Snapshot,
+            ObjectType::PruneRecord,
+        ] {
+            let mut sealed = seal(&key, object_type, &id, &repo, b"payload");
+            sealed[0] = 2;
+            let err = open(&key, object_type, &id, &repo, &sealed).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{object_type:?}");
+            assert!(!err.to_string().contains("version of kura"), "{err}");
+        }
+        let mut config = seal(&key, ObjectType::Config, &id, &repo, b"payload");
+        config[0] = 2;
+        let err = open(&key, ObjectType::Config, &id, &repo, &config).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 }
