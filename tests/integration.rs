@@ -22,6 +22,8 @@ mod cli;
 mod copy;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/damage.rs"]
+mod damage;
 #[path = "integration/images.rs"]
 mod images;
 #[path = "integration/layering.rs"]

@@ -116,7 +116,8 @@ pub fn open(
 ) -> Result<Vec<u8>> {
     if envelope.len() < OVERHEAD {
         return Err(Error::corrupt(format!(
-            "{object_type:?} envelope is truncated ({} bytes)",
+            "{object_type:?} {}: envelope is truncated ({} bytes)",
+            hex::encode(object_id),
             envelope.len()
         )));
     }
