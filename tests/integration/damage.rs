@@ -11,8 +11,12 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
+use kura::format::pack::{PackKind, TRAILER_LEN};
+use kura::id::PackId;
+
 use crate::check::{
-    Damaged, checks_clean, damage_found, restores_exactly_with, snapshot_ids, two_snapshots,
+    Damaged, checks_clean, damage_found, data_packs, flip, open_library, restores_exactly_with,
+    snapshot_ids, two_snapshots,
 };
 use crate::common::{kura_env, stderr};
 
@@ -166,4 +170,32 @@ fn a_snapshot_truncated_to_nothing() {
 #[test]
 fn a_snapshot_with_a_zeroed_header() {
     damaged_snapshot(HARMS[3]);
+}
+
+#[test]
+fn a_tree_pack_with_an_unknown_header_scheme_is_damage_named_by_check() {
+    let d = two_snapshots();
+    let (repo, _) = open_library(&d);
+    let (pack, path) = data_packs(&d.cli.path)
+        .into_iter()
+        .map(|p| {
+            let id = PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
+            (id, p)
+        })
+        .find(|(id, p)| {
+            let size = fs::metadata(p).unwrap().len();
+            repo.read_pack_header(id, size).unwrap().kind == PackKind::Tree
+        })
+        .unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let trailer = &bytes[bytes.len() - TRAILER_LEN..];
+    let header_len = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as usize;
+    flip(&path, bytes.len() - TRAILER_LEN - header_len);
+    for args in [&[][..], &["--read-data"]] {
+        let found = damage_found(&d, args);
+        assert!(found.contains(&format!("pack {pack}")), "{args:?}: {found}");
+    }
+    // The index still locates every tree: both snapshots restore.
+    restores_exactly_with(&d, &d.first, &["old.bin"], &[], false);
+    restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], false);
 }
