@@ -3,6 +3,25 @@
 
 use std::fmt;
 
+/// The `tracing` target of the warning a reader gives when it skips one
+/// damaged object (an index file, a snapshot) and goes on with the rest.
+/// The binary shows these by default, unlike the library's other logging.
+pub const DAMAGE_LOG: &str = "kura::damage";
+
+/// Warns (target [`DAMAGE_LOG`]) that `object` (e.g. `index file 3fa2...`)
+/// is damaged and was skipped, once per object per process: a command that
+/// reads the index or the snapshots twice names the damage once.
+pub fn warn_skipped_damage(object: &str, error: &Error) {
+    static WARNED: std::sync::Mutex<Option<std::collections::HashSet<String>>> =
+        std::sync::Mutex::new(None);
+    let mut warned = WARNED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if warned.get_or_insert_default().insert(object.to_owned()) {
+        tracing::warn!(target: DAMAGE_LOG, "{object} skipped: {error}");
+    }
+}
+
 /// What went wrong, coarsely enough to decide what to do about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

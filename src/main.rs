@@ -14,15 +14,20 @@ use clap::Parser;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // Warnings (a cache that failed, a damaged object skipped) show unless
+    // KURA_LOG says otherwise; a skipped damaged object always does.
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(tracing::level_filters::LevelFilter::WARN.into())
+        .with_env_var("KURA_LOG")
+        .from_env_lossy()
+        .add_directive(
+            format!("{}=warn", kura::error::DAMAGE_LOG)
+                .parse()
+                .expect("a valid directive"),
+        );
     tracing_subscriber::fmt()
-        // Warnings (a cache that failed, a damaged index file skipped) show
-        // unless KURA_LOG says otherwise.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .with_env_var("KURA_LOG")
-                .from_env_lossy(),
-        )
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let parsed = cli::Cli::parse();

@@ -66,6 +66,9 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         }
         for d in &report.damage {
             println!("damaged: {} {}", d.object, d.problem);
+            if let Some(repair) = d.repair() {
+                println!("  repaired by: {repair}");
+            }
             for a in &d.affects {
                 println!("  affects snapshot {a}");
             }

@@ -5,6 +5,19 @@
 //! scheme u8 | nonce [24] | ciphertext | tag [16]
 //! AAD = "KURA" | format_version u16 | object_type u8 | scheme u8 | object_id [32] | repo_id [32]
 //! ```
+//!
+//! Owns the rule for an unknown scheme byte. Only the config object is read
+//! before the repository's format version is known, so only there can an
+//! unknown scheme mean "written by a newer kura" ([`crate::ErrorKind::Unsupported`],
+//! exit 13). Every other object lives in a repository whose config this
+//! client has already accepted, and a v1 repository writes scheme 1 only:
+//! another first byte there is damage to that one object
+//! ([`crate::ErrorKind::Corrupt`]), which readers skip and `check` names, never a
+//! reason to stop the whole repository or to tell the user to upgrade.
+//! For now this covers the objects read whole (index files, snapshots,
+//! prune records) and pack headers; a blob inside a pack still answers
+//! `Unsupported`, because the spec's vector "scheme 2" pins that for a data
+//! blob (a blob error is damage to its pack either way when check reads it).
 
 use crate::algorithms::crypto::{AeadKey, NONCE_LEN, TAG_LEN, random_array};
 use crate::error::{Error, Result};
@@ -94,9 +107,10 @@ pub fn seal_with_nonce(
 /// under `object_id` in repository `repo`.
 ///
 /// # Errors
-/// [`crate::ErrorKind::Corrupt`] for any tampering, truncation, or an
-/// object presented under another type, id or repository;
-/// [`crate::ErrorKind::Unsupported`] for an unknown scheme.
+/// [`crate::ErrorKind::Corrupt`] for any tampering, truncation, or an object
+/// presented under another type, id or repository, and for an unknown
+/// scheme in a metadata object or pack header; [`crate::ErrorKind::Unsupported`] for an
+/// unknown scheme in the config or a blob (see the module doc).
 pub fn open(
     key: &AeadKey,
     object_type: ObjectType,
@@ -106,12 +120,13 @@ pub fn open(
 ) -> Result<Vec<u8>> {
     if envelope.len() < OVERHEAD {
         return Err(Error::corrupt(format!(
-            "{object_type:?} envelope is truncated ({} bytes)",
+            "{object_type:?} {}: envelope is truncated ({} bytes)",
+            hex::encode(object_id),
             envelope.len()
         )));
     }
     if envelope[0] != SCHEME_SYMMETRIC {
-        return Err(unsupported("envelope scheme", envelope[0]));
+        return Err(unknown_scheme(object_type, object_id, envelope[0]));
     }
     let mut nonce = [0u8; NONCE_LEN];
     nonce.copy_from_slice(&envelope[1..=NONCE_LEN]);
@@ -121,6 +136,24 @@ pub fn open(
         &aad(object_type, object_id, repo),
     )
     .map_err(|e| e.context(format!("{object_type:?} {}", hex::encode(object_id))))
+}
+
+/// The error for an envelope whose scheme byte is not one this client
+/// writes: a newer format only for the config, damage for anything else.
+fn unknown_scheme(object_type: ObjectType, object_id: &[u8; ID_LEN], scheme: u8) -> Error {
+    // Blobs keep the old answer only because format-spec/vectors/
+    // envelope.json ("scheme 2", a data blob) pins it; see the module doc.
+    if matches!(
+        object_type,
+        ObjectType::Config | ObjectType::DataBlob | ObjectType::TreeBlob
+    ) {
+        return unsupported("envelope scheme", scheme);
+    }
+    Error::corrupt(format!(
+        "{object_type:?} {}: damaged, envelope scheme {scheme} where a version 1 \
+         repository writes only scheme {SCHEME_SYMMETRIC}",
+        hex::encode(object_id)
+    ))
 }
 
 #[cfg(test)]
@@ -165,9 +198,29 @@ mod tests {
         assert!(open(&key, ObjectType::DataBlob, &[3; 32], &repo, &sealed).is_err());
         assert!(open(&key, ObjectType::DataBlob, &id, &RepoId([4; 32]), &sealed).is_err());
         assert!(open(&key, ObjectType::DataBlob, &id, &repo, &sealed[..20]).is_err());
-        let mut bad_scheme = sealed.clone();
-        bad_scheme[0] = 2;
-        let err = open(&key, ObjectType::DataBlob, &id, &repo, &bad_scheme).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_damage_except_in_the_config() {
+        let key = AeadKey([9; 32]);
+        let (repo, id) = (RepoId([1; 32]), [2; 32]);
+        for object_type in [
+            ObjectType::PackHeader,
+            ObjectType::Index,
+            ObjectType::Snapshot,
+            ObjectType::PruneRecord,
+        ] {
+            let mut sealed = seal(&key, object_type, &id, &repo, b"payload");
+            sealed[0] = 2;
+            let err = open(&key, object_type, &id, &repo, &sealed).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corrupt, "{object_type:?}");
+            assert!(!err.to_string().contains("version of kura"), "{err}");
+        }
+        for object_type in [ObjectType::Config, ObjectType::DataBlob] {
+            let mut sealed = seal(&key, object_type, &id, &repo, b"payload");
+            sealed[0] = 2;
+            let err = open(&key, object_type, &id, &repo, &sealed).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "{object_type:?}");
+        }
     }
 }

@@ -147,6 +147,25 @@ pub struct Damage {
     pub affects: Vec<String>,
 }
 
+impl Damage {
+    /// The command that repairs this kind of damage, for the message that
+    /// names it: a damaged index file is superseded by `repair index`, a
+    /// damaged snapshot object is removed by `repair snapshots`, and lost
+    /// packs, trees or blobs are cut out of the snapshots that need them
+    /// and then out of the index. `None` for damage no command repairs.
+    pub fn repair(&self) -> Option<&'static str> {
+        let kind = self.object.split(' ').next().unwrap_or_default();
+        match kind {
+            "index" => Some("kura repair index"),
+            "snapshot" => Some("kura repair snapshots"),
+            "pack" | "tree" | "blob" => {
+                Some("kura repair snapshots, then kura repair index --read-data")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// What a check found. Serialized with condemned packs as a count.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {

@@ -1,7 +1,7 @@
 //! Snapshot objects in the repository: saving, loading and listing them.
 //! Writing a snapshot is the commit point of a backup (format-spec/07).
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{ErrorKind, Result, warn_skipped_damage};
 use crate::format::snapshot::Snapshot;
 use crate::id::SnapshotId;
 use crate::repository::Repository;
@@ -37,7 +37,7 @@ pub fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
             // others (`check` reports it); one deleted since the listing
             // (a concurrent forget) is simply gone.
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
-                tracing::warn!("snapshot {id} skipped: {e}");
+                warn_skipped_damage(&format!("snapshot {id}"), &e);
             }
             Err(e) => return Err(e),
         }

@@ -1,97 +1,201 @@
-//! One damaged metadata object is damage to that object (exit 14, named),
-//! never "a newer version of kura" (exit 13) and never a reason for every
-//! other command to stop: an unknown envelope scheme in an object of a v1
-//! repository is a flipped byte, not a format from the future.
+//! One damaged metadata object (an index file or a snapshot) is damage to
+//! report, never a reason to stop the repository (issue 12): for each way
+//! of damaging it (first byte flipped, last byte flipped, truncated to
+//! nothing, header zeroed) the other snapshots list and restore
+//! byte-identical, a backup works, `check` names the object and its repair
+//! (exit 14, never 13 "newer version"), `prune` refuses with the same
+//! advice, and the documented repair leaves `check --read-data` clean.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
+use std::process::Output;
 
-use crate::check::backup;
-use crate::common::{CliRepo, stderr};
+use kura::format::pack::{PackKind, TRAILER_LEN};
+use kura::id::PackId;
 
-/// Two snapshots of two trees; their ids.
-fn two_snapshots(dir: &Path, cli: &CliRepo) -> (String, String) {
-    let mut ids = Vec::new();
-    for (name, text) in [("one", &b"first night"[..]), ("two", b"second night")] {
-        let src = dir.join(name);
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("f"), text).unwrap();
-        ids.push(backup(cli, &src));
-    }
-    (ids[0].clone(), ids[1].clone())
+use crate::check::{
+    Damaged, checks_clean, damage_found, data_packs, flip, open_library, restores_exactly_with,
+    snapshot_ids, two_snapshots,
+};
+use crate::common::{kura_env, stderr};
+
+#[derive(Debug, Clone, Copy)]
+enum Harm {
+    FirstByte,
+    LastByte,
+    Truncated,
+    ZeroedHeader,
 }
 
-fn flip_first_byte(path: &Path) {
+const HARMS: [Harm; 4] = [
+    Harm::FirstByte,
+    Harm::LastByte,
+    Harm::Truncated,
+    Harm::ZeroedHeader,
+];
+
+fn harm(path: &Path, how: Harm) {
     let mut bytes = fs::read(path).unwrap();
-    bytes[0] ^= 0x06; // scheme 1 -> 7
+    match how {
+        Harm::FirstByte => bytes[0] ^= 0x40,
+        Harm::LastByte => *bytes.last_mut().unwrap() ^= 0x40,
+        Harm::Truncated => bytes.clear(),
+        Harm::ZeroedHeader => bytes[..32].fill(0),
+    }
+    fs::remove_file(path).unwrap(); // objects are read-only hard links
     fs::write(path, bytes).unwrap();
 }
 
-fn output(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// Runs `args`, asserting exit code `code`; returns (stdout, stderr).
+fn run(d: &Damaged, args: &[&str], code: i32) -> (String, String) {
+    check_exit(d.cli.run(args), args, code)
 }
 
-fn restores(cli: &CliRepo, dir: &Path, id: &str, tree: &str, want: &[u8]) {
-    let target = dir.join(format!("restore-{id}"));
-    let out = cli.run(&["restore", id, "--target", target.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let file = target
-        .join(dir.join(tree).strip_prefix("/").unwrap())
-        .join("f");
-    assert_eq!(fs::read(file).unwrap(), want);
+/// [`run`] with an index cache of its own, so the damaged object is read.
+fn run_fresh(d: &Damaged, args: &[&str], code: i32) -> (String, String) {
+    let cache = tempfile::tempdir().unwrap();
+    let env = [
+        ("KURA_PASSWORD", OsStr::new("pw")),
+        ("KURA_CACHE_DIR", cache.path().as_os_str()),
+    ];
+    check_exit(kura_env(&d.cli.path, &env, args), args, code)
 }
 
-#[test]
-fn a_snapshot_with_an_unknown_envelope_scheme_is_damage_not_a_newer_format() {
-    let dir = tempfile::tempdir().unwrap();
-    let cli = CliRepo::init(dir.path());
-    let (first, second) = two_snapshots(dir.path(), &cli);
-    flip_first_byte(&cli.path.join("snapshots").join(&first));
+fn check_exit(out: Output, args: &[&str], code: i32) -> (String, String) {
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(!err.contains("version of kura"), "{args:?}: {err}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), err)
+}
 
-    let out = cli.run(&["snapshots"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(output(&out).contains(&second[..16]));
-    restores(&cli, dir.path(), &second, "two", b"second night");
+/// The commands every damaged repository must still serve; `object` is
+/// how the warning names it, `id` its name in the repository.
+fn still_works(d: &Damaged, object: &str, id: &str, repair: &str) {
+    let (listed, _) = run(d, &["snapshots"], 0);
+    assert!(listed.contains(&d.first[..16]), "{listed}");
+    restores_exactly_with(d, &d.first, &["old.bin"], &[], true);
+    let (_, warned) = run_fresh(d, &["backup", d.src.to_str().unwrap()], 0);
+    assert_eq!(warned.matches(object).count(), 1, "warned once: {warned}");
+    run(d, &["forget", "--keep-last", "10"], 0);
+    let (text, _) = run(d, &["check"], 14);
+    assert!(text.contains(id) && text.contains(repair), "{text}");
+    let (_, refused) = run(d, &["prune"], 14);
     assert!(
-        cli.run(&["backup", "-q", dir.path().join("two").to_str().unwrap()])
-            .status
-            .success()
-    );
-
-    let out = cli.run(&["check"]);
-    assert_eq!(out.status.code(), Some(14), "{}", output(&out));
-    let text = output(&out);
-    assert!(text.contains(&first[..16]), "{text}");
-    assert!(
-        !text.contains("upgrade") && text.contains("damage"),
-        "{text}"
+        refused.contains(object) && refused.contains(repair),
+        "{refused}"
     );
 }
 
+fn damaged_index_file(how: Harm) {
+    let d = two_snapshots();
+    harm(&d.second_index, how);
+    let name = d.second_index.file_name().unwrap().to_str().unwrap();
+    let found = damage_found(&d, &[]);
+    assert!(found.contains(&format!("index {name}")), "{how:?}: {found}");
+    let object = format!("index file {name}");
+    still_works(&d, &object, name, "kura repair index");
+    // Rebuilt around the damaged file, which is superseded and deleted.
+    run(&d, &["repair", "index"], 0);
+    assert!(!d.second_index.exists(), "{how:?}");
+    checks_clean(&d);
+    restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], true);
+    run(&d, &["prune"], 0);
+    checks_clean(&d);
+}
+
+fn damaged_snapshot(how: Harm) {
+    let d = two_snapshots();
+    let object = d.cli.path.join("snapshots").join(&d.second);
+    harm(&object, how);
+    let found = damage_found(&d, &[]);
+    assert!(
+        found.contains(&format!("snapshot {}", d.second)),
+        "{how:?}: {found}"
+    );
+    still_works(
+        &d,
+        &format!("snapshot {}", d.second),
+        &d.second,
+        "kura repair snapshots",
+    );
+    // An undecryptable snapshot cannot be rewritten: it is removed.
+    let (said, _) = run(&d, &["repair", "snapshots"], 0);
+    assert!(
+        said.contains(&format!("snapshot {}: removed", &d.second[..16])),
+        "{said}"
+    );
+    assert!(!snapshot_ids(&d).contains(&d.second), "{how:?}");
+    checks_clean(&d);
+    run(&d, &["prune"], 0);
+    checks_clean(&d);
+    restores_exactly_with(&d, &d.first, &["old.bin"], &[], true);
+}
+
 #[test]
-fn an_index_file_with_an_unknown_envelope_scheme_is_damage_and_repair_index_mends_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let cli = CliRepo::init(dir.path());
-    let (first, second) = two_snapshots(dir.path(), &cli);
-    let index_dir = cli.path.join("index");
-    let victim = fs::read_dir(&index_dir).unwrap().next().unwrap().unwrap();
-    let name = victim.file_name().to_string_lossy().into_owned();
-    flip_first_byte(&victim.path());
+fn an_index_file_with_its_first_byte_flipped() {
+    damaged_index_file(HARMS[0]);
+}
 
-    let out = cli.run(&["snapshots"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = cli.run(&["check"]);
-    assert_eq!(out.status.code(), Some(14), "{}", output(&out));
-    assert!(output(&out).contains(&name[..16]), "{}", output(&out));
+#[test]
+fn an_index_file_with_its_last_byte_flipped() {
+    damaged_index_file(HARMS[1]);
+}
 
-    let out = cli.run(&["repair", "index"]);
-    assert!(out.status.success(), "{}", output(&out));
-    let out = cli.run(&["check", "--read-data"]);
-    assert!(out.status.success(), "{}", output(&out));
-    restores(&cli, dir.path(), &first, "one", b"first night");
-    restores(&cli, dir.path(), &second, "two", b"second night");
+#[test]
+fn an_index_file_truncated_to_nothing() {
+    damaged_index_file(HARMS[2]);
+}
+
+#[test]
+fn an_index_file_with_a_zeroed_header() {
+    damaged_index_file(HARMS[3]);
+}
+
+#[test]
+fn a_snapshot_with_its_first_byte_flipped() {
+    damaged_snapshot(HARMS[0]);
+}
+
+#[test]
+fn a_snapshot_with_its_last_byte_flipped() {
+    damaged_snapshot(HARMS[1]);
+}
+
+#[test]
+fn a_snapshot_truncated_to_nothing() {
+    damaged_snapshot(HARMS[2]);
+}
+
+#[test]
+fn a_snapshot_with_a_zeroed_header() {
+    damaged_snapshot(HARMS[3]);
+}
+
+#[test]
+fn a_tree_pack_with_an_unknown_header_scheme_is_damage_named_by_check() {
+    let d = two_snapshots();
+    let (repo, _) = open_library(&d);
+    let (pack, path) = data_packs(&d.cli.path)
+        .into_iter()
+        .map(|p| {
+            let id = PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
+            (id, p)
+        })
+        .find(|(id, p)| {
+            let size = fs::metadata(p).unwrap().len();
+            repo.read_pack_header(id, size).unwrap().kind == PackKind::Tree
+        })
+        .unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let trailer = &bytes[bytes.len() - TRAILER_LEN..];
+    let header_len = u32::from_le_bytes(trailer[..4].try_into().unwrap()) as usize;
+    flip(&path, bytes.len() - TRAILER_LEN - header_len);
+    for args in [&[][..], &["--read-data"]] {
+        let found = damage_found(&d, args);
+        assert!(found.contains(&format!("pack {pack}")), "{args:?}: {found}");
+    }
+    // The index still locates every tree: both snapshots restore.
+    restores_exactly_with(&d, &d.first, &["old.bin"], &[], false);
+    restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], false);
 }

@@ -1,8 +1,8 @@
 //! Reconciling the cache with the index files the repository lists
 //! (format-spec/06: superseded files are never loaded).
 
-use crate::error::ErrorKind;
 use crate::error::Result;
+use crate::error::{ErrorKind, warn_skipped_damage};
 use crate::id::IndexId;
 use crate::repository::Repository;
 use redb::Durability;
@@ -67,7 +67,7 @@ impl ChunkIndex {
             if e.kind() == ErrorKind::NotFound {
                 return Err(e);
             }
-            tracing::warn!("index file {id} skipped: {e}");
+            warn_skipped_damage(&format!("index file {id}"), &e);
             if !superseded.contains(&id) {
                 report.index_files_damaged += 1;
             }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use crate::chunkstore::index::{BlobLocation, ChunkIndex, ChunkSet};
 use crate::error::{Error, ErrorKind, Result};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Extent, Payload, TreeBlob};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::repository::Repository;
@@ -89,8 +90,7 @@ fn mark_into(
     // directory) is entered once.
     let mut walk = TreeWalk::new(&source).once_per_tree();
     for id in snapshot_ids {
-        let snap = snapshots::load(repo, id)
-            .map_err(|e| e.context("prune reads every snapshot before it changes anything"))?;
+        let snap = load_snapshot(repo, id)?;
         walk.start_tree(snap.tree_id()?, Vec::new());
         walk.run(&mut marker)?;
     }
@@ -101,6 +101,24 @@ fn mark_into(
         live: marker.live,
         snapshots: snapshot_ids.len(),
         needed: source.needed.into_inner(),
+    })
+}
+
+/// Loads a snapshot to mark from; a damaged one stops the prune (its data
+/// cannot be told live or dead) with the command that removes it.
+fn load_snapshot(repo: &Repository, id: &SnapshotId) -> Result<Snapshot> {
+    snapshots::load(repo, id).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::Corrupt {
+            format!(
+                ", and snapshot {id} is damaged; run `kura repair snapshots` \
+                 (it removes the snapshot), then prune again"
+            )
+        } else {
+            String::new()
+        };
+        e.context(format!(
+            "prune reads every snapshot before it changes anything{hint}"
+        ))
     })
 }
 

@@ -203,8 +203,12 @@ impl Survey {
 /// the run before it changes anything.
 fn read_index_files(repo: &Repository) -> Result<IndexFiles> {
     let mut files = read_current_index_files(repo, 1, |_| Ok(HashSet::new()))?;
-    if let Some((_, e)) = std::mem::take(&mut files.damaged).into_iter().next() {
-        return Err(e.context("prune reads every index file before it changes anything"));
+    if let Some((id, e)) = std::mem::take(&mut files.damaged).into_iter().next() {
+        return Err(e.context(format!(
+            "prune reads every index file before it changes anything, and index file {id} \
+             is damaged; run `kura repair index` (it rebuilds the index around the file \
+             and deletes it), then prune again"
+        )));
     }
     let leftovers = files.leftovers();
     let current = files
