@@ -24,6 +24,8 @@ mod copy;
 mod crash;
 #[path = "integration/damage.rs"]
 mod damage;
+#[path = "integration/exit_codes.rs"]
+mod exit_codes;
 #[path = "integration/images.rs"]
 mod images;
 #[path = "integration/layering.rs"]
