@@ -34,6 +34,8 @@ mod layering;
 mod nightly;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/prune_full_disk.rs"]
+mod prune_full_disk;
 #[path = "integration/remote.rs"]
 mod remote;
 #[path = "integration/repair.rs"]
