@@ -24,6 +24,8 @@ mod copy;
 mod crash;
 #[path = "integration/damage.rs"]
 mod damage;
+#[path = "integration/exit_codes.rs"]
+mod exit_codes;
 #[path = "integration/images.rs"]
 mod images;
 #[path = "integration/layering.rs"]
@@ -32,6 +34,8 @@ mod layering;
 mod nightly;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/prune_full_disk.rs"]
+mod prune_full_disk;
 #[path = "integration/remote.rs"]
 mod remote;
 #[path = "integration/repair.rs"]

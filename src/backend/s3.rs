@@ -2,6 +2,9 @@
 //! through opendal. Path-style requests to the endpoint given; credentials
 //! from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` or a profile
 //! (`AWS_PROFILE`, `~/.aws/credentials`), as the AWS tools read them.
+//! Never from the EC2 instance metadata service (169.254.169.254): off
+//! EC2 that address hangs or answers someone else, so no credentials is
+//! said at once as [`ErrorKind::AccessDenied`] naming what to set.
 //!
 //! Create-only writes are one `PUT` with `If-None-Match: *`. Whether the
 //! store honours that header is checked before the first write of a
@@ -153,7 +156,8 @@ impl S3Backend {
             .map_err(|e| Error::io("starting the S3 client runtime", e))?;
         let mut builder = opendal::services::S3::default()
             .bucket(&location.bucket)
-            .root(&format!("/{}", location.prefix));
+            .root(&format!("/{}", location.prefix))
+            .disable_ec2_metadata();
         if let Some(endpoint) = &location.endpoint {
             builder = builder.endpoint(endpoint);
         }
@@ -188,7 +192,15 @@ impl S3Backend {
             Err(e) => {
                 let text = e.to_string();
                 let err = s3_error(&format!("opening {url}"), &e);
-                Err(if text.contains("NoSuchBucket") {
+                Err(if text.contains("failed to load signing credential") {
+                    Error::new(
+                        ErrorKind::AccessDenied,
+                        format!(
+                            "{url}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                             or AWS_PROFILE for a profile in ~/.aws/credentials"
+                        ),
+                    )
+                } else if text.contains("NoSuchBucket") {
                     Error::new(
                         ErrorKind::NotFound,
                         format!("{url}: the bucket {} does not exist", self.location.bucket),

@@ -6,6 +6,7 @@
 mod browse_cmds;
 mod check_cmd;
 mod copy_cmd;
+pub mod exit;
 mod forget_cmd;
 mod key;
 mod names;
@@ -29,25 +30,6 @@ use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;
 
-/// Exit codes (README.md, "Exit codes").
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const ERROR: u8 = 1;
-    /// Bad command line (clap's own exit code).
-    #[allow(dead_code)]
-    pub const USAGE: u8 = 2;
-    pub const INCOMPLETE: u8 = 3;
-    pub const REPO_NOT_FOUND: u8 = 10;
-    pub const LOCKED: u8 = 11;
-    pub const WRONG_PASSWORD: u8 = 12;
-    pub const UNSUPPORTED: u8 = 13;
-    pub const CORRUPT: u8 = 14;
-    pub const KEY_SLOT_REFUSED: u8 = 15;
-    pub const ALREADY_EXISTS: u8 = 16;
-    pub const ACCESS_DENIED: u8 = 17;
-    pub const UNREACHABLE: u8 = 18;
-}
-
 /// A backup that committed a snapshot with files missing (exit code 3).
 #[derive(Debug, thiserror::Error)]
 #[error("the snapshot is incomplete: some files could not be read (see the warnings)")]
@@ -55,25 +37,12 @@ pub struct Incomplete;
 
 /// Maps an error from anywhere in the program to its exit code.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    use kura::ErrorKind as K;
     if err.downcast_ref::<Incomplete>().is_some() {
         return exit::INCOMPLETE;
     }
-    let Some(e) = err.chain().find_map(|c| c.downcast_ref::<kura::Error>()) else {
-        return exit::ERROR;
-    };
-    match e.kind() {
-        K::NotFound => exit::REPO_NOT_FOUND,
-        K::Locked => exit::LOCKED,
-        K::WrongPassword => exit::WRONG_PASSWORD,
-        K::Unsupported => exit::UNSUPPORTED,
-        K::Corrupt => exit::CORRUPT,
-        K::KeySlotRefused => exit::KEY_SLOT_REFUSED,
-        K::AlreadyExists => exit::ALREADY_EXISTS,
-        K::AccessDenied => exit::ACCESS_DENIED,
-        K::Unreachable => exit::UNREACHABLE,
-        _ => exit::ERROR,
-    }
+    err.chain()
+        .find_map(|c| c.downcast_ref::<kura::Error>())
+        .map_or(exit::ERROR, |e| exit::for_kind(e.kind()))
 }
 
 #[derive(Parser, Debug)]

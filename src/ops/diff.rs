@@ -13,7 +13,6 @@ use std::collections::HashMap;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::Result;
-use crate::format::snapshot::RawPath;
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::ChunkId;
 use crate::snapshot::tree;
@@ -70,12 +69,13 @@ pub struct Change {
     pub kind: ChangeKind,
 }
 
-/// `{"path", "change": the kind's name, "marker"}`.
+/// `{"path", "path_hex" (only for a name that is not UTF-8), "change":
+/// the kind's name, "marker"}`.
 impl serde::Serialize for Change {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("Change", 3)?;
-        out.serialize_field("path", &RawPath::from_bytes(&self.path))?;
+        let mut out = s.serialize_struct("Change", 4)?;
+        super::serialize_entry_path(&mut out, &self.path)?;
         out.serialize_field("change", self.kind.name())?;
         out.serialize_field("marker", &self.kind.marker())?;
         out.end()

@@ -17,7 +17,7 @@ use crate::source::exclude::PathGlobs;
 
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::snapshot::{RawPath, Snapshot};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Entry, EntryType, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
 use crate::snapshot::walk::{Visit, Visitor, walk};
@@ -41,15 +41,16 @@ pub struct FindMatch {
     pub meta: Metadata,
 }
 
-/// `{"snapshot", "time", "path", "type", "size", "mode", "mtime"}`: the
-/// entry's name, type and the metadata a listing shows.
+/// `{"snapshot", "time", "path", "path_hex" (only for a name that is not
+/// UTF-8), "type", "size", "mode", "mtime"}`: the entry's name, exactly,
+/// its type and the metadata a listing shows.
 impl serde::Serialize for FindMatch {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = s.serialize_struct("FindMatch", 7)?;
+        let mut out = s.serialize_struct("FindMatch", 8)?;
         out.serialize_field("snapshot", &self.snapshot)?;
         out.serialize_field("time", &self.time)?;
-        out.serialize_field("path", &RawPath::from_bytes(&self.path))?;
+        super::serialize_entry_path(&mut out, &self.path)?;
         out.serialize_field("type", self.entry_type.name())?;
         out.serialize_field("size", &self.meta.size)?;
         out.serialize_field("mode", &self.meta.mode)?;

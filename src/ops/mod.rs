@@ -1,6 +1,9 @@
 //! Operations layer: one file per operation, Options -> fn -> Report.
 //! Reports derive `serde::Serialize`: the CLI's `--json` output is theirs,
 //! ids as hex and snapshot paths as [`RawPath`] (a string when UTF-8).
+//! A listing of entries (`find`, `diff`, and the CLI's `ls`) gives each
+//! name as `ls --json` does instead ([`serialize_entry_path`]): `path`
+//! always a string, and `path_hex` where the bytes are not UTF-8.
 
 use crate::format::snapshot::RawPath;
 
@@ -28,6 +31,22 @@ pub fn snapshot_path(path: &Path) -> Vec<Vec<u8>> {
         .filter(|c| matches!(c, Component::Normal(_)))
         .map(|c| c.as_os_str().as_bytes().to_vec())
         .collect()
+}
+
+/// Writes an entry's path as the fields `path`, text (lossy where the
+/// bytes are not UTF-8: for reading), and `path_hex`, the exact bytes in
+/// hex, present only where they are not UTF-8: two names never serialize
+/// the same, and a program can always recover the bytes.
+pub(crate) fn serialize_entry_path<S: serde::ser::SerializeStruct>(
+    out: &mut S,
+    path: &[u8],
+) -> Result<(), S::Error> {
+    out.serialize_field("path", &String::from_utf8_lossy(path))?;
+    if std::str::from_utf8(path).is_ok() {
+        out.skip_field("path_hex")
+    } else {
+        out.serialize_field("path_hex", &hex::encode(path))
+    }
 }
 
 /// Serializes paths of a snapshot as reports show paths: each a string

@@ -494,3 +494,60 @@ fn hostile_names_print_escaped_in_text_and_exactly_in_json() {
     assert!(!out.stdout.contains(&0x1b), "raw escape in find output");
     assert!(String::from_utf8_lossy(&out.stdout).contains("a\\x1b]0;pwned"));
 }
+
+/// The exact bytes of each `path`/`path_hex` pair in a JSON listing.
+fn exact_names<'a>(rows: impl Iterator<Item = &'a serde_json::Value>) -> BTreeSet<Vec<u8>> {
+    rows.map(|row| {
+        let path = row["path"].as_str().expect("path is always a string");
+        match row["path_hex"].as_str() {
+            Some(h) => hex::decode(h).unwrap(),
+            None => path.as_bytes().to_vec(),
+        }
+    })
+    .collect()
+}
+
+#[test]
+fn find_and_diff_give_names_exactly_in_json_and_escaped_in_text() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    // Two names lossy UTF-8 prints the same, and one that recolours a
+    // terminal.
+    let names: [&[u8]; 3] = [b"\xff", b"\xfe", b"esc\x1b[31mred"];
+    write(&src.join("plain"), b"x");
+    let old = r.backup(&[&src], &[]);
+    for name in names {
+        write(&src.join(OsStr::from_bytes(name)), b"x");
+    }
+    r.backup(&[&src], &[]);
+    let want: BTreeSet<Vec<u8>> = names
+        .iter()
+        .map(|n| [src.as_os_str().as_bytes(), b"/", n].concat())
+        .collect();
+
+    // What is below src, but for the file both snapshots have.
+    let below_src = |names: BTreeSet<Vec<u8>>| -> BTreeSet<Vec<u8>> {
+        let prefix = [src.as_os_str().as_bytes(), b"/"].concat();
+        names
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix) && !n.ends_with(b"/plain"))
+            .collect()
+    };
+    let found = r.json(&["find", "*"]);
+    let got = below_src(exact_names(found.as_array().unwrap().iter()));
+    assert_eq!(got, want, "{found}");
+
+    let report = r.json(&["diff", &old[..8], "latest"]);
+    let got = below_src(exact_names(report["changes"].as_array().unwrap().iter()));
+    assert_eq!(got, want, "{report}");
+
+    for args in [&["find", "*"][..], &["diff", &old[..8], "latest"]] {
+        let out = r.run(args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!out.stdout.contains(&0x1b), "raw escape in {args:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        for escaped in ["/\\xff", "/\\xfe", "/esc\\x1b[31mred"] {
+            assert!(text.contains(escaped), "{args:?}: {text}");
+        }
+    }
+}

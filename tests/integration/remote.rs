@@ -32,6 +32,17 @@ impl Remote {
         }
     }
 
+    /// As [`Self::sftp`], and the repository's directory on this machine.
+    fn sftp_with_dir(sshd: &Sshd, name: &str) -> (Self, std::path::PathBuf) {
+        let (dir, url) = sshd.new_repo_dir(name);
+        let remote = Self {
+            url,
+            env: sshd.env(),
+            cache: tempfile::tempdir().unwrap(),
+        };
+        (remote, dir)
+    }
+
     fn s3(garage: &Garage, bucket: &str) -> Self {
         Self {
             url: format!("s3://{}/repo", garage.bucket(bucket)),
@@ -245,17 +256,55 @@ fn s3_gen_site_nights_backup_restore_check_forget_prune() {
 
 // ---- faults
 
-/// A backup reading from a FIFO: it has uploaded packs of the first part
-/// when `stop` runs; then the rest comes and the backup must fail without
-/// committing a snapshot. The next backup completes and checks clean.
-/// `env` is set for the failing backup only, whose message must name the
-/// storage and contain `says`.
+/// Waits until `stored` (objects on the server) exceeds `before`: the
+/// backup running has uploaded a pack. Fails, rather than go on to test
+/// nothing, if that does not happen within a minute.
+fn wait_for_upload(stored: &dyn Fn() -> usize, before: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while stored() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup uploaded no pack of the first part: the fault would hit nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Files under the `data/` folder of an SFTP repository at `repo` (its
+/// directory on this machine): the packs stored, not those being written
+/// (`.NAME.tmp-...`).
+fn packs_on_disk(repo: &Path) -> usize {
+    walk(&repo.join("data"))
+        .iter()
+        .filter(|p| {
+            !Path::new(p)
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .count()
+}
+
+/// Objects in a Garage bucket, as `garage bucket info` counts them.
+fn objects_in_bucket(garage: &Garage, bucket: &str) -> usize {
+    let info = garage.cli(&["bucket", "info", bucket]);
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("Objects:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no object count in `garage bucket info`: {info}"))
+}
+
+/// A backup reading from a FIFO: it has uploaded a pack of the first part
+/// (`stored`, the count of objects on the server, has grown) when `stop`
+/// runs; then the rest comes and the backup must fail without committing
+/// a snapshot. The next backup completes and checks clean. `env` is set
+/// for the failing backup only, whose message must name the storage and
+/// contain `says`.
 fn server_stopped_mid_backup(
     r: &Remote,
     env: &[(&str, &str)],
     says: &str,
-    stop: &dyn Fn(),
-    restart: &dyn Fn(),
+    (stop, restart): (&dyn Fn(), &dyn Fn()),
+    stored: &dyn Fn() -> usize,
 ) {
     let dir = tempfile::tempdir().unwrap();
     r.init();
@@ -263,6 +312,7 @@ fn server_stopped_mid_backup(
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), pseudo_random(3 << 20, 1)).unwrap();
     r.ok(&["backup", "-q", src.to_str().unwrap()]);
+    let before = stored();
     let fifo = dir.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let child: Child = r
@@ -277,7 +327,7 @@ fn server_stopped_mid_backup(
     // Enough for several 8 MiB packs to be uploaded before the stop.
     let first = pseudo_random(40 << 20, 2);
     writer.write_all(&first).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    wait_for_upload(stored, before);
     stop();
     let rest = pseudo_random(20 << 20, 3);
     let _ = writer.write_all(&rest); // the backup may already have failed
@@ -306,18 +356,20 @@ fn server_stopped_mid_backup(
 #[test]
 fn sftp_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
     let sshd = std::cell::RefCell::new(Sshd::start());
-    let r = Remote::sftp(&sshd.borrow(), "stopped");
-    server_stopped_mid_backup(&r, &[], "", &|| sshd.borrow().stop(), &|| {
-        sshd.borrow_mut().restart();
-    });
+    let (r, repo) = Remote::sftp_with_dir(&sshd.borrow(), "stopped");
+    let stop = || sshd.borrow().stop();
+    let restart = || sshd.borrow_mut().restart();
+    server_stopped_mid_backup(&r, &[], "", (&stop, &restart), &|| packs_on_disk(&repo));
 }
 
 #[test]
 fn s3_server_stopped_mid_backup_commits_nothing_and_the_next_run_completes() {
     let garage = std::cell::RefCell::new(Garage::start());
     let r = Remote::s3(&garage.borrow(), "stopped");
-    server_stopped_mid_backup(&r, &[], "", &|| garage.borrow().stop(), &|| {
-        garage.borrow_mut().restart();
+    let stop = || garage.borrow().stop();
+    let restart = || garage.borrow_mut().restart();
+    server_stopped_mid_backup(&r, &[], "", (&stop, &restart), &|| {
+        objects_in_bucket(&garage.borrow(), "stopped")
     });
 }
 
@@ -329,9 +381,10 @@ const HUNG: &[(&str, &str)] = &[("KURA_IO_TIMEOUT", "2")];
 #[test]
 fn sftp_server_hung_mid_backup_times_out_commits_nothing_and_the_next_run_completes() {
     let sshd = Sshd::start();
-    let r = Remote::sftp(&sshd, "hung");
+    let (r, repo) = Remote::sftp_with_dir(&sshd, "hung");
     let says = "no answer within 2 s";
-    server_stopped_mid_backup(&r, HUNG, says, &|| sshd.pause(), &|| sshd.resume());
+    let faults: (&dyn Fn(), &dyn Fn()) = (&|| sshd.pause(), &|| sshd.resume());
+    server_stopped_mid_backup(&r, HUNG, says, faults, &|| packs_on_disk(&repo));
 }
 
 #[test]
@@ -339,13 +392,16 @@ fn s3_server_hung_mid_backup_times_out_commits_nothing_and_the_next_run_complete
     let garage = Garage::start();
     let r = Remote::s3(&garage, "hung");
     let says = "timeout";
-    server_stopped_mid_backup(&r, HUNG, says, &|| garage.pause(), &|| garage.resume());
+    let faults: (&dyn Fn(), &dyn Fn()) = (&|| garage.pause(), &|| garage.resume());
+    server_stopped_mid_backup(&r, HUNG, says, faults, &|| {
+        objects_in_bucket(&garage, "hung")
+    });
 }
 
 #[test]
 fn sftp_connection_dropped_mid_backup_is_retried_and_the_backup_completes() {
     let sshd = Sshd::start();
-    let r = Remote::sftp(&sshd, "dropped");
+    let (r, repo) = Remote::sftp_with_dir(&sshd, "dropped");
     r.init();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("fifo");
@@ -360,13 +416,19 @@ fn sftp_connection_dropped_mid_backup_is_retried_and_the_backup_completes() {
     let mut writer = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     let first = pseudo_random(24 << 20, 4);
     writer.write_all(&first).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    wait_for_upload(&|| packs_on_disk(&repo), 0);
     sshd.drop_connections();
     let rest = pseudo_random(16 << 20, 5);
     writer.write_all(&rest).unwrap();
     drop(writer);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
+    // The drop hit the backup: a request failed and was retried.
+    assert!(
+        stderr(&out).contains("retrying"),
+        "no request was retried: the dropped connection was not the backup's: {}",
+        stderr(&out)
+    );
     assert_eq!(r.snapshot_count(), 1);
     r.ok(&["check", "--read-data"]);
     let dumped = r.run(&["dump", "latest", "/dump"]);

@@ -1,10 +1,15 @@
 //! Operations layer, prune steps 5 (copying) to 8 (format-spec/12):
-//! carrying out a [`PrunePlan`]. Writes come in the order the protocol's
-//! crash states rely on: index files naming resurrected and adopted packs
-//! first, then repacked packs and their index files, the record, the
-//! rewritten index files (superseded files deleted only once every new one
-//! is written), and deletions last.
-
+//! carrying out a [`PrunePlan`]. Deletions that need no write come first:
+//! the packs of ripe records that nothing took back (no current index file
+//! names them, no snapshot needs them), superseded leftover index files
+//! and stale temporaries. So a repository whose storage is full frees space
+//! with kura alone: a run that cannot write still deletes what is ripe,
+//! and says what it freed and what to run next. The writes then come in
+//! the order the protocol's crash states rely on: index files naming
+//! resurrected and adopted packs first, then repacked packs and their
+//! index files, the record, the rewritten index files (superseded files
+//! deleted only once every new one is written); the packs condemned at once
+//! (grace 0) and the ripe records are deleted last.
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -12,7 +17,7 @@ use super::plan::{IndexFiles, PrunePlan, Repack};
 use super::{MERGE_AT, PruneOptions, PruneReport, SMALL_INDEX_FILE, TEMPORARY_AGE};
 use crate::chunkstore::index::{ChunkIndex, ChunkSetReader, read_index_file, write_index_file_as};
 use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
 use crate::format::pack::PackKind;
 use crate::format::prune::PruneRecord;
@@ -25,8 +30,10 @@ use crate::repository::records;
 /// # Errors
 /// Backend errors while writing or deleting: what was written is
 /// consistent (format-spec/12 "Crash states"), and a later run finishes
-/// the work. A pack that cannot be repacked is not an error: it stays,
-/// with a warning in the report.
+/// the work. A write that fails for lack of space comes after the ripe
+/// packs are deleted, and its error says what was freed and what to run
+/// next. A pack that cannot be repacked is not an error: it stays, with a
+/// warning in the report.
 pub fn execute(
     repo: &Repository,
     index: &ChunkIndex,
@@ -41,15 +48,28 @@ pub fn execute(
         unused_bytes_after: plan.unused_bytes_after,
         ..PruneReport::default()
     };
-    let mut new_files = index_needed_packs(repo, index, plan, options.level, &mut report)?;
-    let repacked = copy_repacks(
-        repo,
-        index,
-        plan,
-        options.level,
-        &mut new_files,
-        &mut report,
-    )?;
+    delete_ripe(repo, plan, &mut report)?;
+    let condemned = match write_all(repo, index, plan, options, &mut report) {
+        Ok(condemned) => condemned,
+        Err(e) if is_storage_full(&e) => return Err(storage_full(e, &report)),
+        Err(e) => return Err(e),
+    };
+    delete_after_writes(repo, plan, &condemned, &mut report)?;
+    index.persist()?;
+    index.refill(repo)?;
+    Ok(report)
+}
+
+/// Steps 5 to 7, every write of the run; returns the packs condemned.
+fn write_all(
+    repo: &Repository,
+    index: &ChunkIndex,
+    plan: &PrunePlan,
+    options: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<Vec<(PackId, u64)>> {
+    let mut new_files = index_needed_packs(repo, index, plan, options.level, report)?;
+    let repacked = copy_repacks(repo, index, plan, options.level, &mut new_files, report)?;
     let mut condemned = plan.condemn.clone();
     condemned.extend(repacked);
     condemned.sort();
@@ -57,18 +77,44 @@ pub fn execute(
     report.condemned_bytes = condemned.iter().map(|(_, s)| s).sum();
     let rewrite = Rewrite::choose(&plan.index_files, &condemned);
     if !plan.at_once() {
-        write_record(repo, plan, &condemned, &new_files, &rewrite, &mut report)?;
+        write_record(repo, plan, &condemned, &new_files, &rewrite, report)?;
     }
-    rewrite.write(repo, options.level, &mut report)?;
+    rewrite.write(repo, options.level, report)?;
     report.index_files_written += new_files.len();
-    for id in &plan.index_files.leftovers {
-        repo.delete::<IndexFile>(id)?;
-        report.index_files_deleted += 1;
+    Ok(condemned)
+}
+
+/// Whether `e` (or a cause of it) says the storage has no space left.
+fn is_storage_full(e: &Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let full = c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull);
+        if full {
+            return true;
+        }
+        cause = c.source();
     }
-    delete_swept(repo, plan, &condemned, &mut report)?;
-    index.persist()?;
-    index.refill(repo)?;
-    Ok(report)
+    e.to_string().contains("No space left on device")
+}
+
+/// The error of a run whose writes failed for lack of space after it
+/// deleted what was ripe: what it freed, and what to run next.
+fn storage_full(e: Error, report: &PruneReport) -> Error {
+    let next = if report.deleted_packs > 0 {
+        "run `kura prune` again: the space freed holds its record and index files".to_owned()
+    } else {
+        "no condemned pack was ripe for deleting yet; make room for a record and a few \
+         index files (some KiB: `kura forget` another snapshot, or remove other files \
+         on that disk) and run `kura prune` again"
+            .to_owned()
+    };
+    e.context(format!(
+        "the repository's storage is full: prune deleted {} ripe packs ({} bytes) \
+         before its writes failed, and lost nothing; {next}",
+        report.deleted_packs, report.freed_bytes
+    ))
 }
 
 /// Names resurrected and adopted packs in new index files, first of all
@@ -277,29 +323,21 @@ fn write_record(
     Ok(())
 }
 
-/// Step 8: deletes the packs the sweep chose (with grace 0, this run's
-/// condemned ones too), then the ripe records, then temporary files of
-/// writers killed mid-write: with no backup running (grace 0) all of
-/// them, otherwise those older than a day and the grace.
-fn delete_swept(
-    repo: &Repository,
-    plan: &PrunePlan,
-    condemned: &[(PackId, u64)],
-    report: &mut PruneReport,
-) -> Result<()> {
-    let mut to_delete = plan.delete.clone();
-    if plan.at_once() {
-        let listed = |(p, _): &&(PackId, u64)| plan.listed.contains_key(p);
-        to_delete.extend(condemned.iter().filter(listed).copied());
-    }
-    for (p, size) in &to_delete {
+/// The deletions that need no write, before any write: the packs the
+/// sweep chose (step 8's packs: no current index file names them and no
+/// snapshot needs them, so nothing must be written first), superseded
+/// leftover index files, and temporary files of writers killed mid-write:
+/// with no backup running (grace 0) all of them, otherwise those older
+/// than a day and the grace.
+fn delete_ripe(repo: &Repository, plan: &PrunePlan, report: &mut PruneReport) -> Result<()> {
+    for (p, size) in &plan.delete {
         repo.delete_pack(p)?;
         report.deleted_packs += 1;
         report.freed_bytes += size;
     }
-    for id in &plan.ripe_records {
-        repo.delete::<PruneRecord>(id)?;
-        report.records_swept += 1;
+    for id in &plan.index_files.leftovers {
+        repo.delete::<IndexFile>(id)?;
+        report.index_files_deleted += 1;
     }
     let age = if plan.at_once() {
         Duration::ZERO
@@ -307,6 +345,30 @@ fn delete_swept(
         Duration::from_secs(plan.grace.max(TEMPORARY_AGE))
     };
     report.temporaries_removed = repo.remove_stale_temporaries(age)?;
+    Ok(())
+}
+
+/// Step 8 after the writes: with grace 0, this run's condemned packs (no
+/// index file names them any more); then the ripe records, whose packs
+/// are gone.
+fn delete_after_writes(
+    repo: &Repository,
+    plan: &PrunePlan,
+    condemned: &[(PackId, u64)],
+    report: &mut PruneReport,
+) -> Result<()> {
+    if plan.at_once() {
+        let listed = |(p, _): &&(PackId, u64)| plan.listed.contains_key(p);
+        for (p, size) in condemned.iter().filter(listed) {
+            repo.delete_pack(p)?;
+            report.deleted_packs += 1;
+            report.freed_bytes += size;
+        }
+    }
+    for id in &plan.ripe_records {
+        repo.delete::<PruneRecord>(id)?;
+        report.records_swept += 1;
+    }
     Ok(())
 }
 
