@@ -26,6 +26,12 @@ pub const HEADER_LEN: usize = 120;
 const RESERVED_PLAINTEXT: usize = 8;
 pub const WRAPPED_LEN: usize = KEY_LEN + RESERVED_PLAINTEXT + TAG_LEN;
 pub const SLOT_LEN: usize = HEADER_LEN + WRAPPED_LEN;
+/// Largest stored key slot a reader reads (format-spec/07): a slot is
+/// exactly [`SLOT_LEN`] bytes, so a longer object at a slot's name is
+/// refused before it is read.
+pub const MAX_STORED_LEN: usize = SLOT_LEN;
+/// At most this many key slots are tried by one unlock (format-spec/07).
+pub const MAX_SLOTS_TRIED: usize = 8;
 
 /// A decoded key slot, still locked.
 #[derive(Debug, Clone, PartialEq, Eq)]

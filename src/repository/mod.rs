@@ -16,7 +16,7 @@ use crate::backend::{Backend, write_bytes};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
-use crate::format::keyslot::KeySlot;
+use crate::format::keyslot::{self, KeySlot};
 use crate::format::layout;
 use crate::id::{KeySlotId, RepoId};
 use crate::repository::sealer::Sealer;
@@ -156,7 +156,8 @@ impl Repository {
     /// [`ErrorKind::Unsupported`] for a newer version or unknown mandatory
     /// feature; [`ErrorKind::Corrupt`] for a damaged header.
     pub fn read_header(backend: &dyn Backend) -> Result<(ConfigHeader, Vec<u8>)> {
-        let bytes = backend.read(layout::CONFIG, None).map_err(|e| {
+        let limit = config::MAX_STORED_LEN as u64;
+        let bytes = backend.read_at_most(layout::CONFIG, limit).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 Error::new(
                     ErrorKind::NotFound,
@@ -316,7 +317,7 @@ fn read_slots(backend: &dyn Backend) -> Result<SlotList> {
             continue;
         };
         let slot = backend
-            .read(&info.path, None)
+            .read_at_most(&info.path, keyslot::MAX_STORED_LEN as u64)
             .and_then(|b| KeySlot::decode(&b));
         out.push((id, slot));
     }
