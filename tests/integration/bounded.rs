@@ -4,6 +4,9 @@
 //! `check` (exit 14, with both sizes); `snapshots`, `check` and a restore
 //! of another snapshot finish, and none of them holds the file in memory
 //! (peak resident memory of the child, from `/usr/bin/time -f %M`).
+//! Key slots: `--key-slot`/`KURA_KEY_SLOT` tries only the slot named (the
+//! order and the caps on KDF work are unit-tested in
+//! `src/repository/unlock.rs`).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -11,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::check::{Damaged, json, two_snapshots};
-use crate::common::{BIN, skip, stderr};
+use crate::common::{BIN, CliRepo, FAST_KDF, kura_env, skip, stderr};
 
 /// The hostile object: 2 GiB, sparse (no disk space, all zeros).
 const HOSTILE_LEN: u64 = 2 << 30;
@@ -116,4 +119,47 @@ fn a_2_gib_file_at_an_index_files_name_is_damage_never_read() {
     make_hostile(&d.second_index);
     let name = d.second_index.file_name().unwrap().to_str().unwrap();
     survives_hostile(&d, &format!("index {name}"));
+}
+
+/// `--key-slot` (or `KURA_KEY_SLOT`) tries that slot only.
+#[test]
+fn a_key_slot_is_chosen_with_key_slot_or_kura_key_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    let [password, cache] = cli.env();
+    let new = ("KURA_NEW_PASSWORD", OsStr::new("two"));
+    let add = kura_env(
+        &cli.path,
+        &[password, cache, new],
+        &[&["key", "add"][..], &FAST_KDF].concat(),
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let added = String::from_utf8_lossy(&add.stdout);
+    let second = added.trim().rsplit(' ').next().unwrap().to_owned();
+    let keys = json(&cli.run(&["--json", "key", "list"]));
+    let first = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == true)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let two = ("KURA_PASSWORD", OsStr::new("two"));
+    let chosen = kura_env(
+        &cli.path,
+        &[two, cache],
+        &["--key-slot", &second[..12], "snapshots"],
+    );
+    assert!(chosen.status.success(), "{}", stderr(&chosen));
+    let other = ("KURA_KEY_SLOT", OsStr::new(&first[..12]));
+    let refused = kura_env(&cli.path, &[two, cache, other], &["snapshots"]);
+    assert_eq!(refused.status.code(), Some(12), "{}", stderr(&refused));
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--key-slot") && help.contains("KURA_KEY_SLOT"),
+        "{help}"
+    );
 }
