@@ -88,7 +88,8 @@ impl Repository {
     /// [`ErrorKind::KeySlotRefused`] for KDF parameters outside the policy;
     /// backend errors.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
-        match backend.read(layout::CONFIG, None) {
+        // An empty range: whether a config exists, without reading it.
+        match backend.read(layout::CONFIG, Some(0..0)) {
             Ok(_) => {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,

@@ -121,6 +121,48 @@ fn a_2_gib_file_at_an_index_files_name_is_damage_never_read() {
     survives_hostile(&d, &format!("index {name}"));
 }
 
+/// A 2 GiB file at a key slot's name is an unusable slot, named, never
+/// read: the real slot still opens the repository.
+#[test]
+fn a_2_gib_file_at_a_key_slots_name_is_an_unusable_slot() {
+    if !time_is_here("a_2_gib_file_at_a_key_slots_name_is_an_unusable_slot") {
+        return;
+    }
+    let d = two_snapshots();
+    let planted = d.cli.path.join("keys").join("00".repeat(32));
+    fs::write(&planted, b"").unwrap();
+    make_hostile(&planted);
+    run_small(&d, 0, &["snapshots"], 0);
+    let [_, cache] = d.cli.env();
+    let wrong = kura_env(
+        &d.cli.path,
+        &[("KURA_PASSWORD", OsStr::new("wrong")), cache],
+        &["snapshots"],
+    );
+    assert_eq!(wrong.status.code(), Some(12), "{}", stderr(&wrong));
+    let said = stderr(&wrong);
+    assert!(
+        said.contains(&"00".repeat(32)) && said.contains(&HOSTILE_LEN.to_string()),
+        "{said}"
+    );
+}
+
+/// A 2 GiB file at `config` is refused from its size, never read.
+#[test]
+fn a_2_gib_config_is_refused_unread() {
+    if !time_is_here("a_2_gib_config_is_refused_unread") {
+        return;
+    }
+    let d = two_snapshots();
+    make_hostile(&d.cli.path.join("config"));
+    let out = run_small(&d, 0, &["snapshots"], 14);
+    let said = stderr(&out);
+    assert!(
+        said.contains("config") && said.contains(&HOSTILE_LEN.to_string()),
+        "{said}"
+    );
+}
+
 /// `--key-slot` (or `KURA_KEY_SLOT`) tries that slot only.
 #[test]
 fn a_key_slot_is_chosen_with_key_slot_or_kura_key_slot() {
