@@ -8,6 +8,8 @@ mod common;
 
 #[path = "integration/backends.rs"]
 mod backends;
+#[path = "integration/bounded.rs"]
+mod bounded;
 #[path = "integration/browse.rs"]
 mod browse;
 #[path = "integration/cache.rs"]

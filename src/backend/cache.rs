@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Backend, ObjectInfo, check_path};
+use super::{Backend, ObjectInfo, check_path, oversized, within_limit};
 use crate::error::Result;
 use crate::format::layout;
 
@@ -243,13 +243,33 @@ impl CachingBackend {
         self.known().config_checked = true;
     }
 
-    fn read_config(&self) -> Result<Vec<u8>> {
+    /// A metadata object from its cached copy if that is whole (its size
+    /// the listed one), else from `fetch`, then cached.
+    fn read_cached(&self, path: &str, fetch: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+        let size = self.known().sizes.get(path).copied();
+        if let Some(size) = size
+            && let Some(bytes) = self.load(path)
+        {
+            if bytes.len() as u64 == size {
+                return Ok(bytes);
+            }
+            self.evict(path);
+        }
+        let bytes = fetch()?;
+        self.store(path, &bytes);
+        self.known()
+            .sizes
+            .insert(path.to_owned(), bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    fn read_config(&self, fetch: impl FnOnce() -> Result<Vec<u8>>) -> Result<Vec<u8>> {
         if self.known().config_checked
             && let Some(bytes) = self.load(layout::CONFIG)
         {
             return Ok(bytes);
         }
-        let bytes = self.inner.read(layout::CONFIG, None)?;
+        let bytes = fetch()?;
         self.adopt_config(&bytes);
         Ok(bytes)
     }
@@ -319,23 +339,27 @@ impl Backend for CachingBackend {
             return self.inner.read(path, range);
         }
         if path == layout::CONFIG {
-            return self.read_config();
+            return self.read_config(|| self.inner.read(path, None));
         }
-        let size = self.known().sizes.get(path).copied();
-        if let Some(size) = size
-            && let Some(bytes) = self.load(path)
+        self.read_cached(path, || self.inner.read(path, None))
+    }
+
+    /// The size the last listing gave refuses an oversized object without
+    /// a request; a cached copy is within its limit or not used.
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let fetch = || self.inner.read_at_most(path, limit);
+        if !self.scope.object(path) {
+            return fetch();
+        }
+        if path == layout::CONFIG {
+            return within_limit(path, self.read_config(fetch)?, limit);
+        }
+        if let Some(size) = self.known().sizes.get(path).copied()
+            && size > limit
         {
-            if bytes.len() as u64 == size {
-                return Ok(bytes);
-            }
-            self.evict(path);
+            return Err(oversized(path, Some(size), limit));
         }
-        let bytes = self.inner.read(path, None)?;
-        self.store(path, &bytes);
-        self.known()
-            .sizes
-            .insert(path.to_owned(), bytes.len() as u64);
-        Ok(bytes)
+        within_limit(path, self.read_cached(path, fetch)?, limit)
     }
 
     fn write_bytes(&self, path: &str, data: &[u8]) -> Result<()> {

@@ -15,6 +15,7 @@ use crate::error::ErrorKind;
 pub fn run(backend: &dyn Backend) {
     empty_listing(backend);
     write_read_ranges(backend);
+    bounded_reads(backend);
     create_only(backend);
     missing_objects(backend);
     listing_is_recursive_and_exact(backend);
@@ -73,6 +74,37 @@ fn write_read_ranges(b: &dyn Backend) {
     assert!(
         b.read("conformance/a/empty", None)
             .expect("read empty")
+            .is_empty()
+    );
+}
+
+/// `read_at_most` gives an object of at most the limit whole, and refuses
+/// a longer one as damage naming both sizes (or "longer than" the limit).
+fn bounded_reads(b: &dyn Backend) {
+    let data: Vec<u8> = (0..1_000u32).map(|i| (i % 253) as u8).collect();
+    write_bytes(b, "conformance/bounded", &data).expect("write");
+    for limit in [1_000, 1_001, 1 << 20] {
+        assert_eq!(
+            b.read_at_most("conformance/bounded", limit)
+                .expect("within the limit"),
+            data
+        );
+    }
+    for limit in [0, 999] {
+        let err = b
+            .read_at_most("conformance/bounded", limit)
+            .expect_err("over the limit");
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("conformance/bounded"), "{text}");
+        assert!(text.contains(&format!("limit of {limit} bytes")), "{text}");
+    }
+    let missing = b.read_at_most("conformance/none", 10);
+    assert_eq!(missing.expect_err("missing").kind(), ErrorKind::NotFound);
+    write_bytes(b, "conformance/bounded-empty", b"").expect("empty object");
+    assert!(
+        b.read_at_most("conformance/bounded-empty", 0)
+            .expect("empty")
             .is_empty()
     );
 }

@@ -172,6 +172,11 @@ impl Backend for FaultyBackend {
         self.inner.read(path, range)
     }
 
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        self.begin(&format!("read {path}"), false)?;
+        self.inner.read_at_most(path, limit)
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         let what = format!("write {path}");
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;

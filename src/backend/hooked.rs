@@ -86,6 +86,13 @@ impl Backend for HookedBackend {
         self.inner.read(path, range)
     }
 
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        if let Some(hook) = &self.on_read {
+            hook(path, None);
+        }
+        self.inner.read_at_most(path, limit)
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         let Some(hook) = &self.on_write else {
             return self.inner.write(path, data);
@@ -195,5 +202,7 @@ mod tests {
         assert!(hooked.list("a").unwrap().is_empty(), "the hook's listing");
         assert_eq!(hooked.read("a/x", None).unwrap(), b"four");
         crate::backend::conformance::run(&HookedBackend::new(Arc::new(MemoryBackend::new())));
+        // The trait's default bounded read (a probe past the limit).
+        crate::backend::conformance::run(&Unusual(MemoryBackend::new()));
     }
 }

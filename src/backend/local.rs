@@ -8,7 +8,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, ObjectInfo, check_path, check_range};
+use super::{Backend, ObjectInfo, check_path, check_range, oversized, within_limit};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A repository in a local directory.
@@ -126,6 +126,23 @@ impl Backend for LocalBackend {
         file.read_exact(&mut out)
             .map_err(|e| storage_io(ctx(), e))?;
         Ok(out)
+    }
+
+    /// `fstat` on the open descriptor first; the read then stops at
+    /// `limit + 1` bytes whatever the file grew to meanwhile.
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let full = self.full(path);
+        let ctx = || full.display().to_string();
+        let file = open_regular(&full)?;
+        let len = file.metadata().map_err(|e| storage_io(ctx(), e))?.len();
+        if len > limit {
+            return Err(oversized(path, Some(len), limit));
+        }
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        file.take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| storage_io(ctx(), e))?;
+        within_limit(path, out, limit)
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {

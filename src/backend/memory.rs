@@ -6,7 +6,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Backend, ObjectInfo, check_path, check_range};
+use super::{Backend, ObjectInfo, check_path, check_range, oversized};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A backend holding every object in a map.
@@ -60,6 +60,17 @@ impl Backend for MemoryBackend {
                 Ok(data[r.start as usize..r.end as usize].to_vec())
             }
         }
+    }
+
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let objects = self.objects();
+        let data = objects
+            .get(path)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{path}: no such object")))?;
+        if data.len() as u64 > limit {
+            return Err(oversized(path, Some(data.len() as u64), limit));
+        }
+        Ok(data.clone())
     }
 
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {

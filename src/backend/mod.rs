@@ -14,6 +14,10 @@
 //! - `read` of a missing object is [`ErrorKind::NotFound`]; a range that
 //!   reaches past the end is [`ErrorKind::Corrupt`].
 //! - `delete` is idempotent.
+//! - `read_at_most` never reads an object whole that is longer than its
+//!   limit: the size comes from a stat (or a probe one byte past the
+//!   limit) before the read, so a hostile 2 GiB file at an object's name
+//!   costs a request, not 2 GiB of memory.
 
 pub mod cache;
 pub mod conformance;
@@ -63,6 +67,27 @@ pub trait Backend: Send + Sync {
     /// [`ErrorKind::NotFound`] if absent; [`ErrorKind::Corrupt`] if the
     /// range reaches past the end.
     fn read(&self, path: &str, range: Option<Range<u64>>) -> Result<Vec<u8>>;
+
+    /// The whole object if it is at most `limit` bytes.
+    ///
+    /// Backends override this with a stat before the read (or a read
+    /// that stops at `limit + 1` bytes). The default probes the byte at
+    /// offset `limit` with a ranged read: if it exists the object is too
+    /// long and is not read; otherwise it is read whole and its length
+    /// checked again (it may have grown in between).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] naming both sizes for an object longer than
+    /// `limit` (see [`oversized`]); otherwise as [`Self::read`].
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        match self.read(path, Some(limit..limit + 1)) {
+            Ok(_) => return Err(oversized(path, None, limit)),
+            // Past the end (or damage that the whole read reports again).
+            Err(e) if e.kind() == ErrorKind::Corrupt => {}
+            Err(e) => return Err(e),
+        }
+        within_limit(path, self.read(path, None)?, limit)
+    }
 
     /// Creates `path` with everything `data` yields, atomically.
     ///
@@ -161,6 +186,27 @@ pub(crate) fn read_source(path: &str, data: &mut dyn Read) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     data.read_to_end(&mut bytes)
         .map_err(|e| Error::io(format!("{path}: reading the data to write"), e))?;
+    Ok(bytes)
+}
+
+/// The error for an object longer than its kind may be: damage to that
+/// object ([`ErrorKind::Corrupt`]), naming its size when known and the
+/// limit. Readers skip it as they skip any damaged object.
+pub fn oversized(path: &str, size: Option<u64>, limit: u64) -> Error {
+    let size = size.map_or_else(|| "longer than".to_owned(), |s| format!("{s} bytes, over"));
+    Error::corrupt(format!(
+        "{path} is {size} the limit of {limit} bytes for its kind; not read"
+    ))
+}
+
+/// `bytes` if they are at most `limit` long, else [`oversized`].
+///
+/// # Errors
+/// [`ErrorKind::Corrupt`] as [`oversized`].
+pub(crate) fn within_limit(path: &str, bytes: Vec<u8>, limit: u64) -> Result<Vec<u8>> {
+    if bytes.len() as u64 > limit {
+        return Err(oversized(path, Some(bytes.len() as u64), limit));
+    }
     Ok(bytes)
 }
 

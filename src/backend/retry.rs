@@ -143,6 +143,12 @@ impl Backend for RetryBackend {
         })
     }
 
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        self.retry(&|| format!("read {path}"), |_| {
+            self.inner.read_at_most(path, limit)
+        })
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         let bytes = super::read_source(path, data)?;
         self.write_bytes(path, &bytes)

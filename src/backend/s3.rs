@@ -353,6 +353,19 @@ impl Backend for S3Backend {
         }
     }
 
+    /// A stat (HEAD) first; an object over `limit` is never fetched.
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let what = format!("{}: reading {path}", self.location.url());
+        let size = self
+            .block_on(self.op.stat(path))
+            .map(|m| m.content_length())
+            .map_err(|e| s3_error(&what, &e))?;
+        if size > limit {
+            return Err(super::oversized(path, Some(size), limit));
+        }
+        super::within_limit(path, self.read(path, None)?, limit)
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         let bytes = super::read_source(path, data)?;
         self.put(path, bytes)

@@ -509,6 +509,31 @@ impl Backend for SftpBackend {
         })
     }
 
+    /// `fstat` on the open handle, then a read of at most `limit` bytes.
+    fn read_at_most(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let full = self.full(path);
+        let what = format!("reading {path}");
+        self.run(&what, |sftp| async move {
+            let mut file = sftp.open(&full).await?;
+            let size = file.metadata().await?.len().unwrap_or(0);
+            if size > limit {
+                return Err(RequestError::Kura(super::oversized(
+                    path,
+                    Some(size),
+                    limit,
+                )));
+            }
+            let len = usize::try_from(size).unwrap_or(usize::MAX);
+            if len == 0 {
+                return Ok(Vec::new());
+            }
+            Ok(file
+                .read_all(len, BytesMut::with_capacity(len))
+                .await?
+                .to_vec())
+        })
+    }
+
     fn write(&self, path: &str, data: &mut dyn Read) -> Result<()> {
         // The reader is consumed once, before any request: a failing
         // source writes nothing.

@@ -26,6 +26,7 @@ use kura::backend::{Backend, Location, RemoteOptions};
 use kura::chunkstore::index::ChunkIndex;
 use kura::clock::Clock;
 use kura::ops::session::{IndexOptions, open_index};
+use kura::repository::unlock::UnlockOptions;
 use kura::repository::{InitOptions, Repository};
 
 pub use password::PasswordSource;
@@ -103,6 +104,13 @@ pub struct GlobalArgs {
     /// a repository that stays silent fails the run after the retries.
     #[arg(long, env = "KURA_IO_TIMEOUT", global = true, value_name = "SECONDS", value_parser = parse_seconds)]
     pub io_timeout: Option<std::time::Duration>,
+    /// Unlock with this key slot only (an id or unique prefix, as `kura key
+    /// list` shows). Without it kura tries the slot that opened the
+    /// repository last on this machine, then the others, up to 8 slots and
+    /// a bound on password-hashing work; a slot beyond that bound is named
+    /// in the error and opened with this option.
+    #[arg(long, env = "KURA_KEY_SLOT", global = true, value_name = "ID")]
+    pub key_slot: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,9 +200,28 @@ fn open_at(
     password: &PasswordSource,
     prompt: &str,
 ) -> Result<Repository> {
+    open_with_slot(backend, password, prompt, None)
+}
+
+/// [`open_at`] with only the key slot `key_slot` (a prefix) tried, if
+/// given; the key slot hint lives in the cache root.
+fn open_with_slot(
+    backend: Arc<dyn Backend>,
+    password: &PasswordSource,
+    prompt: &str,
+    key_slot: Option<&str>,
+) -> Result<Repository> {
     Repository::read_header(backend.as_ref())?;
     let password = password.read(prompt)?;
-    Ok(Repository::open(backend, password.as_bytes())?)
+    let unlock = UnlockOptions {
+        key_slot: key_slot.map(str::to_owned),
+        cache_root: cache_root(),
+    };
+    Ok(Repository::open_with(
+        backend,
+        password.as_bytes(),
+        &unlock,
+    )?)
 }
 
 /// The cache root (format-spec/06): `$KURA_CACHE_DIR`,
@@ -272,10 +299,11 @@ impl GlobalArgs {
 
     /// Opens the repository: version check first, then the password.
     fn open(&self) -> Result<Repository> {
-        open_at(
+        open_with_slot(
             self.backend()?,
             &self.password_source(),
             "repository password",
+            self.key_slot.as_deref(),
         )
     }
 }

@@ -23,6 +23,11 @@ pub const VERSION: u32 = 1;
 pub const KNOWN_MANDATORY_FEATURES: u64 = 0;
 /// Largest config body a reader accepts.
 pub const MAX_BODY_LEN: usize = 64 << 10;
+/// Largest stored config a reader reads (format-spec/07): the clear
+/// header and the sealed frame of a body of [`MAX_BODY_LEN`] bytes. A
+/// longer `config` is refused before it is read.
+pub const MAX_STORED_LEN: usize =
+    HEADER_LEN + envelope::OVERHEAD + frame::HEADER_LEN + MAX_BODY_LEN;
 
 /// Algorithm names (format-spec/01-versioning.md): the behaviour behind a
 /// name never changes.

@@ -26,6 +26,22 @@ pub const HEADER_LEN: usize = 120;
 const RESERVED_PLAINTEXT: usize = 8;
 pub const WRAPPED_LEN: usize = KEY_LEN + RESERVED_PLAINTEXT + TAG_LEN;
 pub const SLOT_LEN: usize = HEADER_LEN + WRAPPED_LEN;
+/// Largest stored key slot a reader reads (format-spec/07): a slot is
+/// exactly [`SLOT_LEN`] bytes, so a longer object at a slot's name is
+/// refused before it is read.
+pub const MAX_STORED_LEN: usize = SLOT_LEN;
+/// At most this many key slots are tried by one unlock (format-spec/07).
+pub const MAX_SLOTS_TRIED: usize = 8;
+/// The most KDF work one unlock does over the slots it tries
+/// (format-spec/07), in [`kdf_work`] units: as much as
+/// [`MAX_SLOTS_TRIED`] slots of the default parameters.
+pub const MAX_UNLOCK_WORK: u64 = MAX_SLOTS_TRIED as u64 * kdf_work(&KdfParams::DEFAULT);
+
+/// The work of one key derivation with `params`: memory (KiB) times
+/// passes. Lanes share the memory, so they do not add to it.
+pub const fn kdf_work(params: &KdfParams) -> u64 {
+    params.m_cost as u64 * params.t_cost as u64
+}
 
 /// A decoded key slot, still locked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,15 @@
 //! The repository handle: config, key slots and the unlocked keys. Opening
 //! checks the format version and mandatory features before asking anything
-//! of the password, then tries each key slot.
+//! of the password, then tries the key slots in the bounded order of
+//! [`unlock`]. Every object read here is read bounded: the config
+//! ([`config::MAX_STORED_LEN`]) and each key slot
+//! ([`crate::format::keyslot::MAX_STORED_LEN`]).
 
 pub mod objects;
 pub mod records;
 pub mod sealer;
 pub mod snapshots;
+pub mod unlock;
 
 use std::sync::Arc;
 
@@ -20,6 +24,7 @@ use crate::format::keyslot::KeySlot;
 use crate::format::layout;
 use crate::id::{KeySlotId, RepoId};
 use crate::repository::sealer::Sealer;
+use crate::repository::unlock::{UnlockOptions, read_slots, unlock_any};
 
 /// Default chunker parameters, chosen by measurement
 /// (format-spec/04-chunking.md): 32 KiB average.
@@ -83,7 +88,8 @@ impl Repository {
     /// [`ErrorKind::KeySlotRefused`] for KDF parameters outside the policy;
     /// backend errors.
     pub fn init(backend: Arc<dyn Backend>, password: &[u8], opts: &InitOptions) -> Result<Self> {
-        match backend.read(layout::CONFIG, None) {
+        // An empty range: whether a config exists, without reading it.
+        match backend.read(layout::CONFIG, Some(0..0)) {
             Ok(_) => {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
@@ -156,7 +162,8 @@ impl Repository {
     /// [`ErrorKind::Unsupported`] for a newer version or unknown mandatory
     /// feature; [`ErrorKind::Corrupt`] for a damaged header.
     pub fn read_header(backend: &dyn Backend) -> Result<(ConfigHeader, Vec<u8>)> {
-        let bytes = backend.read(layout::CONFIG, None).map_err(|e| {
+        let limit = config::MAX_STORED_LEN as u64;
+        let bytes = backend.read_at_most(layout::CONFIG, limit).map_err(|e| {
             if e.kind() == ErrorKind::NotFound {
                 Error::new(
                     ErrorKind::NotFound,
@@ -177,8 +184,24 @@ impl Repository {
     /// parameters outside the policy; [`ErrorKind::Corrupt`] if the config
     /// body fails authentication.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8]) -> Result<Self> {
+        Self::open_with(backend, password, &UnlockOptions::default())
+    }
+
+    /// [`Self::open`] choosing key slots as `unlock` says: one slot the
+    /// user named, or the hinted slot first (see [`unlock`]).
+    ///
+    /// # Errors
+    /// As [`Self::open`]; [`ErrorKind::WrongPassword`] naming the slots
+    /// the caps skipped; [`ErrorKind::NotFound`] or
+    /// [`ErrorKind::InvalidInput`] for a key slot prefix that names no
+    /// usable slot or several.
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        unlock: &UnlockOptions,
+    ) -> Result<Self> {
         let (header, bytes) = Self::read_header(backend.as_ref())?;
-        let (slot, master) = unlock_any(backend.as_ref(), &header.repo, password)?;
+        let (slot, master) = unlock_any(backend.as_ref(), &header.repo, password, unlock)?;
         let body = config::open_body(&bytes, &master.subkeys().metadata)?;
         Ok(Self::assemble(backend, header, body, master, slot))
     }
@@ -303,82 +326,6 @@ impl Repository {
         let old = std::mem::replace(&mut self.slot, new);
         self.backend.delete(&layout::key_path(&old))?;
         Ok(new)
-    }
-}
-
-type SlotList = Vec<(KeySlotId, Result<KeySlot>)>;
-
-fn read_slots(backend: &dyn Backend) -> Result<SlotList> {
-    let mut out = Vec::new();
-    for info in backend.list(layout::KEYS_DIR)? {
-        let Ok(id) = layout::parse_key_path(&info.path) else {
-            tracing::warn!("ignoring stray object {} among the key slots", info.path);
-            continue;
-        };
-        let slot = backend
-            .read(&info.path, None)
-            .and_then(|b| KeySlot::decode(&b));
-        out.push((id, slot));
-    }
-    Ok(out)
-}
-
-/// Tries every slot of repository `repo` with `password`. A wrong
-/// password is [`ErrorKind::WrongPassword`] only when some readable slot of
-/// this repository was tried; slots that do not decode, or that belong to
-/// another repository (a config swapped in from elsewhere), are named in
-/// the message, and a repository with no usable slot at all is
-/// [`ErrorKind::Corrupt`] damage, not a wrong password.
-fn unlock_any(
-    backend: &dyn Backend,
-    repo: &RepoId,
-    password: &[u8],
-) -> Result<(KeySlotId, MasterSecret)> {
-    let mut refused = None;
-    let mut tried = 0;
-    let mut unusable = Vec::new();
-    for (id, slot) in read_slots(backend)? {
-        let slot = match slot {
-            Ok(slot) => slot,
-            Err(e) => {
-                unusable.push(format!("key slot {id} does not decode ({e})"));
-                continue;
-            }
-        };
-        if slot.repo != *repo {
-            unusable.push(format!(
-                "key slot {id} belongs to repository {}, not to this config's {repo}",
-                slot.repo
-            ));
-            continue;
-        }
-        match slot.unlock(password) {
-            Ok(master) => return Ok((id, master)),
-            Err(e) if e.kind() == ErrorKind::KeySlotRefused => {
-                refused = Some(e.context(format!("key slot {id}")));
-            }
-            Err(_) => tried += 1,
-        }
-    }
-    let also = if unusable.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", unusable.join("; "))
-    };
-    match refused {
-        Some(e) if tried == 0 && unusable.is_empty() => Err(e),
-        Some(e) if tried == 0 => Err(e.context(unusable.join("; "))),
-        _ if tried > 0 => Err(Error::new(
-            ErrorKind::WrongPassword,
-            format!("wrong password: no key slot opens with it{also}"),
-        )),
-        _ if unusable.is_empty() => Err(Error::corrupt(
-            "the repository has no key slots (keys/ is empty): no password can open it; \
-             restore keys/ from a copy of the repository",
-        )),
-        _ => Err(Error::corrupt(format!(
-            "no key slot of this repository can be used{also}"
-        ))),
     }
 }
 

@@ -5,15 +5,27 @@
 //! (format-spec/07-layout-and-writes.md), so no caller builds a path or
 //! opens an envelope itself, and a rule about one kind of object (how big
 //! it may be, how it is authenticated) is kept in one place.
+//!
+//! Bounded reads: every kind has a largest stored size
+//! ([`Object::MAX_STORED_LEN`], its plaintext limit sealed: frame header
+//! and envelope overhead added; neither can grow a frame, which is stored
+//! raw unless compression makes it smaller). [`Repository::load`] asks the
+//! backend for at most that many bytes, so an oversized object (a 2 GiB
+//! file at a snapshot's name) is refused from a stat before it is read, as
+//! `Corrupt` damage naming the object and both sizes: readers skip it like
+//! any damaged object and `check` names it. A pack's header is bounded the
+//! same way by [`pack::MAX_HEADER_LEN`], checked in the trailer before the
+//! header is read.
 
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::Range;
 
 use crate::backend::write_bytes;
-use crate::error::Error;
 use crate::error::Result;
-use crate::format::envelope::ObjectType;
+use crate::error::{Error, ErrorKind};
+use crate::format::envelope::{self, ObjectType};
+use crate::format::frame;
 use crate::format::index::{self, IndexFile};
 use crate::format::layout;
 use crate::format::pack::{self, PackHeader, TRAILER_LEN};
@@ -36,6 +48,9 @@ pub trait Object: Sized {
     const TYPE: ObjectType;
     /// The largest plaintext a reader accepts.
     const MAX_LEN: usize;
+    /// The largest stored (sealed) object a reader reads: [`Self::MAX_LEN`]
+    /// sealed ([`sealed_limit`]).
+    const MAX_STORED_LEN: usize = sealed_limit(Self::MAX_LEN);
 
     fn id_bytes(id: &Self::Id) -> &[u8; 32];
     fn path(id: &Self::Id) -> String;
@@ -125,14 +140,22 @@ impl Repository {
         write_bytes(self.backend().as_ref(), &T::path(id), &sealed)
     }
 
-    /// Reads, authenticates and decodes one object.
+    /// Reads, authenticates and decodes one object; one longer than
+    /// [`Object::MAX_STORED_LEN`] is refused without being read.
     ///
     /// # Errors
     /// Backend errors ([`ErrorKind::NotFound`] for a missing object);
-    /// [`ErrorKind::Corrupt`] for one that does not authenticate or decode.
+    /// [`ErrorKind::Corrupt`] for one that is oversized, or does not
+    /// authenticate or decode.
     pub fn load<T: Object>(&self, id: &T::Id) -> Result<T> {
         let name = || format!("{} {id}", T::NAME);
-        let stored = self.backend().read(&T::path(id), None)?;
+        let stored = self
+            .backend()
+            .read_at_most(&T::path(id), T::MAX_STORED_LEN as u64)
+            .map_err(|e| match e.kind() {
+                ErrorKind::Corrupt => e.context(name()),
+                _ => e,
+            })?;
         let plain = self
             .sealer()
             .open(T::TYPE, T::id_bytes(id), &stored, T::MAX_LEN)?;
@@ -250,6 +273,13 @@ impl Repository {
     }
 }
 
+/// The largest stored form of a plaintext of at most `plain_limit` bytes:
+/// a frame (its header, then the payload, raw or strictly smaller
+/// compressed) in an envelope.
+pub const fn sealed_limit(plain_limit: usize) -> usize {
+    plain_limit + frame::HEADER_LEN + envelope::OVERHEAD
+}
+
 /// The id a listed name parses to, or `None` for a stray (a name that is
 /// not an object of the listed kind), which is logged once and skipped.
 fn skip_stray<I>(path: &str, parsed: Result<I>) -> Option<I> {
@@ -259,5 +289,27 @@ fn skip_stray<I>(path: &str, parsed: Result<I>) -> Option<I> {
             tracing::warn!(path, error = %e, "ignoring stray file: not an object name");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn an_oversized_object_is_damage_naming_it_and_both_sizes() {
+        let repo = crate::repository::in_memory_for_tests();
+        let id = SnapshotId([7; 32]);
+        let limit = <Snapshot as Object>::MAX_STORED_LEN;
+        assert_eq!(limit, MAX_SNAPSHOT + 5 + 41);
+        let huge = vec![0u8; limit + 1];
+        write_bytes(repo.backend().as_ref(), &Snapshot::path(&id), &huge).unwrap();
+        let err = repo.load::<Snapshot>(&id).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("snapshot {id}")), "{text}");
+        assert!(text.contains(&format!("{} bytes", limit + 1)), "{text}");
+        assert!(text.contains(&format!("limit of {limit} bytes")), "{text}");
     }
 }
