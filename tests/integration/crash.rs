@@ -599,9 +599,9 @@ fn a_backup_crashed_at_any_backend_operation_leaves_a_whole_repository() {
         ..FaultPlan::default()
     });
     // Nearly every point is reached (a run's operation count varies a
-    // little with upload timing).
+    // little with upload timing: 14 to 17 operations have been seen).
     assert!(
-        tally.n >= 15 && tally.crashed as u64 + 3 >= tally.n,
+        tally.n >= 12 && tally.crashed as u64 + 3 >= tally.n,
         "{tally:?}"
     );
     // Some crashes left packs without an index, which the next backup
