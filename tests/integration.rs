@@ -32,6 +32,8 @@ mod layering;
 mod nightly;
 #[path = "integration/prune.rs"]
 mod prune;
+#[path = "integration/race.rs"]
+mod race;
 #[path = "integration/remote.rs"]
 mod remote;
 #[path = "integration/repair.rs"]
