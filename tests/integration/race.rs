@@ -209,32 +209,14 @@ enum Order {
 /// in the source, so the backup that races the prune dedups `a` against
 /// packs that prune condemns (or repacks).
 fn race(order: Order) {
-    let mut w = World::new();
-    w.write("a", 300_000, 1);
-    w.write("b", 300_000, 2);
-    let first = w.backup();
-    fs::remove_file(w.src.join("a")).unwrap();
-    w.write("c", 300_000, 3);
-    w.backup();
-    w.backend.delete(&layout::snapshot_path(&first)).unwrap();
-    w.expected.remove(&first);
-    assert_eq!(w.prune(T0).condemned_packs, 0);
-    w.write("a", 300_000, 1);
+    let mut w = racing_world();
     let racing = match order {
         Order::BackupFirst => {
             let id = w.backup();
             w.prune(T1);
             id
         }
-        Order::RedTeam => {
-            let repo = open(w.dyn_backend());
-            let index = synced(&repo);
-            let planned = plan(&repo, &index, &w.scratch(), &graced(T1)).unwrap();
-            let id = w.backup();
-            let report = execute(&repo, &index, &planned, &graced(T1)).unwrap();
-            assert!(report.condemned_packs > 0, "{report:?}");
-            id
-        }
+        Order::RedTeam => red_team(&mut w),
         Order::AfterRecord => backup_after_record(&w),
         Order::PruneFirst => {
             assert!(w.prune(T1).condemned_packs > 0);
@@ -260,6 +242,35 @@ fn race(order: Order) {
     assert!(report.notes.is_empty(), "{:?}", report.notes);
     w.prune(T1 + 2 * GRACE + 2);
     w.assert_whole();
+}
+
+/// The world before the race: the first prune has run, `a` is back in
+/// the source and only packs the racing prune condemns hold it.
+fn racing_world() -> World {
+    let mut w = World::new();
+    w.write("a", 300_000, 1);
+    w.write("b", 300_000, 2);
+    let first = w.backup();
+    fs::remove_file(w.src.join("a")).unwrap();
+    w.write("c", 300_000, 3);
+    w.backup();
+    w.backend.delete(&layout::snapshot_path(&first)).unwrap();
+    w.expected.remove(&first);
+    assert_eq!(w.prune(T0).condemned_packs, 0);
+    w.write("a", 300_000, 1);
+    w
+}
+
+/// The red team's order: the prune marks, a whole backup dedups against
+/// packs it is about to condemn and commits, then the prune condemns them.
+fn red_team(w: &mut World) -> SnapshotId {
+    let repo = open(w.dyn_backend());
+    let index = synced(&repo);
+    let planned = plan(&repo, &index, &w.scratch(), &graced(T1)).unwrap();
+    let id = w.backup();
+    let report = execute(&repo, &index, &planned, &graced(T1)).unwrap();
+    assert!(report.condemned_packs > 0, "{report:?}");
+    id
 }
 
 /// Runs a prune whose backend starts a whole backup right after the prune
@@ -298,6 +309,28 @@ fn a_backup_between_the_record_and_the_index_rewrite_is_whole() {
 #[test]
 fn a_backup_after_the_prune_is_whole() {
     race(Order::PruneFirst);
+}
+
+/// Readers find blobs in condemned packs; a writer does not dedup against
+/// them (format-spec/12, backup rule 1): the next backup stores `a` again.
+#[test]
+fn a_backup_never_dedups_against_a_pack_only_readers_find() {
+    let mut w = racing_world();
+    let racing = red_team(&mut w);
+    w.expected.insert(racing, describe(&w.src));
+    let repo = open(w.dyn_backend());
+    let options = BackupOptions {
+        paths: vec![w.src.clone()],
+        hostname: "test".into(),
+        store: small_packs(),
+        ..BackupOptions::default()
+    };
+    let next = backup(&repo, &synced(&repo), &options).unwrap();
+    assert!(next.summary.chunks_new > 0, "{:?}", next.summary);
+    w.expected.insert(next.snapshot, describe(&w.src));
+    w.assert_whole();
+    w.prune(T1 + GRACE + 1);
+    w.assert_whole();
 }
 
 /// Two snapshots over several index files; `damage` then breaks one index
