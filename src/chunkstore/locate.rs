@@ -19,7 +19,7 @@
 //! asks the index alone.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use super::index::{BlobLocation, ChunkIndex};
 use super::lock;
@@ -37,7 +37,7 @@ pub struct Locator<'r> {
     /// The unindexed packs with their sizes, if the caller knows them
     /// (prune's survey); else listed when first needed.
     unindexed: Option<Vec<(PackId, u64)>>,
-    fallback: OnceLock<Fallback>,
+    fallback: Mutex<Option<Fallback>>,
     /// Packs a blob was found in through the fallback.
     used: Mutex<HashSet<PackId>>,
 }
@@ -50,7 +50,7 @@ impl<'r> Locator<'r> {
             repo,
             index,
             unindexed: None,
-            fallback: OnceLock::new(),
+            fallback: Mutex::new(None),
             used: Mutex::new(HashSet::new()),
         }
     }
@@ -92,14 +92,15 @@ impl<'r> Locator<'r> {
     /// # Errors
     /// As [`Self::locate`].
     pub fn unindexed_location(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
-        let fallback = match self.fallback.get() {
-            Some(f) => f,
-            None => {
-                let read = self.read_unindexed_headers()?;
-                self.fallback.get_or_init(|| read)
+        let loc = {
+            // Held while the headers are read, so that they are read once
+            // even when many threads miss at the same time.
+            let mut fallback = lock(&self.fallback);
+            if fallback.is_none() {
+                *fallback = Some(self.read_unindexed_headers()?);
             }
+            fallback.as_ref().and_then(|f| f.get(id)).copied()
         };
-        let loc = fallback.get(id).copied();
         if let Some(l) = loc {
             lock(&self.used).insert(l.pack);
         }
