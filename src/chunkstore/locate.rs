@@ -154,3 +154,36 @@ impl<'r> Locator<'r> {
         Ok(map)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
+    use crate::format::layout;
+    use crate::format::pack::PackKind;
+    use crate::repository::in_memory_for_tests;
+
+    #[test]
+    fn a_miss_falls_back_to_unindexed_headers_read_once() {
+        let repo = in_memory_for_tests();
+        let written = ChunkIndex::open(None).unwrap();
+        let store = ChunkStore::new(&repo, &written, ChunkStoreOptions::default());
+        let a = store.put_blob(PackKind::Data, b"first blob").unwrap();
+        let b = store.put_blob(PackKind::Data, b"second blob").unwrap();
+        store.flush().unwrap();
+        drop(store);
+        // An index that never loaded the index file: the pack is unindexed.
+        let empty = ChunkIndex::open(None).unwrap();
+        let locator = Locator::new(&repo, &empty);
+        let at = locator.locate(&a).unwrap().expect("found in the header");
+        assert_eq!(locator.used_unindexed(), HashSet::from([at.pack]));
+        // The header is held in memory: the pack is not read again.
+        repo.backend().delete(&layout::pack_path(&at.pack)).unwrap();
+        assert_eq!(locator.locate(&b).unwrap().map(|l| l.pack), Some(at.pack));
+        assert_eq!(locator.locate(&ChunkId([7; 32])).unwrap(), None);
+        // The index comes first: a blob it knows does not use the fallback.
+        let indexed = Locator::with_unindexed(&repo, &written, Vec::new());
+        assert!(indexed.locate(&a).unwrap().is_some());
+        assert!(indexed.used_unindexed().is_empty());
+    }
+}

@@ -377,3 +377,61 @@ fn a_damaged_index_file_leaves_every_snapshot_restorable() {
     let note = report.notes.join("\n");
     assert!(note.contains("kura repair index"), "{note}");
 }
+
+/// The red team's state through the CLI: `check --read-data` exits 0 and
+/// prints the note, restore is byte-identical, `repair snapshots` cuts
+/// nothing.
+#[test]
+fn the_cli_calls_the_race_a_note_not_damage() {
+    use std::ffi::OsStr;
+
+    use kura::backend::{LocalBackend, write_bytes};
+
+    let mut w = racing_world();
+    let racing = red_team(&mut w);
+    let repo_dir = w.dir.path().join("repo");
+    let local = LocalBackend::new(&repo_dir);
+    let mut objects = crate::common::all_objects(w.backend.as_ref());
+    for info in w.backend.list(layout::PRUNE_DIR).unwrap() {
+        let bytes = w.backend.read(&info.path, None).unwrap();
+        objects.push((info.path, bytes));
+    }
+    for (name, bytes) in objects {
+        write_bytes(&local, &name, &bytes).unwrap();
+    }
+    let cache = w.dir.path().join("cache");
+    let env = [
+        (
+            "KURA_PASSWORD",
+            OsStr::new(std::str::from_utf8(PASSWORD).unwrap()),
+        ),
+        ("KURA_CACHE_DIR", cache.as_os_str()),
+    ];
+    let run = |args: &[&str]| {
+        let out = crate::common::kura_env(&repo_dir, &env, args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {text}{}",
+            crate::common::stderr(&out)
+        );
+        text
+    };
+    let checked = run(&["check", "--read-data"]);
+    assert!(checked.contains("note: pack "), "{checked}");
+    assert!(
+        checked.contains(&format!("snapshot {}", &racing.to_hex()[..16])),
+        "{checked}"
+    );
+    assert!(checked.contains("no damage found"), "{checked}");
+    let repaired = run(&["repair", "snapshots"]);
+    let target = w.dir.path().join("restored");
+    let id = racing.to_hex();
+    run(&["restore", &id, "--target", target.to_str().unwrap()]);
+    let got = describe(&target.join(w.src.strip_prefix("/").unwrap()));
+    assert_eq!(got, describe(&w.src), "{repaired}");
+    let listed = LocalBackend::new(&repo_dir)
+        .list(layout::SNAPSHOTS_DIR)
+        .unwrap();
+    assert_eq!(listed.len(), 2, "{repaired}");
+}
