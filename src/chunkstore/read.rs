@@ -115,7 +115,14 @@ impl ChunkStore<'_> {
         ids: &[ChunkId],
         mut f: impl FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let locations = self.index.lookup_many(ids)?;
+        let mut locations = self.index.lookup_many(ids)?;
+        // Blobs no index file names, found in unindexed packs' headers,
+        // are read in runs like the rest.
+        for (id, loc) in ids.iter().zip(&mut locations) {
+            if loc.is_none() {
+                *loc = self.locator.unindexed_location(id)?;
+            }
+        }
         // By pack and offset: a backup spreads consecutive chunks over a
         // few open packs, so neighbours in a file are neighbours in their
         // pack, not in the list.
