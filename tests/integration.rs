@@ -38,6 +38,8 @@ mod nightly;
 mod prune;
 #[path = "integration/prune_full_disk.rs"]
 mod prune_full_disk;
+#[path = "integration/race.rs"]
+mod race;
 #[path = "integration/remote.rs"]
 mod remote;
 #[path = "integration/repair.rs"]

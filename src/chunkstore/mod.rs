@@ -33,6 +33,7 @@
 
 pub mod commit;
 pub mod index;
+mod locate;
 pub mod pack;
 
 use std::collections::{HashMap, HashSet};
@@ -58,6 +59,7 @@ use crate::repository::sealer::Sealer;
 
 mod read;
 pub use commit::SecureReport;
+pub use locate::Locator;
 pub use read::read_blob;
 
 /// Raw bytes of new chunks that may wait to be sealed before the caller
@@ -260,6 +262,8 @@ pub struct ChunkStore<'r> {
     shared: Arc<Shared>,
     /// Tree blobs read from packs, waiting to go into the tree cache.
     trees_read: Mutex<Vec<(ChunkId, Vec<u8>)>>,
+    /// Where reads find blobs the index lacks (never used to deduplicate).
+    locator: Locator<'r>,
 }
 
 impl<'r> ChunkStore<'r> {
@@ -291,6 +295,7 @@ impl<'r> ChunkStore<'r> {
             options,
             shared: Arc::new(shared),
             trees_read: Mutex::new(Vec::new()),
+            locator: Locator::new(repo, index),
         }
     }
 

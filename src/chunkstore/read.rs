@@ -1,6 +1,8 @@
 //! The read side of the chunk store: a blob by id with its fallbacks
-//! (other copies, open packs, the tree cache), and many chunks at once with
-//! neighbours in a pack read together.
+//! (other copies, open packs, the tree cache, and the headers of unindexed
+//! packs through the [`super::Locator`]), and many chunks at once with
+//! neighbours in a pack read together. Reads never fail for a blob that
+//! is intact in a listed pack, indexed or not.
 
 use super::{COALESCE_GAP, COALESCE_MAX, ChunkStore, TREE_CACHE_BATCH, lock};
 use crate::chunkstore::index::BlobLocation;
@@ -13,10 +15,11 @@ use crate::repository::Repository;
 impl ChunkStore<'_> {
     /// Fetches a chunk or tree blob, authenticated and checked against `id`.
     /// If the copy the cache names first is missing or damaged, the other
-    /// copies it knows are tried in turn.
+    /// copies it knows are tried in turn; a blob no index file names is
+    /// looked for in the unindexed packs' headers ([`super::Locator`]).
     ///
     /// # Errors
-    /// [`ErrorKind::NotFound`] if no index or open pack has it (a blob
+    /// [`ErrorKind::NotFound`] if no index, open pack or unindexed pack has it (a blob
     /// waiting for upload can be read after [`Self::flush`]);
     /// [`ErrorKind::Corrupt`] if its bytes fail any check; with several
     /// copies, the first copy's error when none can be read.
@@ -36,10 +39,21 @@ impl ChunkStore<'_> {
         if lock(&self.shared.state).pending.contains_key(id) {
             self.drain()?; // it may still be on its way into a pack
         }
-        let state = lock(&self.shared.state);
-        for (packer, kind) in [(&state.data, PackKind::Data), (&state.tree, PackKind::Tree)] {
-            if let Some(sealed) = packer.find(id) {
-                return self.repo.sealer().open_blob(kind, id, sealed);
+        {
+            let state = lock(&self.shared.state);
+            for (packer, kind) in [(&state.data, PackKind::Data), (&state.tree, PackKind::Tree)] {
+                if let Some(sealed) = packer.find(id) {
+                    return self.repo.sealer().open_blob(kind, id, sealed);
+                }
+            }
+        }
+        // Not indexed (or no indexed copy reads): an unindexed pack's
+        // header may still name it (a condemned pack, an orphan).
+        if let Some(loc) = self.locator.unindexed_location(id)? {
+            match self.read_located(id, &loc) {
+                Ok(plain) => return Ok(plain),
+                Err(e) if indexed_error.is_none() => return Err(e),
+                Err(_) => {}
             }
         }
         Err(indexed_error.unwrap_or_else(|| {
@@ -48,6 +62,21 @@ impl ChunkStore<'_> {
                 format!("blob {id} is not in the index"),
             )
         }))
+    }
+
+    /// Unindexed packs reads have found blobs in (condemned by a prune
+    /// record, or named by no index file).
+    pub fn unindexed_packs_used(&self) -> std::collections::HashSet<crate::id::PackId> {
+        self.locator.used_unindexed()
+    }
+
+    /// Where blob `id` is in a pack no current index file names (see
+    /// [`super::Locator::unindexed_location`]); for readers only.
+    ///
+    /// # Errors
+    /// As [`super::Locator::locate`].
+    pub fn unindexed_location(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
+        self.locator.unindexed_location(id)
     }
 
     /// How many reads are worth having in flight (the backend's hint).
@@ -86,7 +115,14 @@ impl ChunkStore<'_> {
         ids: &[ChunkId],
         mut f: impl FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        let locations = self.index.lookup_many(ids)?;
+        let mut locations = self.index.lookup_many(ids)?;
+        // Blobs no index file names, found in unindexed packs' headers,
+        // are read in runs like the rest.
+        for (id, loc) in ids.iter().zip(&mut locations) {
+            if loc.is_none() {
+                *loc = self.locator.unindexed_location(id)?;
+            }
+        }
         // By pack and offset: a backup spreads consecutive chunks over a
         // few open packs, so neighbours in a file are neighbours in their
         // pack, not in the list.

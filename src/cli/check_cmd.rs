@@ -64,6 +64,9 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
                 report.condemned_packs.len()
             );
         }
+        for note in &report.notes {
+            println!("note: {note}");
+        }
         for d in &report.damage {
             println!("damaged: {} {}", d.object, d.problem);
             if let Some(repair) = d.repair() {

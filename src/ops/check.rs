@@ -8,7 +8,12 @@
 //! 3. packs that no index file names are reported as orphans (not damage:
 //!    a backup may be running, or was killed; the next one adopts them);
 //! 4. every snapshot authenticates, every tree blob it reaches loads, and
-//!    every data chunk a file needs is in the index. Trees are walked once
+//!    every data chunk a file needs is in the index or, through the chunk
+//!    store's `Locator`, in the header of a pack no index file names. Such
+//!    a pack is not damage but a note: one a prune record condemns is kept
+//!    by the next prune after the grace (prune's condemn race,
+//!    format-spec/12); an orphan is adopted by `kura repair index` (or the
+//!    next backup). Trees are walked once
 //!    per tree id (results are memoized), so unchanged directories shared
 //!    by many snapshots cost one visit; the walk is `snapshot::walk`'s.
 //!
@@ -46,7 +51,7 @@ use crate::format::pack::PackHeader;
 use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Payload;
-use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
+use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::tree;
@@ -181,6 +186,8 @@ pub struct CheckReport {
     /// not orphans, not damage.
     #[serde(serialize_with = "serialize_count")]
     pub condemned_packs: Vec<PackId>,
+    /// Not damage: unindexed packs snapshots need, with what happens to them.
+    pub notes: Vec<String>,
     pub damage: Vec<Damage>,
 }
 
@@ -215,7 +222,7 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .copied()
         .collect();
     report.orphan_packs.sort();
-    check_prune_records(repo, &mut report)?;
+    let condemning = check_prune_records(repo, &mut report)?;
     // Damaged packs, with the blobs that fail if they are known (`None`:
     // all of them).
     let mut damaged: HashMap<PackId, Option<HashSet<ChunkId>>> =
@@ -241,17 +248,19 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     index.refill(repo)?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
-    walk_snapshots(repo, index, &bad_blobs, &mut report)?;
+    let needed = walk_snapshots(repo, index, &bad_blobs, &mut report)?;
+    report.notes = unindexed_notes(&needed, &condemning);
     Ok(report)
 }
 
 /// Step 4 for every snapshot: damage below each is gathered per object.
+/// Returns the unindexed packs snapshots need, with the snapshots.
 fn walk_snapshots(
     repo: &Repository,
     index: &ChunkIndex,
     bad_blobs: &HashMap<ChunkId, PackId>,
     report: &mut CheckReport,
-) -> Result<()> {
+) -> Result<HashMap<PackId, Vec<SnapshotId>>> {
     // Trees are read from the repository, not from the cache: that is
     // what is being checked.
     let options = crate::chunkstore::ChunkStoreOptions {
@@ -267,6 +276,7 @@ fn walk_snapshots(
         open: Vec::new(),
     };
     let mut by_object: HashMap<(String, String), Vec<String>> = HashMap::new();
+    let mut needed: HashMap<PackId, Vec<SnapshotId>> = HashMap::new();
     for id in repo.list::<Snapshot>()? {
         report.snapshots += 1;
         let root = match snapshots::load(repo, &id).and_then(|s| s.tree_id()) {
@@ -280,6 +290,13 @@ fn walk_snapshots(
             Err(e) => return Err(e),
         };
         for p in walker.walk(&root)?.iter() {
+            if let Some(pack) = p.unindexed {
+                let users = needed.entry(pack).or_default();
+                if users.last() != Some(&id) {
+                    users.push(id);
+                }
+                continue;
+            }
             let path = String::from_utf8_lossy(&p.path).into_owned();
             by_object
                 .entry((p.object.clone(), p.what.clone()))
@@ -288,6 +305,11 @@ fn walk_snapshots(
         }
     }
     report.trees = walker.memo.len();
+    // Tree blobs read from unindexed packs (no snapshot named: the walk
+    // reads each tree once).
+    for pack in store.unindexed_packs_used() {
+        needed.entry(pack).or_default();
+    }
     let mut found: Vec<Damage> = by_object
         .into_iter()
         .map(|((object, problem), affects)| Damage {
@@ -298,16 +320,58 @@ fn walk_snapshots(
         .collect();
     found.sort_by(|a, b| a.object.cmp(&b.object));
     report.damage.extend(found);
-    Ok(())
+    Ok(needed)
+}
+
+/// One note per unindexed pack a snapshot needs: a condemned one is kept
+/// by the next prune after the grace; an orphan is adopted by
+/// `kura repair index`.
+fn unindexed_notes(
+    needed: &HashMap<PackId, Vec<SnapshotId>>,
+    condemning: &HashMap<PackId, RecordId>,
+) -> Vec<String> {
+    let mut packs: Vec<&PackId> = needed.keys().collect();
+    packs.sort();
+    packs
+        .into_iter()
+        .map(|pack| {
+            let users = &needed[pack];
+            let mut who: Vec<String> = users.iter().take(3).map(short).collect();
+            if users.len() > 3 {
+                who.push(format!("{} more", users.len() - 3));
+            }
+            let who = match users.len() {
+                0 => "a snapshot's trees need it".to_owned(),
+                1 => format!("snapshot {} needs it", who[0]),
+                _ => format!("snapshots {} need it", who.join(", ")),
+            };
+            match condemning.get(pack) {
+                Some(record) => format!(
+                    "pack {pack} is condemned by prune record {record} but {who}; \
+                     the next prune after the grace keeps it"
+                ),
+                None => format!(
+                    "pack {pack} is in no index file but {who}; `kura repair index` adopts it"
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Prune records must authenticate; the packs they condemn are told apart
 /// from orphans.
-fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()> {
-    let mut condemned = HashSet::new();
+fn check_prune_records(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<HashMap<PackId, RecordId>> {
+    let mut condemned = HashMap::new();
     for id in repo.list::<PruneRecord>()? {
         match crate::repository::records::load(repo, &id) {
-            Ok(r) => condemned.extend(r.condemned.iter().map(|(p, _)| *p)),
+            Ok(r) => {
+                for (p, _) in &r.condemned {
+                    condemned.entry(*p).or_insert(id);
+                }
+            }
             Err(e) if is_damage(&e) => {
                 report
                     .damage
@@ -319,10 +383,10 @@ fn check_prune_records(repo: &Repository, report: &mut CheckReport) -> Result<()
     let (waiting, orphans): (Vec<PackId>, Vec<PackId>) = report
         .orphan_packs
         .iter()
-        .partition(|p| condemned.contains(*p));
+        .partition(|p| condemned.contains_key(*p));
     report.condemned_packs = waiting;
     report.orphan_packs = orphans;
-    Ok(())
+    Ok(condemned)
 }
 
 fn short(id: &SnapshotId) -> String {
@@ -566,6 +630,8 @@ struct Problem {
     path: Vec<u8>,
     object: String,
     what: String,
+    /// Not damage: a blob read from this unindexed pack's header.
+    unindexed: Option<PackId>,
 }
 
 /// Step 4: a visitor of `snapshot::walk` that walks trees once per id,
@@ -619,6 +685,7 @@ impl Visitor for TreeChecker<'_, '_> {
             path: Vec::new(),
             object: format!("tree {tree}"),
             what: e.to_string(),
+            unindexed: None,
         };
         self.finish(path, tree, vec![problem]);
         Ok(())
@@ -659,6 +726,7 @@ impl TreeChecker<'_, '_> {
                 path,
                 object: p.object.clone(),
                 what: p.what.clone(),
+                unindexed: p.unindexed,
             });
         }
     }
@@ -672,6 +740,7 @@ impl TreeChecker<'_, '_> {
                     path: Vec::new(),
                     object: "extent list".into(),
                     what: e.to_string(),
+                    unindexed: None,
                 }]);
             }
             Err(e) => return Err(e),
@@ -679,15 +748,19 @@ impl TreeChecker<'_, '_> {
         let ids: Vec<ChunkId> = tree::data_ids(&extents);
         let mut out = Vec::new();
         for (id, loc) in ids.iter().zip(self.index.lookup_many(&ids)?) {
-            let problem = match (loc, self.bad_blobs.get(id)) {
-                (None, _) => "is in no index".to_owned(),
-                (Some(_), Some(pack)) => format!("is in damaged pack {pack}"),
+            let (problem, unindexed) = match (loc, self.bad_blobs.get(id)) {
+                (None, _) => match self.store.unindexed_location(id)? {
+                    Some(l) => (String::new(), Some(l.pack)),
+                    None => ("is in no index file and no pack".to_owned(), None),
+                },
+                (Some(_), Some(pack)) => (format!("is in damaged pack {pack}"), None),
                 (Some(_), None) => continue,
             };
             out.push(Problem {
                 path: Vec::new(),
                 object: format!("blob {id}"),
                 what: problem,
+                unindexed,
             });
         }
         Ok(out)

@@ -24,7 +24,11 @@
 //! is lost when no index names it, or names it only in packs that are
 //! missing or that a check found damaged, and it cannot be read from them
 //! either; a blob that still reads whole from a damaged pack is stored
-//! again instead. A file with a lost data chunk or extent list is left
+//! again instead. A blob in a pack no index file names (condemned by a
+//! prune record while a backup committed a snapshot needing it, or an
+//! orphan after a lost index file) is present, not lost: it is read
+//! through the chunk store's `Locator` and nothing is cut or stored, so
+//! this command never drops data that is still in a pack. A file with a lost data chunk or extent list is left
 //! out; a directory whose tree is lost stays as an empty directory with
 //! its metadata. New trees are written through the chunk store and
 //! flushed (packs, then index files) before the new snapshot is written;
@@ -521,6 +525,14 @@ impl Rewriter<'_, '_> {
             return Ok(known.clone());
         }
         if self.store.all_stored(&[*id])? {
+            return Ok(None);
+        }
+        // In a pack no index file names (condemned by a prune, or an
+        // orphan): present, so nothing is lost and nothing is stored again.
+        // The next prune keeps a condemned pack a snapshot needs, and
+        // `repair index` adopts an orphan.
+        if self.store.unindexed_location(id)?.is_some() && self.store.get(id).is_ok() {
+            self.chunks.insert(*id, None);
             return Ok(None);
         }
         let outcome = match self.store.get(id) {

@@ -3,14 +3,15 @@
 //! [`crate::snapshot::walk`], each tree once) goes into an on-disk
 //! [`ChunkSet`], so memory does not
 //! grow with the repository. A blob no current index file lists is looked
-//! up in the headers of the unindexed packs (condemned ones and orphans);
-//! such a pack is *needed*. A live blob found nowhere aborts the run
+//! up in the headers of the unindexed packs (condemned ones and orphans)
+//! by the chunk store's [`Locator`], the rule every reader shares; such a
+//! pack is *needed*. A live blob found nowhere aborts the run
 //! before anything is written (format-spec/12, step 2).
 
-use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
+use crate::chunkstore::Locator;
 use crate::chunkstore::index::{BlobLocation, ChunkIndex, ChunkSet};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::Snapshot;
@@ -76,9 +77,7 @@ fn mark_into(
     let source = MarkSource {
         repo,
         index,
-        unindexed,
-        fallback: RefCell::new(None),
-        needed: RefCell::new(HashSet::new()),
+        locator: Locator::with_unindexed(repo, index, unindexed),
     };
     let mut marker = Marker {
         source: &source,
@@ -100,7 +99,7 @@ fn mark_into(
     Ok(Marked {
         live: marker.live,
         snapshots: snapshot_ids.len(),
-        needed: source.needed.into_inner(),
+        needed: source.locator.used_unindexed(),
     })
 }
 
@@ -122,53 +121,24 @@ fn load_snapshot(repo: &Repository, id: &SnapshotId) -> Result<Snapshot> {
     })
 }
 
-/// Where marking reads blobs: the index, else the headers of the packs no
-/// current index file names (read once, when first needed); packs used
+/// Where marking reads blobs: the chunk store's [`Locator`] (the index,
+/// else the headers of the packs no current index file names); packs used
 /// that way are *needed*.
 struct MarkSource<'a> {
     repo: &'a Repository,
     index: &'a ChunkIndex,
-    unindexed: Vec<(PackId, u64)>,
-    fallback: RefCell<Option<HashMap<ChunkId, BlobLocation>>>,
-    needed: RefCell<HashSet<PackId>>,
+    locator: Locator<'a>,
 }
 
 impl MarkSource<'_> {
     fn locate(&self, id: &ChunkId, what: &str) -> Result<BlobLocation> {
-        if let Some(loc) = self.index.lookup(id)? {
-            return Ok(loc);
-        }
-        let mut fallback = self.fallback.borrow_mut();
-        if fallback.is_none() {
-            *fallback = Some(self.read_unindexed_headers()?);
-        }
-        let loc = fallback.as_ref().and_then(|m| m.get(id)).copied();
-        let Some(loc) = loc else {
-            return Err(Error::corrupt(format!(
+        self.locator.locate(id)?.ok_or_else(|| {
+            Error::corrupt(format!(
                 "{what} {id} is needed by a snapshot but is in no index file and no \
                  pack prune can read; prune deletes nothing in a damaged repository: run \
                  `kura check`, then `kura repair index` or `kura repair snapshots`"
-            )));
-        };
-        self.needed.borrow_mut().insert(loc.pack);
-        Ok(loc)
-    }
-
-    /// Where each blob of the unindexed packs is. A pack already deleted,
-    /// or one whose header does not authenticate, cannot serve.
-    fn read_unindexed_headers(&self) -> Result<HashMap<ChunkId, BlobLocation>> {
-        let mut map = HashMap::new();
-        for (pack, size) in &self.unindexed {
-            let header = match self.repo.read_pack_header(pack, *size) {
-                Ok(h) => h,
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => continue,
-                Err(e) => return Err(e),
-            };
-            for e in &header.entries {
-                map.insert(e.id, BlobLocation::from_entry(*pack, header.kind, e));
-            }
-        }
-        Ok(map)
+            ))
+        })
     }
 }
 
