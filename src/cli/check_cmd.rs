@@ -67,6 +67,12 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         for note in &report.notes {
             println!("note: {note}");
         }
+        for stray in &report.strays {
+            println!(
+                "stray: {} is not an object name; every command ignores it (remove it or move it away)",
+                super::names::escaped(stray.as_bytes())
+            );
+        }
         for d in &report.damage {
             println!("damaged: {} {}", d.object, d.problem);
             if let Some(repair) = d.repair() {

@@ -188,6 +188,10 @@ pub struct CheckReport {
     pub condemned_packs: Vec<PackId>,
     /// Not damage: unindexed packs snapshots need, with what happens to them.
     pub notes: Vec<String>,
+    /// Names in the object folders that are no object (a sync tool's
+    /// conflicted copy, a README): ignored by every command, reported here,
+    /// not damage.
+    pub strays: Vec<String>,
     pub damage: Vec<Damage>,
 }
 
@@ -210,6 +214,7 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     let mut report = CheckReport::default();
     let listed: HashMap<PackId, u64> = repo.list_packs()?;
     report.packs = listed.len();
+    report.strays = repo.strays()?;
     let files = read_index_files(repo, &mut report)?;
     let records = check_records(repo, &listed, &files, &mut report)?;
     let indexed: HashSet<PackId> = files

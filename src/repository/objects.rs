@@ -179,6 +179,35 @@ impl Repository {
             .collect())
     }
 
+    /// The strays of every object folder (`snapshots/`, `index/`,
+    /// `prune/`, `data/`): listed names that are no object of the folder's
+    /// kind, which every other listing skips. For `check`, which reports
+    /// them without counting them as damage.
+    ///
+    /// # Errors
+    /// A failed listing.
+    pub fn strays(&self) -> Result<Vec<String>> {
+        fn of<I>(
+            repo: &Repository,
+            dir: &str,
+            parse: impl Fn(&str) -> Result<I>,
+        ) -> Result<Vec<String>> {
+            Ok(repo
+                .backend()
+                .list(dir)?
+                .into_iter()
+                .filter(|info| parse(&info.path).is_err())
+                .map(|info| info.path)
+                .collect())
+        }
+        let mut strays = of(self, Snapshot::DIR, Snapshot::parse_path)?;
+        strays.extend(of(self, IndexFile::DIR, IndexFile::parse_path)?);
+        strays.extend(of(self, PruneRecord::DIR, PruneRecord::parse_path)?);
+        strays.extend(of(self, layout::DATA_DIR, layout::parse_pack_path)?);
+        strays.sort();
+        Ok(strays)
+    }
+
     /// Deletes one object. Deleting one that is already gone is not an
     /// error for the local backend, and is [`ErrorKind::NotFound`] where a
     /// backend says so.

@@ -33,7 +33,24 @@ fn stray_names_are_ignored() {
     let restored = target.join(src.strip_prefix("/").unwrap()).join("a");
     assert_eq!(fs::read(restored).unwrap(), b"hello strays");
     assert_ok(&cli.run(&["backup", src.to_str().unwrap()]));
-    assert_ok(&cli.run(&["check"]));
+    // check names each stray, and they are no damage (exit 0).
+    let out = cli.run(&["check"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for stray in ["snapshots/notanid", "(conflicted copy)", "data/9b/README"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("stray: ") && l.contains(stray)),
+            "{stray}: {text}"
+        );
+    }
+    let out = cli.run(&["--json", "check"]);
+    assert_ok(&out);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        json.contains("\"strays\"") && json.contains("data/9b/README"),
+        "{json}"
+    );
     assert_ok(&cli.run(&["prune"]));
 }
 
