@@ -48,12 +48,12 @@ impl LocalBackend {
                 .metadata()
                 .map_err(|e| storage_io(format!("stat {name}"), e))?;
             let child = format!("{rel}/{name}");
-            if meta.is_dir() {
+            if meta.is_dir() && !is_object_name(name) {
                 self.list_into(&entry.path(), &child, out)?;
             } else {
-                // A FIFO, socket or device at an object's name is listed
-                // (size 0) so that readers meet it and report it as damage
-                // to that object instead of never seeing it.
+                // A FIFO, socket, device or directory at an object's name
+                // is listed (size 0) so that readers meet it and report it
+                // as damage to that object instead of never seeing it.
                 out.push(ObjectInfo {
                     path: child,
                     size: if meta.is_file() { meta.len() } else { 0 },
@@ -62,6 +62,13 @@ impl LocalBackend {
         }
         Ok(())
     }
+}
+
+/// Whether `name` has the form of an object name (64 hex digits). kura's
+/// own folders are words and two-digit fan-out folders, so a directory
+/// named like this stands where an object should be.
+fn is_object_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Opens an object for reading without ever blocking on what is not a

@@ -156,3 +156,31 @@ fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A directory at a snapshot's name is damage to that snapshot, named by
+/// `check` (exit 14); it never makes the snapshot vanish silently.
+#[test]
+fn a_directory_at_a_snapshot_name_is_damage_to_that_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = CliRepo::init(dir.path());
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"first").unwrap();
+    let first = backup(&cli, &src);
+    fs::write(src.join("a"), b"second").unwrap();
+    let second = backup(&cli, &src);
+    let object = cli.path.join("snapshots").join(&second);
+    fs::remove_file(&object).unwrap();
+    fs::create_dir(&object).unwrap();
+    fs::write(object.join("inside"), b"x").unwrap();
+
+    let out = cli.run(&["snapshots"]);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&first[..8]));
+    let out = cli.run(&["check"]);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("snapshot {second}")), "{text}");
+    let target = dir.path().join("out");
+    assert_ok(&cli.run(&["restore", &first, "--target", target.to_str().unwrap()]));
+}
