@@ -48,7 +48,7 @@ impl LocalBackend {
                 .metadata()
                 .map_err(|e| storage_io(format!("stat {name}"), e))?;
             let child = format!("{rel}/{name}");
-            if meta.is_dir() && !is_object_name(name) {
+            if meta.is_dir() && !super::is_object_name(name) {
                 self.list_into(&entry.path(), &child, out)?;
             } else {
                 // A FIFO, socket, device or directory at an object's name
@@ -62,13 +62,6 @@ impl LocalBackend {
         }
         Ok(())
     }
-}
-
-/// Whether `name` has the form of an object name (64 hex digits). kura's
-/// own folders are words and two-digit fan-out folders, so a directory
-/// named like this stands where an object should be.
-fn is_object_name(name: &str) -> bool {
-    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Opens an object for reading without ever blocking on what is not a

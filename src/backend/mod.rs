@@ -239,3 +239,11 @@ pub(crate) fn check_path(path: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether `name` has the form of an object name (64 hex digits). kura's
+/// own folders are words and two-digit fan-out folders, so a directory
+/// named like this stands where an object should be: backends list it as
+/// a non-file at that name, which readers report as damage to the object.
+pub(crate) fn is_object_name(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -368,6 +368,21 @@ fn is_missing(e: &openssh_sftp_client::Error) -> bool {
     )
 }
 
+/// Refuses, before opening it, anything at `full` that is not a regular
+/// file: the server's open of a FIFO would block its only thread, and
+/// with it the session. Anything but a file at an object's name is damage
+/// to that object.
+async fn ensure_regular(sftp: &Sftp, full: &std::path::Path) -> Result<(), RequestError> {
+    let meta = sftp.fs().metadata(full).await?;
+    match meta.file_type() {
+        Some(t) if t.is_file() => Ok(()),
+        _ => Err(RequestError::Kura(Error::corrupt(format!(
+            "{}: not a regular file",
+            full.display()
+        )))),
+    }
+}
+
 /// Directories listed at once: `data/` has up to 256 subdirectories, and
 /// one at a time would cost a round trip each.
 const LIST_PARALLEL: usize = 16;
@@ -430,12 +445,20 @@ async fn list_one(
         };
         let meta = entry.metadata();
         match meta.file_type() {
-            Some(t) if t.is_dir() => dirs.push((dir.join(name), child)),
+            Some(t) if t.is_dir() && !super::is_object_name(name) => {
+                dirs.push((dir.join(name), child));
+            }
             Some(t) if t.is_file() => files.push(ObjectInfo {
                 path: child,
                 size: meta.len().unwrap_or(0),
             }),
-            _ => {}
+            // A FIFO, socket, device, link or directory at an object's
+            // name is listed (size 0), as on the local backend, so readers
+            // meet it and report it as damage to that object.
+            _ => files.push(ObjectInfo {
+                path: child,
+                size: 0,
+            }),
         }
     }
     Ok((files, dirs))
@@ -471,7 +494,10 @@ impl Backend for SftpBackend {
         let what = format!("reading {path}");
         self.run(&what, |sftp| async move {
             match range {
-                None => Ok(sftp.fs().read(&full).await?.to_vec()),
+                None => {
+                    ensure_regular(&sftp, &full).await?;
+                    Ok(sftp.fs().read(&full).await?.to_vec())
+                }
                 Some(r) => {
                     if r.start > r.end {
                         return Err(RequestError::Kura(Error::corrupt(format!(
@@ -481,6 +507,7 @@ impl Backend for SftpBackend {
                             r.end
                         ))));
                     }
+                    ensure_regular(&sftp, &full).await?;
                     let mut file = sftp.open(&full).await?;
                     let len = usize::try_from(r.end - r.start).unwrap_or(usize::MAX);
                     if len == 0 {
@@ -514,6 +541,7 @@ impl Backend for SftpBackend {
         let full = self.full(path);
         let what = format!("reading {path}");
         self.run(&what, |sftp| async move {
+            ensure_regular(&sftp, &full).await?;
             let mut file = sftp.open(&full).await?;
             let size = file.metadata().await?.len().unwrap_or(0);
             if size > limit {

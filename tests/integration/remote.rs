@@ -611,3 +611,62 @@ fn copy_to_and_from_sftp() {
 fn copy_to_and_from_s3() {
     copy_through(&Remote::s3(shared_garage(), "copy"));
 }
+
+/// Runs `args` under `timeout 60`: a read that blocked on a FIFO would
+/// never end (exit 124 then fails the test instead of hanging it).
+fn run_bounded(r: &Remote, args: &[&str]) -> Output {
+    let cmd = r.command(args);
+    let mut bounded = Command::new("timeout");
+    bounded
+        .arg("60")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => bounded.env(k, v),
+            None => bounded.env_remove(k),
+        };
+    }
+    let out = bounded.output().expect("run kura under timeout");
+    assert_ne!(out.status.code(), Some(124), "kura {args:?} hung");
+    out
+}
+
+#[test]
+fn sftp_a_fifo_or_directory_at_a_snapshot_name_is_damage_and_never_blocks() {
+    let sshd = shared_sshd();
+    let (r, dir) = Remote::sftp_with_dir(sshd, "non-files");
+    r.init();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), b"one").unwrap();
+    r.ok(&["backup", "-q", src.path().to_str().unwrap()]);
+    let ids = |out: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = ids(&r.ok(&["--json", "snapshots"]))[0].clone();
+    std::fs::write(src.path().join("a"), b"two").unwrap();
+    r.ok(&["backup", "-q", src.path().to_str().unwrap()]);
+    let second = ids(&r.ok(&["--json", "snapshots"]))
+        .into_iter()
+        .find(|id| *id != first)
+        .unwrap();
+    for (victim, make) in [(&second, "mkfifo"), (&first, "mkdir")] {
+        let path = dir.join("snapshots").join(victim);
+        std::fs::remove_file(&path).unwrap();
+        assert!(Command::new(make).arg(&path).status().unwrap().success());
+        let out = run_bounded(&r, &["snapshots"]);
+        assert!(out.status.success(), "{make}: {}", stderr(&out));
+        let out = run_bounded(&r, &["check"]);
+        assert_eq!(out.status.code(), Some(14), "{make}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("snapshot {victim}")),
+            "{make}: {text}"
+        );
+    }
+}
