@@ -24,7 +24,7 @@ use kura::repository::snapshots;
 use crate::common::{PASSWORD, all_objects, describe, fast_options, pseudo_random};
 
 /// Small packs, so that a few hundred KiB make many packs that mix files.
-fn small_packs() -> ChunkStoreOptions {
+pub(crate) fn small_packs() -> ChunkStoreOptions {
     ChunkStoreOptions {
         packer: PackerOptions {
             target_size: 96 << 10,
@@ -35,16 +35,18 @@ fn small_packs() -> ChunkStoreOptions {
     }
 }
 
-struct World {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    backend: Arc<MemoryBackend>,
+/// A repository in memory, a source folder, and what each snapshot must
+/// restore to (also the race tests' world, tests/integration/race.rs).
+pub(crate) struct World {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) src: PathBuf,
+    pub(crate) backend: Arc<MemoryBackend>,
     /// What each snapshot must restore to.
-    expected: HashMap<SnapshotId, HashMap<PathBuf, String>>,
+    pub(crate) expected: HashMap<SnapshotId, HashMap<PathBuf, String>>,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");
         fs::create_dir_all(&src).unwrap();
@@ -63,19 +65,19 @@ impl World {
         }
     }
 
-    fn open(backend: Arc<dyn Backend>) -> Repository {
+    pub(crate) fn open(backend: Arc<dyn Backend>) -> Repository {
         Repository::open(backend, PASSWORD).unwrap()
     }
 
-    fn repo(&self) -> Repository {
+    pub(crate) fn repo(&self) -> Repository {
         World::open(self.backend.clone() as Arc<dyn Backend>)
     }
 
-    fn write(&self, name: &str, len: usize, seed: u64) {
+    pub(crate) fn write(&self, name: &str, len: usize, seed: u64) {
         fs::write(self.src.join(name), pseudo_random(len, seed)).unwrap();
     }
 
-    fn backup(&mut self) -> SnapshotId {
+    pub(crate) fn backup(&mut self) -> SnapshotId {
         let repo = self.repo();
         let index = ChunkIndex::open(None).unwrap();
         index.sync(&repo).unwrap();
@@ -99,7 +101,7 @@ impl World {
         self.expected.remove(id);
     }
 
-    fn scratch(&self) -> PathBuf {
+    pub(crate) fn scratch(&self) -> PathBuf {
         self.dir.path().join("scratch")
     }
 
@@ -210,7 +212,7 @@ fn interleaved_snapshots() -> (World, SnapshotId, SnapshotId) {
     (w, first, second)
 }
 
-fn graced(now: u64) -> PruneOptions {
+pub(crate) fn graced(now: u64) -> PruneOptions {
     PruneOptions {
         grace: 3600,
         clock: Clock::at_unix(now),

@@ -9,52 +9,31 @@
 //! the record, rewrite the index) are called apart, and a hook on the
 //! prune's backend runs a whole backup right after the record is written.
 
-use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kura::backend::{Backend, HookedBackend, MemoryBackend};
+use kura::backend::{Backend, HookedBackend};
 use kura::chunkstore::index::ChunkIndex;
-use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
-use kura::clock::Clock;
 use kura::format::layout;
 use kura::id::SnapshotId;
 use kura::ops::backup::{BackupOptions, backup};
 use kura::ops::check::{CheckOptions, CheckReport, Subset, check};
-use kura::ops::prune::{PruneOptions, PruneReport, execute, plan, prune};
+use kura::ops::prune::{PruneReport, execute, plan, prune};
 use kura::ops::repair::{RepairSnapshotsOptions, repair_snapshots};
 use kura::ops::restore::{RestoreOptions, restore};
 use kura::repository::Repository;
 use kura::repository::snapshots;
 
-use crate::common::{PASSWORD, describe, fast_options, pseudo_random};
+use crate::common::{PASSWORD, describe};
+use crate::prune::{World, graced, small_packs};
 
 const GRACE: u64 = 3600;
 /// A first prune only writes down what it saw; the racing one runs a
 /// grace later and condemns; the sweep a grace after that.
 const T0: u64 = 2_000_000_000;
 const T1: u64 = T0 + GRACE;
-
-fn small_packs() -> ChunkStoreOptions {
-    ChunkStoreOptions {
-        packer: PackerOptions {
-            target_size: 96 << 10,
-            open_packs: 2,
-        },
-        index_every: 4,
-        ..ChunkStoreOptions::default()
-    }
-}
-
-fn graced(now: u64) -> PruneOptions {
-    PruneOptions {
-        grace: GRACE,
-        clock: Clock::at_unix(now),
-        ..PruneOptions::default()
-    }
-}
 
 fn open(backend: Arc<dyn Backend>) -> Repository {
     Repository::open(backend, PASSWORD).unwrap()
@@ -79,47 +58,12 @@ fn backup_of(backend: Arc<dyn Backend>, src: &Path) -> SnapshotId {
     backup(&repo, &index, &options).unwrap().snapshot
 }
 
-struct World {
-    dir: tempfile::TempDir,
-    src: PathBuf,
-    backend: Arc<MemoryBackend>,
-    expected: HashMap<SnapshotId, HashMap<PathBuf, String>>,
-}
-
 impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("src");
-        fs::create_dir_all(&src).unwrap();
-        let backend = Arc::new(MemoryBackend::new());
-        Repository::init(backend.clone(), PASSWORD, &fast_options()).unwrap();
-        Self {
-            dir,
-            src,
-            backend,
-            expected: HashMap::new(),
-        }
-    }
-
     fn dyn_backend(&self) -> Arc<dyn Backend> {
         self.backend.clone()
     }
 
-    fn write(&self, name: &str, len: usize, seed: u64) {
-        fs::write(self.src.join(name), pseudo_random(len, seed)).unwrap();
-    }
-
-    fn backup(&mut self) -> SnapshotId {
-        let id = backup_of(self.dyn_backend(), &self.src);
-        self.expected.insert(id, describe(&self.src));
-        id
-    }
-
-    fn scratch(&self) -> PathBuf {
-        self.dir.path().join("scratch")
-    }
-
-    fn prune(&self, now: u64) -> PruneReport {
+    fn prune_at(&self, now: u64) -> PruneReport {
         let repo = open(self.dyn_backend());
         prune(&repo, &synced(&repo), &self.scratch(), &graced(now)).unwrap()
     }
@@ -213,13 +157,13 @@ fn race(order: Order) {
     let racing = match order {
         Order::BackupFirst => {
             let id = w.backup();
-            w.prune(T1);
+            w.prune_at(T1);
             id
         }
         Order::RedTeam => red_team(&mut w),
         Order::AfterRecord => backup_after_record(&w),
         Order::PruneFirst => {
-            assert!(w.prune(T1).condemned_packs > 0);
+            assert!(w.prune_at(T1).condemned_packs > 0);
             w.backup()
         }
     };
@@ -234,13 +178,13 @@ fn race(order: Order) {
         );
     }
     // The sweep, past the grace: it keeps what the new snapshot needs.
-    let sweep = w.prune(T1 + GRACE + 1);
+    let sweep = w.prune_at(T1 + GRACE + 1);
     if matches!(order, Order::RedTeam) {
         assert!(sweep.resurrected_packs > 0, "{sweep:?}");
     }
     let report = w.assert_whole();
     assert!(report.notes.is_empty(), "{:?}", report.notes);
-    w.prune(T1 + 2 * GRACE + 2);
+    w.prune_at(T1 + 2 * GRACE + 2);
     w.assert_whole();
 }
 
@@ -256,7 +200,7 @@ fn racing_world() -> World {
     w.backup();
     w.backend.delete(&layout::snapshot_path(&first)).unwrap();
     w.expected.remove(&first);
-    assert_eq!(w.prune(T0).condemned_packs, 0);
+    assert_eq!(w.prune_at(T0).condemned_packs, 0);
     w.write("a", 300_000, 1);
     w
 }
@@ -329,7 +273,7 @@ fn a_backup_never_dedups_against_a_pack_only_readers_find() {
     assert!(next.summary.chunks_new > 0, "{:?}", next.summary);
     w.expected.insert(next.snapshot, describe(&w.src));
     w.assert_whole();
-    w.prune(T1 + GRACE + 1);
+    w.prune_at(T1 + GRACE + 1);
     w.assert_whole();
 }
 
