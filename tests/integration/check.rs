@@ -98,7 +98,7 @@ pub fn backup(cli: &CliRepo, src: &Path) -> String {
     json(&out)["snapshot"].as_str().unwrap().to_owned()
 }
 
-fn files_in(dir: &Path) -> HashSet<PathBuf> {
+pub fn files_in(dir: &Path) -> HashSet<PathBuf> {
     fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

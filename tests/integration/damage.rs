@@ -6,45 +6,59 @@
 //! (exit 14, never 13 "newer version"), `prune` refuses with the same
 //! advice, and the documented repair leaves `check --read-data` clean.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use kura::format::pack::{PackKind, TRAILER_LEN};
-use kura::id::PackId;
+use kura::id::{PackId, SnapshotId};
 
 use crate::check::{
-    Damaged, checks_clean, damage_found, data_packs, flip, open_library, restores_exactly_with,
-    snapshot_ids, two_snapshots,
+    Damaged, backup, checks_clean, damage_found, data_packs, files_in, flip, open_library,
+    pack_file, restores_exactly_with, snapshot_ids, two_snapshots,
 };
-use crate::common::{kura_env, stderr};
+use crate::common::{kura_env, pseudo_random, stderr};
 
 #[derive(Debug, Clone, Copy)]
-enum Harm {
+pub enum Harm {
     FirstByte,
     LastByte,
     Truncated,
     ZeroedHeader,
+    /// Another object's bytes copied over this one's (both names stay).
+    Swapped,
+    /// Another object moved to this one's name (its own name is gone).
+    Renamed,
 }
 
-const HARMS: [Harm; 4] = [
+pub const HARMS: [Harm; 6] = [
     Harm::FirstByte,
     Harm::LastByte,
     Harm::Truncated,
     Harm::ZeroedHeader,
+    Harm::Swapped,
+    Harm::Renamed,
 ];
 
-fn harm(path: &Path, how: Harm) {
-    let mut bytes = fs::read(path).unwrap();
+/// Harms the object at `victim`; `other` is another object of the same
+/// type, used by [`Harm::Swapped`] and [`Harm::Renamed`].
+pub fn harm(victim: &Path, other: &Path, how: Harm) {
+    let mut bytes = fs::read(victim).unwrap();
     match how {
         Harm::FirstByte => bytes[0] ^= 0x40,
         Harm::LastByte => *bytes.last_mut().unwrap() ^= 0x40,
         Harm::Truncated => bytes.clear(),
         Harm::ZeroedHeader => bytes[..32].fill(0),
+        Harm::Swapped => bytes = fs::read(other).unwrap(),
+        Harm::Renamed => {
+            fs::rename(other, victim).unwrap();
+            return;
+        }
     }
-    fs::remove_file(path).unwrap(); // objects are read-only hard links
-    fs::write(path, bytes).unwrap();
+    fs::remove_file(victim).unwrap(); // objects are read-only hard links
+    fs::write(victim, bytes).unwrap();
 }
 
 /// Runs `args`, asserting exit code `code`; returns (stdout, stderr).
@@ -87,9 +101,45 @@ fn still_works(d: &Damaged, object: &str, id: &str, repair: &str) {
     );
 }
 
-fn damaged_index_file(how: Harm) {
+/// Two snapshots as [`two_snapshots`] makes them, and a third of another
+/// directory, whose packs, index file and snapshot are "another object of
+/// the same type" for [`Harm::Swapped`] and [`Harm::Renamed`]: harming
+/// the second's objects with them leaves the first snapshot unaffected.
+struct Three {
+    d: Damaged,
+    third: String,
+    third_index: PathBuf,
+    third_packs: HashSet<PathBuf>,
+}
+
+fn three_snapshots() -> Three {
     let d = two_snapshots();
-    harm(&d.second_index, how);
+    let packs_before = data_packs(&d.cli.path);
+    let indexes_before = files_in(&d.cli.path.join("index"));
+    let elsewhere = d.dir.path().join("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::write(elsewhere.join("other.bin"), pseudo_random(1 << 19, 7)).unwrap();
+    let third = backup(&d.cli, &elsewhere);
+    let third_index = files_in(&d.cli.path.join("index"))
+        .difference(&indexes_before)
+        .next()
+        .unwrap()
+        .clone();
+    let third_packs = data_packs(&d.cli.path)
+        .difference(&packs_before)
+        .cloned()
+        .collect();
+    Three {
+        d,
+        third,
+        third_index,
+        third_packs,
+    }
+}
+
+fn damaged_index_file(how: Harm) {
+    let Three { d, third_index, .. } = three_snapshots();
+    harm(&d.second_index, &third_index, how);
     let name = d.second_index.file_name().unwrap().to_str().unwrap();
     let found = damage_found(&d, &[]);
     assert!(found.contains(&format!("index {name}")), "{how:?}: {found}");
@@ -105,9 +155,9 @@ fn damaged_index_file(how: Harm) {
 }
 
 fn damaged_snapshot(how: Harm) {
-    let d = two_snapshots();
-    let object = d.cli.path.join("snapshots").join(&d.second);
-    harm(&object, how);
+    let Three { d, third, .. } = three_snapshots();
+    let snapshots = d.cli.path.join("snapshots");
+    harm(&snapshots.join(&d.second), &snapshots.join(third), how);
     let found = damage_found(&d, &[]);
     assert!(
         found.contains(&format!("snapshot {}", d.second)),
@@ -132,44 +182,72 @@ fn damaged_snapshot(how: Harm) {
     restores_exactly_with(&d, &d.first, &["old.bin"], &[], true);
 }
 
-#[test]
-fn an_index_file_with_its_first_byte_flipped() {
-    damaged_index_file(HARMS[0]);
+/// The pack of `kind` among `packs`.
+fn pack_of_kind(d: &Damaged, packs: &HashSet<PathBuf>, kind: PackKind) -> PathBuf {
+    let (repo, _) = open_library(d);
+    packs
+        .iter()
+        .find(|p| {
+            let id = PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
+            let size = fs::metadata(p).unwrap().len();
+            repo.read_pack_header(&id, size).unwrap().kind == kind
+        })
+        .unwrap()
+        .clone()
+}
+
+/// The pack holding `snapshot`'s root tree.
+fn tree_pack_of(d: &Damaged, snapshot: &str) -> PathBuf {
+    let (repo, index) = open_library(d);
+    let id = SnapshotId::from_hex(snapshot).unwrap();
+    let snap = kura::repository::snapshots::load(&repo, &id).unwrap();
+    let loc = index.lookup(&snap.tree_id().unwrap()).unwrap().unwrap();
+    assert_eq!(loc.kind, PackKind::Tree);
+    pack_file(&d.cli.path, &loc.pack)
+}
+
+/// A pack of the second backup harmed: `check --read-data` names it
+/// (exit 14), the first snapshot restores, and the repair `check` names
+/// (`repair snapshots`, then `repair index --read-data`) leaves the
+/// repository clean with the first snapshot whole.
+fn damaged_pack(kind: PackKind, how: Harm) {
+    let t = three_snapshots();
+    let d = &t.d;
+    let (victim, other) = match kind {
+        PackKind::Data => (
+            d.second_data_pack.clone(),
+            pack_of_kind(d, &t.third_packs, kind),
+        ),
+        PackKind::Tree => (tree_pack_of(d, &d.second), tree_pack_of(d, &t.third)),
+    };
+    harm(&victim, &other, how);
+    let name = victim.file_name().unwrap().to_str().unwrap();
+    let found = damage_found(d, &["--read-data"]);
+    assert!(found.contains(&format!("pack {name}")), "{how:?}: {found}");
+    let (text, _) = run(d, &["check", "--read-data"], 14);
+    assert!(
+        text.contains("kura repair snapshots, then kura repair index --read-data"),
+        "{how:?}: {text}"
+    );
+    restores_exactly_with(d, &d.first, &["old.bin"], &[], true);
+    run(d, &["repair", "snapshots"], 0);
+    run(d, &["repair", "index", "--read-data"], 0);
+    checks_clean(d);
+    restores_exactly_with(d, &d.first, &["old.bin"], &[], true);
 }
 
 #[test]
-fn an_index_file_with_its_last_byte_flipped() {
-    damaged_index_file(HARMS[1]);
+fn an_index_file_harmed_each_way_is_damage_repaired_by_repair_index() {
+    for how in HARMS {
+        damaged_index_file(how);
+    }
 }
 
 #[test]
-fn an_index_file_truncated_to_nothing() {
-    damaged_index_file(HARMS[2]);
-}
-
-#[test]
-fn an_index_file_with_a_zeroed_header() {
-    damaged_index_file(HARMS[3]);
-}
-
-#[test]
-fn a_snapshot_with_its_first_byte_flipped() {
-    damaged_snapshot(HARMS[0]);
-}
-
-#[test]
-fn a_snapshot_with_its_last_byte_flipped() {
-    damaged_snapshot(HARMS[1]);
-}
-
-#[test]
-fn a_snapshot_truncated_to_nothing() {
-    damaged_snapshot(HARMS[2]);
-}
-
-#[test]
-fn a_snapshot_with_a_zeroed_header() {
-    damaged_snapshot(HARMS[3]);
+fn a_snapshot_harmed_each_way_is_damage_repaired_by_repair_snapshots() {
+    for how in HARMS {
+        damaged_snapshot(how);
+    }
 }
 
 #[test]
@@ -198,4 +276,18 @@ fn a_tree_pack_with_an_unknown_header_scheme_is_damage_named_by_check() {
     // The index still locates every tree: both snapshots restore.
     restores_exactly_with(&d, &d.first, &["old.bin"], &[], false);
     restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], false);
+}
+
+#[test]
+fn a_data_pack_harmed_each_way_is_damage_named_by_check_read_data() {
+    for how in HARMS {
+        damaged_pack(PackKind::Data, how);
+    }
+}
+
+#[test]
+fn a_tree_pack_harmed_each_way_is_damage_named_by_check_read_data() {
+    for how in HARMS {
+        damaged_pack(PackKind::Tree, how);
+    }
 }
