@@ -150,6 +150,9 @@ fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()
     for (id, why) in &report.packs_dropped {
         println!("left out: pack {id}: {why}");
     }
+    for (id, why) in &report.prune_records_deleted {
+        println!("deleted: prune record {id}: {why}");
+    }
     println!(
         "{}{} packs indexed, {} left out; {} index files written, {} deleted",
         if dry_run { "dry run: " } else { "" },

@@ -155,13 +155,15 @@ pub struct Damage {
 impl Damage {
     /// The command that repairs this kind of damage, for the message that
     /// names it: a damaged index file is superseded by `repair index`, a
-    /// damaged snapshot object is removed by `repair snapshots`, and lost
+    /// damaged snapshot object is removed by `repair snapshots`, a damaged
+    /// prune record is deleted by `repair index` (which indexes every pack
+    /// again, those the record condemned included), and lost
     /// packs, trees or blobs are cut out of the snapshots that need them
     /// and then out of the index. `None` for damage no command repairs.
     pub fn repair(&self) -> Option<&'static str> {
         let kind = self.object.split(' ').next().unwrap_or_default();
         match kind {
-            "index" => Some("kura repair index"),
+            "index" | "prune" => Some("kura repair index"),
             "snapshot" => Some("kura repair snapshots"),
             "pack" | "tree" | "blob" => {
                 Some("kura repair snapshots, then kura repair index --read-data")

@@ -12,6 +12,14 @@
 //! snapshots that needed them stay damaged (`check` names them) until
 //! `repair snapshots` rewrites them.
 //!
+//! A prune record that does not authenticate stops every backup and prune
+//! (it could condemn any pack, format-spec/12), and no reader can learn
+//! which packs it condemned; `repair index` deletes it after the new index
+//! files are written. That is safe: deleting a record only ever keeps
+//! packs, and every pack the record condemned is listed in the new index
+//! files like any other, so a later prune condemns again what no snapshot
+//! needs.
+//!
 //! Crash safety: the new files are written before any old one is deleted,
 //! and a reader disregards a file that an authenticated file supersedes; a
 //! crash leaves old and new files side by side, which is consistent. A
@@ -47,11 +55,12 @@ use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
 use crate::format::pack::PackKind;
+use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Entry, Payload};
-use crate::id::{ChunkId, IndexId, PackId, SnapshotId};
+use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
-use crate::repository::snapshots;
+use crate::repository::{records, snapshots};
 use crate::snapshot::tree;
 
 /// How to repair.
@@ -74,6 +83,38 @@ pub struct RepairIndexReport {
     pub packs_dropped: Vec<(PackId, String)>,
     pub index_files_written: usize,
     pub index_files_deleted: usize,
+    /// Prune records deleted because they do not authenticate, with why
+    /// (`[{"record", "problem"}]`).
+    #[serde(serialize_with = "serialize_damaged_records")]
+    pub prune_records_deleted: Vec<(RecordId, String)>,
+}
+
+fn serialize_damaged_records<S: serde::Serializer>(
+    records: &[(RecordId, String)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    #[derive(serde::Serialize)]
+    struct Damaged<'a> {
+        record: RecordId,
+        problem: &'a str,
+    }
+    s.collect_seq(records.iter().map(|(record, problem)| Damaged {
+        record: *record,
+        problem,
+    }))
+}
+
+/// The prune records that do not authenticate, with why.
+fn damaged_prune_records(repo: &Repository) -> Result<Vec<(RecordId, String)>> {
+    let mut out = Vec::new();
+    for id in repo.list::<PruneRecord>()? {
+        match records::load(repo, &id) {
+            Err(e) if e.kind() == ErrorKind::Corrupt => out.push((id, e.to_string())),
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 fn serialize_dropped_packs<S: serde::Serializer>(
@@ -127,6 +168,7 @@ pub fn repair_index(
         }
     }
     report.packs_indexed = good.len();
+    report.prune_records_deleted = damaged_prune_records(repo)?;
     if options.dry_run {
         return Ok(report);
     }
@@ -159,6 +201,9 @@ pub fn repair_index(
     for id in &old {
         repo.delete::<IndexFile>(id)?;
         report.index_files_deleted += 1;
+    }
+    for (id, _) in &report.prune_records_deleted {
+        repo.delete::<PruneRecord>(id)?;
     }
     index.sync(repo)?;
     index.persist()?;

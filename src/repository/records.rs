@@ -13,7 +13,8 @@ use crate::repository::Repository;
 /// # Errors
 /// A failed listing, or a record that does not authenticate: a record that
 /// cannot be read could condemn anything, so nothing may rely on its
-/// absence. A record listed but gone when read is skipped (it was swept).
+/// absence; its error names the record and `kura repair index`, which
+/// deletes it. A record listed but gone when read is skipped (it was swept).
 pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
     let mut out = Vec::new();
     for id in repo.list::<PruneRecord>()? {
@@ -24,6 +25,14 @@ pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
             // 12, step 8), so it condemns nothing that still exists.
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {
                 tracing::debug!("prune record {id} was swept while being read");
+            }
+            Err(e) if e.kind() == crate::ErrorKind::Corrupt => {
+                return Err(e.context(format!(
+                    "prune record {id} is damaged, and a record that cannot be read could \
+                     condemn any pack, so nothing is written or deleted until it is gone; \
+                     run `kura repair index` (it indexes every pack again and deletes the \
+                     record)"
+                )));
             }
             Err(e) => return Err(e),
         }

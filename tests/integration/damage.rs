@@ -291,3 +291,84 @@ fn a_tree_pack_harmed_each_way_is_damage_named_by_check_read_data() {
         damaged_pack(PackKind::Tree, how);
     }
 }
+
+/// A repository with two prune records and one snapshot, `kept`, holding
+/// `old.bin` alone: the second snapshot's and a later one's new files were
+/// forgotten, each pruned by a record of its own.
+struct Records {
+    d: Damaged,
+    kept: String,
+    /// The records, oldest first.
+    records: Vec<PathBuf>,
+}
+
+fn two_prune_records() -> Records {
+    let d = two_snapshots();
+    let mut records = Vec::new();
+    let mut kept = String::new();
+    for name in ["new.bin", "newer.bin"] {
+        fs::write(d.src.join(name), pseudo_random(1 << 19, 8)).unwrap();
+        backup(&d.cli, &d.src);
+        fs::remove_file(d.src.join(name)).unwrap();
+        kept = backup(&d.cli, &d.src);
+        run(&d, &["forget", "--keep-last", "1"], 0);
+        let before = prune_records(&d);
+        run(&d, &["prune"], 0);
+        let after = prune_records(&d);
+        records.extend(after.difference(&before).cloned());
+    }
+    assert_eq!(records.len(), 2, "one record per prune");
+    Records { d, kept, records }
+}
+
+fn prune_records(d: &Damaged) -> HashSet<PathBuf> {
+    let dir = d.cli.path.join("prune");
+    if dir.exists() {
+        files_in(&dir)
+    } else {
+        HashSet::new()
+    }
+}
+
+/// A harmed prune record is damage: `check` names it and `kura repair
+/// index` (exit 14); backup and prune refuse with the same advice (a
+/// record that cannot be read could condemn any pack, format-spec/12);
+/// the kept snapshot restores; `repair index` indexes every pack again and
+/// deletes the record, after which backup, prune and `check --read-data`
+/// are clean.
+fn damaged_prune_record(how: Harm) {
+    let Records { d, kept, records } = two_prune_records();
+    harm(&records[1], &records[0], how);
+    let id = records[1].file_name().unwrap().to_str().unwrap();
+    let found = damage_found(&d, &[]);
+    assert!(
+        found.contains(&format!("prune record {id}")),
+        "{how:?}: {found}"
+    );
+    let (text, _) = run(&d, &["check"], 14);
+    assert!(text.contains("kura repair index"), "{how:?}: {text}");
+    let object = format!("prune record {id}");
+    for args in [&["backup", d.src.to_str().unwrap()][..], &["prune"]] {
+        let (_, refused) = run(&d, args, 14);
+        assert!(
+            refused.contains(&object) && refused.contains("kura repair index"),
+            "{how:?} {args:?}: {refused}"
+        );
+    }
+    restores_exactly_with(&d, &kept, &["old.bin"], &[], true);
+    let (said, _) = run(&d, &["repair", "index"], 0);
+    assert!(said.contains(&object), "{how:?}: {said}");
+    assert!(!records[1].exists(), "{how:?}");
+    checks_clean(&d);
+    run(&d, &["backup", d.src.to_str().unwrap()], 0);
+    run(&d, &["prune"], 0);
+    checks_clean(&d);
+    restores_exactly_with(&d, &kept, &["old.bin"], &[], true);
+}
+
+#[test]
+fn a_prune_record_harmed_each_way_is_damage_repaired_by_repair_index() {
+    for how in HARMS {
+        damaged_prune_record(how);
+    }
+}
