@@ -37,6 +37,9 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                     "  {:<16} {:<17} {:<28}",
                     "id", "created (UTC)", "argon2id (KiB, passes, lanes)"
                 );
+                for (id, why) in repo.damaged_keys()? {
+                    println!("! {:<16} damaged: {why}", &id.to_hex()[..16]);
+                }
                 for k in keys {
                     let mark = if k.current { "*" } else { " " };
                     let p = k.params;

@@ -15,7 +15,10 @@
 //!    format-spec/12); an orphan is adopted by `kura repair index` (or the
 //!    next backup). Trees are walked once
 //!    per tree id (results are memoized), so unchanged directories shared
-//!    by many snapshots cost one visit; the walk is `snapshot::walk`'s.
+//!    by many snapshots cost one visit; the walk is `snapshot::walk`'s;
+//! 5. every prune record authenticates, and every key slot decodes (a slot
+//!    that does not is damage no password can use; whether a slot's sealed
+//!    key is whole only its own password can tell).
 //!
 //! Data (`read_data`): the chosen packs are downloaded whole and every blob
 //! is authenticated, decompressed and its id recomputed
@@ -157,13 +160,15 @@ impl Damage {
     /// names it: a damaged index file is superseded by `repair index`, a
     /// damaged snapshot object is removed by `repair snapshots`, a damaged
     /// prune record is deleted by `repair index` (which indexes every pack
-    /// again, those the record condemned included), and lost
+    /// again, those the record condemned included), a key slot that does
+    /// not decode is removed by `key remove`, and lost
     /// packs, trees or blobs are cut out of the snapshots that need them
     /// and then out of the index. `None` for damage no command repairs.
     pub fn repair(&self) -> Option<&'static str> {
         let kind = self.object.split(' ').next().unwrap_or_default();
         match kind {
             "index" | "prune" => Some("kura repair index"),
+            "key" => Some("kura key remove ID, with another password"),
             "snapshot" => Some("kura repair snapshots"),
             "pack" | "tree" | "blob" => {
                 Some("kura repair snapshots, then kura repair index --read-data")
@@ -230,6 +235,11 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         .collect();
     report.orphan_packs.sort();
     let condemning = check_prune_records(repo, &mut report)?;
+    for (id, e) in repo.damaged_keys()? {
+        report
+            .damage
+            .push(damage(format!("key slot {id}"), &e, Vec::new()));
+    }
     // Damaged packs, with the blobs that fail if they are known (`None`:
     // all of them).
     let mut damaged: HashMap<PackId, Option<HashSet<ChunkId>>> =

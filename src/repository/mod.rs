@@ -55,6 +55,21 @@ impl Default for InitOptions {
     }
 }
 
+/// What to do about a damaged config, the one object no command repairs:
+/// it never changes after `init`, so any copy of the repository has it.
+pub const CONFIG_ADVICE: &str = "the repository config is damaged; it never changes after \
+    `kura init`, so put back the file `config` from any copy of this repository";
+
+/// Names a [`ErrorKind::Corrupt`] config with [`CONFIG_ADVICE`]; other
+/// errors (backend, newer version) pass unchanged.
+fn damaged_config(e: Error) -> Error {
+    if e.kind() == ErrorKind::Corrupt {
+        e.context(CONFIG_ADVICE)
+    } else {
+        e
+    }
+}
+
 /// A key slot as shown to a user.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeySlotInfo {
@@ -170,10 +185,11 @@ impl Repository {
                     format!("{}: no kura repository here", backend.describe()),
                 )
             } else {
-                e
+                damaged_config(e)
             }
         })?;
-        Ok((ConfigHeader::decode(&bytes)?, bytes))
+        let header = ConfigHeader::decode(&bytes).map_err(damaged_config)?;
+        Ok((header, bytes))
     }
 
     /// Opens a repository with `password`.
@@ -202,7 +218,7 @@ impl Repository {
     ) -> Result<Self> {
         let (header, bytes) = Self::read_header(backend.as_ref())?;
         let (slot, master) = unlock_any(backend.as_ref(), &header.repo, password, unlock)?;
-        let body = config::open_body(&bytes, &master.subkeys().metadata)?;
+        let body = config::open_body(&bytes, &master.subkeys().metadata).map_err(damaged_config)?;
         Ok(Self::assemble(backend, header, body, master, slot))
     }
 
@@ -235,23 +251,45 @@ impl Repository {
         self.slot
     }
 
-    /// Every key slot of the repository.
+    /// Every key slot of the repository that decodes; a slot that does
+    /// not is skipped with a damage warning (see [`Self::damaged_keys`]).
     ///
     /// # Errors
-    /// Backend errors; [`ErrorKind::Corrupt`] for a damaged slot.
+    /// Backend errors.
     pub fn list_keys(&self) -> Result<Vec<KeySlotInfo>> {
-        read_slots(self.backend.as_ref())?
-            .into_iter()
-            .map(|(id, slot)| {
-                let slot = slot?;
-                Ok(KeySlotInfo {
+        let mut out = Vec::new();
+        for (id, slot) in read_slots(self.backend.as_ref())? {
+            match slot {
+                Ok(slot) => out.push(KeySlotInfo {
                     id,
                     created: slot.created,
                     params: slot.params,
                     current: id == self.slot,
-                })
-            })
-            .collect()
+                }),
+                Err(e) if e.kind() == ErrorKind::Corrupt => {
+                    crate::error::warn_skipped_damage(&format!("key slot {id}"), &e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key slots that do not decode, with why: damage no password can
+    /// use, which `check` names and [`Self::remove_key`] removes.
+    ///
+    /// # Errors
+    /// Backend errors.
+    pub fn damaged_keys(&self) -> Result<Vec<(KeySlotId, Error)>> {
+        let mut out = Vec::new();
+        for (id, slot) in read_slots(self.backend.as_ref())? {
+            match slot {
+                Err(e) if e.kind() == ErrorKind::Corrupt => out.push((id, e)),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The key slot whose id starts with `prefix` (hex, either case), as a
@@ -262,10 +300,12 @@ impl Repository {
     /// if several do (more digits are needed); as [`Self::list_keys`].
     pub fn find_key_slot(&self, prefix: &str) -> Result<KeySlotId> {
         let wanted = prefix.to_ascii_lowercase();
+        let damaged = self.damaged_keys()?.into_iter().map(|(id, _)| id);
         let matches: Vec<KeySlotId> = self
             .list_keys()?
             .into_iter()
             .map(|k| k.id)
+            .chain(damaged)
             .filter(|id| id.to_hex().starts_with(&wanted))
             .collect();
         match matches.as_slice() {
@@ -298,7 +338,8 @@ impl Repository {
         Ok(id)
     }
 
-    /// Removes a key slot other than the current one.
+    /// Removes a key slot other than the current one, a damaged one (that
+    /// does not decode) included.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for the current slot (use
@@ -310,7 +351,14 @@ impl Repository {
                 "refusing to remove the key slot in use; use `key passwd` to replace it",
             ));
         }
-        if !self.list_keys()?.iter().any(|k| k.id == *id) {
+        let damaged = self.damaged_keys()?.into_iter().map(|(d, _)| d);
+        if !self
+            .list_keys()?
+            .iter()
+            .map(|k| k.id)
+            .chain(damaged)
+            .any(|k| k == *id)
+        {
             return Err(Error::new(ErrorKind::NotFound, format!("no key slot {id}")));
         }
         self.backend.delete(&layout::key_path(id))

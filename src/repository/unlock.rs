@@ -133,9 +133,15 @@ fn usable_slots(backend: &dyn Backend, repo: &RepoId) -> Result<(Slots, Vec<Stri
     let mut unusable = Vec::new();
     for (id, slot) in read_slots(backend)? {
         match slot {
-            Err(e) => unusable.push(format!("key slot {id} does not decode ({e})")),
+            Err(e) => unusable.push(format!(
+                "key slot {id} does not decode ({e}): it is damaged; remove it with \
+                 `kura key remove {id}` using another password, or put it back from a copy \
+                 of the repository"
+            )),
             Ok(slot) if slot.repo != *repo => unusable.push(format!(
-                "key slot {id} belongs to repository {}, not to this config's {repo}",
+                "key slot {id} belongs to repository {}, not to this config's {repo} (if the \
+                 repository config came from another repository, put back the file `config` \
+                 from any copy of this repository)",
                 slot.repo
             )),
             Ok(slot) => usable.push((id, slot)),
@@ -187,7 +193,7 @@ pub(crate) fn unlock_any(
         None => plan(usable, read_hint(cache_root, repo)),
     };
     let mut refused = None;
-    let mut tried = 0;
+    let mut tried = Vec::new();
     for (id, slot) in &plan.tried {
         match slot.unlock(password) {
             Ok(master) => {
@@ -197,16 +203,16 @@ pub(crate) fn unlock_any(
             Err(e) if e.kind() == ErrorKind::KeySlotRefused => {
                 refused = Some(e.context(format!("key slot {id}")));
             }
-            Err(_) => tried += 1,
+            Err(_) => tried.push(*id),
         }
     }
-    Err(failure(refused, tried, &unusable, &plan.skipped))
+    Err(failure(refused, &tried, &unusable, &plan.skipped))
 }
 
 /// Why no slot opened: see [`unlock_any`].
 fn failure(
     refused: Option<Error>,
-    tried: usize,
+    tried: &[KeySlotId],
     unusable: &[String],
     skipped: &[(KeySlotId, KeySlot)],
 ) -> Error {
@@ -220,11 +226,14 @@ fn failure(
         format!("; {}", notes.join("; "))
     };
     match refused {
-        Some(e) if tried == 0 && notes.is_empty() => e,
-        Some(e) if tried == 0 => e.context(notes.join("; ")),
-        _ if tried > 0 => Error::new(
+        Some(e) if tried.is_empty() && notes.is_empty() => e,
+        Some(e) if tried.is_empty() => e.context(notes.join("; ")),
+        _ if !tried.is_empty() => Error::new(
             ErrorKind::WrongPassword,
-            format!("wrong password: no key slot opens with it{also}"),
+            format!(
+                "wrong password: no key slot opens with it{}{also}",
+                tried_note(tried)
+            ),
         ),
         _ if unusable.is_empty() => Error::corrupt(
             "the repository has no key slots (keys/ is empty): no password can open it; \
@@ -232,6 +241,19 @@ fn failure(
         ),
         _ => Error::corrupt(format!("no key slot of this repository can be used{also}")),
     }
+}
+
+/// Names the slots a wrong password was tried on: a slot whose sealed key
+/// is damaged, or that holds another slot's bytes, fails exactly as a wrong
+/// password does (its one check is the AEAD under the password's key).
+fn tried_note(tried: &[KeySlotId]) -> String {
+    let names: Vec<String> = tried.iter().map(|id| format!("key slot {id}")).collect();
+    format!(
+        " (tried {}; a damaged key slot fails the same way: if the password is right, open \
+         with another password, `kura key add` a new slot for it and `kura key remove` the \
+         old one)",
+        names.join(", ")
+    )
 }
 
 /// Names the slots the caps skipped, and how to try one of them.

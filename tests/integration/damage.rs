@@ -19,7 +19,7 @@ use crate::check::{
     Damaged, backup, checks_clean, damage_found, data_packs, files_in, flip, open_library,
     pack_file, restores_exactly_with, snapshot_ids, two_snapshots,
 };
-use crate::common::{kura_env, pseudo_random, stderr};
+use crate::common::{CliRepo, FAST_KDF, kura_env, pseudo_random, stderr};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Harm {
@@ -370,5 +370,150 @@ fn damaged_prune_record(how: Harm) {
 fn a_prune_record_harmed_each_way_is_damage_repaired_by_repair_index() {
     for how in HARMS {
         damaged_prune_record(how);
+    }
+}
+
+/// What `kura` says about a damaged config: nothing repairs it (it holds
+/// the repository's parameters, sealed under its keys), but it never
+/// changes after `init`, so any copy of the repository has it whole.
+const CONFIG_ADVICE: &str = "put back the file `config` from any copy of this repository";
+
+/// A harmed config: the repository does not open (exit 14, the config
+/// named and what to do); with the config put back, as the message says,
+/// it checks clean and every snapshot restores. Swapped and renamed take
+/// another repository's config, the only other object of the type.
+fn damaged_config(how: Harm) {
+    let d = two_snapshots();
+    let config = d.cli.path.join("config");
+    let whole = fs::read(&config).unwrap();
+    let foreign = CliRepo::init(&d.dir.path().join("foreign")).path;
+    harm(&config, &foreign.join("config"), how);
+    for args in [
+        &["snapshots"][..],
+        &["check"],
+        &["backup", d.src.to_str().unwrap()],
+    ] {
+        let (_, said) = run(&d, args, 14);
+        assert!(
+            said.contains("repository config") && said.contains(CONFIG_ADVICE),
+            "{how:?} {args:?}: {said}"
+        );
+    }
+    fs::remove_file(&config).unwrap();
+    fs::write(&config, whole).unwrap();
+    checks_clean(&d);
+    restores_exactly_with(&d, &d.first, &["old.bin"], &[], true);
+    restores_exactly_with(&d, &d.second, &["new.bin", "old.bin"], &[], true);
+}
+
+#[test]
+fn a_config_harmed_each_way_stops_the_repository_and_says_to_put_it_back() {
+    for how in HARMS {
+        damaged_config(how);
+    }
+}
+
+/// Runs `args` with `password` (and `KURA_NEW_PASSWORD` = `new`),
+/// asserting exit `code`; returns (stdout, stderr).
+fn run_as(d: &Damaged, password: &str, new: &str, args: &[&str], code: i32) -> (String, String) {
+    let cache = d.dir.path().join("cache");
+    let env = [
+        ("KURA_PASSWORD", OsStr::new(password)),
+        ("KURA_CACHE_DIR", cache.as_os_str()),
+        ("KURA_NEW_PASSWORD", OsStr::new(new)),
+    ];
+    check_exit(kura_env(&d.cli.path, &env, args), args, code)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+/// A harmed key slot (the slot of "pw"; a second slot, of "two", is the
+/// other object): "pw" no longer opens the repository (exit 12), and the
+/// error names the slot. A slot that no longer decodes is named as such;
+/// one whose sealed key was damaged, or that holds another slot's bytes,
+/// cannot be told from a wrong password (its only check is its AEAD under
+/// the password's key), so the error names the slots tried and says that
+/// a damaged slot fails the same way. With "two" every snapshot restores,
+/// `check` names a slot that does not decode and `kura key remove` (exit
+/// 14), and removing it, then `kura key add` for "pw", leaves the
+/// repository clean for "pw".
+fn damaged_key_slot(how: Harm) {
+    let d = two_snapshots();
+    let keys = d.cli.path.join("keys");
+    let pw_slot = files_in(&keys).into_iter().next().unwrap();
+    run_as(
+        &d,
+        "pw",
+        "two",
+        &[&["key", "add"][..], &FAST_KDF].concat(),
+        0,
+    );
+    let two_slot = files_in(&keys).into_iter().find(|p| *p != pw_slot).unwrap();
+    let (pw_id, two_id) = (file_name(&pw_slot), file_name(&two_slot));
+    harm(&pw_slot, &two_slot, how);
+    let (_, said) = run_as(&d, "pw", "", &["snapshots"], 12);
+    assert!(
+        said.contains(&format!("key slot {pw_id}")) && said.contains("damaged key slot"),
+        "{how:?}: {said}"
+    );
+    restores_exactly_with_password(&d, "two");
+    let undecodable = matches!(how, Harm::FirstByte | Harm::Truncated | Harm::ZeroedHeader);
+    let (text, _) = run_as(&d, "two", "", &["check"], if undecodable { 14 } else { 0 });
+    if undecodable {
+        assert!(
+            text.contains(&format!("key slot {pw_id}")) && text.contains("kura key remove"),
+            "{how:?}: {text}"
+        );
+    }
+    if !matches!(how, Harm::Renamed) {
+        let remove = ["--key-slot", &two_id, "key", "remove", &pw_id];
+        run_as(&d, "two", "", &remove, 0);
+    }
+    run_as(
+        &d,
+        "two",
+        "pw",
+        &[&["key", "add"][..], &FAST_KDF].concat(),
+        0,
+    );
+    checks_clean(&d);
+    restores_exactly_with(&d, &d.first, &["old.bin"], &[], true);
+}
+
+/// Both snapshots restore byte-identical when opened with `password`.
+fn restores_exactly_with_password(d: &Damaged, password: &str) {
+    for (snapshot, names) in [
+        (&d.first, &["old.bin"][..]),
+        (&d.second, &["new.bin", "old.bin"]),
+    ] {
+        let target = d
+            .dir
+            .path()
+            .join(format!("restore-{password}-{}", &snapshot[..8]));
+        let args = [
+            "restore",
+            snapshot.as_str(),
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        run_as(d, password, "", &args, 0);
+        let dir = target.join(d.src.strip_prefix("/").unwrap());
+        for name in names {
+            assert_eq!(
+                fs::read(dir.join(name)).unwrap(),
+                fs::read(d.src.join(name)).unwrap(),
+                "{name} in {snapshot}"
+            );
+        }
+        fs::remove_dir_all(&target).unwrap();
+    }
+}
+
+#[test]
+fn a_key_slot_harmed_each_way_is_named_and_another_password_repairs_it() {
+    for how in HARMS {
+        damaged_key_slot(how);
     }
 }
