@@ -103,7 +103,8 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
 #[derive(clap::Subcommand, Debug)]
 pub enum RepairCommand {
     /// Rebuild the index from the packs: drops entries of missing or
-    /// damaged packs, so the next backup stores that data again.
+    /// damaged packs, so the next backup stores that data again; then
+    /// deletes prune records that do not authenticate.
     Index {
         /// Verify every pack whole, not only its header.
         #[arg(long)]

@@ -1,10 +1,24 @@
-//! One damaged metadata object (an index file or a snapshot) is damage to
-//! report, never a reason to stop the repository (issue 12): for each way
-//! of damaging it (first byte flipped, last byte flipped, truncated to
-//! nothing, header zeroed) the other snapshots list and restore
-//! byte-identical, a backup works, `check` names the object and its repair
-//! (exit 14, never 13 "newer version"), `prune` refuses with the same
-//! advice, and the documented repair leaves `check --read-data` clean.
+//! The damage matrix (issue 12): every kind of object (config, key slot,
+//! snapshot, index file, prune record, tree pack, data pack) harmed each
+//! way ([`HARMS`]: first byte flipped, last byte flipped, truncated to
+//! nothing, header zeroed, another object of the type copied over it, or
+//! moved to its name), one helper per kind looping over the harms. For
+//! each: the exit code, an error that names the object, the unaffected
+//! snapshots restoring byte-identical, and the documented repair leaving
+//! `check --read-data` clean.
+//!
+//! | object | what `kura` does | repair |
+//! |---|---|---|
+//! | config | nothing opens (exit 14), "repository config" named | put back `config` from a copy (it never changes) |
+//! | key slot | its password fails (exit 12), the slot named; `check` names one that does not decode (14) | another password: `key remove`, `key add` |
+//! | snapshot | skipped (warned once); `check` 14; prune refuses | `repair snapshots` |
+//! | index file | skipped (warned once); `check` 14; prune refuses | `repair index` |
+//! | prune record | `check` 14; backup and prune refuse, naming it | `repair index` (deletes it) |
+//! | tree or data pack | `check --read-data` 14 | `repair snapshots`, then `repair index --read-data` |
+//!
+//! A snapshot or index file damaged never stops the others: they list and
+//! restore, backup works, and `check`'s message is never 13 "newer
+//! version".
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -295,14 +309,14 @@ fn a_tree_pack_harmed_each_way_is_damage_named_by_check_read_data() {
 /// A repository with two prune records and one snapshot, `kept`, holding
 /// `old.bin` alone: the second snapshot's and a later one's new files were
 /// forgotten, each pruned by a record of its own.
-struct Records {
+struct Pruned {
     d: Damaged,
     kept: String,
     /// The records, oldest first.
     records: Vec<PathBuf>,
 }
 
-fn two_prune_records() -> Records {
+fn two_prune_records() -> Pruned {
     let d = two_snapshots();
     let mut records = Vec::new();
     let mut kept = String::new();
@@ -318,7 +332,7 @@ fn two_prune_records() -> Records {
         records.extend(after.difference(&before).cloned());
     }
     assert_eq!(records.len(), 2, "one record per prune");
-    Records { d, kept, records }
+    Pruned { d, kept, records }
 }
 
 fn prune_records(d: &Damaged) -> HashSet<PathBuf> {
@@ -337,7 +351,7 @@ fn prune_records(d: &Damaged) -> HashSet<PathBuf> {
 /// deletes the record, after which backup, prune and `check --read-data`
 /// are clean.
 fn damaged_prune_record(how: Harm) {
-    let Records { d, kept, records } = two_prune_records();
+    let Pruned { d, kept, records } = two_prune_records();
     harm(&records[1], &records[0], how);
     let id = records[1].file_name().unwrap().to_str().unwrap();
     let found = damage_found(&d, &[]);
