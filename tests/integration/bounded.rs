@@ -83,13 +83,7 @@ fn survives_hostile(d: &Damaged, object: &str) {
     let target = d.dir.path().join("bounded-restore");
     let args = ["restore", &d.first, "--target", target.to_str().unwrap()];
     run_small(d, 2, &args, 0);
-    let restored = target
-        .join(d.src.strip_prefix("/").unwrap())
-        .join("old.bin");
-    assert_eq!(
-        fs::read(restored).unwrap(),
-        fs::read(d.src.join("old.bin")).unwrap()
-    );
+    crate::check::assert_old_restored(d, &target);
 }
 
 fn time_is_here(test: &str) -> bool {

@@ -249,6 +249,11 @@ fn first_still_restores(d: &Damaged) {
         .cli
         .run(&["restore", &d.first, "--target", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_old_restored(d, &target);
+}
+
+/// The first snapshot's `old.bin`, restored under `target`, equals the source's.
+pub fn assert_old_restored(d: &Damaged, target: &Path) {
     let restored = target
         .join(d.src.strip_prefix("/").unwrap())
         .join("old.bin");

@@ -96,7 +96,7 @@ impl World {
         report.snapshot
     }
 
-    fn forget(&mut self, id: &SnapshotId) {
+    pub(crate) fn forget(&mut self, id: &SnapshotId) {
         self.backend.delete(&layout::snapshot_path(id)).unwrap();
         self.expected.remove(id);
     }
@@ -182,7 +182,7 @@ fn assert_whole(
 }
 
 /// Two snapshots sharing `b`; the first also has `a`, the second `c`.
-fn two_snapshots() -> (World, SnapshotId, SnapshotId) {
+pub(crate) fn two_snapshots() -> (World, SnapshotId, SnapshotId) {
     let mut w = World::new();
     w.write("a", 300_000, 1);
     w.write("b", 300_000, 2);

@@ -27,7 +27,7 @@ use kura::repository::Repository;
 use kura::repository::snapshots;
 
 use crate::common::{PASSWORD, describe};
-use crate::prune::{World, graced, small_packs};
+use crate::prune::{World, graced, small_packs, two_snapshots};
 
 const GRACE: u64 = 3600;
 /// A first prune only writes down what it saw; the racing one runs a
@@ -191,15 +191,8 @@ fn race(order: Order) {
 /// The world before the race: the first prune has run, `a` is back in
 /// the source and only packs the racing prune condemns hold it.
 fn racing_world() -> World {
-    let mut w = World::new();
-    w.write("a", 300_000, 1);
-    w.write("b", 300_000, 2);
-    let first = w.backup();
-    fs::remove_file(w.src.join("a")).unwrap();
-    w.write("c", 300_000, 3);
-    w.backup();
-    w.backend.delete(&layout::snapshot_path(&first)).unwrap();
-    w.expected.remove(&first);
+    let (mut w, first, _) = two_snapshots();
+    w.forget(&first);
     assert_eq!(w.prune_at(T0).condemned_packs, 0);
     w.write("a", 300_000, 1);
     w
