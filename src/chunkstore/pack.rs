@@ -15,7 +15,8 @@ use crate::repository::sealer::Sealer;
 /// How packs are built (not part of the format).
 #[derive(Debug, Clone, Copy)]
 pub struct PackerOptions {
-    /// A pack is finished once its blobs reach this many bytes.
+    /// A pack is finished once its blobs reach this many bytes (at most
+    /// [`pack::MAX_PACK_TARGET`]).
     pub target_size: usize,
     /// How many packs are open at once per kind (at least 2).
     pub open_packs: usize,
@@ -64,7 +65,10 @@ pub struct Packer {
 }
 
 impl Packer {
-    pub fn new(kind: PackKind, options: PackerOptions) -> Self {
+    /// A target above [`pack::MAX_PACK_TARGET`] is lowered to it, so that
+    /// no pack exceeds what readers accept.
+    pub fn new(kind: PackKind, mut options: PackerOptions) -> Self {
+        options.target_size = options.target_size.min(pack::MAX_PACK_TARGET);
         let n = options.open_packs.max(2);
         Self {
             kind,

@@ -21,6 +21,13 @@ pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 pub const HEADER_FIXED_LEN: usize = 6;
 /// Largest header envelope a reader accepts (room for ~230 000 entries).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
+/// Largest stored pack a reader accepts (format-spec/05, 07 "Size
+/// limits"): a writer's target (at most [`MAX_PACK_TARGET`]) plus one
+/// largest blob, a largest header and the padding stay below it.
+pub const MAX_PACK_LEN: u64 = 128 << 20;
+/// Largest pack target a writer may use, so that its packs stay below
+/// [`MAX_PACK_LEN`].
+pub const MAX_PACK_TARGET: usize = 64 << 20;
 
 /// Whether a pack holds file data or tree (metadata) blobs; never both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,8 +214,14 @@ pub fn assemble_with_nonce(
 /// `pack_len` bytes) and returns the header envelope's length.
 ///
 /// # Errors
-/// [`crate::ErrorKind::Corrupt`] for a bad magic or impossible length.
+/// [`crate::ErrorKind::Corrupt`] for a pack over [`MAX_PACK_LEN`], a bad
+/// magic or an impossible length.
 pub fn decode_trailer(trailer: &[u8], pack_len: u64) -> Result<u32> {
+    if pack_len > MAX_PACK_LEN {
+        return Err(Error::corrupt(format!(
+            "pack is {pack_len} bytes, over the limit of {MAX_PACK_LEN} bytes for a pack"
+        )));
+    }
     if trailer.len() != TRAILER_LEN || &trailer[4..] != TRAILER_MAGIC {
         return Err(Error::corrupt("pack trailer is missing or damaged"));
     }

@@ -236,12 +236,18 @@ impl Repository {
             .collect())
     }
 
-    /// The bytes of pack `id` (a range of them, or all).
+    /// The bytes of pack `id` (a range of them, or all of it if it is at
+    /// most [`pack::MAX_PACK_LEN`] long: a longer pack is never read).
     ///
     /// # Errors
-    /// Backend errors; [`ErrorKind::Corrupt`] for a range past the end.
+    /// Backend errors; [`ErrorKind::Corrupt`] for a range past the end or
+    /// a pack over the limit (naming both sizes).
     pub fn read_pack(&self, id: &PackId, range: Option<Range<u64>>) -> Result<Vec<u8>> {
-        self.backend().read(&layout::pack_path(id), range)
+        let path = layout::pack_path(id);
+        match range {
+            Some(range) => self.backend().read(&path, Some(range)),
+            None => self.backend().read_at_most(&path, pack::MAX_PACK_LEN),
+        }
     }
 
     /// Writes a finished pack (create-only).

@@ -115,6 +115,32 @@ fn a_2_gib_file_at_an_index_files_name_is_damage_never_read() {
     survives_hostile(&d, &format!("index {name}"));
 }
 
+/// A 2 GiB file at a data pack's name (larger than any pack may be) is
+/// damage to that pack: `check --read-data` names it with its size and
+/// never reads it whole, and the first snapshot (not in that pack)
+/// restores. `repair index --read-data` drops it from the index without
+/// reading it.
+#[test]
+fn a_2_gib_file_at_a_packs_name_is_damage_never_read() {
+    if !time_is_here("a_2_gib_file_at_a_packs_name_is_damage_never_read") {
+        return;
+    }
+    let d = two_snapshots();
+    make_hostile(&d.second_data_pack);
+    let pack = d.second_data_pack.file_name().unwrap().to_str().unwrap();
+    let checked = run_small(&d, 0, &["--json", "check", "--read-data"], 14);
+    let damage = json(&checked)["damage"].to_string();
+    assert!(damage.contains(&format!("pack {pack}")), "{damage}");
+    assert!(damage.contains(&HOSTILE_LEN.to_string()), "{damage}");
+    let target = d.dir.path().join("bounded-restore");
+    let args = ["restore", &d.first, "--target", target.to_str().unwrap()];
+    run_small(&d, 1, &args, 0);
+    crate::check::assert_old_restored(&d, &target);
+    let repaired = run_small(&d, 2, &["--json", "repair", "index", "--read-data"], 0);
+    let dropped = String::from_utf8_lossy(&repaired.stdout);
+    assert!(dropped.contains(pack), "{dropped}");
+}
+
 /// A 2 GiB file at a key slot's name is an unusable slot, named, never
 /// read: the real slot still opens the repository.
 #[test]
