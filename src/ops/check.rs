@@ -20,7 +20,8 @@
 //!    that does not is damage no password can use; whether a slot's sealed
 //!    key is whole only its own password can tell).
 //!
-//! Data (`read_data`): the chosen packs are downloaded whole and every blob
+//! Data (`read_data`): the chosen packs (indexed or not: a reader may need
+//! an unindexed one) are downloaded whole and every blob
 //! is authenticated, decompressed and its id recomputed
 //! (`verify_pack_blobs`); the blobs that fail count as damaged in step 4
 //! (all of a pack's blobs, if its header, layout or padding fails). A subset takes the
@@ -246,16 +247,17 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
         records.damaged_packs.iter().map(|p| (*p, None)).collect();
     let mut verified = Vec::new();
     if let Some(subset) = options.read_data {
-        // Packs the structure check already found damaged are not read
+        // Every listed pack, unindexed ones too (a reader may need them);
+        // packs the structure check already found damaged are not read
         // (or reported) again.
-        let mut candidates: Vec<(PackId, u64)> = indexed
+        let mut candidates: Vec<(PackId, u64)> = listed
             .iter()
-            .filter(|p| !damaged.contains_key(p))
-            .filter_map(|p| listed.get(p).map(|s| (*p, *s)))
+            .filter(|(p, _)| !damaged.contains_key(p))
+            .map(|(p, s)| (*p, *s))
             .collect();
         candidates.sort();
         let chosen = choose(index, candidates, subset)?;
-        let (whole, bad) = read_packs(repo, &chosen, &mut report)?;
+        let (whole, bad) = read_packs(repo, &chosen, &indexed, &mut report)?;
         index.mark_verified(&whole, options.clock.now_unix())?;
         damaged.extend(bad);
         verified = whole;
@@ -265,8 +267,9 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     index.refill(repo)?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
-    let needed = walk_snapshots(repo, index, &bad_blobs, &mut report)?;
-    report.notes = unindexed_notes(&needed, &condemning);
+    let needed = walk_snapshots(repo, index, &bad_blobs, &damaged, &mut report)?;
+    let notes = unindexed_notes(&needed, &condemning, &damaged);
+    report.notes.extend(notes);
     Ok(report)
 }
 
@@ -276,6 +279,7 @@ fn walk_snapshots(
     repo: &Repository,
     index: &ChunkIndex,
     bad_blobs: &HashMap<ChunkId, PackId>,
+    damaged: &HashMap<PackId, FailedBlobs>,
     report: &mut CheckReport,
 ) -> Result<HashMap<PackId, Vec<SnapshotId>>> {
     // Trees are read from the repository, not from the cache: that is
@@ -289,6 +293,7 @@ fn walk_snapshots(
         store: &store,
         index,
         bad_blobs,
+        damaged,
         memo: HashMap::new(),
         open: Vec::new(),
     };
@@ -342,12 +347,13 @@ fn walk_snapshots(
 
 /// One note per unindexed pack a snapshot needs: a condemned one is kept
 /// by the next prune after the grace; an orphan is adopted by
-/// `kura repair index`.
+/// `kura repair index`. A damaged one has its own note (`report_damaged_pack`).
 fn unindexed_notes(
     needed: &HashMap<PackId, Vec<SnapshotId>>,
     condemning: &HashMap<PackId, RecordId>,
+    damaged: &HashMap<PackId, FailedBlobs>,
 ) -> Vec<String> {
-    let mut packs: Vec<&PackId> = needed.keys().collect();
+    let mut packs: Vec<&PackId> = needed.keys().filter(|p| !damaged.contains_key(p)).collect();
     packs.sort();
     packs
         .into_iter()
@@ -592,12 +598,14 @@ type FailedBlobs = Option<HashSet<ChunkId>>;
 /// Packs read whole, and damaged packs with their failed blobs.
 type ReadOutcome = (Vec<PackId>, Vec<(PackId, FailedBlobs)>);
 
-/// Reads the chosen packs whole, several at a time, and verifies every blob.
-/// Returns the packs found whole, and those found damaged with the blobs
+/// Reads the chosen packs whole, several at a time, and verifies every blob;
+/// an unindexed pack (not in `indexed`) deleted since it was listed is
+/// skipped (a prune swept it), not damage. Returns the packs found whole, and those found damaged with the blobs
 /// that fail (`None` if the pack failed as a whole).
 fn read_packs(
     repo: &Repository,
     chosen: &[(PackId, u64)],
+    indexed: &HashSet<PackId>,
     report: &mut CheckReport,
 ) -> Result<ReadOutcome> {
     // As many packs in flight as the backend suggests (two locally, more
@@ -617,29 +625,54 @@ fn read_packs(
         })?;
     let (mut whole, mut damaged) = (Vec::new(), Vec::new());
     for (id, size, outcome) in results {
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::NotFound)
+            && !indexed.contains(&id)
+        {
+            // An unindexed pack gone since the listing: a prune swept it.
+            continue;
+        }
         report.packs_read += 1;
         report.bytes_read += size;
         match outcome {
             Ok(bad) if bad.is_empty() => whole.push(id),
             Ok(bad) => {
                 let problem = format!("{} damaged blobs; first: {}", bad.len(), bad[0].1);
-                report.damage.push(Damage {
-                    object: format!("pack {id}"),
-                    problem,
-                    affects: Vec::new(),
-                });
+                report_damaged_pack(report, id, indexed, problem);
                 damaged.push((id, Some(bad.into_iter().map(|(b, _)| b).collect())));
             }
             Err(e) if is_damage(&e) => {
                 damaged.push((id, None));
-                report
-                    .damage
-                    .push(damage(format!("pack {id}"), &e, Vec::new()));
+                report_damaged_pack(report, id, indexed, e.to_string());
             }
             Err(e) => return Err(e),
         }
     }
     Ok((whole, damaged))
+}
+
+/// A damaged indexed pack is damage; a damaged unindexed one is a note
+/// (the files that need it are damage, found by the walk; prune deletes it
+/// once nothing does).
+fn report_damaged_pack(
+    report: &mut CheckReport,
+    id: PackId,
+    indexed: &HashSet<PackId>,
+    problem: String,
+) {
+    if indexed.contains(&id) {
+        report.damage.push(Damage {
+            object: format!("pack {id}"),
+            problem,
+            affects: Vec::new(),
+        });
+    } else {
+        report.notes.push(format!(
+            "pack {id} is in no index file and damaged ({problem}); files that need it \
+             are listed as damage, and prune deletes it once nothing does"
+        ));
+    }
 }
 
 /// A problem below a tree, relative to it.
@@ -659,6 +692,8 @@ struct TreeChecker<'a, 'r> {
     store: &'a ChunkStore<'r>,
     index: &'a ChunkIndex,
     bad_blobs: &'a HashMap<ChunkId, PackId>,
+    /// Packs `--read-data` found damaged, indexed or not.
+    damaged: &'a HashMap<PackId, FailedBlobs>,
     memo: HashMap<ChunkId, Rc<Vec<Problem>>>,
     /// The directories being walked, innermost last, with the problems
     /// found below each so far.
@@ -710,6 +745,15 @@ impl Visitor for TreeChecker<'_, '_> {
 }
 
 impl TreeChecker<'_, '_> {
+    /// Whether `--read-data` found blob `id` of `pack` damaged.
+    fn fails_in(&self, pack: PackId, id: &ChunkId) -> bool {
+        match self.damaged.get(&pack) {
+            None => false,
+            Some(None) => true,
+            Some(Some(bad)) => bad.contains(id),
+        }
+    }
+
     /// The problems below the snapshot root tree `root`.
     fn walk(&mut self, root: &ChunkId) -> Result<Rc<Vec<Problem>>> {
         if !self.memo.contains_key(root) {
@@ -767,6 +811,9 @@ impl TreeChecker<'_, '_> {
         for (id, loc) in ids.iter().zip(self.index.lookup_many(&ids)?) {
             let (problem, unindexed) = match (loc, self.bad_blobs.get(id)) {
                 (None, _) => match self.store.unindexed_location(id)? {
+                    Some(l) if self.fails_in(l.pack, id) => {
+                        (format!("is in damaged pack {}", l.pack), None)
+                    }
                     Some(l) => (String::new(), Some(l.pack)),
                     None => ("is in no index file and no pack".to_owned(), None),
                 },

@@ -323,6 +323,27 @@ fn a_flipped_byte_in_a_pack_is_found_by_read_data() {
     first_still_restores(&d);
 }
 
+/// A pack no index file names (its index file is lost) that a snapshot
+/// needs is read whole by `--read-data` too: a flipped byte in it is
+/// damage named with the pack and the file, not only a note that
+/// `repair index` adopts the pack.
+#[test]
+fn read_data_verifies_an_unindexed_pack_a_snapshot_needs() {
+    let d = two_snapshots();
+    fs::remove_file(&d.second_index).unwrap();
+    let out = d.cli.run(&["--json", "check", "--read-data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    flip(&d.second_data_pack, 100);
+    let text = damage_found(&d, &["--read-data"]);
+    let pack = d.second_data_pack.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.contains(&format!("pack {pack}")) && text.contains("new.bin"),
+        "{text}"
+    );
+    assert!(!text.contains(&d.first[..16]), "{text}");
+    first_still_restores(&d);
+}
+
 #[test]
 fn truncated_pack_index_and_snapshot_damage_are_named() {
     let d = two_snapshots();
