@@ -52,6 +52,7 @@ pub fn execute(
     let condemned = match write_all(repo, index, plan, options, &mut report) {
         Ok(condemned) => condemned,
         Err(e) if is_storage_full(&e) => return Err(storage_full(e, &report)),
+        Err(e) if report.deleted_packs > 0 => return Err(failed_after_deleting(e, &report)),
         Err(e) => return Err(e),
     };
     delete_after_writes(repo, plan, &condemned, &mut report)?;
@@ -84,19 +85,44 @@ fn write_all(
     Ok(condemned)
 }
 
-/// Whether `e` (or a cause of it) says the storage has no space left.
+/// Whether `e` (or a cause of it) says the storage has no space left or
+/// a quota is used up: an OS error (local disks, `ENOSPC` and `EDQUOT`),
+/// or the words servers use (S3's `QuotaExceeded`). OpenSSH's SFTP server
+/// reports a full disk as a bare "Failure", which
+/// [`failed_after_deleting`] covers.
 fn is_storage_full(e: &Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
         let full = c
             .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull);
+            .is_some_and(|io| matches!(io.kind(), StorageFull | QuotaExceeded));
         if full {
             return true;
         }
         cause = c.source();
     }
-    e.to_string().contains("No space left on device")
+    let text = e.to_string().to_lowercase();
+    [
+        "no space left",
+        "quota exceeded",
+        "quotaexceeded",
+        "insufficient storage",
+    ]
+    .iter()
+    .any(|w| text.contains(w))
+}
+
+/// The error of a run whose writes failed for a reason it cannot name
+/// after it deleted what was ripe: what it freed, and that a full storage
+/// the server did not name may be the cause.
+fn failed_after_deleting(e: Error, report: &PruneReport) -> Error {
+    e.context(format!(
+        "prune deleted {} ripe packs ({} bytes) before a write failed, and lost \
+         nothing; run `kura prune` again (if the storage was full, the space freed \
+         holds its record and index files)",
+        report.deleted_packs, report.freed_bytes
+    ))
 }
 
 /// The error of a run whose writes failed for lack of space after it
@@ -449,4 +475,44 @@ fn repack_packs(
         }
     }
     Ok((out, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PruneReport, failed_after_deleting, is_storage_full};
+    use crate::error::{Error, ErrorKind};
+
+    #[test]
+    fn full_storage_is_recognised_by_kind_or_by_the_servers_words() {
+        let io = |kind| Error::io("writing", std::io::Error::from(kind));
+        assert!(is_storage_full(&io(std::io::ErrorKind::StorageFull)));
+        assert!(is_storage_full(&io(std::io::ErrorKind::QuotaExceeded)));
+        assert!(!is_storage_full(&io(std::io::ErrorKind::PermissionDenied)));
+        for said in ["S3 error: QuotaExceeded", "507 Insufficient Storage"] {
+            assert!(is_storage_full(&Error::new(ErrorKind::Io, said)), "{said}");
+        }
+        assert!(!is_storage_full(&Error::new(
+            ErrorKind::Io,
+            "sftp: Failure"
+        )));
+    }
+
+    #[test]
+    fn a_write_failing_after_deletions_says_what_was_freed() {
+        let report = PruneReport {
+            deleted_packs: 3,
+            freed_bytes: 12_345,
+            ..PruneReport::default()
+        };
+        let said =
+            failed_after_deleting(Error::new(ErrorKind::Io, "sftp: Failure"), &report).to_string();
+        assert!(
+            said.contains("deleted 3 ripe packs (12345 bytes)"),
+            "{said}"
+        );
+        assert!(
+            said.contains("kura prune") && said.contains("Failure"),
+            "{said}"
+        );
+    }
 }
