@@ -35,7 +35,12 @@ impl ChunkSet {
         let path = dir.join(format!("chunk-set-{}.redb", ChunkId::random()));
         let made = std::fs::create_dir_all(dir)
             .map_err(|e| Error::io("creating the cache directory", e))
-            .and_then(|()| Database::create(&path).map_err(|e| db_err(purpose, e)));
+            .and_then(|()| {
+                Database::builder()
+                    .set_cache_size(super::CACHE_BYTES)
+                    .create(&path)
+                    .map_err(|e| db_err(purpose, e))
+            });
         let db = match made {
             Ok(db) => db,
             Err(e) => {

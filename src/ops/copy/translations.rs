@@ -49,7 +49,9 @@ impl Translations {
     pub fn open(path: Option<&Path>) -> Result<Self> {
         let on_disk = path.and_then(|p| {
             create_private_dir(p.parent()?).ok()?;
-            Database::create(p)
+            Database::builder()
+                .set_cache_size(crate::chunkstore::index::CACHE_BYTES)
+                .create(p)
                 .inspect_err(|e| {
                     tracing::warn!(
                         "copy translations {} unusable ({e}); using memory",
