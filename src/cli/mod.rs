@@ -6,6 +6,7 @@
 mod browse_cmds;
 mod check_cmd;
 mod copy_cmd;
+mod docs_cmd;
 pub mod exit;
 mod forget_cmd;
 mod key;
@@ -160,6 +161,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Print a shell completion script (bash, zsh or fish).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write kura's manual pages (kura.1, kura-backup.1, ...) into a
+    /// directory.
+    Man(docs_cmd::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -361,6 +367,8 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),
+        Command::Completions(args) => docs_cmd::run_completions(args),
+        Command::Man(args) => docs_cmd::run_man(args),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The `kura` binary: set-up commands, password sources and exit codes.
 
 use std::ffi::OsStr;
+use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::{BIN, FAST_KDF, init, kura, kura_env, stderr};
+use crate::common::{BIN, FAST_KDF, init, kura, kura_env, skip, stderr};
 
 /// Runs a key command that asks for a new password.
 fn with_new_password(repo: &Path, password: &str, new: &str, args: &[&str]) -> Output {
@@ -426,4 +427,56 @@ fn s3_set_up_mistakes_are_usage_errors_before_any_request() {
         "{err}"
     );
     assert!(!err.contains("ConfigInvalid"), "library internals: {err}");
+}
+
+/// `kura completions bash` is a script bash accepts that completes every
+/// command; `kura man --dir` writes a page per command that groff renders
+/// without a warning (issue 15, item 8).
+#[test]
+fn completions_and_manual_pages_come_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("unused");
+    let out = kura(&repo, None, &["completions", "bash"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = dir.path().join("kura.bash");
+    fs::write(&script, &out.stdout).unwrap();
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for command in ["backup", "restore", "prune", "repair", "completions", "man"] {
+        assert!(text.contains(command), "{command} not completed");
+    }
+    let bad = kura(&repo, None, &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
+    let pages = dir.path().join("man");
+    let out = kura(&repo, None, &["man", "--dir", pages.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in [
+        "kura.1",
+        "kura-backup.1",
+        "kura-repair-index.1",
+        "kura-key-add.1",
+    ] {
+        let path = pages.join(page);
+        let roff = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(roff.contains(".TH ") && roff.contains(".SH NAME"), "{page}");
+        if Path::new("/usr/bin/groff").exists() {
+            let shown = Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(shown.stderr.is_empty(), "{page}: {}", stderr(&shown));
+        } else {
+            skip(
+                "completions_and_manual_pages_come_from_the_commands (groff)",
+                "no groff",
+            );
+        }
+    }
 }
