@@ -195,7 +195,7 @@ fn s3_snapshots(endpoint: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Outpu
     let mut all: Vec<(&str, &OsStr)> = vec![
         ("AWS_ACCESS_KEY_ID", OsStr::new("GKnotarealkey")),
         ("AWS_SECRET_ACCESS_KEY", OsStr::new("not-a-real-secret")),
-        ("KURA_INSECURE_HTTP", OsStr::new("")),
+        ("KURA_INSECURE_HTTP", OsStr::new("0")),
     ];
     all.extend_from_slice(env);
     let args = [
@@ -221,7 +221,9 @@ fn plain_http_to_s3_is_refused_unless_loopback_or_insecure_http() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("--insecure-http"), "{text}");
     assert!(text.contains("10.1.2.3"), "{text}");
-    // Allowed: then it tries to connect, and nothing answers.
+    // Allowed: then it tries to connect, and nothing answers (exit 18).
+    // A network with a transparent proxy answers any address with a 404
+    // (exit 10): either way the request was sent, not refused.
     let allowed: [(&str, &[&str], &[(&str, &OsStr)]); 5] = [
         ("http://10.1.2.3:9", &["--insecure-http"], &[]),
         (
@@ -236,7 +238,10 @@ fn plain_http_to_s3_is_refused_unless_loopback_or_insecure_http() {
     for (endpoint, extra, env) in allowed {
         let out = s3_snapshots(endpoint, extra, env);
         let text = stderr(&out);
-        assert_eq!(out.status.code(), Some(18), "{endpoint} {extra:?}: {text}");
+        assert!(
+            matches!(out.status.code(), Some(18 | 10)),
+            "{endpoint} {extra:?}: {text}"
+        );
         assert!(!text.contains("--insecure-http"), "{text}");
     }
 }
@@ -316,7 +321,7 @@ fn a_running_kura_cannot_dump_core_nor_be_inspected() {
     // the keys.
     let mut writer = open_when_read(&fifo, &mut child);
     let pid = child.id();
-    let owner = fs::metadata(format!("/proc/{pid}")).unwrap().uid();
+    let owner = fs::metadata(format!("/proc/{pid}/environ")).unwrap().uid();
     let core = limit(pid, "Max core file size");
     std::io::Write::write_all(&mut writer, b"select 1;\n").unwrap();
     drop(writer);
