@@ -161,12 +161,17 @@ fn is_loopback(host: &str) -> bool {
 /// encrypted and authenticated, but nothing says which store answered.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidInput`] naming the endpoint and how to allow it.
+/// [`ErrorKind::InvalidInput`] naming the endpoint and how to allow it
+/// (only for an endpoint that parses).
 pub fn check_transport(location: &S3Location) -> Result<()> {
     let Some(endpoint) = &location.endpoint else {
         return Ok(()); // AWS's own endpoint: https
     };
-    let (https, host) = endpoint_parts(endpoint)?;
+    // A malformed endpoint is not this check's to report (exit 1, from
+    // `check_endpoint` in `S3Backend::connect`).
+    let Ok((https, host)) = endpoint_parts(endpoint) else {
+        return Ok(());
+    };
     if https || location.insecure_http || is_loopback(host) {
         return Ok(());
     }
