@@ -189,9 +189,12 @@ fn the_password_command_text_is_in_no_message() {
     assert!(text.contains("exit status: 3"), "{text}");
 }
 
+/// Environment variables for one run of kura.
+type Variables<'a> = &'a [(&'a str, &'a OsStr)];
+
 /// Runs `kura snapshots` on an S3 bucket behind `endpoint` with made-up
 /// credentials, a one-second I/O timeout and `extra` arguments/variables.
-fn s3_snapshots(endpoint: &str, extra: &[&str], env: &[(&str, &OsStr)]) -> Output {
+fn s3_snapshots(endpoint: &str, extra: &[&str], env: Variables) -> Output {
     let mut all: Vec<(&str, &OsStr)> = vec![
         ("AWS_ACCESS_KEY_ID", OsStr::new("GKnotarealkey")),
         ("AWS_SECRET_ACCESS_KEY", OsStr::new("not-a-real-secret")),
@@ -224,7 +227,7 @@ fn plain_http_to_s3_is_refused_unless_loopback_or_insecure_http() {
     // Allowed: then it tries to connect, and nothing answers (exit 18).
     // A network with a transparent proxy answers any address with a 404
     // (exit 10): either way the request was sent, not refused.
-    let allowed: [(&str, &[&str], &[(&str, &OsStr)]); 5] = [
+    let allowed: [(&str, &[&str], Variables); 5] = [
         ("http://10.1.2.3:9", &["--insecure-http"], &[]),
         (
             "http://10.1.2.3:9",
