@@ -336,3 +336,36 @@ fn a_running_kura_cannot_dump_core_nor_be_inspected() {
     );
     assert_eq!(core, "0 0", "kura's core size limit");
 }
+
+#[test]
+fn ssh_inherits_no_password_variable() {
+    // ssh runs `LocalCommand` with its own environment once connected.
+    let sshd = crate::servers::shared_sshd();
+    let (_, url) = sshd.new_repo_dir("hygiene-ssh-environment");
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen-by-ssh.txt");
+    let config = dir.path().join("ssh_config");
+    let shared = fs::read_to_string(&sshd.ssh_config).unwrap();
+    fs::write(
+        &config,
+        format!(
+            "PermitLocalCommand yes\nLocalCommand env > '{}'\n\n{shared}",
+            seen.display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let env: Vec<(&str, &OsStr)> = PASSWORD_VARIABLES
+        .iter()
+        .map(|(k, v)| (*k, OsStr::new(v)))
+        .chain([
+            ("KURA_SSH_CONFIG", config.as_os_str()),
+            ("KURA_CACHE_DIR", cache.as_os_str()),
+        ])
+        .collect();
+    let out = kura_env(Path::new(&url), &env, &[&["init"][..], &FAST_KDF].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = fs::read(&seen).expect("ssh ran the LocalCommand");
+    assert!(String::from_utf8_lossy(&seen).contains("PATH="));
+    assert_eq!(password_lines(&seen), Vec::<String>::new());
+}
