@@ -128,7 +128,7 @@ fn chunk_id(c: &mut Criterion) {
 }
 
 fn envelope(c: &mut Criterion) {
-    let key = subkeys().data;
+    let key = subkeys().data.clone();
     let (id, repo) = ([4u8; 32], RepoId([5; 32]));
     let plaintext = pseudo_random(CHUNK, 4);
     let sealed = envelope::seal(&key, ObjectType::DataBlob, &id, &repo, &plaintext);

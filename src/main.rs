@@ -30,7 +30,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    // Before any password is read, and while this is the only thread.
+    cli::secrets::harden_process();
     let parsed = cli::Cli::parse();
+    cli::secrets::take_password_variables();
     match cli::run(&parsed) {
         Ok(()) => ExitCode::from(cli::exit::OK),
         Err(err) => {

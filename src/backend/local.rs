@@ -2,14 +2,28 @@
 //! directory, are fsynced, then hard-linked to the final name (which fails
 //! if the name exists, so nothing is ever overwritten), and the directory is
 //! fsynced. Hidden names (starting with '.') are never listed.
+//!
+//! Owned invariant: what this backend creates is private to the user who
+//! runs kura, whatever the umask: every file (objects and their temporary
+//! files) is created 0600 and every directory it makes (the repository
+//! root on `init`, `data/xx/` on demand) 0700. Key slots are sealed by a
+//! password, but a readable slot lets any local user guess that password
+//! offline. A root directory that already exists keeps its mode.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Backend, ObjectInfo, check_path, check_range, oversized, within_limit};
 use crate::error::{Error, ErrorKind, Result};
+
+/// Mode of every file this backend creates (before the umask, which can
+/// only take bits away).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory this backend creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// A repository in a local directory.
 pub struct LocalBackend {
@@ -69,7 +83,6 @@ impl LocalBackend {
 /// came), then `fstat` on the descriptor. Anything but a regular file at an
 /// object's name is damage to that object.
 fn open_regular(full: &Path) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
@@ -156,7 +169,10 @@ impl Backend for LocalBackend {
             .file_name()
             .and_then(|n| n.to_str())
             .expect("checked path");
-        fs::create_dir_all(&dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)
             .map_err(|e| storage_io(format!("creating {}", dir.display()), e))?;
         let temp = dir.join(format!(
             ".{name}.tmp-{}",
@@ -229,7 +245,11 @@ fn remove_temporaries(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u
 }
 
 fn write_temp(temp: &Path, data: &mut dyn Read) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(temp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(temp)?;
     io::copy(data, &mut file)?;
     file.flush()?;
     file.sync_all()

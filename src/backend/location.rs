@@ -33,6 +33,9 @@ pub struct RemoteOptions {
     /// before it fails as transient and is retried; `None`: [`DEFAULT_IO_TIMEOUT`]
     /// (`--io-timeout`, `KURA_IO_TIMEOUT`).
     pub io_timeout: Option<Duration>,
+    /// Whether plain `http://` may reach an S3 endpoint that is not
+    /// loopback (`--insecure-http`, `KURA_INSECURE_HTTP`).
+    pub insecure_http: bool,
 }
 
 /// How long a remote request may take by default.
@@ -102,6 +105,7 @@ impl Location {
                 endpoint: options.s3_endpoint.clone(),
                 region: options.s3_region.clone(),
                 timeout: options.timeout(),
+                insecure_http: options.insecure_http,
             }));
         }
         if text.contains("://") {
@@ -119,12 +123,28 @@ impl Location {
         !matches!(self, Self::Local(_))
     }
 
-    /// Connects. Remote backends check what they can at once (host, keys,
-    /// bucket, credentials) so that permanent problems fail early.
+    /// Refuses a location whose transport is not protected and not
+    /// allowed: plain http to an S3 endpoint that is not loopback
+    /// ([`super::s3::check_transport`]). [`Self::open`] checks it too.
     ///
     /// # Errors
-    /// As [`SftpBackend::connect`] and [`S3Backend::connect`].
+    /// [`ErrorKind::InvalidInput`] naming the endpoint and the option.
+    pub fn check_transport(&self) -> Result<()> {
+        match self {
+            Self::S3(loc) => super::s3::check_transport(loc),
+            Self::Local(_) | Self::Sftp(_) => Ok(()),
+        }
+    }
+
+    /// Connects. Remote backends check what they can at once (host, keys,
+    /// bucket, credentials, the transport) so that permanent problems fail
+    /// early, before any request.
+    ///
+    /// # Errors
+    /// As [`Self::check_transport`], [`SftpBackend::connect`] and
+    /// [`S3Backend::connect`].
     pub fn open(&self) -> Result<Arc<dyn Backend>> {
+        self.check_transport()?;
         Ok(match self {
             Self::Local(path) => Arc::new(LocalBackend::new(path)),
             Self::Sftp(loc) => Arc::new(SftpBackend::connect(loc.clone())?),
@@ -263,6 +283,7 @@ mod tests {
             s3_region: Some("garage".into()),
             ssh_config: None,
             io_timeout: Some(Duration::from_secs(7)),
+            insecure_http: false,
         };
         assert_eq!(
             Location::parse("s3://bucket/a/b/", &options).unwrap(),
@@ -272,6 +293,7 @@ mod tests {
                 endpoint: options.s3_endpoint.clone(),
                 region: options.s3_region.clone(),
                 timeout: Duration::from_secs(7),
+                insecure_http: false,
             })
         );
         assert!(matches!(parse("s3://bucket").unwrap(), Location::S3(l) if l.prefix.is_empty()));

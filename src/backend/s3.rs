@@ -5,6 +5,8 @@
 //! Never from the EC2 instance metadata service (169.254.169.254): off
 //! EC2 that address hangs or answers someone else, so no credentials is
 //! said at once as [`ErrorKind::AccessDenied`] naming what to set.
+//! Plain `http://` reaches only a loopback endpoint unless the location
+//! allows it ([`check_transport`]).
 //!
 //! Create-only writes are one `PUT` with `If-None-Match: *`. Whether the
 //! store honours that header is checked before the first write of a
@@ -35,6 +37,9 @@ pub struct S3Location {
     pub region: Option<String>,
     /// How long one request may take (the I/O of a read or write: half).
     pub timeout: Duration,
+    /// Whether plain `http://` may reach a host that is not loopback
+    /// ([`check_transport`]).
+    pub insecure_http: bool,
 }
 
 impl S3Location {
@@ -74,11 +79,12 @@ fn s3_error(context: &str, e: &opendal::Error) -> Error {
 }
 
 /// Set-up mistakes said before any request: an endpoint that is not a
-/// URL, no region anywhere.
+/// URL, plain http to another machine not allowed, no region anywhere.
 fn check_set_up(location: &S3Location) -> Result<()> {
     if let Some(endpoint) = &location.endpoint {
         check_endpoint(endpoint)?;
     }
+    check_transport(location)?;
     let region_in_env = ["AWS_REGION", "AWS_DEFAULT_REGION"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|r| !r.is_empty()));
@@ -99,16 +105,22 @@ fn check_set_up(location: &S3Location) -> Result<()> {
 /// any request: a typo is the caller's mistake (exit 1), not an
 /// unreachable store (exit 18).
 fn check_endpoint(endpoint: &str) -> Result<()> {
+    endpoint_parts(endpoint).map(|_| ())
+}
+
+/// Whether `endpoint` is `https://`, and its host (an IPv6 address
+/// without brackets).
+fn endpoint_parts(endpoint: &str) -> Result<(bool, &str)> {
     let bad = || {
         Error::new(
             ErrorKind::InvalidInput,
             format!("not an S3 endpoint (want http(s)://host[:port]): {endpoint:?}"),
         )
     };
-    let rest = endpoint
-        .strip_prefix("https://")
-        .or_else(|| endpoint.strip_prefix("http://"))
-        .ok_or_else(bad)?;
+    let (https, rest) = match endpoint.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, endpoint.strip_prefix("http://").ok_or_else(bad)?),
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     let (host, port) = match authority.strip_prefix('[') {
         // [IPv6]:port
@@ -128,10 +140,49 @@ fn check_endpoint(endpoint: &str) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || "-._:".contains(c));
     let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
     if host_ok && port_ok {
-        Ok(())
+        Ok((https, host))
     } else {
         Err(bad())
     }
+}
+
+/// Whether `host` is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses plain `http://` to an endpoint that is not on this machine
+/// unless `insecure_http` (`--insecure-http`, `KURA_INSECURE_HTTP`) allows
+/// it. Over plain http an observer on the network sees every object name
+/// and size, and can replay, delay or withhold requests; the data stays
+/// encrypted and authenticated, but nothing says which store answered.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] naming the endpoint and how to allow it
+/// (only for an endpoint that parses).
+pub fn check_transport(location: &S3Location) -> Result<()> {
+    let Some(endpoint) = &location.endpoint else {
+        return Ok(()); // AWS's own endpoint: https
+    };
+    // A malformed endpoint is not this check's to report (exit 1, from
+    // `check_endpoint` in `S3Backend::connect`).
+    let Ok((https, host)) = endpoint_parts(endpoint) else {
+        return Ok(());
+    };
+    if https || location.insecure_http || is_loopback(host) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidInput,
+        format!(
+            "refusing plain http to the S3 endpoint {endpoint}: only a loopback host \
+             (localhost, 127.0.0.0/8, ::1) may be reached without TLS; use https, or \
+             give --insecure-http (KURA_INSECURE_HTTP=1) for a network you trust"
+        ),
+    ))
 }
 
 impl S3Backend {
@@ -432,7 +483,46 @@ impl S3Backend {
 
 #[cfg(test)]
 mod tests {
-    use super::check_endpoint;
+    use std::time::Duration;
+
+    use super::{S3Location, check_endpoint, check_transport};
+
+    fn at(endpoint: &str, insecure_http: bool) -> S3Location {
+        S3Location {
+            bucket: "b".into(),
+            prefix: String::new(),
+            endpoint: Some(endpoint.into()),
+            region: None,
+            timeout: Duration::from_secs(1),
+            insecure_http,
+        }
+    }
+
+    #[test]
+    fn plain_http_reaches_only_loopback_unless_allowed() {
+        for ok in [
+            "https://s3.example",
+            "http://127.0.0.1:3900",
+            "http://127.200.0.1",
+            "http://[::1]:3900",
+            "http://localhost:3900/",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_transport(&at(ok, false)).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://10.1.2.3:9",
+            "http://s3.example",
+            "http://[::2]:3900",
+            "http://128.0.0.1",
+            "http://localhost.example.com",
+        ] {
+            let err = check_transport(&at(refused, false)).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidInput, "{refused}");
+            assert!(err.to_string().contains("--insecure-http"), "{err}");
+            assert!(check_transport(&at(refused, true)).is_ok(), "{refused}");
+        }
+    }
 
     #[test]
     fn endpoints_are_urls_with_a_host() {

@@ -15,6 +15,7 @@ mod output;
 mod password;
 mod progress;
 mod prune_cmd;
+pub mod secrets;
 mod snapshot_cmds;
 
 use std::path::{Path, PathBuf};
@@ -37,10 +38,20 @@ pub use password::PasswordSource;
 #[error("the snapshot is incomplete: some files could not be read (see the warnings)")]
 pub struct Incomplete;
 
+/// A command line asking for what kura refuses without an explicit
+/// option (exit code 2, as clap's own usage errors): plain http to a
+/// remote S3 endpoint without `--insecure-http`.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct Usage(#[from] kura::Error);
+
 /// Maps an error from anywhere in the program to its exit code.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<Incomplete>().is_some() {
         return exit::INCOMPLETE;
+    }
+    if err.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
     }
     err.chain()
         .find_map(|c| c.downcast_ref::<kura::Error>())
@@ -112,6 +123,16 @@ pub struct GlobalArgs {
     /// in the error and opened with this option.
     #[arg(long, env = "KURA_KEY_SLOT", global = true, value_name = "ID")]
     pub key_slot: Option<String>,
+    /// Allow plain http to an S3 endpoint that is not on this machine
+    /// (without it only localhost, 127.0.0.0/8 and ::1 may be http).
+    /// KURA_INSECURE_HTTP: 0, false, no, off or empty mean no.
+    #[arg(
+        long,
+        env = "KURA_INSECURE_HTTP",
+        global = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub insecure_http: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -269,6 +290,7 @@ impl GlobalArgs {
             // A name that is not UTF-8 can only be a local path.
             None => Location::Local(location.to_path_buf()),
         };
+        location.check_transport().map_err(Usage)?;
         let backend = location.open()?;
         if !location.is_remote() {
             return Ok(backend);
@@ -296,6 +318,7 @@ impl GlobalArgs {
             s3_region: self.s3_region.clone(),
             ssh_config: self.ssh_config.clone(),
             io_timeout: self.io_timeout,
+            insecure_http: self.insecure_http,
         }
     }
 

@@ -1,17 +1,32 @@
-//! Where a password comes from: a command, a file, an environment variable,
-//! or a prompt on a terminal, in that order.
+//! Layer 6 (CLI): where a password comes from: a command, a file, an
+//! environment variable, or a prompt on a terminal, in that order.
+//!
+//! Owned invariants: a password is held only in [`Zeroizing`] buffers
+//! (wiped when dropped), and no message names the password or the
+//! password command's text (a command line such as `echo hunter2` can
+//! hold the secret itself): a failing command is "the password command
+//! (KURA_PASSWORD_COMMAND / --password-command)" with its exit status.
+//! The variables are read as [`super::secrets`] kept them when it took
+//! them out of the environment.
 
 use std::io::IsTerminal;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+/// A password as read, wiped from memory when dropped.
+pub type Password = Zeroizing<String>;
 
 /// The sources of one password, in order of preference.
 pub struct PasswordSource {
     command: Option<String>,
     file: Option<PathBuf>,
     env_var: &'static str,
+    /// How the command is named in messages (never its text).
+    command_name: &'static str,
     /// Where to give the password, for the error without one.
     hint: &'static str,
 }
@@ -24,6 +39,7 @@ impl PasswordSource {
             command,
             file,
             env_var: "KURA_PASSWORD",
+            command_name: "the password command (KURA_PASSWORD_COMMAND / --password-command)",
             hint: "set KURA_PASSWORD_FILE, KURA_PASSWORD or --password-command",
         }
     }
@@ -35,6 +51,8 @@ impl PasswordSource {
             command,
             file,
             env_var: "KURA_TO_PASSWORD",
+            command_name: "the target's password command \
+                           (KURA_TO_PASSWORD_COMMAND / --to-password-command)",
             hint: "for the target, set KURA_TO_PASSWORD_FILE, KURA_TO_PASSWORD \
                    or --to-password-command",
         }
@@ -45,38 +63,58 @@ impl PasswordSource {
     pub fn new_password() -> Self {
         Self {
             command: None,
-            file: std::env::var_os("KURA_NEW_PASSWORD_FILE").map(PathBuf::from),
+            file: super::secrets::password_variable("KURA_NEW_PASSWORD_FILE")
+                .map(|v| PathBuf::from(std::ffi::OsString::from_vec(v.to_vec()))),
             env_var: "KURA_NEW_PASSWORD",
+            command_name: "no password command",
             hint: "set KURA_NEW_PASSWORD_FILE or KURA_NEW_PASSWORD",
         }
     }
 
-    fn given(&self) -> Result<Option<String>> {
+    /// The password from the command, the file or the variable, if one
+    /// is given.
+    fn given(&self) -> Result<Option<Password>> {
         if let Some(cmd) = &self.command {
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stdin(Stdio::inherit())
-                .stderr(Stdio::inherit())
-                .output()
-                .with_context(|| format!("running password command {cmd:?}"))?;
-            if !out.status.success() {
-                bail!("password command {cmd:?} failed with {}", out.status);
-            }
-            return Ok(Some(first_line(&String::from_utf8_lossy(&out.stdout))));
+            return self.run_command(cmd).map(Some);
         }
         if let Some(file) = &self.file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading password file {}", file.display()))?;
+            let text = Zeroizing::new(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("reading password file {}", file.display()))?,
+            );
             return Ok(Some(first_line(&text)));
         }
-        Ok(std::env::var(self.env_var).ok())
+        let Some(value) = super::secrets::password_variable(self.env_var) else {
+            return Ok(None);
+        };
+        match std::str::from_utf8(&value) {
+            Ok(text) => Ok(Some(Zeroizing::new(text.to_owned()))),
+            Err(_) => bail!("{} is not UTF-8", self.env_var),
+        }
+    }
+
+    /// Runs the password command (`sh -c`) and takes the first line of its
+    /// output. Its standard error goes to kura's; messages name the
+    /// command by [`Self::command_name`] only.
+    fn run_command(&self, cmd: &str) -> Result<Password> {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", self.command_name))?;
+        let stdout = Zeroizing::new(out.stdout);
+        if !out.status.success() {
+            bail!("{} failed with {}", self.command_name, out.status);
+        }
+        Ok(first_line(&String::from_utf8_lossy(&stdout)))
     }
 
     /// The password, or a prompt on the terminal. An empty one given by a
     /// command, a file or the variable is refused: it is a mistake in the
     /// set-up (an unset variable in a unit file), not a password to try.
-    pub fn read(&self, prompt: &str) -> Result<String> {
+    pub fn read(&self, prompt: &str) -> Result<Password> {
         if let Some(p) = self.given()? {
             if p.is_empty() {
                 bail!("the password given is empty: {}", self.hint);
@@ -86,16 +124,19 @@ impl PasswordSource {
         if !std::io::stdin().is_terminal() {
             bail!("no password given: {}", self.hint);
         }
-        Ok(rpassword::prompt_password(format!("{prompt}: "))?)
+        Ok(Zeroizing::new(rpassword::prompt_password(format!(
+            "{prompt}: "
+        ))?))
     }
 
     /// A new password; a prompt asks twice. Empty passwords are refused.
-    pub fn read_new(&self, prompt: &str) -> Result<String> {
+    pub fn read_new(&self, prompt: &str) -> Result<Password> {
         let password = if let Some(p) = self.given()? {
             p
         } else {
             let first = self.read(prompt)?;
-            if rpassword::prompt_password("enter it again: ")? != first {
+            let again = Zeroizing::new(rpassword::prompt_password("enter it again: ")?);
+            if *again != *first {
                 bail!("the passwords do not match");
             }
             first
@@ -107,6 +148,6 @@ impl PasswordSource {
     }
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").to_owned()
+fn first_line(text: &str) -> Password {
+    Zeroizing::new(text.lines().next().unwrap_or("").to_owned())
 }

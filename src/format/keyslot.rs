@@ -11,6 +11,8 @@
 //! 56  8  created (unix seconds)
 //! ```
 
+use zeroize::Zeroizing;
+
 use crate::algorithms::crypto::kdf::KdfParams;
 use crate::algorithms::crypto::{AeadKey, KEY_LEN, MasterSecret, NONCE_LEN, TAG_LEN, random_array};
 use crate::error::{Error, ErrorKind, Result};
@@ -88,7 +90,7 @@ impl KeySlot {
         salt: [u8; SALT_LEN],
         nonce: [u8; NONCE_LEN],
     ) -> Result<Self> {
-        let kek = AeadKey(params.derive(password, &salt)?);
+        let kek = AeadKey(*params.derive(password, &salt)?);
         let mut slot = Self {
             repo,
             role: ROLE_FULL,
@@ -98,9 +100,9 @@ impl KeySlot {
             nonce,
             wrapped: [0; WRAPPED_LEN],
         };
-        let mut plaintext = [0u8; KEY_LEN + RESERVED_PLAINTEXT];
+        let mut plaintext = Zeroizing::new([0u8; KEY_LEN + RESERVED_PLAINTEXT]);
         plaintext[..KEY_LEN].copy_from_slice(master.as_bytes());
-        let sealed = kek.seal(&nonce, &plaintext, &slot.header());
+        let sealed = kek.seal(&nonce, plaintext.as_ref(), &slot.header());
         slot.wrapped.copy_from_slice(&sealed);
         Ok(slot)
     }
@@ -112,7 +114,7 @@ impl KeySlot {
     /// policy (checked before any work), [`ErrorKind::WrongPassword`] if the
     /// password does not open the slot.
     pub fn unlock(&self, password: &[u8]) -> Result<MasterSecret> {
-        let kek = AeadKey(self.params.derive(password, &self.salt)?);
+        let kek = AeadKey(*self.params.derive(password, &self.salt)?);
         let plain = kek
             .open(&self.nonce, &self.wrapped, &self.header())
             .map_err(|_| {
@@ -120,10 +122,9 @@ impl KeySlot {
                     ErrorKind::WrongPassword,
                     "wrong password or no key slot for it",
                 )
-            })?;
-        let mut master = [0u8; KEY_LEN];
-        master.copy_from_slice(&plain[..KEY_LEN]);
-        Ok(MasterSecret::from_bytes(master))
+            })
+            .map(Zeroizing::new)?;
+        Ok(MasterSecret::from_prefix(&plain))
     }
 
     fn header(&self) -> [u8; HEADER_LEN] {

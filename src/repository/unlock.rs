@@ -14,6 +14,10 @@
 //! [`kdf_work`] at most [`MAX_UNLOCK_WORK`]; the others are skipped and,
 //! if no slot opens, named in the error with how to choose one. A slot
 //! outside the KDF policy is refused without any work and costs nothing.
+//!
+//! The hint's directories are made 0700 and its file 0600, whatever the
+//! umask, as every part of the cache is: it names which password opens a
+//! repository.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -99,13 +103,30 @@ fn write_hint(cache_root: Option<&Path>, repo: &RepoId, slot: KeySlotId) {
         return;
     }
     let file = hint_file(root, repo);
-    let written = file
-        .parent()
-        .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|()| fs::write(&file, format!("{}\n", slot.to_hex())));
+    let written = write_private(&file, format!("{}\n", slot.to_hex()).as_bytes());
     if let Err(e) = written {
         tracing::debug!("key slot hint {}: {e}", file.display());
     }
+}
+
+/// Writes `bytes` to `file`, creating it 0600 and its missing directories
+/// 0700 (private to the owner whatever the umask).
+fn write_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)?
+        .write_all(bytes)
 }
 
 /// Every slot in `keys/` with its decoded contents, or why it cannot be

@@ -3,10 +3,15 @@
 //! input: where such a file appears, its metadata, and running the
 //! command.
 //!
-//! Owned invariant: a command's output counts only if the command exited
+//! Owned invariants: a command's output counts only if the command exited
 //! successfully; a failed command is an error carrying the end of its
-//! standard error, so that the caller commits nothing.
+//! standard error, so that the caller commits nothing. A command never
+//! inherits a password: every `KURA_*PASSWORD*` variable
+//! ([`is_password_variable`]) is removed from its environment (the kura
+//! binary has already taken them out of its own; this holds for any other
+//! caller of the library too).
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{ChildStdout, Command, Stdio};
@@ -17,6 +22,15 @@ use crate::format::tree::Metadata;
 /// Bytes of a failed command's standard error quoted in the error.
 const STDERR_TAIL: usize = 4096;
 
+/// Whether the environment variable `name` can hold a password or say
+/// where one is: a name starting `KURA_` that contains `PASSWORD`
+/// (`KURA_PASSWORD`, `KURA_PASSWORD_FILE`, `KURA_TO_PASSWORD_COMMAND`,
+/// `KURA_NEW_PASSWORD`, ...).
+pub fn is_password_variable(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with("KURA_") && n.contains("PASSWORD"))
+}
+
 /// Runs `cmd` with `sh -c`, standard input closed, and hands its standard
 /// output to `consume`, which reads it to the end (or drops it: the command
 /// then meets a broken pipe). Standard error is collected meanwhile.
@@ -26,7 +40,11 @@ const STDERR_TAIL: usize = 4096;
 /// [`ErrorKind::InvalidInput`] if it exits unsuccessfully, with the end of
 /// its standard error; else `consume`'s.
 pub fn run_command<T>(cmd: &str, consume: impl FnOnce(ChildStdout) -> Result<T>) -> Result<T> {
-    let mut child = Command::new("sh")
+    let mut command = Command::new("sh");
+    for (name, _) in std::env::vars_os().filter(|(n, _)| is_password_variable(n)) {
+        command.env_remove(name);
+    }
+    let mut child = command
         .arg("-c")
         .arg(cmd)
         .stdin(Stdio::null())

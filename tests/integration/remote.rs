@@ -171,6 +171,7 @@ fn conformance_child() {
         s3_region: std::env::var("KURA_S3_REGION").ok(),
         ssh_config: None,
         io_timeout: None,
+        insecure_http: false,
     };
     let backend = Location::parse(&url, &options).unwrap().open().unwrap();
     // Garage 2.5 ignores `If-None-Match: *` (measured here by the probe);

@@ -1,7 +1,9 @@
 //! Argon2id password hashing for key slots, with the parameter policy
-//! (floor and ceiling) that is checked before any work is done.
+//! (floor and ceiling) that is checked before any work is done. The
+//! derived key and Argon2id's memory blocks are wiped when dropped.
 
 use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -76,11 +78,11 @@ impl KdfParams {
     }
 
     /// Derives a 32-byte key-encryption key from `password` and `salt`,
-    /// after checking the policy.
+    /// after checking the policy; wiped when dropped.
     ///
     /// # Errors
     /// [`ErrorKind::KeySlotRefused`] if the parameters are out of range.
-    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+    pub fn derive(&self, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         self.check_policy()?;
         let params = Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32)).map_err(|e| {
             Error::new(
@@ -88,9 +90,9 @@ impl KdfParams {
                 format!("Argon2id parameters: {e}"),
             )
         })?;
-        let mut out = [0u8; 32];
+        let mut out = Zeroizing::new([0u8; 32]);
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(password, salt, &mut out)
+            .hash_password_into(password, salt, out.as_mut())
             .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("Argon2id: {e}")))?;
         Ok(out)
     }

@@ -1,11 +1,23 @@
 //! Cryptographic primitives layer: the master secret and its subkeys, the
 //! XChaCha20-Poly1305 AEAD, Argon2id and randomness. Owns the invariant that
 //! every subkey is derived with its own context and that nonces are random.
+//!
+//! Secrets are wiped when dropped: [`MasterSecret`], [`Subkeys`] and
+//! [`AeadKey`] zeroize their bytes on drop ([`ZeroizeOnDrop`]), the
+//! cipher objects built from an [`AeadKey`] for one call do too (the
+//! `zeroize` feature of `chacha20poly1305`), and so do Argon2id's memory
+//! blocks and the derived key-encryption key ([`kdf`]). This is best
+//! effort, as in any Rust program: a move may leave a copy of a key on the
+//! stack, and the 32-byte subkeys handed out by value (the chunker's key)
+//! are copies their holders own; the kura binary also keeps the whole
+//! process out of core files (`src/cli/secrets.rs`).
 
 pub mod kdf;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 
@@ -58,6 +70,17 @@ impl MasterSecret {
         Self(bytes)
     }
 
+    /// The secret in the first [`KEY_LEN`] bytes of `bytes` (an unwrapped
+    /// key slot), copied without an intermediate array.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than [`KEY_LEN`].
+    pub fn from_prefix(bytes: &[u8]) -> Self {
+        let mut secret = Self([0; KEY_LEN]);
+        secret.0.copy_from_slice(&bytes[..KEY_LEN]);
+        secret
+    }
+
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -74,6 +97,14 @@ impl MasterSecret {
         }
     }
 }
+
+impl Drop for MasterSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for MasterSecret {}
 
 impl std::fmt::Debug for MasterSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,9 +123,28 @@ pub struct Subkeys {
     pub padding: [u8; KEY_LEN],
 }
 
+impl Drop for Subkeys {
+    fn drop(&mut self) {
+        // `data` and `metadata` wipe themselves.
+        self.chunk_id.zeroize();
+        self.chunker.zeroize();
+        self.padding.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Subkeys {}
+
 /// A 256-bit XChaCha20-Poly1305 key.
 #[derive(Clone)]
 pub struct AeadKey(pub [u8; KEY_LEN]);
+
+impl Drop for AeadKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for AeadKey {}
 
 impl AeadKey {
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -142,6 +192,18 @@ pub fn keyed_hash(key: &[u8; KEY_LEN], data: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compiles only for types that wipe themselves when dropped.
+    fn wiped_on_drop<T: ZeroizeOnDrop>() {}
+
+    #[test]
+    fn every_key_type_is_wiped_on_drop() {
+        wiped_on_drop::<MasterSecret>();
+        wiped_on_drop::<Subkeys>();
+        wiped_on_drop::<AeadKey>();
+        wiped_on_drop::<XChaCha20Poly1305>();
+        wiped_on_drop::<zeroize::Zeroizing<[u8; KEY_LEN]>>();
+    }
 
     #[test]
     fn subkeys_are_distinct() {

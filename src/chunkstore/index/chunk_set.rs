@@ -2,7 +2,8 @@
 //! private redb table on local disk (or in memory, for small uses and
 //! tests). Prune marks the live chunks of every snapshot in one, so its
 //! memory does not grow with the repository. The table is scratch space:
-//! never durable, and its file is removed when the set is dropped.
+//! never durable, and its file is removed when the set is dropped. A
+//! directory it makes for the table is 0700 (the ids are the repository's).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,16 @@ use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::ChunkId;
+
+/// Creates `dir` and its missing parents 0700; one that exists (the
+/// system's temporary directory when there is no cache) is left alone.
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 const IDS: TableDefinition<[u8; 32], ()> = TableDefinition::new("chunk_ids");
 
@@ -33,7 +44,7 @@ impl ChunkSet {
     /// [`ErrorKind::Io`] if not even a table in memory can be created.
     pub fn create_in(dir: &Path, purpose: &'static str) -> Result<Self> {
         let path = dir.join(format!("chunk-set-{}.redb", ChunkId::random()));
-        let made = std::fs::create_dir_all(dir)
+        let made = private_dirs(dir)
             .map_err(|e| Error::io("creating the cache directory", e))
             .and_then(|()| {
                 Database::builder()
