@@ -73,6 +73,7 @@ pub struct BackupArgs {
 }
 
 #[derive(Args, Debug)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 pub struct RestoreArgs {
     /// Snapshot id prefix, or `latest` (the default).
     #[arg(default_value = "latest", conflicts_with = "at")]

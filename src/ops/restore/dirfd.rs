@@ -322,3 +322,97 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &[u8], depth: usize) -> io::Result<
         AtFlags::REMOVEDIR,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// A chain `d0/d1/.../d{n-1}` below `root`, in `dirs` and on disk,
+    /// with a sibling `s` next to each; the index of each `d`.
+    fn nested(root: &std::path::Path, dirs: &mut Dirs, n: usize) -> Vec<usize> {
+        let (mut parent, mut path, mut out) = (0, root.to_path_buf(), Vec::new());
+        for i in 0..n {
+            std::fs::create_dir(path.join("s")).unwrap();
+            path.push(format!("d{i}"));
+            std::fs::create_dir(&path).unwrap();
+            parent = dirs
+                .add(parent, format!("d{i}").as_bytes(), false, None)
+                .unwrap();
+            out.push(parent);
+        }
+        out
+    }
+
+    fn ino_of(fd: BorrowedFd<'_>) -> u64 {
+        rustix::fs::fstat(fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn a_chain_deeper_than_its_window_reopens_ancestors_and_finds_the_same_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Dirs::new(tmp.path().to_path_buf());
+        let chain_dirs = nested(tmp.path(), &mut dirs, 3 * OPEN_WINDOW);
+        let root = rustix::fs::open(tmp.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        let mut chain = DirChain::new(root.as_fd());
+        let path_of = |k: usize| {
+            let mut p = tmp.path().to_path_buf();
+            p.extend((0..=k).map(|i| format!("d{i}")));
+            p
+        };
+        // Down to the bottom, up to the top, and down again, in jumps.
+        for k in [
+            3 * OPEN_WINDOW - 1,
+            0,
+            2 * OPEN_WINDOW,
+            OPEN_WINDOW + 1,
+            5,
+            3 * OPEN_WINDOW - 2,
+        ] {
+            let fd = chain.enter(&dirs, chain_dirs[k]).unwrap();
+            assert_eq!(
+                ino_of(fd),
+                std::fs::metadata(path_of(k)).unwrap().ino(),
+                "d{k}"
+            );
+            let open = chain.open.iter().filter(|(_, fd)| fd.is_some()).count();
+            assert!(open <= OPEN_WINDOW, "{open} descriptors open");
+        }
+    }
+
+    #[test]
+    fn a_directory_replaced_by_a_symlink_is_an_error_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = Dirs::new(tmp.path().to_path_buf());
+        let chain_dirs = nested(tmp.path(), &mut dirs, 2);
+        std::fs::rename(tmp.path().join("d0"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("moved"), tmp.path().join("d0")).unwrap();
+        let root = rustix::fs::open(tmp.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        let err = DirChain::new(root.as_fd())
+            .enter(&dirs, chain_dirs[1])
+            .unwrap_err();
+        assert!(err.to_string().contains("no longer a directory"), "{err}");
+    }
+
+    #[test]
+    fn make_dir_replaces_a_symlink_and_remove_at_removes_a_tree_without_following() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        let target = tmp.path().join("target");
+        std::fs::create_dir_all(target.join("tree/a/b")).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("tree/a/link")).unwrap();
+        std::os::unix::fs::symlink(&outside, target.join("x")).unwrap();
+        let root = rustix::fs::open(&target, DIR_FLAGS, Mode::empty()).unwrap();
+        assert!(make_dir(root.as_fd(), b"x").unwrap(), "made anew");
+        assert!(!make_dir(root.as_fd(), b"x").unwrap(), "kept");
+        remove_at(root.as_fd(), b"tree").unwrap();
+        assert!(!target.join("tree").exists());
+        assert!(
+            outside.join("keep").is_dir(),
+            "nothing removed through the link"
+        );
+        assert!(target.join("x").symlink_metadata().unwrap().is_dir());
+    }
+}

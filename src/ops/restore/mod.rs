@@ -44,6 +44,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, linkat, mknodat, symlinkat};
 
 use crate::chunkstore::ChunkStore;
@@ -236,6 +237,14 @@ impl Restorer<'_, '_, '_> {
         };
         self.report.others += 1;
         let shown = || self.dirs.shown(dir, Some(&entry.name));
+        // A symlink that cannot be made fails the restore; a special file
+        // (which needs privileges) is a warning.
+        if let (Err(e), Payload::Symlink(_)) = (&made, &entry.payload) {
+            return Err(Error::io(
+                shown(),
+                std::io::Error::new(e.kind(), e.to_string()),
+            ));
+        }
         if let Err(e) = made {
             let message = format!("{}: cannot create special file: {e}", shown());
             tracing::warn!("{message}");
@@ -264,7 +273,6 @@ impl Restorer<'_, '_, '_> {
         // are fetched together (neighbours in a pack with one read: a file
         // of one chunk would otherwise cost a request of its own); a large
         // file is a batch by itself, written by several threads.
-        use rayon::prelude::*;
         let results: Vec<Result<Vec<FileOutcome>>> = contents::batches(files)
             .into_par_iter()
             .map(|batch| writer.batch(batch))
