@@ -20,7 +20,10 @@ use kura::format::layout;
 use kura::format::pack::PackKind;
 use kura::format::tree::{Content, Entry, Extent, Metadata, Payload, TreeBlob};
 use kura::ops::backup::{BackupOptions, backup};
-use kura::ops::restore::{MAX_DEPTH, RestoreOptions, RestoreReport, restore};
+use kura::ops::progress::NoProgress;
+use kura::ops::restore::{
+    ImageRestoreOptions, MAX_DEPTH, RestoreOptions, RestoreReport, restore, restore_image,
+};
 use kura::repository::{Repository, snapshots};
 use kura::snapshot;
 
@@ -434,6 +437,20 @@ fn symlinks_at_a_files_or_a_directorys_name_are_replaced_not_followed() {
     assert_eq!(fs::read(target.join("f")).unwrap(), b"f");
     assert!(fs::symlink_metadata(target.join("a")).unwrap().is_dir());
     assert_eq!(fs::read(target.join("a/inner")).unwrap(), b"inner");
+    // An image restored --to a symlink is refused, not written through it.
+    let link = dir.path().join("image-link");
+    symlink(outside.join("victim"), &link).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&repo).unwrap();
+    let (_, snap) = snapshot::find(&repo, "latest").unwrap();
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let image = ImageRestoreOptions {
+        path: "/f".into(),
+        to: link,
+    };
+    let err = restore_image(&store, &snap.tree_id().unwrap(), &image, &NoProgress).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert_eq!(describe(&outside), before);
 }
 
 #[test]
@@ -464,7 +481,7 @@ fn a_tree_deeper_than_the_limit_is_refused_with_an_error() {
         },
     )
     .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("deeper than 2048"), "{err}");
     // The directories made are removed with rm, which goes any depth.
     let out = Command::new("rm").arg("-rf").arg(&target).output().unwrap();

@@ -81,7 +81,7 @@ impl Dirs {
         let depth = self.nodes[parent].depth + 1;
         if depth > MAX_DEPTH {
             return Err(Error::new(
-                crate::ErrorKind::Unsupported,
+                crate::ErrorKind::InvalidInput,
                 format!(
                     "{}: the snapshot's tree is deeper than {MAX_DEPTH} directories; nothing below is restored",
                     self.shown(parent, Some(name))

@@ -339,7 +339,7 @@ impl Restorer<'_, '_, '_> {
 /// # Errors
 /// A missing or damaged blob, a target that cannot be written, a directory
 /// of the target replaced by something else during the restore, or a tree
-/// deeper than [`MAX_DEPTH`] directories (`Unsupported`).
+/// deeper than [`MAX_DEPTH`] directories (`InvalidInput`).
 pub fn restore(
     store: &ChunkStore<'_>,
     root: &ChunkId,
