@@ -46,6 +46,8 @@ mod race;
 mod remote;
 #[path = "integration/repair.rs"]
 mod repair;
+#[path = "integration/restore_safety.rs"]
+mod restore_safety;
 #[path = "integration/retention.rs"]
 mod retention;
 #[path = "integration/security.rs"]

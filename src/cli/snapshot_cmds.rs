@@ -73,6 +73,7 @@ pub struct BackupArgs {
 }
 
 #[derive(Args, Debug)]
+#[allow(clippy::struct_excessive_bools)] // command-line switches
 pub struct RestoreArgs {
     /// Snapshot id prefix, or `latest` (the default).
     #[arg(default_value = "latest", conflicts_with = "at")]
@@ -101,6 +102,16 @@ pub struct RestoreArgs {
     /// or a file (created or replaced, sparse).
     #[arg(long, requires = "image", value_name = "DEVICE|FILE")]
     pub to: Option<PathBuf>,
+    /// Do not set owners (by default root restores each file's owner).
+    #[arg(long, conflicts_with = "image")]
+    pub no_owners: bool,
+    /// Keep setuid/setgid bits and file capabilities (root restoring
+    /// owners only; otherwise they are always dropped).
+    #[arg(long, conflicts_with_all = ["image", "no_owners"])]
+    pub keep_setuid: bool,
+    /// Do not create device nodes and FIFOs; they are counted instead.
+    #[arg(long, conflicts_with = "image")]
+    pub no_devices: bool,
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
@@ -317,7 +328,9 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let options = RestoreOptions {
         target: target.clone(),
         include: args.include.clone(),
-        owners: nix::unistd::geteuid().is_root(),
+        owners: nix::unistd::geteuid().is_root() && !args.no_owners,
+        keep_setuid: args.keep_setuid,
+        skip_devices: args.no_devices,
     };
     let bar = Bar::new(!args.quiet && !g.json);
     let report = restore_with_progress(&store, &snap.tree_id()?, &options, &bar);
@@ -338,6 +351,19 @@ pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             report.dirs,
             report.bytes as f64 / 1e6
         );
+        let dropped = (report.setuid_dropped, report.capabilities_dropped);
+        if dropped != (0, 0) {
+            println!(
+                "dropped setuid/setgid bits of {} files and capabilities of {} (--keep-setuid keeps them)",
+                dropped.0, dropped.1
+            );
+        }
+        if report.devices_skipped > 0 {
+            println!(
+                "skipped {} devices and FIFOs (--no-devices)",
+                report.devices_skipped
+            );
+        }
     }
     Ok(())
 }

@@ -345,7 +345,7 @@ fn a_second_ls_and_restore_read_no_tree_pack() {
     let options = RestoreOptions {
         target: target.clone(),
         include: Vec::new(),
-        owners: false,
+        ..RestoreOptions::default()
     };
     restore(&store, &root, &options).unwrap();
     assert_eq!(counting.ranged_in(&trees), 0, "the restore read no tree");

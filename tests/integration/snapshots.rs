@@ -108,7 +108,7 @@ fn restore_latest(
         &RestoreOptions {
             target: target.to_path_buf(),
             include,
-            owners: false,
+            ..RestoreOptions::default()
         },
     )
 }

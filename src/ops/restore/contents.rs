@@ -1,0 +1,361 @@
+//! Layer 5, part of `restore`: the contents of regular files. Owns the
+//! resume rule (a regular file already at a name, of the right size, whose
+//! every data extent hashes to its chunk id and whose holes read as zeros,
+//! is kept and only its metadata set) and the write rule: a new file is
+//! created with `O_CREAT | O_EXCL | O_NOFOLLOW` in its directory's
+//! descriptor, written with `pwrite` at its extents' offsets (holes are
+//! skipped, so it stays sparse; it is extended with `ftruncate` only when
+//! it ends in a hole), and its metadata set on the same descriptor.
+//! Small files are written in batches whose chunks are fetched together;
+//! a large file is written by several threads at once.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+
+use rayon::prelude::*;
+
+use super::dirfd::{self, DirChain, Dirs};
+use super::metadata::{self, Applied, Policy};
+use crate::chunkstore::ChunkStore;
+use crate::error::{Error, Result};
+use crate::format::tree::{Entry, Extent, Payload};
+use crate::id::ChunkId;
+use crate::ops::progress::Progress;
+use crate::snapshot::tree;
+
+/// Data bytes per task when one file is written by several threads, and
+/// per batch of small files.
+pub(super) const WRITE_GROUP: u64 = 8 << 20;
+
+/// A regular file to write: its directory and its entry.
+pub(super) type Queued = (usize, Entry);
+
+/// What restoring one file did: data bytes written (`None`: it was
+/// already intact), and what setting its metadata dropped or could not do.
+pub(super) type FileOutcome = (Option<u64>, Applied);
+
+/// What writing does with a hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Holes {
+    /// Leave it (a new file: it stays sparse).
+    Skip,
+    /// Make it read as zeros (a device or an old file being overwritten).
+    Zero,
+}
+
+/// What a batch shares: the store, the directories and how to set metadata.
+pub(super) struct Writer<'a, 's> {
+    pub store: &'a ChunkStore<'s>,
+    pub progress: &'a dyn Progress,
+    pub dirs: &'a Dirs,
+    pub root: std::os::fd::BorrowedFd<'a>,
+    pub policy: Policy,
+}
+
+/// Splits the queued files into batches: consecutive small files up to
+/// [`WRITE_GROUP`] bytes together, each large file alone.
+pub(super) fn batches(files: Vec<Queued>) -> Vec<Vec<Queued>> {
+    let mut out: Vec<Vec<Queued>> = Vec::new();
+    let mut open: Vec<Queued> = Vec::new();
+    let mut open_bytes = 0u64;
+    for q in files {
+        let size = q.1.meta.size;
+        if size >= WRITE_GROUP {
+            out.push(vec![q]);
+            continue;
+        }
+        if open_bytes + size > WRITE_GROUP && !open.is_empty() {
+            out.push(std::mem::take(&mut open));
+            open_bytes = 0;
+        }
+        open_bytes += size;
+        open.push(q);
+    }
+    if !open.is_empty() {
+        out.push(open);
+    }
+    out
+}
+
+impl Writer<'_, '_> {
+    /// Restores one batch (see [`batches`]): files already intact are
+    /// kept, the others' chunks fetched together and written.
+    pub fn batch(&self, batch: Vec<Queued>) -> Result<Vec<FileOutcome>> {
+        let mut chain = DirChain::new(self.root);
+        let mut out = Vec::with_capacity(batch.len());
+        let mut todo = Vec::with_capacity(batch.len());
+        for (dir, entry) in batch {
+            let Payload::File(content) = &entry.payload else {
+                return Err(Error::corrupt("only files are queued for writing"));
+            };
+            let extents = tree::load_extents(self.store, content, entry.meta.size)?;
+            // A directory this restore made is empty: nothing to check.
+            if !self.dirs.nodes[dir].fresh {
+                let fd = chain.enter(self.dirs, dir)?;
+                if let Some(file) = self.intact(fd, &entry, &extents) {
+                    self.progress.bytes(entry.meta.size);
+                    self.progress.file_done();
+                    out.push((None, self.metadata(&file, dir, &entry)));
+                    continue;
+                }
+            }
+            todo.push((dir, entry, extents));
+        }
+        if let [(dir, entry, extents)] = todo.as_slice()
+            && entry.meta.size >= WRITE_GROUP
+        {
+            let file = self.create(&mut chain, *dir, entry, extents)?;
+            let shown = self.dirs.shown(*dir, Some(&entry.name));
+            let bytes = write_extents(
+                self.store,
+                self.progress,
+                &file,
+                &shown,
+                extents,
+                Holes::Skip,
+            )?;
+            self.progress.file_done();
+            out.push((Some(bytes), self.metadata(&file, *dir, entry)));
+            return Ok(out);
+        }
+        self.write_small(&mut chain, todo, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fetches the chunks of `todo` together and writes each file.
+    fn write_small(
+        &self,
+        chain: &mut DirChain<'_>,
+        todo: Vec<(usize, Entry, Vec<Extent>)>,
+        out: &mut Vec<FileOutcome>,
+    ) -> Result<()> {
+        let ids: Vec<ChunkId> = todo
+            .iter()
+            .flat_map(|(_, _, extents)| extents.iter())
+            .filter_map(|e| match e {
+                Extent::Data { id, .. } => Some(*id),
+                Extent::Hole { .. } => None,
+            })
+            .collect();
+        let mut chunks = self.store.get_many(&ids)?.into_iter();
+        for (dir, entry, extents) in todo {
+            let file = self.create(chain, dir, &entry, &extents)?;
+            let shown = self.dirs.shown(dir, Some(&entry.name));
+            let bytes = write_fetched(self.progress, &file, &shown, &extents, &mut chunks)?;
+            self.progress.file_done();
+            out.push((Some(bytes), self.metadata(&file, dir, &entry)));
+        }
+        Ok(())
+    }
+
+    /// Creates the file of `entry` in `dir`, replacing what is there;
+    /// sized only when it ends in a hole (writes extend it otherwise).
+    fn create(
+        &self,
+        chain: &mut DirChain<'_>,
+        dir: usize,
+        entry: &Entry,
+        extents: &[Extent],
+    ) -> Result<File> {
+        let fd = chain.enter(self.dirs, dir)?;
+        let err = |e| Error::io(self.dirs.shown(dir, Some(&entry.name)), e);
+        let file = dirfd::create_file(fd, &entry.name).map_err(err)?;
+        if matches!(extents.last(), Some(Extent::Hole { .. })) {
+            file.set_len(entry.meta.size).map_err(err)?;
+        }
+        Ok(file)
+    }
+
+    fn metadata(&self, file: &File, dir: usize, entry: &Entry) -> Applied {
+        let shown = || self.dirs.shown(dir, Some(&entry.name));
+        metadata::on_fd(file.as_fd(), entry, self.policy, &shown)
+    }
+
+    /// The regular file at `entry`'s name in `dir` if it already holds
+    /// `entry`'s content: the right size, each data extent hashing to its
+    /// chunk id, each hole reading as zeros (only the file's data ranges
+    /// inside a hole are read). A file with other hard links is only
+    /// trusted when the entry has them too, so metadata is never set on
+    /// an inode shared with a file elsewhere.
+    fn intact(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        entry: &Entry,
+        extents: &[Extent],
+    ) -> Option<File> {
+        let (file, st) = dirfd::open_regular(dir, &entry.name)?;
+        let size = u64::try_from(st.st_size).ok()?;
+        #[allow(clippy::useless_conversion)] // st_nlink is u32 or u64 by architecture
+        let nlink = u64::from(st.st_nlink);
+        if size != entry.meta.size || (nlink > 1 && entry.meta.nlink < 2) {
+            return None;
+        }
+        let data = crate::source::data_ranges(&file, size);
+        let mut buf = Vec::new();
+        let mut pos = 0u64;
+        for e in extents {
+            let ok = match *e {
+                Extent::Data { id, len } => {
+                    buf.resize(len as usize, 0);
+                    file.read_exact_at(&mut buf, pos).is_ok() && self.store.chunk_id(&buf) == id
+                }
+                Extent::Hole { len } => data.iter().all(|&(start, n)| {
+                    let (a, b) = (start.max(pos), (start + n).min(pos + len));
+                    a >= b || reads_zeros(&file, a, b - a)
+                }),
+            };
+            if !ok {
+                return None;
+            }
+            pos += e.len();
+        }
+        Some(file)
+    }
+}
+
+fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        if file.read_exact_at(&mut buf[..n], pos + done).is_err()
+            || buf[..n].iter().any(|&b| b != 0)
+        {
+            return false;
+        }
+        done += n as u64;
+    }
+    true
+}
+
+/// Extents with their offsets, in groups of about [`WRITE_GROUP`] data
+/// bytes, so one large file is written by several threads.
+fn extent_groups(extents: &[Extent]) -> Vec<Vec<(u64, Extent)>> {
+    let mut groups = vec![Vec::new()];
+    let (mut pos, mut in_group) = (0u64, 0u64);
+    for e in extents {
+        if in_group >= WRITE_GROUP {
+            groups.push(Vec::new());
+            in_group = 0;
+        }
+        groups.last_mut().expect("one group").push((pos, *e));
+        pos += e.len();
+        if let Extent::Data { len, .. } = e {
+            in_group += u64::from(*len);
+        }
+    }
+    groups
+}
+
+/// Writes `extents` into `file` at their offsets (in parallel for large
+/// files). Every chunk is authenticated by the store before it is written.
+/// Returns the data bytes written.
+pub(super) fn write_extents(
+    store: &ChunkStore<'_>,
+    progress: &dyn Progress,
+    file: &File,
+    shown: &str,
+    extents: &[Extent],
+    holes: Holes,
+) -> Result<u64> {
+    extent_groups(extents)
+        .into_par_iter()
+        .map(|group| {
+            let mut data = Vec::with_capacity(group.len());
+            for (pos, e) in group {
+                match e {
+                    Extent::Hole { len } => {
+                        progress.bytes(len);
+                        if holes == Holes::Zero {
+                            zero_range(file, pos, len).map_err(|e| Error::io(shown, e))?;
+                        }
+                    }
+                    Extent::Data { id, len } => data.push((id, len, pos)),
+                }
+            }
+            // The group's chunks in one go, written as they come: neighbours
+            // in a pack are read together (one request each run, which is
+            // what a remote repository needs), and only one run is held.
+            let ids: Vec<ChunkId> = data.iter().map(|(id, _, _)| *id).collect();
+            let mut written = 0u64;
+            store.for_each_chunk(&ids, |k, chunk| {
+                let (id, len, pos) = data[k];
+                progress.bytes(u64::from(len));
+                written += write_chunk(file, shown, chunk, &id, len, pos)?;
+                Ok(())
+            })?;
+            Ok(written)
+        })
+        .sum()
+}
+
+/// Makes `len` bytes at `pos` read as zeros: punched out where the file
+/// system or device supports it (no space used, or a discard), else
+/// written.
+fn zero_range(file: &File, pos: u64, len: u64) -> std::io::Result<()> {
+    use nix::fcntl::{FallocateFlags as F, fallocate};
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let (Ok(off), Ok(n)) = (i64::try_from(pos), i64::try_from(len)) else {
+        return Err(std::io::Error::other("range beyond 2^63"));
+    };
+    if fallocate(
+        file,
+        F::FALLOC_FL_PUNCH_HOLE | F::FALLOC_FL_KEEP_SIZE,
+        off,
+        n,
+    )
+    .is_ok()
+    {
+        return Ok(());
+    }
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], pos + done)?;
+        done += n;
+    }
+    Ok(())
+}
+
+/// Writes `data`, the chunk of extent `id` of `len` bytes, at `pos`;
+/// returns the bytes written.
+fn write_chunk(
+    file: &File,
+    shown: &str,
+    data: &[u8],
+    id: &ChunkId,
+    len: u32,
+    pos: u64,
+) -> Result<u64> {
+    if data.len() != len as usize {
+        return Err(Error::corrupt(format!(
+            "chunk {id} has another length than its tree says"
+        )));
+    }
+    file.write_all_at(data, pos)
+        .map_err(|e| Error::io(shown, e))?;
+    Ok(u64::from(len))
+}
+
+/// Writes a new file from chunks already fetched, in extent order.
+fn write_fetched(
+    progress: &dyn Progress,
+    file: &File,
+    shown: &str,
+    extents: &[Extent],
+    chunks: &mut impl Iterator<Item = Vec<u8>>,
+) -> Result<u64> {
+    let (mut pos, mut written) = (0u64, 0u64);
+    for e in extents {
+        progress.bytes(e.len());
+        if let Extent::Data { id, len } = *e {
+            let data = chunks
+                .next()
+                .ok_or_else(|| Error::corrupt("fewer chunks than extents"))?;
+            written += write_chunk(file, shown, &data, &id, len, pos)?;
+        }
+        pos += e.len();
+    }
+    Ok(written)
+}
