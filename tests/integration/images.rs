@@ -143,4 +143,35 @@ fn block_device_backs_up_and_restores_in_place() {
     ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("holds"), "{}", stderr(&out));
+
+    // Through a root-owned symlink to the device (as /dev/disk/by-id/...
+    // names are): followed. The same link owned by another user: refused,
+    // the device untouched.
+    fs::write(&garbage, vec![0xAAu8; 56 << 20]).unwrap();
+    let target = Loop::attach(&garbage).expect("a loop device");
+    let link = dir.path().join("by-id-link");
+    std::os::unix::fs::symlink(&target.0, &link).unwrap();
+    let restore_via_link = || {
+        cli.run(&[
+            "restore",
+            "latest",
+            "--image",
+            &source.0,
+            "--to",
+            link.to_str().unwrap(),
+        ])
+    };
+    if nix::unistd::Uid::effective().is_root() {
+        let out = restore_via_link();
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+    }
+    let out = restore_via_link();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not followed"), "{}", stderr(&out));
+    drop(target);
+    let got = fs::read(&garbage).unwrap();
+    if nix::unistd::Uid::effective().is_root() {
+        assert!(got[..want.len()] == want[..], "written through root's link");
+    }
 }

@@ -1,7 +1,10 @@
 //! Layer 5, part of `restore`: one file of a snapshot, typically a disk
 //! image, written to a block device in place or to a regular file. The
 //! destination is named by the caller and opened by path, but a symlink
-//! at its last component is refused, never followed (`O_NOFOLLOW`).
+//! at its last component is not followed (`O_NOFOLLOW`) unless root owns
+//! it and it leads to a block device, as udev's `/dev/disk/by-id/...`
+//! names do: a link another user planted (say in `/tmp`) is refused,
+//! whatever it points at.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -15,6 +18,32 @@ use crate::format::tree::{Entry, Payload};
 use crate::id::ChunkId;
 use crate::ops::progress::Progress;
 use crate::snapshot::tree;
+
+/// The block device a symlink at `link` leads to, if root owns the link
+/// (`md`, not followed) and it resolves to a block device.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for any other symlink.
+fn device_behind_link(link: &Path, md: &fs::Metadata) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let refused = |why: &str| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} is a symlink {why}, not followed: give the device or file itself",
+                link.display()
+            ),
+        )
+    };
+    if md.uid() != 0 {
+        return Err(refused("that root does not own"));
+    }
+    let resolved = fs::canonicalize(link).map_err(|_| refused("that leads nowhere"))?;
+    match fs::symlink_metadata(&resolved) {
+        Ok(target) if target.file_type().is_block_device() => Ok(resolved),
+        _ => Err(refused("to something other than a block device")),
+    }
+}
 
 /// One file of a snapshot, typically a disk image, and where to write it.
 #[derive(Debug, Clone, Default)]
@@ -86,16 +115,16 @@ pub fn write_image(
     // A device is written in place and its holes zeroed; a file is created
     // (or replaced) at full length, so its holes stay sparse.
     let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
-    let (file, holes) = match fs::symlink_metadata(dest) {
+    let (dest, found) = match fs::symlink_metadata(dest) {
         Ok(md) if md.file_type().is_symlink() => {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{} is a symlink, not followed: give the device or file itself",
-                    dest.display()
-                ),
-            ));
+            let device = device_behind_link(dest, &md)?;
+            let found = fs::symlink_metadata(&device);
+            (device, found)
         }
+        found => (dest.to_path_buf(), found),
+    };
+    let dest = dest.as_path();
+    let (file, holes) = match found {
         Ok(md) if md.file_type().is_block_device() => {
             let mut file = OpenOptions::new()
                 .write(true)
