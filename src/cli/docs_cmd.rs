@@ -66,11 +66,11 @@ pub fn run_man(args: &ManArgs) -> Result<()> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let command = Cli::command().version(env!("CARGO_PKG_VERSION"));
-    write_pages(&args.dir, command, "kura")
+    write_pages(&args.dir, &command, "kura")
 }
 
 /// Writes the page of `command` (named `name`) and of its subcommands.
-fn write_pages(dir: &Path, command: clap::Command, name: &str) -> Result<()> {
+fn write_pages(dir: &Path, command: &clap::Command, name: &str) -> Result<()> {
     let path = dir.join(format!("{name}.1"));
     let mut page = Vec::new();
     clap_mangen::Man::new(command.clone().display_name(name.to_owned()))
@@ -78,7 +78,7 @@ fn write_pages(dir: &Path, command: clap::Command, name: &str) -> Result<()> {
         .context("rendering a manual page")?;
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
-        write_pages(dir, sub.clone(), &format!("{name}-{}", sub.get_name()))?;
+        write_pages(dir, sub, &format!("{name}-{}", sub.get_name()))?;
     }
     Ok(())
 }
