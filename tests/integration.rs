@@ -32,6 +32,8 @@ mod exit_codes;
 mod images;
 #[path = "integration/layering.rs"]
 mod layering;
+#[path = "integration/mount.rs"]
+mod mount;
 #[path = "integration/nightly.rs"]
 mod nightly;
 #[path = "integration/prune.rs"]

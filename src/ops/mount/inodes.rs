@@ -3,7 +3,9 @@
 //! by its parent, its name and what it shows (a snapshot, a link target),
 //! so a name whose meaning changes (`latest`, `by-date/<today>`) gets a new
 //! inode and the kernel never mixes the old with the new; numbers are
-//! never reused during a mount. A tree directory's listing is read once
+//! never reused during a mount. Files stored as hard links of each other
+//! (the same device and inode, `nlink` above 1) share one inode within a
+//! snapshot's directory, as they did on the source. A tree directory's listing is read once
 //! (trees never change) and kept with its node.
 
 use std::collections::HashMap;
@@ -40,6 +42,8 @@ pub enum NodeKind {
 pub struct Node {
     pub parent: u64,
     pub name: Vec<u8>,
+    /// The inode of the snapshot root this node is in (0 above them).
+    snapshot: u64,
     pub kind: NodeKind,
     /// A tree directory's entries, once read.
     listing: OnceLock<Arc<Vec<Entry>>>,
@@ -79,6 +83,7 @@ impl<'s> View<'s> {
         let root = Arc::new(Node {
             parent: ROOT,
             name: Vec::new(),
+            snapshot: 0,
             kind: NodeKind::Virtual(Dir::Root),
             listing: OnceLock::new(),
         });
@@ -168,8 +173,7 @@ impl<'s> View<'s> {
                 ..
             }) => {
                 for e in self.tree_listing(&node)?.iter() {
-                    let (child_ino, n) =
-                        self.intern(ino, &e.name, &[], || NodeKind::Tree(e.clone()));
+                    let (child_ino, n) = self.intern_entry(ino, &node, e);
                     out.push((child_ino, n, e.name.clone()));
                 }
             }
@@ -205,7 +209,7 @@ impl<'s> View<'s> {
                 .tree_listing(&node)?
                 .iter()
                 .find(|e| e.name == name)
-                .map(|e| self.intern(parent, name, &[], || NodeKind::Tree(e.clone())))),
+                .map(|e| self.intern_entry(parent, &node, e))),
             _ => Ok(None),
         }
     }
@@ -227,35 +231,57 @@ impl<'s> View<'s> {
     }
 
     fn intern_child(&self, parent: u64, name: &[u8], child: Child) -> (u64, Arc<Node>) {
+        let key = |shows: &[u8]| (parent, name.to_vec(), shows.to_vec());
         match child {
-            Child::Dir(d) => self.intern(parent, name, &[], || NodeKind::Virtual(d)),
-            Child::Link(target) => {
-                self.intern(parent, name, &target.clone(), || NodeKind::Link(target))
-            }
+            Child::Dir(d) => self.intern(key(&[]), parent, name, None, || NodeKind::Virtual(d)),
+            Child::Link(target) => self.intern(key(&target), parent, name, None, || {
+                NodeKind::Link(target.clone())
+            }),
             Child::Snapshot { id, tree, time } => {
                 let root = snapshot_root(snapshot_dir_name(&id, time), tree, time);
-                self.intern(parent, name, id.as_bytes(), || NodeKind::Tree(root))
+                let k = key(id.as_bytes());
+                self.intern(k, parent, name, None, || NodeKind::Tree(root))
             }
         }
     }
 
-    /// The inode of (`parent`, `name`, `shows`), made with `kind` if new.
+    /// The inode of entry `e` of tree directory `parent`; hard-linked
+    /// files of one snapshot share one.
+    fn intern_entry(&self, parent: u64, parent_node: &Node, e: &Entry) -> (u64, Arc<Node>) {
+        let snapshot = parent_node.snapshot;
+        let key = if matches!(e.payload, Payload::File(_)) && e.meta.nlink > 1 {
+            let link = [e.meta.dev.to_le_bytes(), e.meta.ino.to_le_bytes()].concat();
+            (snapshot, b"\0hard link".to_vec(), link)
+        } else {
+            (parent, e.name.clone(), Vec::new())
+        };
+        self.intern(key, parent, &e.name, Some(snapshot), || {
+            NodeKind::Tree(e.clone())
+        })
+    }
+
+    /// The inode known by `key`, made with `kind` if new; `snapshot` is
+    /// the root it is below (`None`: it is a root itself, or above them).
     fn intern(
         &self,
+        key: (u64, Vec<u8>, Vec<u8>),
         parent: u64,
         name: &[u8],
-        shows: &[u8],
+        snapshot: Option<u64>,
         kind: impl FnOnce() -> NodeKind,
     ) -> (u64, Arc<Node>) {
         let mut t = lock(&self.table);
-        let key = (parent, name.to_vec(), shows.to_vec());
         if let Some(&ino) = t.by_key.get(&key) {
             return (ino, Arc::clone(&t.nodes[(ino - 1) as usize]));
         }
+        let kind = kind();
+        let own = t.nodes.len() as u64 + 1;
+        let root = matches!(kind, NodeKind::Tree(_)).then_some(own);
         let node = Arc::new(Node {
             parent,
             name: name.to_vec(),
-            kind: kind(),
+            snapshot: snapshot.or(root).unwrap_or(0),
+            kind,
             listing: OnceLock::new(),
         });
         t.nodes.push(Arc::clone(&node));
