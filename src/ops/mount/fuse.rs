@@ -228,11 +228,13 @@ impl Filesystem for KuraFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.run(move |v| match v.node(ino.0).as_deref().map(|n| &n.kind) {
-            Some(NodeKind::Link(t)) => reply.data(t),
-            Some(NodeKind::Tree(Entry {
-                payload: Payload::Symlink(t),
-                ..
-            })) => reply.data(t),
+            Some(
+                NodeKind::Link(t)
+                | NodeKind::Tree(Entry {
+                    payload: Payload::Symlink(t),
+                    ..
+                }),
+            ) => reply.data(t),
             _ => reply.error(Errno::EINVAL),
         });
     }
@@ -363,7 +365,7 @@ impl Filesystem for KuraFs {
             return reply.error(Errno::ENXIO);
         };
         self.run(move |v| match v.seek(fh.0, offset, whence) {
-            Ok(Some(at)) => reply.offset(at as i64),
+            Ok(Some(at)) => reply.offset(i64::try_from(at).unwrap_or(i64::MAX)),
             Ok(None) => reply.error(Errno::ENXIO),
             Err(_) => reply.error(Errno::EBADF),
         });

@@ -25,6 +25,9 @@ use crate::snapshot::tree::load_directory;
 
 pub const ROOT: u64 = 1;
 
+/// One name in a directory listing: its inode, node and name.
+pub type Listed = (u64, Arc<Node>, Vec<u8>);
+
 /// What an inode shows.
 #[derive(Debug)]
 pub enum NodeKind {
@@ -149,7 +152,7 @@ impl<'s> View<'s> {
     ///
     /// # Errors
     /// Missing or damaged tree blobs.
-    pub fn list(&self, ino: u64) -> Result<Option<Vec<(u64, Arc<Node>, Vec<u8>)>>> {
+    pub fn list(&self, ino: u64) -> Result<Option<Vec<Listed>>> {
         let Some(node) = self.node(ino) else {
             return Ok(None);
         };
