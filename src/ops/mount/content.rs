@@ -4,15 +4,18 @@
 //! goes first) or fetches them in one batch through
 //! [`ChunkStore::for_each_chunk`] (neighbours in a pack in one ranged
 //! read); while a handle reads sequentially, the chunks of the next
-//! [`super::MountOptions::readahead_bytes`] are fetched in the same batch
-//! once the first half of that window is no longer all cached, so a
-//! sequential reader pays one batch per half window. Holes are zeros and
-//! never fetched. A chunk that cannot be read fails the read (EIO above)
+//! [`super::MountOptions::readahead_bytes`] are handed to the prefetch
+//! threads (in parts, fetched in parallel) once the first half of that
+//! window is no longer all cached or on its way, so decryption runs ahead
+//! of the reader on other cores. A chunk is fetched
+//! by one request at a time: the kernel sends several reads of a file at
+//! once, and a read that needs a chunk another is fetching waits for it
+//! instead of fetching it again. Holes are zeros and never fetched. A chunk that cannot be read fails the read (EIO above)
 //! with a warning naming the file, the chunk and its pack.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::inodes::{NodeKind, View};
 use super::lock;
@@ -43,6 +46,8 @@ pub struct OpenFiles {
 pub struct ChunkCache {
     capacity: usize,
     inner: Mutex<Lru>,
+    /// Signalled when fetches end.
+    fetched: Condvar,
 }
 
 #[derive(Default)]
@@ -51,6 +56,8 @@ struct Lru {
     by_use: BTreeMap<u64, ChunkId>,
     tick: u64,
     bytes: usize,
+    /// Chunks some request is fetching.
+    pending: HashSet<ChunkId>,
 }
 
 impl ChunkCache {
@@ -58,7 +65,44 @@ impl ChunkCache {
         Self {
             capacity,
             inner: Mutex::new(Lru::default()),
+            fetched: Condvar::new(),
         }
+    }
+
+    /// Of `ids`, those the caller is to fetch (neither cached nor being
+    /// fetched; now marked as being fetched). The caller must
+    /// [`Self::finish`] them.
+    fn claim(&self, ids: &[ChunkId]) -> Vec<ChunkId> {
+        let mut l = lock(&self.inner);
+        let mine: Vec<ChunkId> = ids
+            .iter()
+            .filter(|id| !l.chunks.contains_key(id) && !l.pending.contains(id))
+            .copied()
+            .collect();
+        l.pending.extend(mine.iter().copied());
+        mine
+    }
+
+    /// Ends the fetch of `ids` (whether they were put or not).
+    fn finish(&self, ids: &[ChunkId]) {
+        let mut l = lock(&self.inner);
+        for id in ids {
+            l.pending.remove(id);
+        }
+        self.fetched.notify_all();
+    }
+
+    /// Chunk `id` once no request is fetching it, if it is cached then.
+    fn wait_for(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
+        let mut l = lock(&self.inner);
+        while l.pending.contains(id) {
+            l = self
+                .fetched
+                .wait(l)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(l);
+        self.get(id)
     }
 
     /// The chunk `id`, if cached (now the most recently used).
@@ -73,9 +117,10 @@ impl ChunkCache {
         Some(data)
     }
 
-    /// Whether `id` is cached, without counting as a use.
-    fn contains(&self, id: &ChunkId) -> bool {
-        lock(&self.inner).chunks.contains_key(id)
+    /// Whether `id` is cached or being fetched, without counting as a use.
+    fn has_or_awaits(&self, id: &ChunkId) -> bool {
+        let l = lock(&self.inner);
+        l.chunks.contains_key(id) || l.pending.contains(id)
     }
 
     /// Keeps `data` as chunk `id`, evicting the least recently used.
@@ -99,6 +144,9 @@ impl ChunkCache {
         }
     }
 }
+
+/// Parts a readahead window is split into (fetched in parallel).
+const PREFETCH_PARTS: usize = 4;
 
 /// `lseek`'s `whence` for data and holes.
 pub const SEEK_DATA: i32 = 3;
@@ -169,12 +217,10 @@ impl View<'_> {
         let last = file.starts.partition_point(|&s| s < end);
         let sequential = file.next.swap(end, Ordering::Relaxed) == offset;
         let wanted: Vec<ChunkId> = data_ids(&file.extents[first..last]);
-        let ahead = if sequential {
-            self.window_ahead(&file.extents[last..])
-        } else {
-            Vec::new()
-        };
-        let chunks = self.fetch(&file, &wanted, &ahead)?;
+        if sequential {
+            self.read_ahead(&file.extents[last..]);
+        }
+        let chunks = self.fetch(&file, &wanted)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         for k in first..last {
             let (start, e) = (file.starts[k], &file.extents[k]);
@@ -190,8 +236,41 @@ impl View<'_> {
         Ok(out)
     }
 
+    /// Hands the readahead window over `rest` to the prefetch threads if
+    /// the first half of it is not all cached or on its way.
+    fn read_ahead(&self, rest: &[Extent]) {
+        let ids = self.window_ahead(rest);
+        if ids.is_empty() {
+            return;
+        }
+        let mine = self.chunks.claim(&ids);
+        let part = mine.len().div_ceil(PREFETCH_PARTS).max(1);
+        for ids in mine.chunks(part) {
+            let sent = match &*lock(&self.prefetch) {
+                Some(tx) => tx.send(ids.to_vec()).is_ok(),
+                None => false,
+            };
+            if !sent {
+                self.chunks.finish(ids);
+            }
+        }
+    }
+
+    /// Fetches `ids` into the cache (a prefetch thread's work); a failure
+    /// is left for the read that needs the chunk to meet and report.
+    pub fn prefetch(&self, ids: &[ChunkId]) {
+        let fetched = self.store.for_each_chunk(ids, |k, plain| {
+            self.chunks.put(ids[k], Arc::new(plain.to_vec()));
+            Ok(())
+        });
+        self.chunks.finish(ids);
+        if let Err(e) = fetched {
+            tracing::debug!("readahead: {e}");
+        }
+    }
+
     /// The data chunks of the readahead window over `rest` if the first
-    /// half of it is not all cached; else none.
+    /// half of it is not all cached or on its way; else none.
     fn window_ahead(&self, rest: &[Extent]) -> Vec<ChunkId> {
         let window = self.options.readahead_bytes;
         let mut at = 0u64;
@@ -202,7 +281,7 @@ impl View<'_> {
                 break;
             }
             if let Extent::Data { id, .. } = e {
-                refill |= at < window / 2 && !self.chunks.contains(id);
+                refill |= at < window / 2 && !self.chunks.has_or_awaits(id);
                 ids.push(*id);
             }
             at += e.len();
@@ -210,42 +289,50 @@ impl View<'_> {
         if refill { ids } else { Vec::new() }
     }
 
-    /// The chunks `wanted`, from the cache or fetched in one batch with
-    /// the uncached ones of `ahead` (which only go into the cache).
-    fn fetch(
-        &self,
-        file: &OpenFile,
-        wanted: &[ChunkId],
-        ahead: &[ChunkId],
-    ) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
-        let mut got: HashMap<ChunkId, Arc<Vec<u8>>> = HashMap::new();
-        let mut missing = Vec::new();
-        for id in wanted {
-            match self.chunks.get(id) {
-                Some(data) => {
-                    got.insert(*id, data);
-                }
-                None => missing.push(*id),
-            }
-        }
-        if missing.is_empty() && ahead.is_empty() {
+    /// The chunks `wanted`, from the cache or fetched in one batch; those
+    /// another request or a prefetch thread is fetching are waited for.
+    fn fetch(&self, file: &OpenFile, wanted: &[ChunkId]) -> Result<HashMap<ChunkId, Arc<Vec<u8>>>> {
+        let mut got: HashMap<ChunkId, Arc<Vec<u8>>> = wanted
+            .iter()
+            .filter_map(|id| self.chunks.get(id).map(|d| (*id, d)))
+            .collect();
+        let mut candidates: Vec<ChunkId> = wanted
+            .iter()
+            .filter(|id| !got.contains_key(id))
+            .copied()
+            .collect();
+        if candidates.is_empty() {
             return Ok(got);
         }
-        missing.extend(ahead.iter().filter(|id| !self.chunks.contains(id)));
-        missing.sort_unstable();
-        missing.dedup();
-        let fetched = self.store.for_each_chunk(&missing, |k, plain| {
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mine = self.chunks.claim(&candidates);
+        let fetched = self.store.for_each_chunk(&mine, |k, plain| {
             let data = Arc::new(plain.to_vec());
-            if wanted.contains(&missing[k]) {
-                got.insert(missing[k], Arc::clone(&data));
+            if wanted.contains(&mine[k]) {
+                got.insert(mine[k], Arc::clone(&data));
             }
-            self.chunks.put(missing[k], data);
+            self.chunks.put(mine[k], data);
             Ok(())
         });
+        self.chunks.finish(&mine);
         if let Err(e) = fetched {
             let lost = wanted.iter().find(|id| !got.contains_key(id));
             self.warn_damage(file, lost, &e);
             return Err(e);
+        }
+        // Fetched by another request (or by this one and evicted since).
+        for id in wanted {
+            if got.contains_key(id) {
+                continue;
+            }
+            let data = match self.chunks.wait_for(id) {
+                Some(data) => data,
+                None => Arc::new(self.store.get(id).inspect_err(|e| {
+                    self.warn_damage(file, Some(id), e);
+                })?),
+            };
+            got.insert(*id, data);
         }
         Ok(got)
     }

@@ -9,7 +9,7 @@
 //! (trees never change) and kept with its node.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 
 use super::MountOptions;
 use super::catalog::{Catalog, Child, Dir, snapshot_dir_name};
@@ -19,6 +19,7 @@ use crate::chunkstore::ChunkStore;
 use crate::chunkstore::index::ChunkIndex;
 use crate::error::Result;
 use crate::format::tree::{Entry, Metadata, Payload};
+use crate::id::ChunkId;
 use crate::repository::Repository;
 use crate::repository::snapshots::list;
 use crate::snapshot::tree::load_directory;
@@ -63,6 +64,8 @@ pub struct View<'s> {
     catalog: Mutex<Arc<Catalog>>,
     table: Mutex<Table>,
     pub open_files: super::content::OpenFiles,
+    /// Where readahead sends chunk lists; `None` once the mount ended.
+    pub prefetch: Mutex<Option<mpsc::Sender<Vec<ChunkId>>>>,
 }
 
 #[derive(Default)]
@@ -102,6 +105,7 @@ impl<'s> View<'s> {
                 by_key: HashMap::new(),
             }),
             open_files: super::content::OpenFiles::default(),
+            prefetch: Mutex::new(None),
         })
     }
 
@@ -295,7 +299,7 @@ impl<'s> View<'s> {
 }
 
 /// The directory entry a snapshot's root is shown as.
-fn snapshot_root(name: String, tree: crate::id::ChunkId, time: i64) -> Entry {
+fn snapshot_root(name: String, tree: ChunkId, time: i64) -> Entry {
     let secs = (
         time.div_euclid(1_000_000_000),
         time.rem_euclid(1_000_000_000) as u32,

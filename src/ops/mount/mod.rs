@@ -49,6 +49,7 @@ use std::time::Duration;
 use crate::chunkstore::index::ChunkIndex;
 use crate::chunkstore::{ChunkStore, ChunkStoreOptions};
 use crate::error::{Error, ErrorKind, Result};
+use crate::id::ChunkId;
 use crate::repository::Repository;
 use crate::snapshot::select::Filter;
 
@@ -193,30 +194,48 @@ pub fn mount(
     let view = View::new(repo, index, &store, options)?;
     let (jobs, queue) = mpsc::channel::<Job>();
     let queue = Mutex::new(queue);
+    let (prefetch, prefetches) = mpsc::channel::<Vec<ChunkId>>();
+    let prefetches = Mutex::new(prefetches);
+    *lock(&view.prefetch) = Some(prefetch);
     std::thread::scope(|s| {
         for _ in 0..options.threads.max(1) {
-            s.spawn(|| serve_jobs(&view, &queue));
+            s.spawn(|| serve_queue(&queue, |job: Job| job(&view)));
         }
-        // The session owns the only sender: when it ends, the workers do.
-        let fs = KuraFs::new(jobs);
-        let mut session = fuser::Session::new(fs, mountpoint, &fuse::config(options))
-            .map_err(|e| Error::io(format!("mounting at {}", mountpoint.display()), e))?;
-        on_mounted(Unmount(session.unmount_callable()));
-        session.run().map_err(|e| Error::io("serving the mount", e))
+        for _ in 0..PREFETCH_THREADS {
+            s.spawn(|| serve_queue(&prefetches, |ids: Vec<ChunkId>| view.prefetch(&ids)));
+        }
+        let served = serve(jobs, mountpoint, options, on_mounted);
+        // The session held the only job sender; this is the last prefetch
+        // one: the threads end with the queues.
+        lock(&view.prefetch).take();
+        served
     })
 }
 
-/// Runs requests from `queue` against `view` until the queue closes.
-fn serve_jobs(view: &View<'_>, queue: &Mutex<mpsc::Receiver<Job>>) {
+/// Threads fetching readahead windows (decryption in parallel with the
+/// reader; reads never wait behind this work in the request queue).
+const PREFETCH_THREADS: usize = 2;
+
+/// Mounts and answers requests by queuing them as `jobs` until unmounted.
+fn serve(
+    jobs: mpsc::Sender<Job>,
+    mountpoint: &Path,
+    options: &MountOptions,
+    on_mounted: impl FnOnce(Unmount),
+) -> Result<()> {
+    let fs = KuraFs::new(jobs);
+    let mut session = fuser::Session::new(fs, mountpoint, &fuse::config(options))
+        .map_err(|e| Error::io(format!("mounting at {}", mountpoint.display()), e))?;
+    on_mounted(Unmount(session.unmount_callable()));
+    session.run().map_err(|e| Error::io("serving the mount", e))
+}
+
+/// Runs `work` on each item of `queue` until the queue closes.
+fn serve_queue<T>(queue: &Mutex<mpsc::Receiver<T>>, work: impl Fn(T)) {
     loop {
-        let job = {
-            let queue = queue
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            queue.recv()
-        };
-        match job {
-            Ok(job) => job(view),
+        let item = lock(queue).recv();
+        match item {
+            Ok(item) => work(item),
             Err(_) => return,
         }
     }
