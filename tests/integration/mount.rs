@@ -408,6 +408,7 @@ fn a_missing_pack_fails_only_the_files_that_need_it() {
     let test = "mount::a_missing_pack_fails_only_the_files_that_need_it";
     let d = crate::check::two_snapshots();
     fs::remove_file(&d.second_data_pack).unwrap();
+    let before = repository_files(&d.cli.path);
     let point = d.src.parent().unwrap().join("mnt");
     fs::create_dir(&point).unwrap();
     let Some(m) = Mounted::start(test, mount_cmd(&d.cli, &point, &[]), &point) else {
@@ -426,6 +427,31 @@ fn a_missing_pack_fails_only_the_files_that_need_it() {
         log.contains(pack) && log.contains("new.bin"),
         "the warning names the pack: {log}"
     );
+    drop(m);
+    assert_eq!(
+        repository_files(&d.cli.path),
+        before,
+        "the mount wrote nothing"
+    );
+}
+
+/// Every file of a local repository with its size and mtime.
+fn repository_files(repo: &Path) -> Vec<(PathBuf, u64, i64, i64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let md = fs::symlink_metadata(&path).unwrap();
+            if md.is_dir() {
+                stack.push(path);
+            } else {
+                out.push((path, md.len(), md.mtime(), md.mtime_nsec()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 #[test]

@@ -263,6 +263,94 @@ mod tests {
         assert_eq!(end_of_day("latest"), None);
     }
 
+    fn snapshot(time: &str, host: &str, tags: &[&str]) -> Snapshot {
+        Snapshot {
+            version: 1,
+            tree: ChunkId([7; 32]).to_hex(),
+            parent: None,
+            time: crate::snapshot::parse_instant(time).unwrap(),
+            end_time: 0,
+            hostname: host.into(),
+            username: String::new(),
+            paths: Vec::new(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            program: String::new(),
+            incomplete: false,
+            summary: crate::format::snapshot::Summary::default(),
+            copy_of: None,
+        }
+    }
+
+    fn names(c: &Catalog, dir: &Dir) -> Vec<String> {
+        c.list(dir).into_iter().map(|(n, _)| n).collect()
+    }
+
+    #[test]
+    fn the_layout_names_each_snapshot_by_time_host_tag_and_day() {
+        let listing = vec![
+            (
+                SnapshotId([1; 32]),
+                snapshot("2026-12-01T03:00:00Z", "web1", &["nightly"]),
+            ),
+            (
+                SnapshotId([2; 32]),
+                snapshot("2026-12-01T03:00:00Z", "db", &[]),
+            ),
+            (
+                SnapshotId([3; 32]),
+                snapshot("2026-12-03T23:59:59Z", "web1", &["a/b"]),
+            ),
+        ];
+        let c = Catalog::new(listing.clone(), &Filter::default());
+        assert_eq!(
+            names(&c, &Dir::Snapshots),
+            [
+                "2026-12-01T03:00:00Z_01010101",
+                "2026-12-01T03:00:00Z_02020202",
+                "2026-12-03T23:59:59Z_03030303"
+            ]
+        );
+        assert_eq!(names(&c, &Dir::Hosts), ["db", "web1"]);
+        assert_eq!(names(&c, &Dir::Tags), ["a_b", "nightly"]);
+        let web1 = names(&c, &Dir::Host("web1".into()));
+        assert_eq!(web1, ["2026-12-01T03:00:00Z", "2026-12-03T23:59:59Z"]);
+        assert_eq!(names(&c, &Dir::Root).last().unwrap(), "latest");
+        assert_eq!(
+            c.find(&Dir::Root, "latest"),
+            Some(Child::Link(
+                b"snapshots/2026-12-03T23:59:59Z_03030303".to_vec()
+            ))
+        );
+        // Days: the snapshot in effect at each day's end, a gap included.
+        let days = names(&c, &Dir::ByDate);
+        assert_eq!(days, ["2026-12-01", "2026-12-02", "2026-12-03"]);
+        let shown = |day: &str| match c.find(&Dir::ByDate, day) {
+            Some(Child::Snapshot { id, .. }) => Some(id.0[0]),
+            _ => None,
+        };
+        assert_eq!(
+            shown("2026-12-01"),
+            Some(2),
+            "the newest of the day (id order at a tie)"
+        );
+        assert_eq!(shown("2026-12-02"), Some(2));
+        assert_eq!(
+            shown("2026-12-03"),
+            Some(3),
+            "taken in the day's last second"
+        );
+        assert_eq!(shown("2030-01-01"), Some(3));
+        assert_eq!(shown("2026-11-30"), None);
+        // A filter leaves the others out everywhere.
+        let only_db = Filter {
+            host: Some("db".into()),
+            ..Filter::default()
+        };
+        let c = Catalog::new(listing, &only_db);
+        assert_eq!(names(&c, &Dir::Hosts), ["db"]);
+        assert_eq!(names(&c, &Dir::ByDate), ["2026-12-01"]);
+    }
+
     #[test]
     fn names_are_single_components() {
         assert_eq!(component("a/b"), "a_b");
