@@ -213,7 +213,10 @@ impl View<'_> {
         if offset >= end {
             return Ok(Vec::new());
         }
-        let first = file.starts.partition_point(|&s| s <= offset) - 1;
+        // Extents shorter than the size (a damaged tree) read as the end.
+        let Some(first) = file.starts.partition_point(|&s| s <= offset).checked_sub(1) else {
+            return Ok(Vec::new());
+        };
         let last = file.starts.partition_point(|&s| s < end);
         let sequential = file.next.swap(end, Ordering::Relaxed) == offset;
         let wanted: Vec<ChunkId> = data_ids(&file.extents[first..last]);
@@ -228,7 +231,13 @@ impl View<'_> {
             let to = end.min(start + e.len()) - start;
             match e {
                 Extent::Data { id, .. } => {
-                    out.extend_from_slice(&chunks[id][from as usize..to as usize]);
+                    let part = chunks[id].get(from as usize..to as usize).ok_or_else(|| {
+                        Error::corrupt(format!(
+                            "{}: chunk {id} is shorter than its extent",
+                            file.path
+                        ))
+                    })?;
+                    out.extend_from_slice(part);
                 }
                 Extent::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
             }
@@ -359,7 +368,10 @@ impl View<'_> {
         if offset >= file.size {
             return Ok(None);
         }
-        let first = file.starts.partition_point(|&s| s <= offset) - 1;
+        let first = file
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         for (k, e) in file.extents.iter().enumerate().skip(first) {
             let is_hole = matches!(e, Extent::Hole { .. });
             if (whence == SEEK_HOLE) == is_hole {
