@@ -230,13 +230,17 @@ fn serve(
     session.run().map_err(|e| Error::io("serving the mount", e))
 }
 
-/// Runs `work` on each item of `queue` until the queue closes.
+/// Runs `work` on each item of `queue` until the queue closes. A panic
+/// in one item (its request answers EIO) does not end the thread.
 fn serve_queue<T>(queue: &Mutex<mpsc::Receiver<T>>, work: impl Fn(T)) {
     loop {
         let item = lock(queue).recv();
-        match item {
-            Ok(item) => work(item),
-            Err(_) => return,
+        let Ok(item) = item else {
+            return;
+        };
+        let run = std::panic::AssertUnwindSafe(|| work(item));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::warn!("a mount request failed (a bug): answered EIO");
         }
     }
 }
