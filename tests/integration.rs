@@ -34,6 +34,8 @@ mod hygiene;
 mod images;
 #[path = "integration/layering.rs"]
 mod layering;
+#[path = "integration/mount.rs"]
+mod mount;
 #[path = "integration/nightly.rs"]
 mod nightly;
 #[path = "integration/prune.rs"]

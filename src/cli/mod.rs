@@ -10,6 +10,7 @@ mod docs_cmd;
 pub mod exit;
 mod forget_cmd;
 mod key;
+mod mount_cmd;
 mod names;
 mod output;
 mod password;
@@ -162,6 +163,9 @@ pub enum Command {
     Diff(browse_cmds::DiffArgs),
     /// Find files by name or path glob across snapshots.
     Find(browse_cmds::FindArgs),
+    /// Browse every snapshot as a read-only file system (FUSE), in the
+    /// foreground until Ctrl-C or SIGTERM.
+    Mount(mount_cmd::MountArgs),
     /// Verify the repository: structure, and with --read-data every blob.
     Check(check_cmd::CheckArgs),
     /// Repair the repository's metadata.
@@ -382,6 +386,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Dump(args) => snapshot_cmds::run_dump(g, args),
         Command::Diff(args) => browse_cmds::run_diff(g, args),
         Command::Find(args) => browse_cmds::run_find(g, args),
+        Command::Mount(args) => mount_cmd::run_mount(g, args),
         Command::Copy(args) => copy_cmd::run_copy(g, args),
         Command::Forget(args) => forget_cmd::run_forget(g, args),
         Command::Prune(args) => prune_cmd::run_prune(g, args),

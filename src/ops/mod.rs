@@ -14,6 +14,7 @@ pub mod diff;
 pub mod find;
 pub mod forget;
 pub mod ls;
+pub mod mount;
 pub mod progress;
 pub mod prune;
 pub mod repair;

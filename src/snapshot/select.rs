@@ -95,16 +95,28 @@ pub fn newest_at(
     time_ns: i64,
     filter: &Filter,
 ) -> Result<(SnapshotId, Snapshot)> {
-    list(repo)?
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.time <= time_ns && filter.matches(s))
+    newest_in(&list(repo)?, time_ns, filter)
+        .cloned()
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::NotFound,
                 "no snapshot was taken at or before that time",
             )
         })
+}
+
+/// [`newest_at`] among `snapshots` (oldest first, as
+/// [`crate::repository::snapshots::list`] gives them), for a caller that
+/// keeps the listing (`mount`'s `by-date`).
+pub fn newest_in<'a>(
+    snapshots: &'a [(SnapshotId, Snapshot)],
+    time_ns: i64,
+    filter: &Filter,
+) -> Option<&'a (SnapshotId, Snapshot)> {
+    snapshots
+        .iter()
+        .rev()
+        .find(|(_, s)| s.time <= time_ns && filter.matches(s))
 }
 
 /// The snapshots `names` name (`latest` or id prefixes, as [`find`]), or
