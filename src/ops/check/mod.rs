@@ -41,7 +41,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
 
 use rayon::prelude::*;
 
@@ -54,86 +53,16 @@ use crate::format::index::IndexFile;
 use crate::format::pack::PackHeader;
 use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::Payload;
 use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
 use crate::repository::snapshots;
-use crate::snapshot::tree;
-use crate::snapshot::walk::{Visit, Visitor, walk};
 
-/// Which packs `--read-data` reads.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Subset {
-    All,
-    /// `n/m`: n m-ths of the packs.
-    Fraction(u32, u32),
-    /// A percentage of the packs.
-    Percent(f64),
-    /// About this many bytes of packs.
-    Bytes(u64),
-}
+mod subset;
+mod trees;
 
-impl Subset {
-    /// Parses `n/m`, `P%` or a size such as `2G`, `500M`, `1T` (binary).
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidInput`] for anything else.
-    pub fn parse(text: &str) -> Result<Self> {
-        let bad = || {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("not a subset (n/m, P% or a size like 2G): {text:?}"),
-            )
-        };
-        let t = text.trim();
-        if let Some((n, m)) = t.split_once('/') {
-            let (n, m): (u32, u32) = (n.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-            return if n == 0 || m == 0 || n > m {
-                Err(bad())
-            } else {
-                Ok(Self::Fraction(n, m))
-            };
-        }
-        if let Some(p) = t.strip_suffix('%') {
-            let p: f64 = p.parse().map_err(|_| bad())?;
-            return if p > 0.0 && p <= 100.0 {
-                Ok(Self::Percent(p))
-            } else {
-                Err(bad())
-            };
-        }
-        match parse_size(t) {
-            Ok(b) if b > 0 => Ok(Self::Bytes(b)),
-            _ => Err(bad()),
-        }
-    }
-}
-
-/// Parses a size: bytes, or a number with `K`, `M`, `G` or `T` (binary
-/// multiples, either case). Zero is a size.
-///
-/// # Errors
-/// [`ErrorKind::InvalidInput`] for anything else, or a size past `u64`.
-pub fn parse_size(text: &str) -> Result<u64> {
-    let bad = || {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("not a size (e.g. 500M, 2G): {text:?}"),
-        )
-    };
-    let t = text.trim();
-    let (num, shift) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    n.checked_shl(shift)
-        .filter(|&b| b >> shift == n)
-        .ok_or_else(bad)
-}
+use subset::choose;
+pub use subset::{Subset, parse_size};
+use trees::TreeChecker;
 
 /// What to check.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -416,7 +345,7 @@ fn short(id: &SnapshotId) -> String {
     id.to_hex()[..16].to_owned()
 }
 
-fn is_damage(e: &Error) -> bool {
+pub(super) fn is_damage(e: &Error) -> bool {
     matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound)
 }
 
@@ -551,49 +480,12 @@ fn lost_blobs(
     lost
 }
 
-/// The packs a subset reads: least recently verified first.
-fn choose(
-    index: &ChunkIndex,
-    mut packs: Vec<(PackId, u64)>,
-    subset: Subset,
-) -> Result<Vec<(PackId, u64)>> {
-    let mut age = HashMap::new();
-    for (p, _) in &packs {
-        age.insert(*p, index.verified_at(p)?.unwrap_or(0));
-    }
-    packs.sort_by_key(|(p, _)| (age[p], *p));
-    let n = packs.len();
-    let take = match subset {
-        Subset::All => n,
-        Subset::Fraction(a, b) => (n * a as usize).div_ceil(b as usize),
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        Subset::Percent(p) => ((n as f64) * p / 100.0).ceil() as usize,
-        Subset::Bytes(limit) => {
-            let mut total = 0u64;
-            packs
-                .iter()
-                .take_while(|(_, s)| {
-                    let fits = total < limit;
-                    total += s;
-                    fits
-                })
-                .count()
-        }
-    };
-    packs.truncate(take.min(n));
-    Ok(packs)
-}
-
 /// What reading a pack whole showed: the blobs that fail.
 type PackOutcome = Result<Vec<(ChunkId, Error)>>;
 
 /// The blobs of a damaged pack that fail; `None`: all of them (the pack
 /// failed as a whole).
-type FailedBlobs = Option<HashSet<ChunkId>>;
+pub(super) type FailedBlobs = Option<HashSet<ChunkId>>;
 
 /// Packs read whole, and damaged packs with their failed blobs.
 type ReadOutcome = (Vec<PackId>, Vec<(PackId, FailedBlobs)>);
@@ -672,188 +564,5 @@ fn report_damaged_pack(
             "pack {id} is in no index file and damaged ({problem}); files that need it \
              are listed as damage, and prune deletes it once nothing does"
         ));
-    }
-}
-
-/// A problem below a tree, relative to it.
-struct Problem {
-    path: Vec<u8>,
-    object: String,
-    what: String,
-    /// Not damage: a blob read from this unindexed pack's header.
-    unindexed: Option<PackId>,
-}
-
-/// Step 4: a visitor of `snapshot::walk` that walks trees once per id,
-/// remembering what is wrong below each (paths relative to it): a
-/// directory whose problems are known is skipped, and an unreadable one is
-/// a problem, not an error.
-struct TreeChecker<'a, 'r> {
-    store: &'a ChunkStore<'r>,
-    index: &'a ChunkIndex,
-    bad_blobs: &'a HashMap<ChunkId, PackId>,
-    /// Packs `--read-data` found damaged, indexed or not.
-    damaged: &'a HashMap<PackId, FailedBlobs>,
-    memo: HashMap<ChunkId, Rc<Vec<Problem>>>,
-    /// The directories being walked, innermost last, with the problems
-    /// found below each so far.
-    open: Vec<Vec<Problem>>,
-}
-
-impl Visitor for TreeChecker<'_, '_> {
-    fn entry(&mut self, _: &[u8], e: &crate::format::tree::Entry) -> Result<Visit> {
-        match &e.payload {
-            Payload::Dir(sub) => {
-                let Some(done) = self.memo.get(sub).map(Rc::clone) else {
-                    return Ok(Visit::Descend);
-                };
-                self.add_below(&e.name, &done);
-            }
-            Payload::File(content) => {
-                let problems = self.file(content, e.meta.size)?;
-                self.add_below(&e.name, &problems);
-            }
-            _ => {}
-        }
-        Ok(Visit::Skip)
-    }
-
-    fn enter_dir(&mut self, _: &[u8], _: &ChunkId, _: &[ChunkId]) -> Result<()> {
-        self.open.push(Vec::new());
-        Ok(())
-    }
-
-    fn leave_dir(&mut self, path: &[u8], tree: &ChunkId) -> Result<()> {
-        let problems = self.open.pop().expect("an open directory");
-        self.finish(path, tree, problems);
-        Ok(())
-    }
-
-    fn unreadable(&mut self, path: &[u8], tree: &ChunkId, e: Error) -> Result<()> {
-        if !is_damage(&e) {
-            return Err(e);
-        }
-        let problem = Problem {
-            path: Vec::new(),
-            object: format!("tree {tree}"),
-            what: e.to_string(),
-            unindexed: None,
-        };
-        self.finish(path, tree, vec![problem]);
-        Ok(())
-    }
-}
-
-impl TreeChecker<'_, '_> {
-    /// Whether `--read-data` found blob `id` of `pack` damaged.
-    fn fails_in(&self, pack: PackId, id: &ChunkId) -> bool {
-        match self.damaged.get(&pack) {
-            None => false,
-            Some(None) => true,
-            Some(Some(bad)) => bad.contains(id),
-        }
-    }
-
-    /// The problems below the snapshot root tree `root`.
-    fn walk(&mut self, root: &ChunkId) -> Result<Rc<Vec<Problem>>> {
-        if !self.memo.contains_key(root) {
-            let store = self.store;
-            walk(store, root, self)?;
-        }
-        Ok(Rc::clone(&self.memo[root]))
-    }
-
-    /// Remembers the problems below directory `tree` at `path`, and adds
-    /// them to the directory holding it.
-    fn finish(&mut self, path: &[u8], tree: &ChunkId, problems: Vec<Problem>) {
-        let problems = Rc::new(problems);
-        let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
-        self.add_below(name, &problems);
-        self.memo.insert(*tree, problems);
-    }
-
-    /// Adds problems below entry `name` to the directory holding it.
-    fn add_below(&mut self, name: &[u8], below: &[Problem]) {
-        let Some(problems) = self.open.last_mut() else {
-            return;
-        };
-        for p in below {
-            let mut path = name.to_vec();
-            if !p.path.is_empty() {
-                path.push(b'/');
-                path.extend_from_slice(&p.path);
-            }
-            problems.push(Problem {
-                path,
-                object: p.object.clone(),
-                what: p.what.clone(),
-                unindexed: p.unindexed,
-            });
-        }
-    }
-
-    /// Problems of one file's content (relative path empty).
-    fn file(&self, content: &crate::format::tree::Content, size: u64) -> Result<Vec<Problem>> {
-        let extents = match tree::load_extents(self.store, content, size) {
-            Ok(x) => x,
-            Err(e) if is_damage(&e) => {
-                return Ok(vec![Problem {
-                    path: Vec::new(),
-                    object: "extent list".into(),
-                    what: e.to_string(),
-                    unindexed: None,
-                }]);
-            }
-            Err(e) => return Err(e),
-        };
-        let ids: Vec<ChunkId> = tree::data_ids(&extents);
-        let mut out = Vec::new();
-        for (id, loc) in ids.iter().zip(self.index.lookup_many(&ids)?) {
-            let (problem, unindexed) = match (loc, self.bad_blobs.get(id)) {
-                (None, _) => match self.store.unindexed_location(id)? {
-                    Some(l) if self.fails_in(l.pack, id) => {
-                        (format!("is in damaged pack {}", l.pack), None)
-                    }
-                    Some(l) => (String::new(), Some(l.pack)),
-                    None => ("is in no index file and no pack".to_owned(), None),
-                },
-                (Some(_), Some(pack)) => (format!("is in damaged pack {pack}"), None),
-                (Some(_), None) => continue,
-            };
-            out.push(Problem {
-                path: Vec::new(),
-                object: format!("blob {id}"),
-                what: problem,
-                unindexed,
-            });
-        }
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Subset;
-
-    #[test]
-    fn subsets_parse() {
-        assert_eq!(Subset::parse("1/7").unwrap(), Subset::Fraction(1, 7));
-        assert_eq!(Subset::parse("10%").unwrap(), Subset::Percent(10.0));
-        assert_eq!(Subset::parse("2G").unwrap(), Subset::Bytes(2 << 30));
-        assert_eq!(Subset::parse("500M").unwrap(), Subset::Bytes(500 << 20));
-        assert_eq!(Subset::parse("4096").unwrap(), Subset::Bytes(4096));
-        for bad in [
-            "0/7",
-            "8/7",
-            "1/0",
-            "0%",
-            "101%",
-            "G",
-            "-1G",
-            "x",
-            "99999999999T",
-        ] {
-            assert!(Subset::parse(bad).is_err(), "{bad}");
-        }
     }
 }
