@@ -288,6 +288,20 @@ fn nightly_snapshots_read_back_through_the_mount_with_their_metadata() {
         latest.display()
     );
 
+    // The kernel drops its dentries and inodes and forgets them; kura
+    // drops its nodes too, and every name reads back the same, looked up
+    // anew.
+    if fs::write("/proc/sys/vm/drop_caches", "2").is_ok() {
+        let (_, want) = &nights[0];
+        let snap = entry_starting(&m.path("snapshots"), &NIGHTS[0][..19]);
+        assert_same_tree(&site_in(&snap, &site), want, "night 0 after forget");
+    } else {
+        crate::common::skip(
+            &format!("{test} (forget)"),
+            "cannot drop the kernel's caches here",
+        );
+    }
+
     // SIGTERM unmounts and kura exits 0.
     let status = m.terminate();
     assert!(status.success(), "{status}: {}", m.log_text());

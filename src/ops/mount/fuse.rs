@@ -219,6 +219,10 @@ impl Filesystem for KuraFs {
         });
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.run(move |v| v.forget(ino.0, nlookup));
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.run(move |v| match v.node(ino.0) {
             Some(node) => reply.attr(&ttl(v, &node), &attr(v, ino.0, &node)),
