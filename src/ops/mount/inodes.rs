@@ -95,7 +95,15 @@ struct Table {
 }
 
 impl Table {
-    fn new(root: Arc<Node>) -> Self {
+    /// A table holding only the mount's root directory.
+    fn new() -> Self {
+        let root = Arc::new(Node {
+            parent: ROOT,
+            name: Vec::new(),
+            snapshot: 0,
+            kind: NodeKind::Virtual(Dir::Root),
+            listing: OnceLock::new(),
+        });
         Self {
             nodes: HashMap::from([(ROOT, root)]),
             by_key: HashMap::new(),
@@ -146,13 +154,6 @@ impl<'s> View<'s> {
         options: &MountOptions,
     ) -> Result<Self> {
         let catalog = Catalog::new(list(repo)?, &options.filter);
-        let root = Arc::new(Node {
-            parent: ROOT,
-            name: Vec::new(),
-            snapshot: 0,
-            kind: NodeKind::Virtual(Dir::Root),
-            listing: OnceLock::new(),
-        });
         Ok(Self {
             repo,
             index,
@@ -160,7 +161,7 @@ impl<'s> View<'s> {
             options: options.clone(),
             chunks: ChunkCache::new(options.cache_bytes),
             catalog: Mutex::new(Arc::new(catalog)),
-            table: Mutex::new(Table::new(root)),
+            table: Mutex::new(Table::new()),
             open_files: super::content::OpenFiles::default(),
             prefetch: Mutex::new(None),
         })
@@ -434,14 +435,7 @@ mod tests {
 
     #[test]
     fn a_forgotten_node_goes_with_what_only_its_listing_made() {
-        let root = Arc::new(Node {
-            parent: ROOT,
-            name: Vec::new(),
-            snapshot: 0,
-            kind: NodeKind::Virtual(Dir::Root),
-            listing: OnceLock::new(),
-        });
-        let mut t = Table::new(root);
+        let mut t = Table::new();
         let dir = made(&mut t, ROOT, b"d", 2);
         let listed = made(&mut t, dir, b"only-listed", 0);
         let held = made(&mut t, dir, b"held", 1);
