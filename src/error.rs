@@ -52,6 +52,11 @@ pub enum ErrorKind {
     Unreachable,
     /// The caller asked for something that cannot be done as asked.
     InvalidInput,
+    /// The repository went back since this machine last saw it: a
+    /// snapshot or record it saw is gone without a record that forgot it,
+    /// the config changed, or a removed key slot returned
+    /// (`ops::history`).
+    RolledBack,
     /// Any other I/O failure (disk full, permission denied, ...).
     Io,
 }

@@ -48,6 +48,8 @@ mod race;
 mod remote;
 #[path = "integration/repair.rs"]
 mod repair;
+#[path = "integration/rollback.rs"]
+mod rollback;
 #[path = "integration/restore_safety.rs"]
 mod restore_safety;
 #[path = "integration/retention.rs"]

@@ -29,6 +29,7 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         (None, false) => None,
     };
     let repo = g.open()?;
+    let alarm = super::history_alarm(&repo)?;
     let index = synced_index(&repo)?;
     let report = check(
         &repo,
@@ -40,7 +41,8 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     )?;
     if g.json {
         Document::of(&report)
-            .with("clean", report.is_clean())
+            .with("clean", report.is_clean() && alarm.is_none())
+            .with("rolled_back", alarm.as_ref().map(ToString::to_string))
             .print()?;
     } else {
         println!(
@@ -83,6 +85,9 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
             }
         }
     }
+    // A repository that went back outranks damage: it is why there may be
+    // damage (exit 19 before 14).
+    super::raise(alarm)?;
     if report.is_clean() {
         if !g.json {
             println!("no damage found");

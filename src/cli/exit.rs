@@ -21,6 +21,7 @@ pub const KEY_SLOT_REFUSED: u8 = 15;
 pub const ALREADY_EXISTS: u8 = 16;
 pub const ACCESS_DENIED: u8 = 17;
 pub const UNREACHABLE: u8 = 18;
+pub const ROLLED_BACK: u8 = 19;
 
 /// One documented exit code.
 pub struct ExitCodeRow {
@@ -92,6 +93,13 @@ pub const TABLE: &[ExitCodeRow] = &[
         &[ErrorKind::Unreachable],
         "storage unreachable: connection refused, unknown host, SSH failed, \
          or the server went away and retries did not bring it back",
+    ),
+    row(
+        ROLLED_BACK,
+        &[ErrorKind::RolledBack],
+        "the repository went back since this machine last saw it: a snapshot or \
+         prune record it saw is gone with no record that forgot it, its config \
+         changed, or a removed key slot is back (`backup` still saved its snapshot)",
     ),
 ];
 

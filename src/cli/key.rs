@@ -62,11 +62,14 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
         KeyCommand::Remove { id } => {
             let id = repo.find_key_slot(id)?;
             repo.remove_key(&id)?;
+            kura::ops::history::remember_removed_slot(&repo, super::cache_root().as_deref(), id);
             println!("removed key slot {id}");
         }
         KeyCommand::Passwd { kdf } => {
             let password = super::PasswordSource::new_password().read_new("new password")?;
+            let old = repo.current_slot();
             let id = repo.change_password(password.as_bytes(), (*kdf).into())?;
+            kura::ops::history::remember_removed_slot(&repo, super::cache_root().as_deref(), old);
             println!("password changed; new key slot {id}");
         }
     }

@@ -264,6 +264,22 @@ fn cache_root() -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kura")))
 }
 
+/// Compares `repo` with this machine's memory of it (`ops::history`) and
+/// remembers what it sees. A repository that went back is returned as the
+/// error to end the command with once its own work is done (exit 19).
+fn history_alarm(repo: &Repository) -> Result<Option<kura::Error>> {
+    let root = cache_root();
+    let report = kura::ops::history::compare_and_remember(repo, root.as_deref())?;
+    let Some(root) = root else { return Ok(None) };
+    let file = kura::ops::history::history_file(&root, repo.id());
+    Ok(report.into_result(&file).err())
+}
+
+/// Ends a command with the alarm [`history_alarm`] returned, if any.
+fn raise(alarm: Option<kura::Error>) -> Result<()> {
+    alarm.map_or(Ok(()), |e| Err(e.into()))
+}
+
 /// The index of `repo` from its cache under [`cache_root`], synced.
 fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
     let options = IndexOptions {

@@ -145,6 +145,7 @@ fn hostname() -> String {
 pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let repo = g.open()?;
     tracing::debug!("repository opened");
+    let alarm = super::history_alarm(&repo)?;
     let index = synced_index(&repo)?;
     tracing::debug!("index synced");
     let parent = match (&args.parent, args.no_parent) {
@@ -202,6 +203,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     });
     bar.finish();
     let report = report?;
+    kura::ops::history::remember_snapshot(&repo, super::cache_root().as_deref(), report.snapshot);
     let s = report.summary;
     for w in &report.warnings {
         eprintln!("warning: {w}");
@@ -235,6 +237,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
             s.bytes_stored as f64 / 1e6
         );
     }
+    super::raise(alarm)?;
     Ok(!report.warnings.is_empty())
 }
 
@@ -247,13 +250,15 @@ struct Listed<'a> {
 
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
     let repo = g.open()?;
+    let alarm = super::history_alarm(&repo)?;
     let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
     if g.json {
         let rows: Vec<Listed> = all
             .iter()
             .map(|(id, snapshot)| Listed { id: *id, snapshot })
             .collect();
-        return print_json(&rows);
+        print_json(&rows)?;
+        return super::raise(alarm);
     }
     println!(
         "{:<16} {:<19} {:<16} {:<12} paths",
@@ -276,7 +281,7 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
             if s.incomplete { " (incomplete)" } else { "" }
         );
     }
-    Ok(())
+    super::raise(alarm)
 }
 
 pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {

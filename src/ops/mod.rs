@@ -13,6 +13,7 @@ pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod forget;
+pub mod history;
 pub mod ls;
 pub mod mount;
 pub mod progress;
