@@ -48,12 +48,12 @@ mod race;
 mod remote;
 #[path = "integration/repair.rs"]
 mod repair;
-#[path = "integration/rollback.rs"]
-mod rollback;
 #[path = "integration/restore_safety.rs"]
 mod restore_safety;
 #[path = "integration/retention.rs"]
 mod retention;
+#[path = "integration/rollback.rs"]
+mod rollback;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/servers.rs"]

@@ -25,11 +25,18 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use openssh::{ControlPersist, KnownHosts, SessionBuilder};
 use openssh_sftp_client::error::SftpErrorKind;
+use openssh_sftp_client::metadata::Permissions;
 use openssh_sftp_client::{Sftp, SftpOptions};
 use tokio::io::AsyncSeekExt;
 
 use super::{Backend, ObjectInfo, check_path};
 use crate::error::{Error, ErrorKind, Result};
+
+/// Mode of every object kura creates on the server (as a local
+/// repository's, `super::local::FILE_MODE`).
+const OBJECT_MODE: u16 = 0o600;
+/// Mode of every directory kura creates on the server.
+const DIR_MODE: u16 = 0o700;
 
 /// Where an SFTP repository is: `sftp://[user@]host[:port]/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -604,6 +611,13 @@ impl Backend for SftpBackend {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // The server creates files with its own umask (0644 from
+            // OpenSSH's default 0666): objects are the user's alone, as
+            // a local repository's are. A server that refuses the mode
+            // change still gets the object.
+            if let Err(e) = file.set_permissions(Permissions::from(OBJECT_MODE)).await {
+                tracing::debug!("sftp: mode of {} not set: {e}", temp.display());
+            }
             let written = async {
                 for piece in bytes.chunks(WRITE_PIECE) {
                     file.write_all(piece).await?;
@@ -712,7 +726,12 @@ async fn create_dirs(sftp: &Sftp, dir: &Path) -> std::result::Result<(), Request
         }
     }
     for d in missing.iter().rev() {
-        if let Err(e) = fs.create_dir(d).await {
+        let made = fs
+            .dir_builder()
+            .permissions(Permissions::from(DIR_MODE))
+            .create(d)
+            .await;
+        if let Err(e) = made {
             // Another writer may have made it meanwhile.
             if fs.metadata(d).await.is_err() {
                 return Err(e.into());

@@ -221,7 +221,10 @@ pub fn compare(seen: &Seen, observed: &Observed) -> Vec<Finding> {
         out.push(Finding::ConfigChanged);
     }
     if let Some((id, created)) = seen.newest_record {
-        let kept = observed.records.iter().any(|(r, c)| *r == id || *c >= created);
+        let kept = observed
+            .records
+            .iter()
+            .any(|(r, c)| *r == id || *c >= created);
         if !kept {
             out.push(Finding::RecordGone { id, created });
         }

@@ -671,3 +671,29 @@ fn sftp_a_fifo_or_directory_at_a_snapshot_name_is_damage_and_never_blocks() {
         );
     }
 }
+
+#[test]
+fn sftp_objects_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (r, dir) = Remote::sftp_with_dir(shared_sshd(), "modes");
+    r.init();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), b"one").unwrap();
+    r.ok(&["backup", "-q", src.path().to_str().unwrap()]);
+    let mut seen = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let mode = meta.permissions().mode() & 0o777;
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(mode, want, "{}", path.display());
+            if meta.is_dir() {
+                stack.push(path);
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen > 5, "config, keys, data, index, snapshots");
+}
