@@ -46,6 +46,14 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
+    /// Whether objects of this type are sealed in a padded frame
+    /// (format-spec/03, "Padded frames"): whole objects whose size would
+    /// otherwise track their content (index files, snapshots, prune
+    /// records).
+    pub fn is_padded(self) -> bool {
+        matches!(self, Self::Index | Self::Snapshot | Self::PruneRecord)
+    }
+
     /// Decodes a blob type byte as stored in pack headers and index files.
     pub fn blob_from_u8(value: u8) -> Result<Self> {
         match value {

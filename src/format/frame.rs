@@ -3,16 +3,26 @@
 //!
 //! ```text
 //! codec u8 (0 raw, 1 zstd) | raw_len u32 | payload
+//! codec u8 (2 raw, 3 zstd) | raw_len u32 | payload_len u32 | payload | zeros
 //! ```
+//!
+//! Codecs 2 and 3 are the padded forms: zero bytes after the payload bring
+//! the frame to `padme` of its unpadded length, so the stored size of an
+//! index file, snapshot or prune record tells an observer little more
+//! than its order of magnitude (format-spec/03, "Padded frames").
 
 use crate::algorithms::compress;
 use crate::error::{Error, Result};
-use crate::format::ByteReader;
+use crate::format::{ByteReader, padme};
 
 pub const CODEC_RAW: u8 = 0;
 pub const CODEC_ZSTD: u8 = 1;
+pub const CODEC_RAW_PADDED: u8 = 2;
+pub const CODEC_ZSTD_PADDED: u8 = 3;
 /// Bytes a frame adds before its payload.
 pub const HEADER_LEN: usize = 5;
+/// Bytes a padded frame adds before its payload.
+pub const PADDED_HEADER_LEN: usize = 9;
 
 /// Builds a frame for `data`, compressing it with zstd at `level` when that
 /// makes it strictly smaller (`level == 0` disables compression).
@@ -32,11 +42,29 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
-/// Decodes a frame, refusing before any work a raw length above `limit`.
+/// As [`encode`], in the padded form: the payload's length, then zeros up
+/// to `padme` of the unpadded frame's length.
+pub fn encode_padded(data: &[u8], level: i32) -> Vec<u8> {
+    let plain = encode(data, level);
+    let payload = &plain[HEADER_LEN..];
+    let unpadded = PADDED_HEADER_LEN + payload.len();
+    let padded = usize::try_from(padme(unpadded as u64)).expect("a frame fits in memory");
+    let mut out = Vec::with_capacity(padded);
+    out.push(plain[0] + CODEC_RAW_PADDED);
+    out.extend_from_slice(&plain[1..HEADER_LEN]);
+    out.extend_from_slice(&u32::try_from(payload.len()).expect("4 GiB").to_le_bytes());
+    out.extend_from_slice(payload);
+    out.resize(padded, 0);
+    out
+}
+
+/// Decodes a frame of any codec, refusing before any work a raw length
+/// above `limit`.
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] for an unknown codec, a length mismatch,
-/// a raw length above `limit`, or a zstd stream that does not decode.
+/// a raw length above `limit`, padding that is not zeros, or a zstd
+/// stream that does not decode.
 pub fn decode(frame: &[u8], limit: usize) -> Result<Vec<u8>> {
     let mut r = ByteReader::new(frame, "frame");
     let codec = r.u8()?;
@@ -46,11 +74,21 @@ pub fn decode(frame: &[u8], limit: usize) -> Result<Vec<u8>> {
             "frame declares {raw_len} bytes, above the limit of {limit}"
         )));
     }
-    let payload = r.remaining();
-    let out = match codec {
-        CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => compress::decompress(payload, raw_len)?,
+    let payload = match codec {
+        CODEC_RAW | CODEC_ZSTD => r.remaining(),
+        CODEC_RAW_PADDED | CODEC_ZSTD_PADDED => {
+            let len = r.u32()? as usize;
+            let payload = r.bytes(len)?;
+            if r.remaining().iter().any(|&b| b != 0) {
+                return Err(Error::corrupt("frame padding is not zeros"));
+            }
+            payload
+        }
         other => return Err(Error::corrupt(format!("unknown frame codec {other}"))),
+    };
+    let out = match codec {
+        CODEC_RAW | CODEC_RAW_PADDED => payload.to_vec(),
+        _ => compress::decompress(payload, raw_len)?,
     };
     if out.len() != raw_len {
         return Err(Error::corrupt(format!(
@@ -85,7 +123,37 @@ mod tests {
         assert!(decode(&bomb, 1 << 20).is_ok());
     }
 
+    #[test]
+    fn padded_frames_round_up_to_padme_and_refuse_other_padding() {
+        let data = text(10_000);
+        for level in [0, 3] {
+            let framed = encode_padded(&data, level);
+            let unpadded = PADDED_HEADER_LEN + encode(&data, level).len() - HEADER_LEN;
+            assert_eq!(framed.len() as u64, padme(unpadded as u64));
+            assert_eq!(decode(&framed, data.len()).unwrap(), data);
+            let mut bad = framed.clone();
+            *bad.last_mut().unwrap() = 1;
+            if bad.len() > unpadded {
+                assert!(decode(&bad, data.len()).is_err(), "padding not zeros");
+            }
+            let mut long = framed;
+            long[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
+            assert!(decode(&long, data.len()).is_err(), "payload past the end");
+        }
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| b"kura stores "[i % 12] ^ (i / 97) as u8)
+            .collect()
+    }
+
     proptest! {
+        #[test]
+        fn padded_round_trip(data in proptest::collection::vec(any::<u8>(), 0..3000), level in 0i32..5) {
+            prop_assert_eq!(decode(&encode_padded(&data, level), 3000).unwrap(), data);
+        }
+
         #[test]
         fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..3000), level in 0i32..5) {
             prop_assert_eq!(decode(&encode(&data, level), 3000).unwrap(), data);

@@ -25,12 +25,12 @@ pub const FORMAT_VERSION: u16 = 1;
 
 /// Padmé padding (format-spec/00-conventions.md): the padded length for a
 /// plaintext of `len` bytes; leaks O(log log len) bits of the length.
-pub fn padme(len: u64) -> u64 {
+pub const fn padme(len: u64) -> u64 {
     if len < 2 {
         return len;
     }
-    let e = 63 - u64::from(len.leading_zeros()); // floor(log2 len)
-    let s = 64 - u64::from(e.leading_zeros()); // floor(log2 e) + 1
+    let e = 63 - len.leading_zeros() as u64; // floor(log2 len)
+    let s = 64 - e.leading_zeros() as u64; // floor(log2 e) + 1
     let z = e - s;
     let mask = (1u64 << z) - 1;
     (len + mask) & !mask

@@ -311,20 +311,21 @@ pub fn parse(text: &str, repo: &RepoId) -> Option<Seen> {
 
 /// The file's text for `seen`.
 pub fn render(seen: &Seen, repo: &RepoId) -> String {
-    let mut out = format!("{MAGIC}\nrepository {}\n", repo.to_hex());
+    let mut lines = vec![MAGIC.to_owned(), format!("repository {}", repo.to_hex())];
     if let Some(c) = seen.config {
-        out += &format!("config {}\n", hex::encode(c));
+        lines.push(format!("config {}", hex::encode(c)));
     }
     if let Some((id, created)) = seen.newest_record {
-        out += &format!("record {} {created}\n", id.to_hex());
+        lines.push(format!("record {} {created}", id.to_hex()));
     }
-    for id in &seen.snapshots {
-        out += &format!("snapshot {}\n", id.to_hex());
-    }
-    for id in &seen.removed_slots {
-        out += &format!("removed-slot {}\n", id.to_hex());
-    }
-    out
+    lines.extend(
+        seen.snapshots
+            .iter()
+            .map(|id| format!("snapshot {}", id.to_hex())),
+    );
+    let removed = seen.removed_slots.iter();
+    lines.extend(removed.map(|id| format!("removed-slot {}", id.to_hex())));
+    lines.join("\n") + "\n"
 }
 
 /// Writes the file whole (a temporary file renamed over it, 0600 in a

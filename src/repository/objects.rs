@@ -310,9 +310,11 @@ impl Repository {
 
 /// The largest stored form of a plaintext of at most `plain_limit` bytes:
 /// a frame (its header, then the payload, raw or strictly smaller
-/// compressed) in an envelope.
+/// compressed, then in the padded form zeros to Padmé's length) in an
+/// envelope.
 pub const fn sealed_limit(plain_limit: usize) -> usize {
-    plain_limit + frame::HEADER_LEN + envelope::OVERHEAD
+    let padded = crate::format::padme((plain_limit + frame::PADDED_HEADER_LEN) as u64);
+    padded as usize + envelope::OVERHEAD
 }
 
 /// The id a listed name parses to, or `None` for a stray (a name that is
@@ -337,7 +339,8 @@ mod tests {
         let repo = crate::repository::in_memory_for_tests();
         let id = SnapshotId([7; 32]);
         let limit = <Snapshot as Object>::MAX_STORED_LEN;
-        assert_eq!(limit, MAX_SNAPSHOT + 5 + 41);
+        // 16 MiB + 9 rounds up by Padmé to 33 × 512 KiB.
+        assert_eq!(limit, 17_301_504 + 41);
         let huge = vec![0u8; limit + 1];
         write_bytes(repo.backend().as_ref(), &Snapshot::path(&id), &huge).unwrap();
         let err = repo.load::<Snapshot>(&id).unwrap_err();

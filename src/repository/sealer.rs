@@ -81,7 +81,11 @@ impl Sealer {
         plaintext: &[u8],
         level: i32,
     ) -> Vec<u8> {
-        let framed = frame::encode(plaintext, level);
+        let framed = if object_type.is_padded() {
+            frame::encode_padded(plaintext, level)
+        } else {
+            frame::encode(plaintext, level)
+        };
         envelope::seal(
             self.key_for(object_type),
             object_type,

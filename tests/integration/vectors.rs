@@ -511,11 +511,11 @@ fn index_vectors() -> Value {
         ObjectType::Index,
         &index_id,
         &repo_id(),
-        &frame::encode(&payload, 0),
+        &frame::encode_padded(&payload, 0),
     );
     let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
     file(
-        "an index file naming the pack of pack.json; `sealed` is the whole object (raw frame, type 6, K_meta, nonce 88..)",
+        "an index file naming the pack of pack.json; `sealed` is the whole object (padded raw frame, codec 2, type 6, K_meta, nonce 88..)",
         json!({ "index_id": hex::encode(index_id), "sealed": hex::encode(sealed) }),
         vec![
             c("one pack", "ok", hex::encode(&payload)),
@@ -565,13 +565,13 @@ fn prune_vectors() -> Value {
         ObjectType::PruneRecord,
         &record_id,
         &repo_id(),
-        &frame::encode(&payload, 0),
+        &frame::encode_padded(&payload, 0),
     );
     let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
     // Offsets: version 0, created 1, grace 9, index count 17, ids 21,
     // orphan count 53, ids 57, condemned count 89, entries 93.
     file(
-        "a prune record (chapter 12); `sealed` is the whole object (raw frame, type 8, K_meta, nonce 33..)",
+        "a prune record (chapter 12); `sealed` is the whole object (padded raw frame, codec 2, type 8, K_meta, nonce 33..)",
         json!({ "record_id": hex::encode(record_id), "sealed": hex::encode(sealed) }),
         vec![
             c(
