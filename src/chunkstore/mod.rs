@@ -72,6 +72,10 @@ pub const MAX_UPLOADS: usize = 4;
 pub const COALESCE_GAP: u64 = 64 << 10;
 /// ... and if the whole read stays within this many bytes.
 pub const COALESCE_MAX: u64 = 8 << 20;
+/// Ranged reads of packs start and end on multiples of this many bytes
+/// (or at the pack's end), so that the storage does not see where blobs
+/// begin and end when they are read back (format-spec/08).
+pub const READ_WINDOW: u64 = 64 << 10;
 
 /// Tuning of the chunk store (none of it changes the bytes' meaning).
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,9 @@
 //! neighbours in a pack read together. Reads never fail for a blob that
 //! is intact in a listed pack, indexed or not.
 
-use super::{COALESCE_GAP, COALESCE_MAX, ChunkStore, TREE_CACHE_BATCH, lock};
+use std::ops::Range;
+
+use super::{COALESCE_GAP, COALESCE_MAX, ChunkStore, READ_WINDOW, TREE_CACHE_BATCH, lock};
 use crate::chunkstore::index::BlobLocation;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::layout;
@@ -158,11 +160,7 @@ impl ChunkStore<'_> {
             }
             let run = &order[i..j];
             i = j;
-            let Ok(bytes) = self
-                .repo
-                .backend()
-                .read(&layout::pack_path(&first.pack), Some(start..end))
-            else {
+            let Ok((start, bytes)) = self.read_window(&first.pack, start..end) else {
                 fallback.extend_from_slice(run);
                 continue;
             };
@@ -216,12 +214,13 @@ impl ChunkStore<'_> {
     /// there authenticates, else from its pack and then into the cache.
     fn read_located(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
         if loc.kind != PackKind::Tree || !self.options.tree_cache {
-            return read_blob(self.repo, id, loc);
+            let sealed = self.read_sealed_windowed(loc)?;
+            return open_sealed(self.repo, id, loc, &sealed);
         }
         if let Some(plain) = self.cached_tree(id, loc) {
             return Ok(plain);
         }
-        let sealed = read_sealed(self.repo, loc)?;
+        let sealed = self.read_sealed_windowed(loc)?;
         let plain = open_sealed(self.repo, id, loc, &sealed)?;
         let full = {
             let mut waiting = lock(&self.trees_read);
@@ -232,6 +231,34 @@ impl ChunkStore<'_> {
             self.cache_trees(&blobs);
         }
         Ok(plain)
+    }
+
+    /// The sealed envelope at `loc`, read within an aligned window.
+    fn read_sealed_windowed(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let start = u64::from(loc.offset);
+        let end = start + u64::from(loc.stored_len);
+        let (from, mut bytes) = self.read_window(&loc.pack, start..end)?;
+        let at = usize::try_from(start - from).expect("within one window");
+        bytes.truncate(at + loc.stored_len as usize);
+        Ok(bytes.split_off(at))
+    }
+
+    /// Reads `range` of pack `pack` widened to [`aligned`] windows;
+    /// returns where the bytes start. A pack whose size the index does not
+    /// know (one found by its header alone) is read exactly.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn read_window(&self, pack: &crate::id::PackId, range: Range<u64>) -> Result<(u64, Vec<u8>)> {
+        let window = match self.index.pack_size(pack)? {
+            Some(size) => aligned(&range, size),
+            None => range.clone(),
+        };
+        let bytes = (self.repo.backend()).read(&layout::pack_path(pack), Some(window.clone()))?;
+        if bytes.len() as u64 != window.end - window.start {
+            return Err(Error::corrupt(format!("pack {pack}: short read")));
+        }
+        Ok((window.start, bytes))
     }
 
     /// Tree blob `id` from the tree cache, if there and whole; a copy that
@@ -302,4 +329,34 @@ fn open_sealed(
         )));
     }
     Ok(plain)
+}
+
+/// `range` widened to multiples of [`READ_WINDOW`], clamped to a pack of
+/// `size` bytes; a range that already reaches past `size` is left as it is
+/// (the read then fails as it would have).
+pub(crate) fn aligned(range: &Range<u64>, size: u64) -> Range<u64> {
+    if range.end > size {
+        return range.clone();
+    }
+    let start = range.start - range.start % READ_WINDOW;
+    let end = range.end.div_ceil(READ_WINDOW).saturating_mul(READ_WINDOW);
+    start..end.min(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_aligned_and_stay_inside_the_pack() {
+        let w = READ_WINDOW;
+        assert_eq!(aligned(&(10..20), 10 * w), 0..w);
+        assert_eq!(aligned(&(w + 5..2 * w + 1), 10 * w), w..3 * w);
+        assert_eq!(aligned(&(w..2 * w), 10 * w), w..2 * w);
+        assert_eq!(
+            aligned(&(3 * w + 7..3 * w + 9), 3 * w + 100),
+            3 * w..3 * w + 100
+        );
+        assert_eq!(aligned(&(5..50), 40), 5..50, "past the end: unchanged");
+    }
 }

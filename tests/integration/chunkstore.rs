@@ -400,3 +400,50 @@ fn the_cache_remembers_damaged_packs_until_they_are_read_whole() {
         HashSet::from([pack, gone])
     );
 }
+
+#[test]
+fn reads_of_packs_start_and_end_on_aligned_windows() {
+    use kura::backend::HookedBackend;
+    use kura::chunkstore::READ_WINDOW;
+    use std::sync::Mutex;
+    let (backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let data = sample_input();
+    let refs = store.put_stream(data.as_slice()).unwrap();
+    store.flush().unwrap();
+    drop(store);
+
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&ranges);
+    let inner: Arc<dyn Backend> = backend.clone();
+    let hooked = HookedBackend::new(inner).on_read(move |path, range| {
+        if let (true, Some(r)) = (path.starts_with("data/"), range) {
+            seen.lock().unwrap().push((path.to_owned(), r.clone()));
+        }
+    });
+    let reader = Repository::open(Arc::new(hooked), PASSWORD).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    index.sync(&reader).unwrap();
+    let store = ChunkStore::new(&reader, &index, ChunkStoreOptions::default());
+    let ids: Vec<_> = refs.iter().map(|r| r.id).collect();
+    let one_by_one = restore(&store, &refs[..5]);
+    let mut batched = Vec::new();
+    store
+        .for_each_chunk(&ids, |_, c| {
+            batched.push(c.len());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(one_by_one, data[..one_by_one.len()]);
+    let ranges = ranges.lock().unwrap();
+    assert!(ranges.len() > 5, "{ranges:?}");
+    for (path, r) in ranges.iter() {
+        let size = backend.read(path, None).unwrap().len() as u64;
+        assert_eq!(r.start % READ_WINDOW, 0, "{path} {r:?}");
+        assert!(
+            r.end % READ_WINDOW == 0 || r.end == size,
+            "{path} {r:?} of {size}"
+        );
+    }
+}

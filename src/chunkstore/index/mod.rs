@@ -60,6 +60,10 @@ const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index
 const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
 /// Every pack some loaded index file (or adoption) names: pack id -> kind.
 const PACKS: TableDefinition<[u8; 32], u8> = TableDefinition::new("packs");
+/// Every such pack's size in bytes, so that reads can be widened to
+/// aligned windows without reaching past a pack's end
+/// ([`crate::chunkstore::READ_WINDOW`]).
+const PACK_SIZES: TableDefinition<[u8; 32], u64> = TableDefinition::new("pack_sizes");
 /// When `check --read-data` last verified each pack (Unix seconds), so that
 /// partial checks take the packs verified longest ago first.
 const VERIFIED: TableDefinition<[u8; 32], u64> = TableDefinition::new("verified_packs");
@@ -280,6 +284,7 @@ impl ChunkIndex {
         txn.open_table(LOADED).map_err(db_err)?;
         txn.open_table(SUPERSEDED).map_err(db_err)?;
         txn.open_table(PACKS).map_err(db_err)?;
+        txn.open_table(PACK_SIZES).map_err(db_err)?;
         txn.open_table(META).map_err(db_err)?;
         txn.open_table(VERIFIED).map_err(db_err)?;
         txn.open_table(DAMAGED).map_err(db_err)?;
@@ -316,6 +321,19 @@ impl ChunkIndex {
             Some(v) => Ok(Some(BlobLocation::decode(&v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The size of pack `pack` as its index file gives it, if known.
+    ///
+    /// # Errors
+    /// Cache I/O errors.
+    pub fn pack_size(&self, pack: &PackId) -> Result<Option<u64>> {
+        let txn = self.db().begin_read().map_err(db_err)?;
+        let table = txn.open_table(PACK_SIZES).map_err(db_err)?;
+        Ok(table
+            .get(pack.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value()))
     }
 
     /// Looks up many ids in one read transaction.
@@ -385,10 +403,14 @@ impl ChunkIndex {
         self.write(|txn| {
             let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
             let mut known = txn.open_table(PACKS).map_err(db_err)?;
+            let mut sizes = txn.open_table(PACK_SIZES).map_err(db_err)?;
             let mut also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
             for pack in packs {
                 known
                     .insert(pack.id.as_bytes(), pack.kind as u8)
+                    .map_err(db_err)?;
+                sizes
+                    .insert(pack.id.as_bytes(), pack.size)
                     .map_err(db_err)?;
                 for e in &pack.entries {
                     let loc = BlobLocation::from_entry(pack.id, pack.kind, e).encode();
@@ -421,6 +443,8 @@ impl ChunkIndex {
             txn.open_table(CHUNKS).map_err(db_err)?;
             txn.delete_table(PACKS).map_err(db_err)?;
             txn.open_table(PACKS).map_err(db_err)?;
+            txn.delete_table(PACK_SIZES).map_err(db_err)?;
+            txn.open_table(PACK_SIZES).map_err(db_err)?;
             txn.delete_multimap_table(ALSO_AT).map_err(db_err)?;
             txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
             txn.open_table(META)
