@@ -21,7 +21,7 @@ pub const KEY_SLOT_REFUSED: u8 = 15;
 pub const ALREADY_EXISTS: u8 = 16;
 pub const ACCESS_DENIED: u8 = 17;
 pub const UNREACHABLE: u8 = 18;
-pub const ROLLED_BACK: u8 = 19;
+pub const ROLLED_BACK: u8 = 20;
 
 /// One documented exit code.
 pub struct ExitCodeRow {

@@ -19,7 +19,7 @@
 //! - a key slot this machine removed is back.
 //!
 //! Each is a [`Finding`]; the commands report them and exit with their own
-//! code (19). The file then keeps what went missing, so the alarm repeats
+//! code (20). The file then keeps what went missing, so the alarm repeats
 //! on every run until someone who knows why deletes the file (which
 //! accepts the repository as it is now). The first run on a machine has
 //! nothing to compare and only records (trust on first use). A file that

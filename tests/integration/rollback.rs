@@ -1,7 +1,7 @@
 //! Rollback and swap detection (README "When the server is cracked",
 //! format-spec/08): storage that deletes the newest snapshot, brings back
 //! an old config or a removed key slot is reported by `backup`,
-//! `snapshots` and `check` with exit code 19, every time, until the user
+//! `snapshots` and `check` with exit code 20, every time, until the user
 //! deletes the history file; a snapshot `forget` removed is not.
 
 use std::fs;
@@ -10,7 +10,7 @@ use std::process::Output;
 
 use crate::common::{CliRepo, FAST_KDF, stderr};
 
-const ROLLED_BACK: i32 = 19;
+const ROLLED_BACK: i32 = 20;
 
 fn ok(out: &Output) {
     assert!(out.status.success(), "{}", stderr(out));
