@@ -64,5 +64,7 @@ mod source;
 mod strays;
 #[path = "integration/vectors.rs"]
 mod vectors;
+#[path = "integration/vectors_roles.rs"]
+mod vectors_roles;
 #[path = "integration/walk.rs"]
 mod walk;
