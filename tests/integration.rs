@@ -52,6 +52,8 @@ mod repair;
 mod restore_safety;
 #[path = "integration/retention.rs"]
 mod retention;
+#[path = "integration/roles.rs"]
+mod roles;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/servers.rs"]
