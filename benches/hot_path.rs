@@ -18,6 +18,8 @@ use criterion::{
 
 use kura::algorithms::chunker::Chunker;
 use kura::algorithms::compress;
+use kura::algorithms::crypto::roles::KeySet;
+use kura::algorithms::crypto::session::WriterSession;
 use kura::algorithms::crypto::{MasterSecret, Subkeys, keyed_hash};
 use kura::chunkstore::pack::{Packer, PackerOptions};
 use kura::format::envelope::{self, ObjectType};
@@ -128,17 +130,18 @@ fn chunk_id(c: &mut Criterion) {
 }
 
 fn envelope(c: &mut Criterion) {
-    let key = subkeys().data.clone();
+    // A data blob: scheme 2, sealed to the admin under one session key.
+    let session = WriterSession::new(&subkeys().admin_public).expect("a session");
     let (id, repo) = ([4u8; 32], RepoId([5; 32]));
     let plaintext = pseudo_random(CHUNK, 4);
-    let sealed = envelope::seal(&key, ObjectType::DataBlob, &id, &repo, &plaintext);
+    let sealed = envelope::seal_to_admin(&session, ObjectType::DataBlob, &id, &repo, &plaintext);
     let mut group = c.benchmark_group("envelope_32KiB");
     short(&mut group);
     group.throughput(Throughput::Bytes(CHUNK as u64));
     group.bench_function("seal", |b| {
         b.iter(|| {
-            envelope::seal(
-                &key,
+            envelope::seal_to_admin(
+                &session,
                 ObjectType::DataBlob,
                 &id,
                 &repo,
@@ -148,7 +151,14 @@ fn envelope(c: &mut Criterion) {
     });
     group.bench_function("open", |b| {
         b.iter(|| {
-            envelope::open(&key, ObjectType::DataBlob, &id, &repo, black_box(&sealed)).unwrap()
+            envelope::open_sealed(
+                session.key(),
+                ObjectType::DataBlob,
+                &id,
+                &repo,
+                black_box(&sealed),
+            )
+            .unwrap()
         });
     });
     group.finish();
@@ -183,7 +193,9 @@ fn zstd_chunks(c: &mut Criterion) {
 }
 
 fn packer(c: &mut Criterion) {
-    let sealer = Sealer::new(subkeys(), RepoId([6; 32]), DEFAULT_CHUNKER.max as usize);
+    let keys = KeySet::admin(MasterSecret::from_bytes([1; 32]));
+    let sealer =
+        Sealer::new(keys, RepoId([6; 32]), DEFAULT_CHUNKER.max as usize).expect("a sealer");
     // Distinct sealed blobs, reused round-robin: the packer does not look
     // inside them, so only their lengths and count matter.
     let blobs: Vec<(ChunkId, Vec<u8>)> = (0..64u64)

@@ -59,6 +59,10 @@ pub enum ErrorKind {
     RolledBack,
     /// Any other I/O failure (disk full, permission denied, ...).
     Io,
+    /// The repository was opened with a put-only key, and the operation
+    /// needs the admin key: decrypting data, trees or snapshot bodies, or
+    /// writing admin metadata (prune records, supersedes lists).
+    PutOnlyKey,
 }
 
 /// The library's error: a kind plus a human-readable message with context.

@@ -52,6 +52,8 @@ mod repair;
 mod restore_safety;
 #[path = "integration/retention.rs"]
 mod retention;
+#[path = "integration/roles.rs"]
+mod roles;
 #[path = "integration/rollback.rs"]
 mod rollback;
 #[path = "integration/security.rs"]
@@ -66,5 +68,7 @@ mod source;
 mod strays;
 #[path = "integration/vectors.rs"]
 mod vectors;
+#[path = "integration/vectors_roles.rs"]
+mod vectors_roles;
 #[path = "integration/walk.rs"]
 mod walk;

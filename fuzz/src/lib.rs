@@ -43,7 +43,10 @@ fn key() -> AeadKey {
 /// Seals and opens packs' blobs and headers under subkeys of [`KEY`].
 fn sealer() -> &'static Sealer {
     static SEALER: OnceLock<Sealer> = OnceLock::new();
-    SEALER.get_or_init(|| Sealer::new(subkeys(), REPO, kura::repository::DEFAULT_CHUNKER.max as usize))
+    SEALER.get_or_init(|| {
+        let keys = kura::algorithms::crypto::roles::KeySet::admin(MasterSecret::from_bytes(KEY));
+        Sealer::new(keys, REPO, kura::repository::DEFAULT_CHUNKER.max as usize).expect("a sealer")
+    })
 }
 
 fn subkeys() -> Subkeys {
@@ -91,7 +94,7 @@ pub fn envelope(data: &[u8]) {
     };
     let key = key();
     if mode % 2 == 0 {
-        match envelope::open(&key, ObjectType::DataBlob, &OBJECT_ID, &REPO, rest) {
+        match envelope::open(&key, ObjectType::Index, &OBJECT_ID, &REPO, rest) {
             Ok(plain) => {
                 let nonce: [u8; NONCE_LEN] = rest[1..=NONCE_LEN]
                     .try_into()
@@ -99,7 +102,7 @@ pub fn envelope(data: &[u8]) {
                 let again = envelope::seal_with_nonce(
                     &key,
                     &nonce,
-                    ObjectType::DataBlob,
+                    ObjectType::Index,
                     &OBJECT_ID,
                     &REPO,
                     &plain,
@@ -115,12 +118,12 @@ pub fn envelope(data: &[u8]) {
     } else {
         let nonce = [mode; NONCE_LEN];
         let sealed =
-            envelope::seal_with_nonce(&key, &nonce, ObjectType::DataBlob, &OBJECT_ID, &REPO, rest);
+            envelope::seal_with_nonce(&key, &nonce, ObjectType::Index, &OBJECT_ID, &REPO, rest);
         assert_eq!(sealed.len(), rest.len() + envelope::OVERHEAD);
-        let opened = envelope::open(&key, ObjectType::DataBlob, &OBJECT_ID, &REPO, &sealed)
+        let opened = envelope::open(&key, ObjectType::Index, &OBJECT_ID, &REPO, &sealed)
             .expect("own envelope opens");
         assert_eq!(opened, rest);
-        assert!(envelope::open(&key, ObjectType::TreeBlob, &OBJECT_ID, &REPO, &sealed).is_err());
+        assert!(envelope::open(&key, ObjectType::PackHeader, &OBJECT_ID, &REPO, &sealed).is_err());
         frame_checks(rest);
     }
 }
@@ -187,7 +190,7 @@ pub fn pack_header(data: &[u8]) {
 
 fn whole_pack(bytes: &[u8]) {
     let sealer = sealer();
-    let header = match pack::open_whole(&sealer.keys().metadata, &PACK_ID, &REPO, bytes) {
+    let header = match pack::open_whole(&sealer.keys().shared, &PACK_ID, &REPO, bytes) {
         Ok(header) => header,
         Err(e) => return assert_decode_error(&e),
     };
@@ -337,7 +340,7 @@ fn check_object_id_derivation() {
         let header = v1_header();
         let object = config::encode(
             &header,
-            &ConfigBody::v1(kura::repository::DEFAULT_CHUNKER),
+            &ConfigBody::v2(kura::repository::DEFAULT_CHUNKER, &subkeys().admin_public),
             &key(),
         );
         let object_id = *blake3::hash(&header.encode()).as_bytes();
@@ -370,7 +373,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let envelope_sealed = envelope::seal_with_nonce(
         &key(),
         &[3; NONCE_LEN],
-        ObjectType::DataBlob,
+        ObjectType::Index,
         &OBJECT_ID,
         &REPO,
         &frame::encode(&text, 3),
@@ -437,7 +440,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ],
     };
 
-    let body = ConfigBody::v1(kura::repository::DEFAULT_CHUNKER);
+    let body = ConfigBody::v2(kura::repository::DEFAULT_CHUNKER, &subkeys().admin_public);
     let json = serde_json_body(&body);
 
     vec![

@@ -181,7 +181,7 @@ pub fn verify_pack_blobs(
 }
 
 fn verify_pack_frame(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
-    let header = pack::open_whole(&sealer.keys().metadata, id, sealer.repo(), bytes)?;
+    let header = pack::open_whole(&sealer.keys().shared, id, sealer.repo(), bytes)?;
     pack::check_layout(sealer.keys(), id, &header, bytes)?;
     Ok(header)
 }

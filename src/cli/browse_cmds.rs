@@ -64,7 +64,7 @@ pub struct FindArgs {
 }
 
 pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
-    let repo = g.open()?;
+    let repo = g.open_admin("diff")?;
     let index = synced_index(&repo)?;
     let (old_id, old) = snapshot::find(&repo, &args.old)?;
     let (new_id, new) = snapshot::find(&repo, &args.new)?;
@@ -99,7 +99,7 @@ pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
 }
 
 pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
-    let repo = g.open()?;
+    let repo = g.open_admin("find")?;
     let index = synced_index(&repo)?;
     let snapshots = snapshot::select::choose(&repo, &args.snapshots, &args.filter.filter())?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());

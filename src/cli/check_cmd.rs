@@ -28,7 +28,7 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
-    let repo = g.open()?;
+    let repo = g.open_admin("check")?;
     let alarm = super::history_alarm(&repo)?;
     let index = synced_index(&repo)?;
     let report = check(
@@ -142,7 +142,7 @@ pub fn run_repair(g: &GlobalArgs, action: &RepairCommand) -> Result<()> {
 
 fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()> {
     use kura::ops::repair::{RepairIndexOptions, repair_index};
-    let repo = g.open()?;
+    let repo = g.open_admin("repair")?;
     let index = synced_index(&repo)?;
     let options = RepairIndexOptions {
         read_data,
@@ -172,7 +172,7 @@ fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()
 
 fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Result<()> {
     use kura::ops::repair::{RepairSnapshotsOptions, repair_snapshots};
-    let repo = g.open()?;
+    let repo = g.open_admin("repair")?;
     let index = synced_index(&repo)?;
     let snapshots = names
         .iter()

@@ -56,6 +56,7 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         .with_context(|| format!("the source repository {}", from.display()))?,
         None => g.open()?,
     };
+    source.require_admin("copy (from this repository)")?;
     let target_password = PasswordSource::for_target(
         args.to_password_command.clone(),
         args.to_password_file.clone(),

@@ -21,6 +21,7 @@ pub const KEY_SLOT_REFUSED: u8 = 15;
 pub const ALREADY_EXISTS: u8 = 16;
 pub const ACCESS_DENIED: u8 = 17;
 pub const UNREACHABLE: u8 = 18;
+pub const PUT_ONLY_KEY: u8 = 19;
 pub const ROLLED_BACK: u8 = 20;
 
 /// One documented exit code.
@@ -93,6 +94,11 @@ pub const TABLE: &[ExitCodeRow] = &[
         &[ErrorKind::Unreachable],
         "storage unreachable: connection refused, unknown host, SSH failed, \
          or the server went away and retries did not bring it back",
+    ),
+    row(
+        PUT_ONLY_KEY,
+        &[ErrorKind::PutOnlyKey],
+        "the key is put-only: it can back up, but this command needs the admin key",
     ),
     row(
         ROLLED_BACK,

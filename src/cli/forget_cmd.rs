@@ -95,7 +95,7 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     } else {
         None
     };
-    let repo = g.open()?;
+    let repo = g.open_admin("forget")?;
     let report = forget(&repo, &options)?;
     let json = g.json;
     if g.json {

@@ -12,6 +12,11 @@ pub enum KeyCommand {
     /// Add a key slot for a new password (read from KURA_NEW_PASSWORD_FILE,
     /// KURA_NEW_PASSWORD or a prompt).
     Add {
+        /// Issue a put-only key: it can back up (write packs, index files
+        /// and snapshots sealed to the admin), but never decrypt data,
+        /// trees or snapshots, nor prune, forget or repair.
+        #[arg(long)]
+        put_only: bool,
         #[command(flatten)]
         kdf: KdfArgs,
     },
@@ -34,8 +39,8 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                 super::output::print_json(&keys)?;
             } else {
                 println!(
-                    "  {:<16} {:<17} {:<28}",
-                    "id", "created (UTC)", "argon2id (KiB, passes, lanes)"
+                    "  {:<16} {:<8} {:<17} {:<28}",
+                    "id", "role", "created (UTC)", "argon2id (KiB, passes, lanes)"
                 );
                 for (id, why) in repo.damaged_keys()? {
                     println!("! {:<16} damaged: {why}", &id.to_hex()[..16]);
@@ -44,8 +49,9 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                     let mark = if k.current { "*" } else { " " };
                     let p = k.params;
                     println!(
-                        "{mark} {:<16} {:<17} {}, {}, {}",
+                        "{mark} {:<16} {:<8} {:<17} {}, {}, {}",
                         &k.id.to_hex()[..16],
+                        k.role,
                         utc_minutes(k.created),
                         p.m_cost,
                         p.t_cost,
@@ -54,10 +60,16 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                 }
             }
         }
-        KeyCommand::Add { kdf } => {
+        KeyCommand::Add { put_only, kdf } => {
+            repo.require_admin("adding a key")?;
             let password = super::PasswordSource::new_password().read_new("new password")?;
-            let id = repo.add_key(password.as_bytes(), (*kdf).into())?;
-            println!("added key slot {id}");
+            if *put_only {
+                let (id, key_id) = repo.add_put_only_key(password.as_bytes(), (*kdf).into())?;
+                println!("added put-only key slot {id} (writer id {key_id:08x})");
+            } else {
+                let id = repo.add_key(password.as_bytes(), (*kdf).into())?;
+                println!("added key slot {id}");
+            }
         }
         KeyCommand::Remove { id } => {
             let id = repo.find_key_slot(id)?;

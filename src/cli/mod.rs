@@ -90,6 +90,12 @@ pub struct GlobalArgs {
         hide_env_values = true
     )]
     pub password_file: Option<PathBuf>,
+    /// Read the password from this key file (first line), for unattended
+    /// use such as a put-only key on a server; refused unless only its
+    /// owner may access it (mode 0600 or stricter). Wins over the other
+    /// password sources.
+    #[arg(long, env = "KURA_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
     /// Run this shell command and use its first line of output as the password.
     #[arg(
         long,
@@ -344,6 +350,7 @@ impl GlobalArgs {
 
     fn password_source(&self) -> PasswordSource {
         PasswordSource::from_args(self.password_command.clone(), self.password_file.clone())
+            .with_key_file(self.key_file.clone())
     }
 
     /// Opens the repository: version check first, then the password.
@@ -354,6 +361,15 @@ impl GlobalArgs {
             "repository password",
             self.key_slot.as_deref(),
         )
+    }
+
+    /// [`Self::open`] for a command that needs the admin key (`what`
+    /// names it): a put-only key is refused before any work, with exit
+    /// code 19.
+    fn open_admin(&self, what: &str) -> Result<Repository> {
+        let repo = self.open()?;
+        repo.require_admin(what)?;
+        Ok(repo)
     }
 }
 

@@ -36,7 +36,7 @@ pub struct MountArgs {
 
 pub fn run_mount(g: &GlobalArgs, args: &MountArgs) -> Result<()> {
     check_mountpoint(&args.mountpoint)?;
-    let repo = g.open()?;
+    let repo = g.open_admin("mount")?;
     let index = synced_index(&repo)?;
     let options = MountOptions {
         filter: args.filter.filter(),

@@ -1,5 +1,9 @@
-//! Layer 6 (CLI): where a password comes from: a command, a file, an
-//! environment variable, or a prompt on a terminal, in that order.
+//! Layer 6 (CLI): where a password comes from: a key file, a command, a
+//! file, an environment variable, or a prompt on a terminal, in that order.
+//!
+//! A key file (`--key-file`, `KURA_KEY_FILE`) is the password file of
+//! unattended use (a put-only key on a server): it is refused, naming its
+//! mode, unless only its owner may read or write it.
 //!
 //! Owned invariants: a password is held only in [`Zeroizing`] buffers
 //! (wiped when dropped), and no message names the password or the
@@ -22,6 +26,7 @@ pub type Password = Zeroizing<String>;
 
 /// The sources of one password, in order of preference.
 pub struct PasswordSource {
+    key_file: Option<PathBuf>,
     command: Option<String>,
     file: Option<PathBuf>,
     env_var: &'static str,
@@ -36,6 +41,7 @@ impl PasswordSource {
     /// `--password-file`/`KURA_PASSWORD_FILE`, then `KURA_PASSWORD`.
     pub fn from_args(command: Option<String>, file: Option<PathBuf>) -> Self {
         Self {
+            key_file: None,
             command,
             file,
             env_var: "KURA_PASSWORD",
@@ -48,6 +54,7 @@ impl PasswordSource {
     /// `--to-password-file`/`KURA_TO_PASSWORD_FILE`, then `KURA_TO_PASSWORD`.
     pub fn for_target(command: Option<String>, file: Option<PathBuf>) -> Self {
         Self {
+            key_file: None,
             command,
             file,
             env_var: "KURA_TO_PASSWORD",
@@ -62,6 +69,7 @@ impl PasswordSource {
     /// `KURA_NEW_PASSWORD_FILE`, then `KURA_NEW_PASSWORD`.
     pub fn new_password() -> Self {
         Self {
+            key_file: None,
             command: None,
             file: super::secrets::password_variable("KURA_NEW_PASSWORD_FILE")
                 .map(|v| PathBuf::from(std::ffi::OsString::from_vec(v.to_vec()))),
@@ -71,9 +79,19 @@ impl PasswordSource {
         }
     }
 
-    /// The password from the command, the file or the variable, if one
-    /// is given.
+    /// The same sources, with the key file `key_file` (if any) first.
+    #[must_use]
+    pub fn with_key_file(mut self, key_file: Option<PathBuf>) -> Self {
+        self.key_file = key_file;
+        self
+    }
+
+    /// The password from the key file, the command, the file or the
+    /// variable, if one is given.
     fn given(&self) -> Result<Option<Password>> {
+        if let Some(file) = &self.key_file {
+            return read_key_file(file).map(Some);
+        }
         if let Some(cmd) = &self.command {
             return self.run_command(cmd).map(Some);
         }
@@ -146,6 +164,33 @@ impl PasswordSource {
         }
         Ok(password)
     }
+}
+
+/// The first line of key file `path`, refused unless group and others
+/// have no access to it (mode 0600 or stricter), naming its mode.
+fn read_key_file(path: &std::path::Path) -> Result<Password> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut file = std::fs::File::open(path)
+        .with_context(|| format!("opening key file {}", path.display()))?;
+    let mode = file
+        .metadata()
+        .with_context(|| format!("reading key file {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} has mode {:04o}: group or others may access it; a key file must be \
+             readable by its owner only (chmod 600 {})",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        );
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text)
+        .with_context(|| format!("reading key file {}", path.display()))?;
+    Ok(first_line(&text))
 }
 
 fn first_line(text: &str) -> Password {

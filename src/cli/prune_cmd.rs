@@ -84,7 +84,7 @@ impl PruneArgs {
 
 pub fn run_prune(g: &GlobalArgs, args: &PruneArgs) -> Result<()> {
     let options = args.options()?;
-    let repo = g.open()?;
+    let repo = g.open_admin("prune")?;
     prune_open(g, &repo, &options)
 }
 

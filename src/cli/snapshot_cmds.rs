@@ -245,24 +245,39 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
 #[derive(serde::Serialize)]
 struct Listed<'a> {
     id: kura::id::SnapshotId,
+    /// Who wrote it, as its author block says (format-spec/11).
+    writer: Option<kura::format::author::Writer>,
     snapshot: &'a kura::format::snapshot::Snapshot,
 }
 
+/// The writer of snapshot `id`, as its author block said when loaded.
+fn writer_of(
+    repo: &kura::repository::Repository,
+    id: &kura::id::SnapshotId,
+) -> Option<kura::format::author::Writer> {
+    repo.authorship(kura::format::envelope::ObjectType::Snapshot, id.as_bytes())
+        .map(|a| a.writer)
+}
+
 pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) -> Result<()> {
-    let repo = g.open()?;
+    let repo = g.open_admin("snapshots")?;
     let alarm = super::history_alarm(&repo)?;
     let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
     if g.json {
         let rows: Vec<Listed> = all
             .iter()
-            .map(|(id, snapshot)| Listed { id: *id, snapshot })
+            .map(|(id, snapshot)| Listed {
+                id: *id,
+                writer: writer_of(&repo, id),
+                snapshot,
+            })
             .collect();
         print_json(&rows)?;
         return super::raise(alarm);
     }
     println!(
-        "{:<16} {:<19} {:<16} {:<12} paths",
-        "id", "time (UTC)", "host", "tags"
+        "{:<16} {:<19} {:<16} {:<12} {:<22} paths",
+        "id", "time (UTC)", "host", "tags", "writer"
     );
     for (id, s) in &all {
         let secs = u64::try_from(s.time / 1_000_000_000).unwrap_or(0);
@@ -271,12 +286,14 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
             .iter()
             .map(|p| String::from_utf8_lossy(&p.to_bytes().unwrap_or_default()).into_owned())
             .collect();
+        let writer = writer_of(&repo, id).map_or_else(|| "?".into(), |w| w.to_string());
         println!(
-            "{:<16} {:<19} {:<16} {:<12} {}{}",
+            "{:<16} {:<19} {:<16} {:<12} {:<22} {}{}",
             &id.to_hex()[..16],
             super::key::utc_minutes(secs),
             s.hostname,
             s.tags.join(","),
+            writer,
             paths.join(" "),
             if s.incomplete { " (incomplete)" } else { "" }
         );
@@ -285,7 +302,7 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
 }
 
 pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
-    let repo = g.open()?;
+    let repo = g.open_admin("restore")?;
     let index = synced_index(&repo)?;
     let (id, snap) = match &args.at {
         Some(at) => {
@@ -433,7 +450,7 @@ impl<'a> ListedEntry<'a> {
 }
 
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
-    let repo = g.open()?;
+    let repo = g.open_admin("ls")?;
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
@@ -480,7 +497,7 @@ pub(super) fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Resu
 
 pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     use kura::format::tree::Payload;
-    let repo = g.open()?;
+    let repo = g.open_admin("dump")?;
     let index = synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());

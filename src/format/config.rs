@@ -6,7 +6,10 @@
 //! 12 8  mandatory features u64  60 .. envelope(Config, id = BLAKE3(bytes 0..60), frame(JSON body))
 //! ```
 //! The clear header lets a client refuse an unsupported repository before
-//! asking for a password; the envelope's object id binds it to the body.
+//! asking for a password (a format-1 repository with its own message); the
+//! envelope's object id binds it to the body. The body is sealed under
+//! K_shared, so every role reads it, and names the admin's X25519 public
+//! key A, which data, trees and snapshot bodies are sealed to.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +21,7 @@ use crate::id::RepoId;
 
 pub const MAGIC: &[u8; 8] = b"KURACFG1";
 pub const HEADER_LEN: usize = 60;
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Mandatory feature bits this client implements (none in v1).
 pub const KNOWN_MANDATORY_FEATURES: u64 = 0;
 /// Largest config body a reader accepts.
@@ -69,11 +72,14 @@ pub struct ConfigBody {
     pub compression: String,
     pub kdf: String,
     pub pack: String,
+    /// A, the admin's X25519 public key, 64 hex digits.
+    pub admin_public_key: String,
 }
 
 impl ConfigBody {
-    /// The body a new v1 repository gets.
-    pub fn v1(chunker: ChunkerParams) -> Self {
+    /// The body a new format-2 repository with admin public key
+    /// `admin_public` gets.
+    pub fn v2(chunker: ChunkerParams, admin_public: &[u8; 32]) -> Self {
         Self {
             chunker: ChunkerConfig {
                 algorithm: CHUNKER_FASTCDC_V2020.into(),
@@ -84,7 +90,19 @@ impl ConfigBody {
             compression: COMPRESSION_ZSTD.into(),
             kdf: KDF_ARGON2ID.into(),
             pack: PACK_V1.into(),
+            admin_public_key: hex::encode(admin_public),
         }
+    }
+
+    /// A, decoded.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] unless it is 64 hex digits.
+    pub fn admin_public(&self) -> Result<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&self.admin_public_key, &mut out)
+            .map_err(|e| Error::corrupt(format!("repository config: admin_public_key: {e}")))?;
+        Ok(out)
     }
 
     /// Refuses algorithm names and parameters this client does not implement.
@@ -113,6 +131,7 @@ impl ConfigBody {
                 ));
             }
         }
+        self.admin_public()?;
         self.chunker.params.check()
     }
 }
@@ -172,6 +191,14 @@ impl ConfigHeader {
             compatible_features: r.u64()?,
             repo: RepoId(r.id()?),
         };
+        if header.version == 1 {
+            return Err(Error::new(
+                crate::ErrorKind::Unsupported,
+                "this repository was written by an earlier kura (format 1); this kura reads \
+                 format 2 only: copy it with the kura that wrote it, or back up again into \
+                 a new repository",
+            ));
+        }
         if header.version != VERSION {
             return Err(unsupported("repository format version", header.version));
         }
@@ -264,7 +291,7 @@ mod tests {
             let params = ChunkerParams { min: (avg / 4).max(64), avg, max: (avg * 4).clamp(1024, MAX_CHUNK_LIMIT), normalization };
             prop_assume!(params.check().is_ok());
             let header = ConfigHeader { version: VERSION, mandatory_features: 0, compatible_features: compatible, repo: RepoId(repo) };
-            let body = ConfigBody::v1(params);
+            let body = ConfigBody::v2(params, &[9; 32]);
             let key = AeadKey(key);
             let bytes = encode(&header, &body, &key);
             prop_assert_eq!(ConfigHeader::decode(&bytes).unwrap(), header);
@@ -285,12 +312,15 @@ mod tests {
             compatible_features: 0,
             repo: RepoId([1; 32]),
         };
-        let body = ConfigBody::v1(ChunkerParams {
-            min: 16 << 10,
-            avg: 64 << 10,
-            max: 256 << 10,
-            normalization: 1,
-        });
+        let body = ConfigBody::v2(
+            ChunkerParams {
+                min: 16 << 10,
+                avg: 64 << 10,
+                max: 256 << 10,
+                normalization: 1,
+            },
+            &[9; 32],
+        );
         (header, body)
     }
 
@@ -316,10 +346,18 @@ mod tests {
         let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         header.mandatory_features = 0;
-        header.version = 2;
+        header.version = 3;
         let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         header.version = 1;
+        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(
+            err.to_string()
+                .contains("written by an earlier kura (format 1); this kura reads format 2 only"),
+            "{err}"
+        );
+        header.version = 2;
         header.compatible_features = u64::MAX; // unknown compatible bits are fine
         assert!(open_body(&encode(&header, &body, &key), &key).is_ok());
     }

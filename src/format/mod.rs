@@ -6,6 +6,7 @@
 //! than the input justifies; every failure is [`ErrorKind::Corrupt`] (or
 //! [`ErrorKind::Unsupported`] for a well-formed object of an unknown kind).
 
+pub mod author;
 pub mod config;
 pub mod envelope;
 pub mod frame;
@@ -21,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ID_LEN;
 
 /// The repository format version this client reads and writes.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Padmé padding (format-spec/00-conventions.md): the padded length for a
 /// plaintext of `len` bytes; leaks O(log log len) bits of the length.

@@ -193,7 +193,7 @@ pub fn assemble_with_nonce(
     nonce: &[u8; NONCE_LEN],
 ) -> Vec<u8> {
     let sealed = envelope::seal_with_nonce(
-        &keys.metadata,
+        &keys.shared,
         nonce,
         ObjectType::PackHeader,
         pack_id.as_bytes(),
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn whole_pack_round_trip_and_padding() {
         let keys = crate::algorithms::crypto::MasterSecret::from_bytes([3; 32]).subkeys();
-        let key = &keys.metadata;
+        let key = &keys.shared;
         let (id, repo) = (PackId([4; 32]), RepoId([5; 32]));
         let h = header(10);
         let pack = assemble(vec![7u8; 1000], &h, &keys, &id, &repo);

@@ -4,9 +4,16 @@
 //! [`unlock`]. Every object read here is read bounded: the config
 //! ([`config::MAX_STORED_LEN`]) and each key slot
 //! ([`crate::format::keyslot::MAX_STORED_LEN`]).
+//!
+//! A handle is opened with the admin key (role 0: the master secret) or a
+//! put-only key (role 1, format-spec/02); [`Repository::is_admin`] says
+//! which. A put-only handle can back up (read index files, pack headers
+//! and prune records; write packs, index files and snapshots sealed to the
+//! admin) and gets [`ErrorKind::PutOnlyKey`] for anything else.
 
 pub mod objects;
 pub mod records;
+pub mod roles;
 pub mod sealer;
 pub mod snapshots;
 pub mod unlock;
@@ -16,6 +23,7 @@ use std::sync::Arc;
 use crate::algorithms::chunker::Chunker;
 use crate::algorithms::crypto::MasterSecret;
 use crate::algorithms::crypto::kdf::KdfParams;
+use crate::algorithms::crypto::roles::KeySet;
 use crate::backend::{Backend, write_bytes};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
@@ -80,6 +88,8 @@ pub struct KeySlotInfo {
     pub params: KdfParams,
     /// Whether this slot unlocked the open repository.
     pub current: bool,
+    /// "admin" or "put-only".
+    pub role: &'static str,
 }
 
 /// An open, unlocked repository.
@@ -87,12 +97,16 @@ pub struct Repository {
     backend: Arc<dyn Backend>,
     header: ConfigHeader,
     config: ConfigBody,
-    master: MasterSecret,
     sealer: Sealer,
     chunker: Chunker,
     slot: KeySlotId,
     /// Stamps key slots made through this handle.
     clock: Clock,
+    /// What each object's author block said when last loaded, by (object
+    /// type, id): see [`Self::authorship`].
+    authors: std::sync::Mutex<
+        std::collections::HashMap<(u8, [u8; 32]), crate::format::author::Authorship>,
+    >,
 }
 
 impl Repository {
@@ -122,9 +136,10 @@ impl Repository {
             compatible_features: 0,
             repo: RepoId::random(),
         };
-        let body = ConfigBody::v1(opts.chunker);
+        let keys = KeySet::admin(master);
+        let body = ConfigBody::v2(opts.chunker, &keys.subkeys.admin_public);
         let now = opts.clock.now_unix();
-        let slot = KeySlot::create(&master, password, header.repo, opts.kdf, now)?;
+        let slot = KeySlot::create_for(&keys, password, header.repo, opts.kdf, now)?;
         let slot_id = KeySlotId::random();
         // The key slot first: a visible config always has a key to open it.
         write_bytes(
@@ -132,13 +147,12 @@ impl Repository {
             &layout::key_path(&slot_id),
             &slot.encode(),
         )?;
-        let keys = master.subkeys();
         write_bytes(
             backend.as_ref(),
             layout::CONFIG,
-            &config::encode(&header, &body, &keys.metadata),
+            &config::encode(&header, &body, &keys.subkeys.shared),
         )?;
-        let mut repo = Self::assemble(backend, header, body, master, slot_id);
+        let mut repo = Self::assemble(backend, header, body, keys, slot_id)?;
         repo.clock = opts.clock;
         Ok(repo)
     }
@@ -147,21 +161,30 @@ impl Repository {
         backend: Arc<dyn Backend>,
         header: ConfigHeader,
         config: ConfigBody,
-        master: MasterSecret,
+        keys: KeySet,
         slot: KeySlotId,
-    ) -> Self {
-        let keys = master.subkeys();
+    ) -> Result<Self> {
+        if config.admin_public()? != keys.subkeys.admin_public {
+            return Err(Error::corrupt(
+                "the config's admin public key is not the one the key slot holds",
+            ));
+        }
         let params = config.chunker.params;
-        Self {
-            chunker: Chunker::new(&keys.chunker, params),
-            sealer: Sealer::new(keys, header.repo, params.max as usize),
+        Ok(Self {
+            chunker: Chunker::new(&keys.subkeys.chunker, params),
+            sealer: Sealer::new(keys, header.repo, params.max as usize)?,
             backend,
             header,
             config,
-            master,
             slot,
             clock: Clock::System,
-        }
+            authors: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Now, by this handle's clock (key slots' creation time).
+    pub(crate) fn clock_now(&self) -> u64 {
+        self.clock.now_unix()
     }
 
     /// Sets the clock that stamps key slots made from now on (the system
@@ -217,9 +240,9 @@ impl Repository {
         unlock: &UnlockOptions,
     ) -> Result<Self> {
         let (header, bytes) = Self::read_header(backend.as_ref())?;
-        let (slot, master) = unlock_any(backend.as_ref(), &header.repo, password, unlock)?;
-        let body = config::open_body(&bytes, &master.subkeys().metadata).map_err(damaged_config)?;
-        Ok(Self::assemble(backend, header, body, master, slot))
+        let (slot, keys) = unlock_any(backend.as_ref(), &header.repo, password, unlock)?;
+        let body = config::open_body(&bytes, &keys.subkeys.shared).map_err(damaged_config)?;
+        Self::assemble(backend, header, body, keys, slot).map_err(damaged_config)
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
@@ -265,6 +288,11 @@ impl Repository {
                     created: slot.created,
                     params: slot.params,
                     current: id == self.slot,
+                    role: if slot.role == crate::format::keyslot::ROLE_PUT_ONLY {
+                        "put-only"
+                    } else {
+                        "admin"
+                    },
                 }),
                 Err(e) if e.kind() == ErrorKind::Corrupt => {
                     crate::error::warn_skipped_damage(&format!("key slot {id}"), &e);
@@ -321,14 +349,29 @@ impl Repository {
         }
     }
 
-    /// Adds a key slot for `password`.
+    /// Adds an admin key slot for `password` (an admin handle only).
     ///
     /// # Errors
+    /// [`ErrorKind::PutOnlyKey`] from a put-only handle;
     /// [`ErrorKind::KeySlotRefused`] for parameters outside the policy;
     /// backend errors.
     pub fn add_key(&self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
+        let keys = self.sealer.key_set();
+        if !keys.is_admin() {
+            return Err(sealer::put_only_refusal("adding a key"));
+        }
+        self.write_key_slot(keys, password, params)
+    }
+
+    /// Writes a new slot of `keys`' role for `password`.
+    fn write_key_slot(
+        &self,
+        keys: &KeySet,
+        password: &[u8],
+        params: KdfParams,
+    ) -> Result<KeySlotId> {
         let now = self.clock.now_unix();
-        let slot = KeySlot::create(&self.master, password, self.header.repo, params, now)?;
+        let slot = KeySlot::create_for(keys, password, self.header.repo, params, now)?;
         let id = KeySlotId::random();
         write_bytes(
             self.backend.as_ref(),
@@ -345,6 +388,9 @@ impl Repository {
     /// [`ErrorKind::InvalidInput`] for the current slot (use
     /// [`Self::change_password`]) or an unknown slot.
     pub fn remove_key(&self, id: &KeySlotId) -> Result<()> {
+        if !self.is_admin() {
+            return Err(sealer::put_only_refusal("removing a key"));
+        }
         if *id == self.slot {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -364,13 +410,14 @@ impl Repository {
         self.backend.delete(&layout::key_path(id))
     }
 
-    /// Replaces the current slot by one for `password`: the new slot is
-    /// written first, so a crash leaves both rather than neither.
+    /// Replaces the current slot by one of the same role for `password`:
+    /// the new slot is written first, so a crash leaves both rather than
+    /// neither.
     ///
     /// # Errors
     /// As [`Self::add_key`].
     pub fn change_password(&mut self, password: &[u8], params: KdfParams) -> Result<KeySlotId> {
-        let new = self.add_key(password, params)?;
+        let new = self.write_key_slot(self.sealer.key_set(), password, params)?;
         let old = std::mem::replace(&mut self.slot, new);
         self.backend.delete(&layout::key_path(&old))?;
         Ok(new)

@@ -16,6 +16,16 @@
 //! any damaged object and `check` names it. A pack's header is bounded the
 //! same way by [`pack::MAX_HEADER_LEN`], checked in the trailer before the
 //! header is read.
+//!
+//! Author blocks (format-spec/06, 11, 12): every object saved here ends
+//! its payload with the writer's author block ([`author`]), and every load
+//! splits it off and checks it as far as the handle's role can. An admin
+//! handle refuses a [`Authenticity::Forged`] object as damage
+//! ([`Repository::load`]); [`Repository::load_authored`] hands the
+//! authorship to readers with rules of their own (prune records,
+//! supersedes lists), and [`Repository::authorship`] tells what the last
+//! load of an object found (`snapshots` shows writers from it). A
+//! put-only handle never saves admin metadata ([`Object::needs_admin`]).
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -24,7 +34,8 @@ use std::ops::Range;
 use crate::backend::write_bytes;
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
-use crate::format::envelope::{self, ObjectType};
+use crate::format::author::{self, Authenticity, Authorship};
+use crate::format::envelope::ObjectType;
 use crate::format::frame;
 use crate::format::index::{self, IndexFile};
 use crate::format::layout;
@@ -50,7 +61,7 @@ pub trait Object: Sized {
     const MAX_LEN: usize;
     /// The largest stored (sealed) object a reader reads: [`Self::MAX_LEN`]
     /// sealed ([`sealed_limit`]).
-    const MAX_STORED_LEN: usize = sealed_limit(Self::MAX_LEN);
+    const MAX_STORED_LEN: usize = sealed_limit(Self::TYPE, Self::MAX_LEN);
 
     fn id_bytes(id: &Self::Id) -> &[u8; 32];
     fn path(id: &Self::Id) -> String;
@@ -64,12 +75,22 @@ pub trait Object: Sized {
     /// [`ErrorKind::Corrupt`] or [`ErrorKind::Unsupported`] for bytes that
     /// do not decode.
     fn decode(plain: &[u8]) -> Result<Self>;
+    /// Whether only an admin may write this object (a prune record, an
+    /// index file with a supersedes list).
+    fn needs_admin(&self) -> bool;
+}
+
+/// A loaded object and what its author block says.
+#[derive(Debug, Clone)]
+pub struct Authored<T> {
+    pub value: T,
+    pub author: Authorship,
 }
 
 /// Implements [`Object`] for a codec type whose `encode`/`decode` are its
 /// own inherent functions.
 macro_rules! object_kind {
-    ($ty:ty, $id:ty, $name:literal, $dir:expr, $type:expr, $max:expr, $path:path, $parse:path) => {
+    ($ty:ty, $id:ty, $name:literal, $dir:expr, $type:expr, $max:expr, $path:path, $parse:path, $admin:expr) => {
         impl Object for $ty {
             type Id = $id;
             const NAME: &'static str = $name;
@@ -92,6 +113,10 @@ macro_rules! object_kind {
             fn decode(plain: &[u8]) -> Result<Self> {
                 <$ty>::decode(plain)
             }
+            fn needs_admin(&self) -> bool {
+                let admin_only: fn(&$ty) -> bool = $admin;
+                admin_only(self)
+            }
         }
     };
 }
@@ -104,7 +129,8 @@ object_kind!(
     ObjectType::Snapshot,
     MAX_SNAPSHOT,
     layout::snapshot_path,
-    layout::parse_snapshot_path
+    layout::parse_snapshot_path,
+    |_| false
 );
 object_kind!(
     IndexFile,
@@ -114,7 +140,8 @@ object_kind!(
     ObjectType::Index,
     index::MAX_LEN,
     layout::index_path,
-    layout::parse_index_path
+    layout::parse_index_path,
+    |file| !file.supersedes.is_empty()
 );
 object_kind!(
     PruneRecord,
@@ -124,30 +151,73 @@ object_kind!(
     ObjectType::PruneRecord,
     prune::MAX_LEN,
     layout::record_path,
-    layout::parse_record_path
+    layout::parse_record_path,
+    |_| true
 );
 
 impl Repository {
-    /// Seals `value` at zstd `level` and writes it under `id`
-    /// (create-only: an existing object is never replaced).
+    /// Seals `value` with this handle's author block at zstd `level` and
+    /// writes it under `id` (create-only: an existing object is never
+    /// replaced).
     ///
     /// # Errors
-    /// Backend errors; [`ErrorKind::AlreadyExists`] if the name is taken.
+    /// Backend errors; [`ErrorKind::AlreadyExists`] if the name is taken;
+    /// [`ErrorKind::PutOnlyKey`] for admin metadata from a put-only handle.
     pub fn save<T: Object>(&self, id: &T::Id, value: &T, level: i32) -> Result<()> {
+        if value.needs_admin() {
+            self.require_admin(&format!("writing {} {id}", T::NAME))?;
+        }
+        let mut payload = value.encode();
+        author::seal(
+            self.sealer().key_set(),
+            T::TYPE,
+            T::id_bytes(id),
+            &mut payload,
+        );
         let sealed = self
             .sealer()
-            .seal(T::TYPE, T::id_bytes(id), &value.encode(), level);
+            .seal(T::TYPE, T::id_bytes(id), &payload, level);
         write_bytes(self.backend().as_ref(), &T::path(id), &sealed)
     }
 
     /// Reads, authenticates and decodes one object; one longer than
-    /// [`Object::MAX_STORED_LEN`] is refused without being read.
+    /// [`Object::MAX_STORED_LEN`] is refused without being read. An admin
+    /// handle refuses an object whose author block is forged, as damage.
     ///
     /// # Errors
     /// Backend errors ([`ErrorKind::NotFound`] for a missing object);
-    /// [`ErrorKind::Corrupt`] for one that is oversized, or does not
-    /// authenticate or decode.
+    /// [`ErrorKind::Corrupt`] for one that is oversized, forged, or does
+    /// not authenticate or decode; [`ErrorKind::PutOnlyKey`] for a
+    /// snapshot and a put-only handle.
     pub fn load<T: Object>(&self, id: &T::Id) -> Result<T> {
+        let loaded = self.load_authored(id)?;
+        if loaded.author.authenticity == Authenticity::Forged {
+            return Err(Error::corrupt(format!(
+                "{} {id}: forged: its author block names {} but does not verify with that \
+                 writer's key (written by someone holding the repository's shared key only)",
+                T::NAME,
+                loaded.author.writer
+            )));
+        }
+        Ok(loaded.value)
+    }
+
+    /// What the last load of object `id` of type `object_type` through
+    /// this handle found in its author block.
+    pub fn authorship(&self, object_type: ObjectType, id: &[u8; 32]) -> Option<Authorship> {
+        self.authors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(object_type as u8, *id))
+            .copied()
+    }
+
+    /// [`Self::load`] with the author block's verdict instead of a
+    /// refusal of forged objects.
+    ///
+    /// # Errors
+    /// As [`Self::load`], forgery aside.
+    pub fn load_authored<T: Object>(&self, id: &T::Id) -> Result<Authored<T>> {
         let name = || format!("{} {id}", T::NAME);
         let stored = self
             .backend()
@@ -159,7 +229,14 @@ impl Repository {
         let plain = self
             .sealer()
             .open(T::TYPE, T::id_bytes(id), &stored, T::MAX_LEN)?;
-        T::decode(&plain).map_err(|e| as_damage(e.context(name())))
+        let (body, author) =
+            author::verify(self.sealer().key_set(), T::TYPE, T::id_bytes(id), &plain)?;
+        let value = T::decode(body).map_err(|e| as_damage(e.context(name())))?;
+        self.authors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((T::TYPE as u8, *T::id_bytes(id)), author);
+        Ok(Authored { value, author })
     }
 
     /// The ids of every object of kind `T`, unread, in listing order.
@@ -284,7 +361,7 @@ impl Repository {
         let start = size - TRAILER_LEN as u64 - header_len;
         let sealed = self.read_pack(id, Some(start..size - TRAILER_LEN as u64))?;
         pack::open_header(
-            &self.sealer().keys().metadata,
+            &self.sealer().keys().shared,
             id,
             self.sealer().repo(),
             &sealed,
@@ -311,10 +388,10 @@ impl Repository {
 /// The largest stored form of a plaintext of at most `plain_limit` bytes:
 /// a frame (its header, then the payload, raw or strictly smaller
 /// compressed, then in the padded form zeros to Padmé's length) in an
-/// envelope.
-pub const fn sealed_limit(plain_limit: usize) -> usize {
+/// envelope of `object_type`'s scheme.
+pub const fn sealed_limit(object_type: ObjectType, plain_limit: usize) -> usize {
     let padded = crate::format::padme((plain_limit + frame::PADDED_HEADER_LEN) as u64);
-    padded as usize + envelope::OVERHEAD
+    padded as usize + object_type.overhead()
 }
 
 /// The id a listed name parses to, or `None` for a stray (a name that is
@@ -339,8 +416,8 @@ mod tests {
         let repo = crate::repository::in_memory_for_tests();
         let id = SnapshotId([7; 32]);
         let limit = <Snapshot as Object>::MAX_STORED_LEN;
-        // 16 MiB + 9 rounds up by Padmé to 33 × 512 KiB.
-        assert_eq!(limit, 17_301_504 + 41);
+        // 16 MiB + 9 rounds up by Padmé to 33 × 512 KiB; scheme 2.
+        assert_eq!(limit, 17_301_504 + 73);
         let huge = vec![0u8; limit + 1];
         write_bytes(repo.backend().as_ref(), &Snapshot::path(&id), &huge).unwrap();
         let err = repo.load::<Snapshot>(&id).unwrap_err();

@@ -1,10 +1,24 @@
 //! Sealed objects: the one place where plaintext becomes stored bytes
-//! (frame -> envelope) and back. Owns the invariant that every read is
-//! authenticated and, for blobs, that the content matches its id.
+//! (frame -> envelope) and back. Owns the invariants that every read is
+//! authenticated and, for blobs, that the content matches its id; that
+//! each object type is sealed with its one scheme (format-spec/03): data
+//! blobs, tree blobs and snapshots to the admin (scheme 2, under this
+//! handle's one writer session), the rest under K_shared (scheme 1); and
+//! that only an admin key set opens scheme 2: a put-only one gets
+//! [`ErrorKind::PutOnlyKey`] before any byte is tried.
+//!
+//! The admin derives a session's key once per E and keeps it here for the
+//! life of the handle, so a restore costs one X25519 per writer run, not
+//! one per blob.
 
-use crate::algorithms::crypto::{AeadKey, Subkeys, keyed_hash};
-use crate::error::{Error, Result};
-use crate::format::envelope::{self, ObjectType};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::algorithms::crypto::roles::{KeySet, Role};
+use crate::algorithms::crypto::session::{WriterSession, admin_session_key};
+use crate::algorithms::crypto::{AeadKey, KEY_LEN, Subkeys, keyed_hash};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::envelope::{self, ObjectType, SCHEME_SEALED};
 use crate::format::frame;
 use crate::format::pack::PackKind;
 use crate::id::{ChunkId, ID_LEN, RepoId};
@@ -14,41 +28,69 @@ pub const MAX_TREE_BLOB: usize = 16 << 20;
 /// Largest snapshot a reader accepts.
 pub const MAX_SNAPSHOT: usize = 16 << 20;
 
+/// The error a put-only key set gets for `what` (an operation or an
+/// object it cannot open).
+pub fn put_only_refusal(what: &str) -> Error {
+    Error::new(
+        ErrorKind::PutOnlyKey,
+        format!(
+            "{what} needs the admin key: this repository was opened with a put-only key, \
+             which can back up but never decrypt data, trees or snapshots, nor prune, \
+             forget or repair"
+        ),
+    )
+}
+
 /// Seals and opens objects for one repository.
 #[derive(Clone)]
 pub struct Sealer {
-    keys: Subkeys,
+    keys: Arc<KeySet>,
+    session: Arc<WriterSession>,
+    /// K_s by E, for an admin reader.
+    sessions: Arc<Mutex<HashMap<[u8; KEY_LEN], AeadKey>>>,
     repo: RepoId,
     max_chunk: usize,
 }
 
 impl Sealer {
-    pub fn new(keys: Subkeys, repo: RepoId, max_chunk: usize) -> Self {
-        Self {
-            keys,
+    /// A sealer for `keys`, with a new writer session to the admin public
+    /// key they hold.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] if that public key is a low-order point.
+    pub fn new(keys: KeySet, repo: RepoId, max_chunk: usize) -> Result<Self> {
+        let session = WriterSession::new(&keys.subkeys.admin_public)?;
+        Ok(Self {
+            keys: Arc::new(keys),
+            session: Arc::new(session),
+            sessions: Arc::default(),
             repo,
             max_chunk,
-        }
+        })
     }
 
     pub fn repo(&self) -> &RepoId {
         &self.repo
     }
 
+    /// The subkeys every role holds.
     pub fn keys(&self) -> &Subkeys {
+        &self.keys.subkeys
+    }
+
+    /// The whole key set (role included).
+    pub fn key_set(&self) -> &KeySet {
         &self.keys
+    }
+
+    /// Whether this is an admin key set.
+    pub fn is_admin(&self) -> bool {
+        self.keys.is_admin()
     }
 
     /// The id of a chunk or tree: keyed BLAKE3 of its plaintext.
     pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
-        ChunkId(keyed_hash(&self.keys.chunk_id, plaintext))
-    }
-
-    fn key_for(&self, object_type: ObjectType) -> &AeadKey {
-        match object_type {
-            ObjectType::DataBlob => &self.keys.data,
-            _ => &self.keys.metadata,
-        }
+        ChunkId(keyed_hash(&self.keys.subkeys.chunk_id, plaintext))
     }
 
     /// Compresses (if it helps) and encrypts a blob already identified.
@@ -60,7 +102,8 @@ impl Sealer {
     /// its content hashes to `id`.
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Corrupt`] on any mismatch.
+    /// [`ErrorKind::Corrupt`] on any mismatch; [`ErrorKind::PutOnlyKey`]
+    /// for a put-only key set.
     pub fn open_blob(&self, kind: PackKind, id: &ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
         let limit = match kind {
             PackKind::Data => self.max_chunk,
@@ -73,7 +116,8 @@ impl Sealer {
         Ok(plain)
     }
 
-    /// Frames and encrypts a whole object (index file, snapshot).
+    /// Frames and encrypts a whole object (blob, index file, snapshot)
+    /// with the scheme of its type.
     pub fn seal(
         &self,
         object_type: ObjectType,
@@ -86,20 +130,25 @@ impl Sealer {
         } else {
             frame::encode(plaintext, level)
         };
-        envelope::seal(
-            self.key_for(object_type),
-            object_type,
-            id,
-            &self.repo,
-            &framed,
-        )
+        if object_type.scheme() == SCHEME_SEALED {
+            envelope::seal_to_admin(&self.session, object_type, id, &self.repo, &framed)
+        } else {
+            envelope::seal(
+                &self.keys.subkeys.shared,
+                object_type,
+                id,
+                &self.repo,
+                &framed,
+            )
+        }
     }
 
     /// Opens an object sealed by [`Self::seal`], refusing to decompress more
     /// than `limit` bytes.
     ///
     /// # Errors
-    /// [`crate::ErrorKind::Corrupt`] if authentication or decoding fails.
+    /// [`ErrorKind::Corrupt`] if authentication or decoding fails;
+    /// [`ErrorKind::PutOnlyKey`] for a scheme-2 type and a put-only key set.
     pub fn open(
         &self,
         object_type: ObjectType,
@@ -107,16 +156,45 @@ impl Sealer {
         stored: &[u8],
         limit: usize,
     ) -> Result<Vec<u8>> {
-        let framed = envelope::open(
-            self.key_for(object_type),
-            object_type,
-            id,
-            &self.repo,
-            stored,
-        )
+        let framed = if object_type.scheme() == SCHEME_SEALED {
+            let key = self.session_key(object_type, id, stored)?;
+            envelope::open_sealed(&key, object_type, id, &self.repo, stored)
+        } else {
+            envelope::open(
+                &self.keys.subkeys.shared,
+                object_type,
+                id,
+                &self.repo,
+                stored,
+            )
+        }
         .map_err(as_damage)?;
         frame::decode(&framed, limit)
             .map_err(|e| as_damage(e.context(format!("{object_type:?} {}", hex::encode(id)))))
+    }
+
+    /// K_s of the session a scheme-2 envelope names, derived once per E.
+    fn session_key(
+        &self,
+        object_type: ObjectType,
+        id: &[u8; ID_LEN],
+        stored: &[u8],
+    ) -> Result<AeadKey> {
+        let Role::Admin(master) = &self.keys.role else {
+            return Err(put_only_refusal(&format!(
+                "opening {object_type:?} {}",
+                hex::encode(id)
+            )));
+        };
+        let e = envelope::sealed_ephemeral(object_type, id, stored).map_err(as_damage)?;
+        let mut cache = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = cache.get(&e) {
+            return Ok(key.clone());
+        }
+        let key = admin_session_key(&master.admin_x25519(), &e)
+            .map_err(|err| err.context(format!("{object_type:?} {}", hex::encode(id))))?;
+        cache.insert(e, key.clone());
+        Ok(key)
     }
 }
 

@@ -22,7 +22,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::algorithms::crypto::MasterSecret;
+use crate::algorithms::crypto::roles::KeySet;
 use crate::backend::Backend;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::keyslot::{self, KeySlot, MAX_SLOTS_TRIED, MAX_UNLOCK_WORK, kdf_work};
@@ -203,7 +203,7 @@ pub(crate) fn unlock_any(
     repo: &RepoId,
     password: &[u8],
     options: &UnlockOptions,
-) -> Result<(KeySlotId, MasterSecret)> {
+) -> Result<(KeySlotId, KeySet)> {
     let (usable, unusable) = usable_slots(backend, repo)?;
     let cache_root = options.cache_root.as_deref();
     let plan = match &options.key_slot {
@@ -314,8 +314,8 @@ mod tests {
         slot
     }
 
-    fn repo_master(repo: &Repository) -> &MasterSecret {
-        &repo.master
+    fn repo_master(repo: &Repository) -> &crate::algorithms::crypto::MasterSecret {
+        repo.sealer().key_set().master().unwrap()
     }
 
     fn ids(slots: &[(KeySlotId, KeySlot)]) -> Vec<KeySlotId> {

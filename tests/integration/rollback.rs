@@ -102,7 +102,7 @@ fn an_old_config_or_a_removed_key_slot_coming_back_is_reported() {
         kura::format::config::encode(
             opened.header(),
             opened.config(),
-            &opened.sealer().keys().metadata,
+            &opened.sealer().keys().shared,
         )
     };
     fs::write(&config, &rebuilt).unwrap();

@@ -75,7 +75,7 @@ fn canary_and_its_plain_hashes_never_reach_storage() {
 
 fn read_object(repo: &Repository, path: &str, bytes: &[u8]) -> kura::Result<()> {
     if path == layout::CONFIG {
-        config::open_body(bytes, &repo.sealer().keys().metadata).map(drop)
+        config::open_body(bytes, &repo.sealer().keys().shared).map(drop)
     } else if path.starts_with("keys/") {
         KeySlot::decode(bytes)
             .and_then(|s| s.unlock(PASSWORD))
@@ -255,7 +255,7 @@ fn key_slots_outside_the_kdf_policy_are_refused() {
 
 #[test]
 fn unknown_mandatory_feature_or_newer_version_is_refused() {
-    for (offset, value) in [(12usize, 1u8), (19, 0x80), (8, 2)] {
+    for (offset, value) in [(12usize, 1u8), (19, 0x80), (8, 3), (8, 1)] {
         let (backend, _repo) = memory_repo();
         backend.tamper("config", |b| b[offset] = value);
         let err = Repository::read_header(backend.as_ref()).unwrap_err();

@@ -8,6 +8,9 @@ use std::path::PathBuf;
 use kura::algorithms::chunker::{Chunker, gear_table};
 use kura::algorithms::crypto::MasterSecret;
 use kura::algorithms::crypto::kdf::KdfParams;
+use kura::algorithms::crypto::roles::KeySet;
+use kura::algorithms::crypto::session::{WriterSession, admin_session_key};
+use kura::format::author;
 use kura::format::config::{self, ChunkerParams, ConfigBody, ConfigHeader};
 use kura::format::envelope::{self, ObjectType, aad};
 use kura::format::frame;
@@ -20,17 +23,35 @@ use kura::id::{ChunkId, IndexId, PackId, RepoId};
 use kura::repository::DEFAULT_CHUNKER;
 use serde_json::{Value, json};
 
-fn master() -> MasterSecret {
+pub(crate) fn master() -> MasterSecret {
     MasterSecret::from_bytes(std::array::from_fn(|i| i as u8))
 }
 
-fn repo_id() -> RepoId {
+/// The writer session of every scheme-2 vector: ephemeral secret e = 5e..
+pub(crate) fn session() -> WriterSession {
+    WriterSession::with_secret(
+        x25519_dalek::StaticSecret::from([0x5e; 32]),
+        &master().subkeys().admin_public,
+    )
+    .unwrap()
+}
+
+fn admin_sealer() -> kura::repository::sealer::Sealer {
+    kura::repository::sealer::Sealer::new(
+        KeySet::admin(master()),
+        repo_id(),
+        DEFAULT_CHUNKER.max as usize,
+    )
+    .unwrap()
+}
+
+pub(crate) fn repo_id() -> RepoId {
     RepoId(std::array::from_fn(|i| 0x20 + i as u8))
 }
 
-const PASSWORD: &[u8] = b"kura test vector password";
+pub(crate) const PASSWORD: &[u8] = b"kura test vector password";
 
-fn case(name: &str, expect: &str, fields: Value) -> Value {
+pub(crate) fn case(name: &str, expect: &str, fields: Value) -> Value {
     let mut v = json!({ "name": name, "expect": expect });
     v.as_object_mut()
         .unwrap()
@@ -38,18 +59,18 @@ fn case(name: &str, expect: &str, fields: Value) -> Value {
     v
 }
 
-fn file(description: &str, inputs: Value, cases: Vec<Value>) -> Value {
-    json!({ "format": "kura v1", "description": description, "inputs": inputs, "cases": cases })
+pub(crate) fn file(description: &str, inputs: Value, cases: Vec<Value>) -> Value {
+    json!({ "format": "kura v2", "description": description, "inputs": inputs, "cases": cases })
 }
 
-fn kind_name(r: kura::Result<()>) -> String {
+pub(crate) fn kind_name(r: kura::Result<()>) -> String {
     match r {
         Ok(()) => "ok".into(),
         Err(e) => format!("{:?}", e.kind()),
     }
 }
 
-fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+pub(crate) fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
     let mut b = bytes.to_vec();
     b[at] ^= 1;
     b
@@ -91,7 +112,10 @@ fn keyslot_vectors() -> Value {
             "master": hex::encode(master().as_bytes()),
             "repository_id": hex::encode(repo_id().0),
             "K_id": hex::encode(keys.chunk_id), "K_cdc": hex::encode(keys.chunker),
-            "K_data": hex::encode(keys.data.0), "K_meta": hex::encode(keys.metadata.0), "K_pad": hex::encode(keys.padding),
+            "K_pad": hex::encode(keys.padding), "K_shared": hex::encode(keys.shared.0),
+            "K_admin": hex::encode(*master().admin_mac()),
+            "a": hex::encode(master().admin_x25519().to_bytes()), "A": hex::encode(keys.admin_public),
+            "K_w(1)": hex::encode(*master().writer_mac(1)),
             "salt": hex::encode([0x33; 32]), "nonce": hex::encode([0x44; 24]), "created": 1_764_115_200u64,
             "m_cost": KdfParams::FLOOR.m_cost, "t_cost": KdfParams::FLOOR.t_cost, "p_cost": KdfParams::FLOOR.p_cost,
         }),
@@ -121,7 +145,13 @@ fn keyslot_vectors() -> Value {
                 patch(48, &17u32.to_le_bytes()),
                 PASSWORD,
             ),
-            neg("role 1", "Unsupported", patch(41, &[1]), PASSWORD),
+            neg("role 2", "Unsupported", patch(41, &[2]), PASSWORD),
+            neg(
+                "role 1 on a role-0 slot's length",
+                "Corrupt",
+                patch(41, &[1]),
+                PASSWORD,
+            ),
             neg("reserved byte set", "Corrupt", patch(42, &[1]), PASSWORD),
             neg(
                 "flipped wrapped byte",
@@ -146,8 +176,11 @@ fn check_keyslot(c: &Value) -> String {
     kind_name(
         KeySlot::decode(&slot)
             .and_then(|s| s.unlock(&password))
-            .and_then(|m| match c.get("master") {
-                Some(want) if hex::encode(m.as_bytes()) != want.as_str().unwrap() => {
+            .and_then(|keys| match c.get("master") {
+                Some(want)
+                    if keys.master().map(|m| hex::encode(m.as_bytes())).as_deref()
+                        != want.as_str() =>
+                {
                     Err(kura::Error::corrupt("wrong master"))
                 }
                 _ => Ok(()),
@@ -157,13 +190,14 @@ fn check_keyslot(c: &Value) -> String {
 
 fn envelope_vectors() -> Value {
     let keys = master().subkeys();
+    let session = session();
     let text =
         b"kura envelope vector: the same line again, the same line again, the same line again.\n"
             .repeat(4);
     let id = ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, &text));
     let framed = frame::encode(&text, 3);
-    let env = envelope::seal_with_nonce(
-        &keys.data,
+    let env = envelope::seal_to_admin_with_nonce(
+        &session,
         &[0x55; 24],
         ObjectType::DataBlob,
         id.as_bytes(),
@@ -175,10 +209,18 @@ fn envelope_vectors() -> Value {
         &keys.chunk_id,
         b"short",
     ));
-    let raw_env = envelope::seal_with_nonce(
-        &keys.metadata,
+    let raw_env = envelope::seal_to_admin_with_nonce(
+        &session,
         &[0x66; 24],
         ObjectType::TreeBlob,
+        raw_id.as_bytes(),
+        &repo_id(),
+        &raw_framed,
+    );
+    let index_env = envelope::seal_with_nonce(
+        &keys.shared,
+        &[0x67; 24],
+        ObjectType::Index,
         raw_id.as_bytes(),
         &repo_id(),
         &raw_framed,
@@ -190,12 +232,14 @@ fn envelope_vectors() -> Value {
             json!({ "object_type": ty as u8, "object_id": oid.to_hex(), "envelope": hex::encode(e), "plaintext": hex::encode(plain) }),
         )
     };
-    let mut scheme2 = env.clone();
-    scheme2[0] = 2;
+    let mut scheme1 = env.clone();
+    scheme1[0] = 1;
+    let mut low_order = env.clone();
+    low_order[1..33].fill(0);
     let mut over_limit = raw_framed.clone();
     over_limit[1..5].copy_from_slice(&(64u32 << 20).to_le_bytes());
-    let over_env = envelope::seal_with_nonce(
-        &keys.metadata,
+    let over_env = envelope::seal_to_admin_with_nonce(
+        &session,
         &[0x66; 24],
         ObjectType::TreeBlob,
         raw_id.as_bytes(),
@@ -203,10 +247,14 @@ fn envelope_vectors() -> Value {
         &over_limit,
     );
     file(
-        "envelopes (scheme 1) around frames; data blobs use K_data, all else K_meta. zstd payload bytes depend on the compressor: writers need not reproduce them, readers must decode them",
+        "envelopes around frames: data and tree blobs in scheme 2 (sealed to the admin; session e = 5e.., K_s below), an index file in scheme 1 under K_shared. zstd payload bytes depend on the compressor: writers need not reproduce them, readers must decode them",
         json!({
             "repository_id": hex::encode(repo_id().0),
+            "a": hex::encode(master().admin_x25519().to_bytes()), "A": hex::encode(keys.admin_public),
+            "e": hex::encode([0x5e; 32]), "E": hex::encode(session.ephemeral_public()),
+            "K_s": hex::encode(session.key().0), "K_shared": hex::encode(keys.shared.0),
             "aad_data_blob": hex::encode(aad(ObjectType::DataBlob, id.as_bytes(), &repo_id())),
+            "aad_index": hex::encode(aad(ObjectType::Index, raw_id.as_bytes(), &repo_id())),
             "frame_zstd": hex::encode(&framed), "frame_raw": hex::encode(&raw_framed),
         }),
         vec![
@@ -227,6 +275,14 @@ fn envelope_vectors() -> Value {
                 b"short",
             ),
             c(
+                "index file, scheme 1",
+                "ok",
+                ObjectType::Index,
+                &raw_id,
+                &index_env,
+                b"short",
+            ),
+            c(
                 "tag flipped",
                 "Corrupt",
                 ObjectType::DataBlob,
@@ -239,7 +295,23 @@ fn envelope_vectors() -> Value {
                 "Corrupt",
                 ObjectType::DataBlob,
                 &id,
-                &flip(&env, 3),
+                &flip(&env, 35),
+                &text,
+            ),
+            c(
+                "E flipped",
+                "Corrupt",
+                ObjectType::DataBlob,
+                &id,
+                &flip(&env, 5),
+                &text,
+            ),
+            c(
+                "low-order E",
+                "Corrupt",
+                ObjectType::DataBlob,
+                &id,
+                &low_order,
                 &text,
             ),
             c(
@@ -259,11 +331,11 @@ fn envelope_vectors() -> Value {
                 &text,
             ),
             c(
-                "scheme 2",
-                "Unsupported",
+                "scheme 1 byte on a data blob",
+                "Corrupt",
                 ObjectType::DataBlob,
                 &id,
-                &scheme2,
+                &scheme1,
                 &text,
             ),
             c(
@@ -279,7 +351,7 @@ fn envelope_vectors() -> Value {
                 "Corrupt",
                 ObjectType::DataBlob,
                 &id,
-                &env[..30],
+                &env[..60],
                 &text,
             ),
         ],
@@ -287,39 +359,46 @@ fn envelope_vectors() -> Value {
 }
 
 fn check_envelope(c: &Value) -> String {
-    let keys = master().subkeys();
-    let sealer =
-        kura::repository::sealer::Sealer::new(keys, repo_id(), DEFAULT_CHUNKER.max as usize);
+    let sealer = admin_sealer();
     let env = hex::decode(c["envelope"].as_str().unwrap()).unwrap();
     let id = ChunkId::from_hex(c["object_id"].as_str().unwrap()).unwrap();
-    let kind = if c["object_type"] == 3 {
-        PackKind::Data
-    } else {
-        PackKind::Tree
+    let object_type = match c["object_type"].as_u64().unwrap() {
+        3 => ObjectType::DataBlob,
+        4 => ObjectType::TreeBlob,
+        _ => ObjectType::Index,
     };
     let want = hex::decode(c["plaintext"].as_str().unwrap()).unwrap();
     // The codecs of chapter 03 as they are (envelope, then frame, then the
     // id), not the repository layer's reading, which reports an unknown
     // scheme in an accepted repository as damage to the object.
-    let (key, limit) = match kind {
-        PackKind::Data => (&sealer.keys().data, DEFAULT_CHUNKER.max as usize),
-        PackKind::Tree => (
-            &sealer.keys().metadata,
-            kura::repository::sealer::MAX_TREE_BLOB,
-        ),
+    let limit = match object_type {
+        ObjectType::DataBlob => DEFAULT_CHUNKER.max as usize,
+        _ => kura::repository::sealer::MAX_TREE_BLOB,
     };
-    let opened =
-        kura::format::envelope::open(key, kind.blob_type(), id.as_bytes(), &repo_id(), &env)
-            .and_then(|framed| kura::format::frame::decode(&framed, limit))
-            .and_then(|p| {
-                if sealer.chunk_id(&p) != id {
-                    Err(kura::Error::corrupt("blob does not match its id"))
-                } else if p == want {
-                    Ok(())
-                } else {
-                    Err(kura::Error::corrupt("plaintext differs"))
-                }
-            });
+    let opened = if object_type == ObjectType::Index {
+        envelope::open(
+            &sealer.keys().shared,
+            object_type,
+            id.as_bytes(),
+            &repo_id(),
+            &env,
+        )
+    } else {
+        envelope::sealed_ephemeral(object_type, id.as_bytes(), &env)
+            .and_then(|e| admin_session_key(&master().admin_x25519(), &e))
+            .and_then(|k| envelope::open_sealed(&k, object_type, id.as_bytes(), &repo_id(), &env))
+    };
+    let opened = opened
+        .and_then(|framed| frame::decode(&framed, limit))
+        .and_then(|p| {
+            if object_type != ObjectType::Index && sealer.chunk_id(&p) != id {
+                Err(kura::Error::corrupt("blob does not match its id"))
+            } else if p == want {
+                Ok(())
+            } else {
+                Err(kura::Error::corrupt("plaintext differs"))
+            }
+        });
     kind_name(opened)
 }
 
@@ -395,8 +474,8 @@ fn sample_pack() -> (PackId, PackHeader, Vec<u8>) {
     .enumerate()
     {
         let id = ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, text));
-        let sealed = envelope::seal_with_nonce(
-            &keys.data,
+        let sealed = envelope::seal_to_admin_with_nonce(
+            &session(),
             &[i as u8; 24],
             ObjectType::DataBlob,
             id.as_bytes(),
@@ -475,11 +554,7 @@ fn pack_vectors() -> Value {
 }
 
 fn check_pack(c: &Value) -> String {
-    let sealer = kura::repository::sealer::Sealer::new(
-        master().subkeys(),
-        repo_id(),
-        DEFAULT_CHUNKER.max as usize,
-    );
+    let sealer = admin_sealer();
     let id = PackId::from_hex(c["pack_id"].as_str().unwrap()).unwrap();
     let bytes = hex::decode(c["pack"].as_str().unwrap()).unwrap();
     kind_name(kura::chunkstore::pack::verify_pack(&sealer, &id, &bytes).map(drop))
@@ -505,17 +580,24 @@ fn index_vectors() -> Value {
     let mut trailing = payload.clone();
     trailing.push(0);
     let index_id = [0x99u8; 32];
+    let mut authored = payload.clone();
+    author::seal(
+        &KeySet::admin(master()),
+        ObjectType::Index,
+        &index_id,
+        &mut authored,
+    );
     let sealed = envelope::seal_with_nonce(
-        &master().subkeys().metadata,
+        &master().subkeys().shared,
         &[0x88; 24],
         ObjectType::Index,
         &index_id,
         &repo_id(),
-        &frame::encode_padded(&payload, 0),
+        &frame::encode_padded(&authored, 0),
     );
     let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
     file(
-        "an index file naming the pack of pack.json; `sealed` is the whole object (padded raw frame, codec 2, type 6, K_meta, nonce 88..)",
+        "an index file naming the pack of pack.json; `sealed` is the whole object (payload, then the admin's author block, in a padded raw frame (codec 2), type 6, K_shared, nonce 88..)",
         json!({ "index_id": hex::encode(index_id), "sealed": hex::encode(sealed) }),
         vec![
             c("one pack", "ok", hex::encode(&payload)),
@@ -559,19 +641,26 @@ fn prune_vectors() -> Value {
     let mut twice = record.clone();
     twice.condemned[1].0 = twice.condemned[0].0;
     let record_id = [0x44u8; 32];
+    let mut authored = payload.clone();
+    author::seal(
+        &KeySet::admin(master()),
+        ObjectType::PruneRecord,
+        &record_id,
+        &mut authored,
+    );
     let sealed = envelope::seal_with_nonce(
-        &master().subkeys().metadata,
+        &master().subkeys().shared,
         &[0x33; 24],
         ObjectType::PruneRecord,
         &record_id,
         &repo_id(),
-        &frame::encode_padded(&payload, 0),
+        &frame::encode_padded(&authored, 0),
     );
     let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
     // Offsets: version 0, created 1, grace 9, index count 17, ids 21,
     // orphan count 53, ids 57, condemned count 89, entries 93.
     file(
-        "a prune record (chapter 12); `sealed` is the whole object (padded raw frame, codec 2, type 8, K_meta, nonce 33..)",
+        "a prune record (chapter 12); `sealed` is the whole object (payload, then the admin's author block, in a padded raw frame (codec 2), type 8, K_shared, nonce 33..)",
         json!({ "record_id": hex::encode(record_id), "sealed": hex::encode(sealed) }),
         vec![
             c(
@@ -612,13 +701,13 @@ fn check_prune(c: &Value) -> String {
 fn config_vectors() -> Value {
     let keys = master().subkeys();
     let header = ConfigHeader {
-        version: 1,
+        version: 2,
         mandatory_features: 0,
         compatible_features: 0,
         repo: repo_id(),
     };
-    let body = ConfigBody::v1(DEFAULT_CHUNKER);
-    let bytes = config::encode_with_nonce(&header, &body, &keys.metadata, &[0x12; 24]);
+    let body = ConfigBody::v2(DEFAULT_CHUNKER, &keys.admin_public);
+    let bytes = config::encode_with_nonce(&header, &body, &keys.shared, &[0x12; 24]);
     let patch = |at: usize, v: &[u8]| {
         let mut b = bytes.clone();
         b[at..at + v.len()].copy_from_slice(v);
@@ -631,11 +720,12 @@ fn config_vectors() -> Value {
     let c = |name: &str, expect: &str, b: String| case(name, expect, json!({ "config": b }));
     file(
         "the config object: clear header, then the body envelope (type 1, object id BLAKE3(header), raw frame, nonce 12..)",
-        json!({ "K_meta": hex::encode(keys.metadata.0), "body_json": serde_json::to_string(&body).unwrap() }),
+        json!({ "K_shared": hex::encode(keys.shared.0), "body_json": serde_json::to_string(&body).unwrap() }),
         vec![
-            c("default v1", "ok", hex::encode(&bytes)),
+            c("default v2", "ok", hex::encode(&bytes)),
             c("bad magic", "Corrupt", patch(0, b"X")),
-            c("version 2", "Unsupported", patch(8, &[2])),
+            c("version 1 (an earlier kura)", "Unsupported", patch(8, &[1])),
+            c("version 3", "Unsupported", patch(8, &[3])),
             c("unknown mandatory feature", "Unsupported", patch(12, &[1])),
             c(
                 "compatible feature bit changed after sealing",
@@ -648,7 +738,7 @@ fn config_vectors() -> Value {
                 hex::encode(config::encode_with_nonce(
                     &header,
                     &other_alg,
-                    &keys.metadata,
+                    &keys.shared,
                     &[0x12; 24],
                 )),
             ),
@@ -658,7 +748,7 @@ fn config_vectors() -> Value {
                 hex::encode(config::encode_with_nonce(
                     &header,
                     &odd,
-                    &keys.metadata,
+                    &keys.shared,
                     &[0x12; 24],
                 )),
             ),
@@ -668,7 +758,7 @@ fn config_vectors() -> Value {
 
 fn check_config(c: &Value) -> String {
     let bytes = hex::decode(c["config"].as_str().unwrap()).unwrap();
-    kind_name(config::open_body(&bytes, &master().subkeys().metadata).map(drop))
+    kind_name(config::open_body(&bytes, &master().subkeys().shared).map(drop))
 }
 
 fn tree_entry(name: &[u8], payload: Payload, size: u64) -> Entry {
@@ -808,7 +898,7 @@ fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("format-spec/vectors")
 }
 
-fn golden(name: &str, generated: &Value, check: fn(&Value) -> String) {
+pub(crate) fn golden(name: &str, generated: &Value, check: fn(&Value) -> String) {
     let path = vectors_dir().join(name);
     if std::env::var_os("KURA_WRITE_VECTORS").is_some() {
         std::fs::create_dir_all(vectors_dir()).unwrap();

@@ -1,6 +1,9 @@
 //! Cryptographic primitives layer: the master secret and its subkeys, the
-//! XChaCha20-Poly1305 AEAD, Argon2id and randomness. Owns the invariant that
-//! every subkey is derived with its own context and that nonces are random.
+//! XChaCha20-Poly1305 AEAD, Argon2id, X25519 sessions sealed to the admin
+//! ([`session`]), the key sets of the two roles ([`roles`]) and
+//! randomness. Owns the invariant that every subkey is derived with its
+//! own context (format-spec/02-keys.md) and that nonces are
+//! random.
 //!
 //! Secrets are wiped when dropped: [`MasterSecret`], [`Subkeys`] and
 //! [`AeadKey`] zeroize their bytes on drop ([`ZeroizeOnDrop`]), the
@@ -13,6 +16,8 @@
 //! process out of core files (`src/cli/secrets.rs`).
 
 pub mod kdf;
+pub mod roles;
+pub mod session;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -28,12 +33,22 @@ pub const NONCE_LEN: usize = 24;
 /// Poly1305 tag length.
 pub const TAG_LEN: usize = 16;
 
-/// BLAKE3 `derive_key` contexts (format-spec/02-keys.md).
+/// BLAKE3 `derive_key` contexts (format-spec/02-keys.md). K_id, K_cdc
+/// and K_pad are derived exactly as in format 1 (their contexts keep the
+/// "v1"); the keys format 2 added have "kura v2 ..." contexts.
 pub const CONTEXT_CHUNK_ID: &str = "kura v1 chunk-id";
 pub const CONTEXT_CHUNKER: &str = "kura v1 chunker";
-pub const CONTEXT_DATA: &str = "kura v1 data";
-pub const CONTEXT_METADATA: &str = "kura v1 metadata";
 pub const CONTEXT_PADDING: &str = "kura v1 pack padding";
+/// K_shared: config body, pack headers, index files, prune records.
+pub const CONTEXT_SHARED: &str = "kura v2 shared";
+/// K_admin: the MAC key of admin-written metadata.
+pub const CONTEXT_ADMIN_MAC: &str = "kura v2 admin";
+/// a: the admin's X25519 static secret.
+pub const CONTEXT_ADMIN_X25519: &str = "kura v2 admin x25519";
+/// K_w(k) = derive(this, M || u32le(k)): the MAC key of put-only key k.
+pub const CONTEXT_WRITER: &str = "kura v2 writer";
+/// K_s = derive(this, X25519(e, A) || E || A): one writer run's key.
+pub const CONTEXT_SESSION: &str = "kura v2 session";
 
 /// Fills `buf` from the operating system's CSPRNG.
 ///
@@ -85,16 +100,36 @@ impl MasterSecret {
         &self.0
     }
 
-    /// Derives every subkey from this secret.
+    /// Derives the subkeys every role holds from this secret.
     pub fn subkeys(&self) -> Subkeys {
         let derive = |context| blake3::derive_key(context, &self.0);
         Subkeys {
             chunk_id: derive(CONTEXT_CHUNK_ID),
             chunker: derive(CONTEXT_CHUNKER),
-            data: AeadKey(derive(CONTEXT_DATA)),
-            metadata: AeadKey(derive(CONTEXT_METADATA)),
             padding: derive(CONTEXT_PADDING),
+            shared: AeadKey(derive(CONTEXT_SHARED)),
+            admin_public: session::public_key(&self.admin_x25519()),
         }
+    }
+
+    /// K_admin, the MAC key of admin-written metadata.
+    pub fn admin_mac(&self) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
+        zeroize::Zeroizing::new(blake3::derive_key(CONTEXT_ADMIN_MAC, &self.0))
+    }
+
+    /// a, the admin's X25519 static secret (wiped when dropped).
+    pub fn admin_x25519(&self) -> x25519_dalek::StaticSecret {
+        let bytes = zeroize::Zeroizing::new(blake3::derive_key(CONTEXT_ADMIN_X25519, &self.0));
+        x25519_dalek::StaticSecret::from(*bytes)
+    }
+
+    /// K_w(k), the MAC key of put-only key `k`:
+    /// BLAKE3-derive("kura v2 writer", M || u32le(k)).
+    pub fn writer_mac(&self, key_id: u32) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
+        let mut material = zeroize::Zeroizing::new([0u8; KEY_LEN + 4]);
+        material[..KEY_LEN].copy_from_slice(&self.0);
+        material[KEY_LEN..].copy_from_slice(&key_id.to_le_bytes());
+        zeroize::Zeroizing::new(blake3::derive_key(CONTEXT_WRITER, material.as_ref()))
     }
 }
 
@@ -112,20 +147,27 @@ impl std::fmt::Debug for MasterSecret {
     }
 }
 
-/// The keys derived from the master secret, one per purpose.
+/// The keys every role holds (an admin derives them from the master
+/// secret, a put-only key has them from its slot), one per purpose.
 #[derive(Clone)]
 pub struct Subkeys {
+    /// K_id: chunk ids.
     pub chunk_id: [u8; KEY_LEN],
+    /// K_cdc: the chunker's gear table.
     pub chunker: [u8; KEY_LEN],
-    pub data: AeadKey,
-    pub metadata: AeadKey,
-    /// Keys the pseudorandom padding of packs, so readers can verify it.
+    /// K_pad: keys the pseudorandom padding of packs, so readers can verify it.
     pub padding: [u8; KEY_LEN],
+    /// K_shared: seals the config body, pack headers, index files and
+    /// prune records (scheme 1).
+    pub shared: AeadKey,
+    /// A: the admin's X25519 public key, which data, trees and snapshot
+    /// bodies are sealed to (scheme 2). Not a secret.
+    pub admin_public: [u8; KEY_LEN],
 }
 
 impl Drop for Subkeys {
     fn drop(&mut self) {
-        // `data` and `metadata` wipe themselves.
+        // `shared` wipes itself.
         self.chunk_id.zeroize();
         self.chunker.zeroize();
         self.padding.zeroize();
@@ -145,6 +187,12 @@ impl Drop for AeadKey {
 }
 
 impl ZeroizeOnDrop for AeadKey {}
+
+impl std::fmt::Debug for AeadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AeadKey(..)")
+    }
+}
 
 impl AeadKey {
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -208,12 +256,17 @@ mod tests {
     #[test]
     fn subkeys_are_distinct() {
         let keys = MasterSecret::from_bytes([7; 32]).subkeys();
+        let master = MasterSecret::from_bytes([7; 32]);
         let all = [
             keys.chunk_id,
             keys.chunker,
-            keys.data.0,
-            keys.metadata.0,
             keys.padding,
+            keys.shared.0,
+            keys.admin_public,
+            *master.admin_mac(),
+            master.admin_x25519().to_bytes(),
+            *master.writer_mac(1),
+            *master.writer_mac(2),
         ];
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {

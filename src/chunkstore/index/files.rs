@@ -1,5 +1,13 @@
 //! Index files in the repository: writing and reading them through the
 //! repository's typed objects.
+//!
+//! Owns the rule for supersedes lists (format-spec/06, "Author block"): an
+//! admin reader honours one only in a file whose author block verifies as
+//! the admin's; in any other file a non-empty list is reported and read as
+//! empty (its entries still count). A put-only reader cannot verify and
+//! honours the list as written: the worst a forged one does to it is hide
+//! entries, which costs uploads, never data. Only an admin writes lists
+//! (the repository layer refuses a put-only handle).
 
 use crate::error::Result;
 use crate::format::index::IndexFile;
@@ -36,5 +44,22 @@ pub fn write_index_file_as(
 /// # Errors
 /// Backend errors, [`ErrorKind::Corrupt`] for a damaged file.
 pub fn read_index_file(repo: &Repository, id: &IndexId) -> Result<IndexFile> {
-    repo.load(id)
+    let mut file: IndexFile = repo.load(id)?;
+    let author = repo.authorship(crate::format::envelope::ObjectType::Index, id.as_bytes());
+    let Some(author) = author.filter(|a| !a.is_verified_admin()) else {
+        return Ok(file);
+    };
+    if repo.is_admin() && !file.supersedes.is_empty() {
+        crate::error::warn_skipped_damage(
+            &format!("supersedes list of index file {id}"),
+            &crate::Error::corrupt(format!(
+                "written by {}, and only the admin's supersedes lists count; its {} \
+                 entries are ignored, the file's index entries are kept",
+                author.writer,
+                file.supersedes.len()
+            )),
+        );
+        file.supersedes.clear();
+    }
+    Ok(file)
 }
