@@ -256,6 +256,30 @@ pub fn snapshot(data: &[u8]) {
     }
 }
 
+/// `author::verify`, as an admin reader runs it on the frame content of an
+/// index file: it never panics; content shorter than a block is `Corrupt`;
+/// otherwise the body is the content minus 36 bytes, and the block verifies
+/// exactly when it is the block of its named writer's key over that body.
+pub fn author(data: &[u8]) {
+    use kura::algorithms::crypto::roles::KeySet;
+    use kura::format::author::{self, Authenticity, BLOCK_LEN};
+    let admin = KeySet::admin(MasterSecret::from_bytes(KEY));
+    match author::verify(&admin, ObjectType::Index, &OBJECT_ID, data) {
+        Err(e) => {
+            assert!(data.len() < BLOCK_LEN);
+            assert_decode_error(&e);
+        }
+        Ok((body, who)) => {
+            assert_eq!(body, &data[..data.len() - BLOCK_LEN]);
+            let key = admin.mac_key_of(who.writer.id()).expect("the admin derives every key");
+            let mut resealed = body.to_vec();
+            author::seal_as(who.writer.id(), &key, ObjectType::Index, &OBJECT_ID, &mut resealed);
+            let verified = who.authenticity == Authenticity::Verified;
+            assert_eq!(verified, resealed == data, "verified exactly when the block is right");
+        }
+    }
+}
+
 /// `PruneRecord::decode`. Every byte is a field, a count or a checked
 /// constant, and trailing bytes are refused, so the encoding is canonical;
 /// no pack is condemned twice.
@@ -443,8 +467,17 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let body = ConfigBody::v2(kura::repository::DEFAULT_CHUNKER, &subkeys().admin_public);
     let json = serde_json_body(&body);
 
+    let mut authored = b"an index file's payload".to_vec();
+    kura::format::author::seal(
+        &kura::algorithms::crypto::roles::KeySet::admin(MasterSecret::from_bytes(KEY)),
+        ObjectType::Index,
+        &OBJECT_ID,
+        &mut authored,
+    );
+
     vec![
         ("keyslot", "floor_params", slot.encode()),
+        ("author", "admin_block", authored),
         (
             "envelope",
             "sealed_zstd_frame",

@@ -113,5 +113,11 @@ mod tests {
         }
         let keys = admin.list_keys().unwrap();
         assert_eq!(keys.iter().filter(|k| k.role == "put-only").count(), 1);
+        // Its own password it may change: the new slot is put-only too.
+        let mut put = put;
+        put.change_password(b"day", KdfParams::FLOOR).unwrap();
+        let again = Repository::open(Arc::clone(admin.backend()), b"day").unwrap();
+        assert_eq!(again.writer(), Writer::PutOnly(key_id));
+        assert!(Repository::open(Arc::clone(admin.backend()), b"night").is_err());
     }
 }

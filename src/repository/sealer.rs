@@ -12,7 +12,7 @@
 //! one per blob.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::algorithms::crypto::roles::{KeySet, Role};
 use crate::algorithms::crypto::session::{WriterSession, admin_session_key};
@@ -47,7 +47,7 @@ pub struct Sealer {
     keys: Arc<KeySet>,
     session: Arc<WriterSession>,
     /// K_s by E, for an admin reader.
-    sessions: Arc<Mutex<HashMap<[u8; KEY_LEN], AeadKey>>>,
+    sessions: Arc<RwLock<HashMap<[u8; KEY_LEN], AeadKey>>>,
     repo: RepoId,
     max_chunk: usize,
 }
@@ -187,13 +187,17 @@ impl Sealer {
             )));
         };
         let e = envelope::sealed_ephemeral(object_type, id, stored).map_err(as_damage)?;
-        let mut cache = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(key) = cache.get(&e) {
+        let known = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(key) = known.get(&e) {
             return Ok(key.clone());
         }
+        drop(known);
         let key = admin_session_key(&master.admin_x25519(), &e)
             .map_err(|err| err.context(format!("{object_type:?} {}", hex::encode(id))))?;
-        cache.insert(e, key.clone());
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(e, key.clone());
         Ok(key)
     }
 }
@@ -211,5 +215,51 @@ pub fn as_damage(e: Error) -> Error {
         ))
     } else {
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithms::crypto::MasterSecret;
+
+    fn sealers() -> (Sealer, Sealer) {
+        let master = MasterSecret::from_bytes([4; 32]);
+        let put_only = KeySet::put_only(master.subkeys(), 9, *master.writer_mac(9));
+        let repo = RepoId([1; 32]);
+        (
+            Sealer::new(KeySet::admin(master), repo, 1 << 20).unwrap(),
+            Sealer::new(put_only, repo, 1 << 20).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_admin_opens_every_writers_blobs_with_one_exchange_per_session() {
+        let (admin, put_only) = sealers();
+        let mut sealed = Vec::new();
+        for (i, writer) in [&admin, &put_only, &put_only].into_iter().enumerate() {
+            let plain = vec![u8::try_from(i).unwrap(); 100];
+            let id = writer.chunk_id(&plain);
+            sealed.push((
+                id,
+                plain.clone(),
+                writer.seal_blob(PackKind::Data, &id, &plain, 0),
+            ));
+        }
+        for (id, plain, stored) in &sealed {
+            assert_eq!(&admin.open_blob(PackKind::Data, id, stored).unwrap(), plain);
+            let err = put_only.open_blob(PackKind::Data, id, stored).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::PutOnlyKey, "{err}");
+        }
+        // Two writer sessions (the admin's own and the put-only one).
+        assert_eq!(admin.sessions.read().unwrap().len(), 2);
+        // Metadata is shared: both read what either wrote.
+        let index = put_only.seal(ObjectType::Index, &[7; 32], b"entries", 0);
+        assert_eq!(
+            admin
+                .open(ObjectType::Index, &[7; 32], &index, 100)
+                .unwrap(),
+            b"entries"
+        );
     }
 }
