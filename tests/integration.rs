@@ -54,6 +54,8 @@ mod restore_safety;
 mod retention;
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/serve.rs"]
+mod serve;
 #[path = "integration/servers.rs"]
 mod servers;
 #[path = "integration/snapshots.rs"]

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 type ListHook = Box<dyn Fn(&str, Vec<ObjectInfo>) -> Vec<ObjectInfo> + Send + Sync>;
 type ReadHook = Box<dyn Fn(&str, Option<&Range<u64>>) + Send + Sync>;
 type WriteHook = Box<dyn Fn(&str, &[u8], &Result<()>) + Send + Sync>;
+type DeleteHook = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
 /// A backend that forwards to `inner`, through optional hooks.
 pub struct HookedBackend {
@@ -24,6 +25,7 @@ pub struct HookedBackend {
     on_list: Option<ListHook>,
     on_read: Option<ReadHook>,
     on_write: Option<WriteHook>,
+    on_delete: Option<DeleteHook>,
 }
 
 impl HookedBackend {
@@ -34,6 +36,7 @@ impl HookedBackend {
             on_list: None,
             on_read: None,
             on_write: None,
+            on_delete: None,
         }
     }
 
@@ -66,6 +69,17 @@ impl HookedBackend {
         hook: impl Fn(&str, &[u8], &Result<()>) + Send + Sync + 'static,
     ) -> Self {
         self.on_write = Some(Box::new(hook));
+        self
+    }
+}
+
+impl HookedBackend {
+    /// `hook` sees every delete and every `remove_stale_temporaries`
+    /// (path `""`) before it is made; an error it returns is the call's,
+    /// and nothing is deleted (storage that refuses deletes).
+    #[must_use]
+    pub fn on_delete(mut self, hook: impl Fn(&str) -> Result<()> + Send + Sync + 'static) -> Self {
+        self.on_delete = Some(Box::new(hook));
         self
     }
 }
@@ -116,6 +130,9 @@ impl Backend for HookedBackend {
     }
 
     fn delete(&self, path: &str) -> Result<()> {
+        if let Some(hook) = &self.on_delete {
+            hook(path)?;
+        }
         self.inner.delete(path)
     }
 
@@ -132,6 +149,9 @@ impl Backend for HookedBackend {
     }
 
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        if let Some(hook) = &self.on_delete {
+            hook("")?;
+        }
         self.inner.remove_stale_temporaries(older_than)
     }
 }

@@ -17,6 +17,7 @@ mod password;
 mod progress;
 mod prune_cmd;
 pub mod secrets;
+mod serve_cmd;
 mod snapshot_cmds;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,15 @@ pub struct GlobalArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub insecure_http: bool,
+    /// The kura program to run on the server for kura+ssh:// locations
+    /// (default: kura; an authorized_keys forced command overrides it).
+    #[arg(
+        long,
+        env = "KURA_SERVE_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
+    pub serve_command: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -186,6 +196,9 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Serve one repository directory on stdin/stdout for kura+ssh://
+    /// clients (run by sshd, usually as an authorized_keys forced command).
+    Serve(serve_cmd::ServeArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(docs_cmd::CompletionsArgs),
     /// Write kura's manual pages (kura.1, kura-backup.1, ...) into a
@@ -290,7 +303,8 @@ impl GlobalArgs {
     fn backend_at(&self, location: &Path) -> Result<Arc<dyn Backend>> {
         let text = location.to_str();
         let location = match text {
-            Some(text) => Location::parse(text, &self.remote_options())?,
+            Some(text) => Location::parse(text, &self.remote_options())?
+                .with_serve_command(self.serve_command.as_deref()),
             // A name that is not UTF-8 can only be a local path.
             None => Location::Local(location.to_path_buf()),
         };
@@ -395,6 +409,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),
+        Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),
         Command::Man(args) => docs_cmd::run_man(args),
     }
