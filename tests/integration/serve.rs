@@ -367,7 +367,16 @@ fn append_only_serve_refuses_delete_overwrite_and_planted_record() {
         assert!(log.contains(&line), "{line} not in the log:\n{log}");
     }
 
-    // Forget and prune through it fail with the refusal, exit 17.
+    // Forget and prune through it fail with the refusal, exit 17, at
+    // their first delete (prune's is its first step, before any write):
+    // they change nothing.
+    let objects = || {
+        let backend = storage.backend();
+        ["keys", "data", "index", "snapshots", "prune"]
+            .map(|dir| backend.list(dir).unwrap())
+            .concat()
+    };
+    let stored = objects();
     for args in [&["forget", "--keep-last", "1"][..], &["prune"][..]] {
         let out = storage.run(args);
         assert_eq!(out.status.code(), Some(17), "{args:?}: {}", stderr(&out));
@@ -376,6 +385,7 @@ fn append_only_serve_refuses_delete_overwrite_and_planted_record() {
             "{}",
             stderr(&out)
         );
+        assert_eq!(objects(), stored, "{args:?} changed nothing");
     }
     assert_eq!(
         storage.snapshot_ids(),

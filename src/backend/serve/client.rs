@@ -386,8 +386,7 @@ impl Backend for ServeBackend {
                 while !d.is_empty() {
                     let path = d.name()?;
                     let size = d.u64()?;
-                    if check_path(&path).is_err() || !(dir.is_empty() || path.starts_with(&prefix))
-                    {
+                    if check_path(&path).is_err() || !path.starts_with(&prefix) {
                         return Err(malformed(&format!(
                             "the server listed {path:?} under {dir:?}"
                         )));

@@ -203,12 +203,9 @@ impl Session<'_> {
     }
 
     fn list(&mut self, dir: &str) -> Result<()> {
-        let listed = if dir.is_empty() {
-            self.backend.list(dir)
-        } else {
-            self.checked(Op::List, dir)
-                .and_then(|()| self.backend.list(dir))
-        };
+        let listed = self
+            .checked(Op::List, dir)
+            .and_then(|()| self.backend.list(dir));
         let listed = match listed {
             Ok(listed) => listed,
             Err(e) => return self.send(&error_payload(&e)),
@@ -260,7 +257,11 @@ impl Session<'_> {
 fn append_only_refusal(op: Op, path: &str) -> Error {
     Error::new(
         ErrorKind::AccessDenied,
-        format!("the server is append-only: {} {path} refused", op.name()),
+        format!(
+            "the server is append-only: {}{}{path} refused",
+            op.name(),
+            if path.is_empty() { "" } else { " " }
+        ),
     )
 }
 
