@@ -6,6 +6,7 @@
 //! a repository that checks clean.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -291,7 +292,11 @@ fn append_only_serve_over_sshd_backs_up_restores_and_checks() {
         "--target",
         dumped.to_str().unwrap(),
     ]);
-    let seq: String = (1..=30_000).map(|i| format!("{i}\n")).collect();
+    let seq = (1..=30_000).fold(String::new(), |mut s, i| {
+        s.push_str(&i.to_string());
+        s.push('\n');
+        s
+    });
     assert_eq!(fs::read_to_string(dumped.join("db.sql")).unwrap(), seq);
     assert!(
         !storage.logged().contains("refused delete"),
@@ -299,7 +304,6 @@ fn append_only_serve_over_sshd_backs_up_restores_and_checks() {
         storage.logged()
     );
     // The served repository is private on the storage host.
-    use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(&storage.repo).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
 }

@@ -208,6 +208,7 @@ enum Failure {
 }
 
 impl Failure {
+    #[allow(clippy::needless_pass_by_value)] // used as map_err(Failure::stream)
     fn stream(e: io::Error) -> Self {
         Self::Broken(Error::new(
             ErrorKind::Transient,
@@ -323,20 +324,24 @@ impl Drop for ServeBackend {
 /// without ssh (tests, and the conformance suite).
 pub fn in_process(root: PathBuf, options: ServeOptions, on_refusal: RefusalLog) -> Connector {
     Box::new(move || {
-        let (request_reader, request_writer) =
-            io::pipe().map_err(|e| Error::io("making a pipe", e))?;
-        let (response_reader, response_writer) =
-            io::pipe().map_err(|e| Error::io("making a pipe", e))?;
+        let (client, server) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("making a socket pair", e))?;
         let (root, log) = (root.clone(), Arc::clone(&on_refusal));
+        let server_writer = server
+            .try_clone()
+            .map_err(|e| Error::io("cloning a socket", e))?;
         std::thread::spawn(move || {
             let backend = crate::backend::LocalBackend::new(root);
-            let mut input = BufReader::new(request_reader);
-            let mut output = BufWriter::new(response_writer);
+            let mut input = BufReader::new(server);
+            let mut output = BufWriter::new(server_writer);
             let _ = serve(&backend, &mut input, &mut output, options, &mut |r| log(r));
         });
+        let client_writer = client
+            .try_clone()
+            .map_err(|e| Error::io("cloning a socket", e))?;
         Connection::open(
-            Box::new(response_reader),
-            Box::new(BufWriter::new(request_writer)),
+            Box::new(BufReader::new(client)),
+            Box::new(BufWriter::new(client_writer)),
             None,
             "kura serve (in process)",
         )

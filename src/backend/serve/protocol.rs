@@ -154,16 +154,19 @@ pub fn read_frame(r: &mut dyn Read) -> io::Result<Option<Vec<u8>>> {
 pub struct Encoder(pub Vec<u8>);
 
 impl Encoder {
+    #[must_use]
     pub fn byte(mut self, b: u8) -> Self {
         self.0.push(b);
         self
     }
 
+    #[must_use]
     pub fn u32(mut self, v: u32) -> Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
     }
 
+    #[must_use]
     pub fn u64(mut self, v: u64) -> Self {
         self.0.extend_from_slice(&v.to_le_bytes());
         self
@@ -171,6 +174,7 @@ impl Encoder {
 
     /// A name: u16 LE length, then UTF-8; cut at [`MAX_NAME`] bytes (on a
     /// character boundary) so an over-long message still fits.
+    #[must_use]
     pub fn name(mut self, text: &str) -> Self {
         let mut end = text.len().min(MAX_NAME);
         while !text.is_char_boundary(end) {
@@ -182,6 +186,7 @@ impl Encoder {
         self
     }
 
+    #[must_use]
     pub fn bytes(mut self, b: &[u8]) -> Self {
         self.0.extend_from_slice(b);
         self
@@ -276,7 +281,7 @@ mod tests {
         let mut wire = Vec::new();
         write_frame(&mut wire, b"one").unwrap();
         write_frame(&mut wire, b"").unwrap();
-        write_frame(&mut wire, &[7u8; MAX_FRAME]).unwrap();
+        write_frame(&mut wire, &vec![7u8; MAX_FRAME]).unwrap();
         let mut r = &wire[..];
         assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"one");
         assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"");
