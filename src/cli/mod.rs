@@ -80,7 +80,8 @@ pub struct Cli {
 #[derive(Args, Debug)]
 pub struct GlobalArgs {
     /// Repository location: a local directory, sftp://[user@]host[:port]/path
-    /// (host//abs/path for an absolute path) or s3://bucket/prefix.
+    /// (host//abs/path for an absolute path), kura+ssh://[user@]host[:port]/path
+    /// (a server running `kura serve`) or s3://bucket/prefix.
     #[arg(short = 'r', long = "repo", env = "KURA_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// Read the password from this file (first line).

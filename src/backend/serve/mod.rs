@@ -354,6 +354,59 @@ mod protocol_tests {
         );
     }
 
+    /// A client over `frames` as a server's answers (after its hello).
+    fn scripted(frames: &[Vec<u8>]) -> ServeBackend {
+        let mut wire = Vec::new();
+        let hello = Encoder::default()
+            .byte(0)
+            .bytes(protocol::MAGIC)
+            .u32(protocol::VERSION)
+            .byte(0)
+            .0;
+        for f in std::iter::once(&hello).chain(frames) {
+            write_frame(&mut wire, f).unwrap();
+        }
+        let wire = Mutex::new(Some(wire));
+        let connector: client::Connector = Box::new(move || {
+            let wire = wire.lock().unwrap().take().unwrap_or_default();
+            Connection::open(
+                Box::new(std::io::Cursor::new(wire)),
+                Box::new(std::io::sink()),
+                None,
+                "scripted",
+            )
+        });
+        ServeBackend::over("scripted".into(), connector).unwrap()
+    }
+
+    #[test]
+    fn a_hostile_server_cannot_overfill_or_escape() {
+        let more = |n: usize| [vec![protocol::TAG_MORE], vec![0xEE; n]].concat();
+        // Far more than a bounded read's limit.
+        let b = scripted(&[vec![0], more(1 << 20), more(1 << 20)]);
+        let err = b.read_at_most("snapshots/a", 100).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        assert!(err.to_string().contains("sent too much"), "{err}");
+        // Fewer bytes than the range asked for.
+        let b = scripted(&[vec![0], more(3), vec![protocol::TAG_END]]);
+        let err = b.read("data/x", Some(0..10)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        // A listed path outside the listed directory.
+        let entry = Encoder::default()
+            .byte(protocol::TAG_MORE)
+            .name("../../etc/passwd")
+            .u64(1)
+            .0;
+        let b = scripted(&[vec![0], entry, vec![protocol::TAG_END]]);
+        let err = b.list("snapshots").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+        // A status it does not know is an I/O error with the message.
+        let b = scripted(&[error_response(99, "odd")]);
+        let err = b.delete("data/x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io);
+        assert!(err.to_string().contains("odd"));
+    }
+
     #[test]
     fn a_hostile_length_ends_the_session_without_allocating() {
         let dir = tempfile::tempdir().unwrap();

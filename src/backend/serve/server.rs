@@ -124,7 +124,7 @@ impl Session<'_> {
                 };
                 let read = self
                     .checked(op, &path)
-                    .and_then(|()| self.backend.read(&path, range));
+                    .and_then(|()| self.read(&path, range));
                 self.send_bytes(read)
             }
             Op::ReadAtMost => {
@@ -155,6 +155,23 @@ impl Session<'_> {
                     .and_then(|()| self.backend.remove_stale_temporaries(age));
                 self.send_status(removed.map(|n| n.to_le_bytes().to_vec()))
             }
+        }
+    }
+
+    /// A read of at most the largest object there is: a whole read of
+    /// anything longer is refused as damage before it is read, a longer
+    /// range as a bad request.
+    fn read(&self, path: &str, range: Option<std::ops::Range<u64>>) -> Result<Vec<u8>> {
+        match range {
+            None => self.backend.read_at_most(path, MAX_PACK_LEN),
+            Some(r) if r.end.saturating_sub(r.start) > MAX_PACK_LEN => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{path}: a range of {} bytes is over the limit of {MAX_PACK_LEN}",
+                    r.end - r.start
+                ),
+            )),
+            Some(r) => self.backend.read(path, Some(r)),
         }
     }
 
