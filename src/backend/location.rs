@@ -74,6 +74,7 @@ impl Location {
                 path: ssh.path,
                 config_file: options.ssh_config.clone(),
                 serve_command: DEFAULT_SERVE_COMMAND.to_owned(),
+                timeout: options.timeout(),
             }));
         }
         if let Some(rest) = text.strip_prefix("sftp://") {
@@ -319,6 +320,7 @@ mod tests {
             path: path.to_owned(),
             config_file: None,
             serve_command: DEFAULT_SERVE_COMMAND.to_owned(),
+            timeout: DEFAULT_IO_TIMEOUT,
         })
     }
 

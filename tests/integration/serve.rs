@@ -429,3 +429,34 @@ fn serve_backend_conformance_over_sshd() {
             .contains("refused delete \"conformance/kept\"")
     );
 }
+
+#[test]
+fn a_silent_server_times_out_and_the_next_request_reconnects() {
+    let Some(storage) = Storage::start("a_silent_server_times_out_and_the_next_request_reconnects")
+    else {
+        return;
+    };
+    storage.authorize(false);
+    fs::create_dir_all(&storage.repo).unwrap();
+    let options = RemoteOptions {
+        ssh_config: Some(storage.sshd.ssh_config.clone()),
+        io_timeout: Some(std::time::Duration::from_secs(2)),
+        ..RemoteOptions::default()
+    };
+    let backend = Location::parse(&storage.url(), &options)
+        .unwrap()
+        .with_serve_command(Some(BIN))
+        .open()
+        .unwrap();
+    backend.write_bytes("snapshots/a", b"night 0").unwrap();
+    // The host hangs: its sshd and the kura serve below it stop answering.
+    storage.sshd.pause();
+    let err = backend.read("snapshots/a", None).unwrap_err();
+    storage.sshd.resume();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(
+        err.to_string().contains("no answer from the server"),
+        "{err}"
+    );
+    assert_eq!(backend.read("snapshots/a", None).unwrap(), b"night 0");
+}

@@ -10,12 +10,15 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::protocol::{
     Decoder, Encoder, FLAG_APPEND_ONLY, MAGIC, MAX_PIECE, Op, STATUS_OK, TAG_ABORT, TAG_END,
     TAG_MORE, VERSION, client_hello, kind_of, malformed, read_frame, write_frame,
 };
+use super::watchdog::{SharedChild, Watchdog};
 use super::{Refusal, ServeLocation, ServeOptions, serve};
+use crate::backend::location::DEFAULT_IO_TIMEOUT;
 use crate::backend::{Backend, ObjectInfo, check_path, oversized};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::pack::MAX_PACK_LEN;
@@ -28,7 +31,7 @@ pub type Connector = Box<dyn Fn() -> Result<Connection> + Send + Sync>;
 pub struct Connection {
     reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
-    child: Option<Child>,
+    child: Option<SharedChild>,
     append_only: bool,
 }
 
@@ -48,7 +51,7 @@ impl Connection {
         let mut conn = Self {
             reader,
             writer,
-            child,
+            child: child.map(|c| Arc::new(Mutex::new(c))),
             append_only: false,
         };
         let unreachable = |why: String| {
@@ -177,7 +180,10 @@ impl Connection {
     fn close(mut self, broken: bool) {
         let _ = self.writer.flush();
         drop(self.writer);
-        if let Some(mut child) = self.child.take() {
+        if let Some(child) = self.child.take() {
+            let mut child = child
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if broken {
                 let _ = child.kill();
             }
@@ -228,6 +234,7 @@ pub struct ServeBackend {
     describe: String,
     connector: Connector,
     conn: Mutex<Option<Connection>>,
+    watchdog: Watchdog,
 }
 
 impl ServeBackend {
@@ -244,19 +251,31 @@ impl ServeBackend {
             let describe = describe.clone();
             move || spawn_ssh(&args, &describe)
         });
-        Self::over(describe, connector)
+        Self::with_timeout(describe, connector, location.timeout)
     }
 
-    /// A backend whose connections `connector` makes (the first one now).
+    /// A backend whose connections `connector` makes (the first one now),
+    /// each request bounded by the default timeout.
     ///
     /// # Errors
     /// The connector's.
     pub fn over(describe: String, connector: Connector) -> Result<Self> {
+        Self::with_timeout(describe, connector, DEFAULT_IO_TIMEOUT)
+    }
+
+    /// As [`Self::over`], a request (a whole write included) failing as
+    /// transient after `timeout` without its answer: the connection's
+    /// process is killed and the next request makes a new one.
+    ///
+    /// # Errors
+    /// The connector's.
+    pub fn with_timeout(describe: String, connector: Connector, timeout: Duration) -> Result<Self> {
         let first = connector()?;
         Ok(Self {
             describe,
             connector,
             conn: Mutex::new(Some(first)),
+            watchdog: Watchdog::new(timeout),
         })
     }
 
@@ -289,12 +308,25 @@ impl ServeBackend {
             *guard = Some(conn);
         }
         let conn = guard.as_mut().expect("connected above");
-        match request(conn, &self.describe) {
+        self.watchdog.arm(conn.child.clone());
+        let outcome = request(conn, &self.describe);
+        let timed_out = self.watchdog.disarm();
+        match outcome {
             Ok(v) => Ok(v),
             Err(Failure::Remote(e)) => Err(e),
             Err(Failure::Broken(e)) => {
                 if let Some(conn) = guard.take() {
                     conn.close(true);
+                }
+                if timed_out {
+                    return Err(Error::new(
+                        ErrorKind::Transient,
+                        format!(
+                            "{}: {what}: no answer from the server in {} s",
+                            self.describe,
+                            self.watchdog.timeout().as_secs_f32()
+                        ),
+                    ));
                 }
                 Err(e.context(format!("{}: {what}", self.describe)))
             }

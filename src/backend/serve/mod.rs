@@ -60,8 +60,10 @@
 pub mod client;
 pub mod protocol;
 pub mod server;
+mod watchdog;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use client::ServeBackend;
 pub use server::{Refusal, ServeOptions, serve};
@@ -82,6 +84,9 @@ pub struct ServeLocation {
     /// The `kura` program on the server (`--serve-command`,
     /// `KURA_SERVE_COMMAND`; default `kura`).
     pub serve_command: String,
+    /// How long one request (a whole write included) may take before the
+    /// connection is dropped and the request fails as transient.
+    pub timeout: Duration,
 }
 
 /// The remote program run when none is named.
@@ -155,6 +160,7 @@ mod tests {
             path: "/srv/it's".into(),
             config_file: None,
             serve_command: DEFAULT_SERVE_COMMAND.into(),
+            timeout: Duration::from_secs(1),
         };
         assert_eq!(loc.url(), "kura+ssh://backup@vault:2222//srv/it's");
         let args = loc.ssh_args();
