@@ -3,7 +3,8 @@
 //! `remove_stale_temporaries`, `write_bytes`), to an inner backend, and
 //! lets a caller watch or change what passes: a listing can be rewritten
 //! (a concurrent writer's effect between a listing and its reads), reads
-//! and writes can be counted. Tests build their instrumented backends
+//! and writes can be counted, deletes refused (storage without delete
+//! permission). Tests build their instrumented backends
 //! from it, so none of them drops a method the trait gained later by
 //! forwarding only what it was written for.
 
@@ -222,6 +223,18 @@ mod tests {
         assert!(hooked.list("a").unwrap().is_empty(), "the hook's listing");
         assert_eq!(hooked.read("a/x", None).unwrap(), b"four");
         crate::backend::conformance::run(&HookedBackend::new(Arc::new(MemoryBackend::new())));
+        let refusing = HookedBackend::new(Arc::new(MemoryBackend::new())).on_delete(|path| {
+            Err(Error::new(
+                crate::error::ErrorKind::AccessDenied,
+                format!("{path}: the server is append-only"),
+            ))
+        });
+        crate::backend::conformance::run_append_only(&refusing);
+        assert!(
+            refusing
+                .remove_stale_temporaries(std::time::Duration::ZERO)
+                .is_err()
+        );
         // The trait's default bounded read (a probe past the limit).
         crate::backend::conformance::run(&Unusual(MemoryBackend::new()));
     }

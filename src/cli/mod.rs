@@ -110,8 +110,8 @@ pub struct GlobalArgs {
     /// S3 region for s3:// locations (e.g. garage, us-east-1).
     #[arg(long, env = "KURA_S3_REGION", global = true)]
     pub s3_region: Option<String>,
-    /// ssh configuration file for sftp:// locations (ssh -F), instead of
-    /// ~/.ssh/config.
+    /// ssh configuration file for sftp:// and kura+ssh:// locations (ssh -F),
+    /// instead of ~/.ssh/config.
     #[arg(long, env = "KURA_SSH_CONFIG", global = true, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
     /// Seconds one request to a remote repository may take, a whole pack
