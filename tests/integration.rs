@@ -58,6 +58,8 @@ mod roles;
 mod rollback;
 #[path = "integration/security.rs"]
 mod security;
+#[path = "integration/serve.rs"]
+mod serve;
 #[path = "integration/servers.rs"]
 mod servers;
 #[path = "integration/snapshots.rs"]

@@ -24,6 +24,31 @@ pub fn run(backend: &dyn Backend) {
     large_object(backend);
 }
 
+/// As [`run`] for a backend that refuses deletes (an append-only
+/// `kura serve`): every check but deleting, then a delete refused as
+/// [`ErrorKind::AccessDenied`] naming the append-only rule, the object
+/// kept.
+///
+/// # Panics
+/// On the first violation.
+pub fn run_append_only(backend: &dyn Backend) {
+    empty_listing(backend);
+    write_read_ranges(backend);
+    bounded_reads(backend);
+    create_only(backend);
+    missing_objects(backend);
+    listing_is_recursive_and_exact(backend);
+    torn_write_is_invisible(backend);
+    large_object(backend);
+    write_bytes(backend, "conformance/kept", b"x").expect("write");
+    let err = backend
+        .delete("conformance/kept")
+        .expect_err("an append-only backend refuses deletes");
+    assert_eq!(err.kind(), ErrorKind::AccessDenied, "{err}");
+    assert!(err.to_string().contains("append-only"), "{err}");
+    assert_eq!(backend.read("conformance/kept", None).expect("kept"), b"x");
+}
+
 /// As [`run`], plus racing writers, for backends that can be shared.
 /// Racing creates of one name are checked only where the backend says the
 /// storage serializes them ([`Backend::exclusive_create`]); elsewhere the

@@ -3,7 +3,8 @@
 //! `remove_stale_temporaries`, `write_bytes`), to an inner backend, and
 //! lets a caller watch or change what passes: a listing can be rewritten
 //! (a concurrent writer's effect between a listing and its reads), reads
-//! and writes can be counted. Tests build their instrumented backends
+//! and writes can be counted, deletes refused (storage without delete
+//! permission). Tests build their instrumented backends
 //! from it, so none of them drops a method the trait gained later by
 //! forwarding only what it was written for.
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 type ListHook = Box<dyn Fn(&str, Vec<ObjectInfo>) -> Vec<ObjectInfo> + Send + Sync>;
 type ReadHook = Box<dyn Fn(&str, Option<&Range<u64>>) + Send + Sync>;
 type WriteHook = Box<dyn Fn(&str, &[u8], &Result<()>) + Send + Sync>;
+type DeleteHook = Box<dyn Fn(&str) -> Result<()> + Send + Sync>;
 
 /// A backend that forwards to `inner`, through optional hooks.
 pub struct HookedBackend {
@@ -24,6 +26,7 @@ pub struct HookedBackend {
     on_list: Option<ListHook>,
     on_read: Option<ReadHook>,
     on_write: Option<WriteHook>,
+    on_delete: Option<DeleteHook>,
 }
 
 impl HookedBackend {
@@ -34,6 +37,7 @@ impl HookedBackend {
             on_list: None,
             on_read: None,
             on_write: None,
+            on_delete: None,
         }
     }
 
@@ -66,6 +70,17 @@ impl HookedBackend {
         hook: impl Fn(&str, &[u8], &Result<()>) + Send + Sync + 'static,
     ) -> Self {
         self.on_write = Some(Box::new(hook));
+        self
+    }
+}
+
+impl HookedBackend {
+    /// `hook` sees every delete and every `remove_stale_temporaries`
+    /// (path `""`) before it is made; an error it returns is the call's,
+    /// and nothing is deleted (storage that refuses deletes).
+    #[must_use]
+    pub fn on_delete(mut self, hook: impl Fn(&str) -> Result<()> + Send + Sync + 'static) -> Self {
+        self.on_delete = Some(Box::new(hook));
         self
     }
 }
@@ -116,6 +131,9 @@ impl Backend for HookedBackend {
     }
 
     fn delete(&self, path: &str) -> Result<()> {
+        if let Some(hook) = &self.on_delete {
+            hook(path)?;
+        }
         self.inner.delete(path)
     }
 
@@ -132,6 +150,9 @@ impl Backend for HookedBackend {
     }
 
     fn remove_stale_temporaries(&self, older_than: std::time::Duration) -> Result<u64> {
+        if let Some(hook) = &self.on_delete {
+            hook("")?;
+        }
         self.inner.remove_stale_temporaries(older_than)
     }
 }
@@ -202,6 +223,18 @@ mod tests {
         assert!(hooked.list("a").unwrap().is_empty(), "the hook's listing");
         assert_eq!(hooked.read("a/x", None).unwrap(), b"four");
         crate::backend::conformance::run(&HookedBackend::new(Arc::new(MemoryBackend::new())));
+        let refusing = HookedBackend::new(Arc::new(MemoryBackend::new())).on_delete(|path| {
+            Err(Error::new(
+                crate::error::ErrorKind::AccessDenied,
+                format!("{path}: the server is append-only"),
+            ))
+        });
+        crate::backend::conformance::run_append_only(&refusing);
+        assert!(
+            refusing
+                .remove_stale_temporaries(std::time::Duration::ZERO)
+                .is_err()
+        );
         // The trait's default bounded read (a probe past the limit).
         crate::backend::conformance::run(&Unusual(MemoryBackend::new()));
     }

@@ -1,5 +1,6 @@
 //! Repository locations as users write them: a local path,
-//! `sftp://[user@]host[:port]/path` or `s3://bucket/prefix`
+//! `sftp://[user@]host[:port]/path`, `kura+ssh://[user@]host[:port]/path`
+//! (a repository behind `kura serve`) or `s3://bucket/prefix`
 //! (README.md, "Where repositories live").
 
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::s3::{S3Backend, S3Location};
+use super::serve::{DEFAULT_SERVE_COMMAND, ServeBackend, ServeLocation};
 use super::sftp::{SftpBackend, SftpLocation};
 use super::{Backend, LocalBackend};
 use crate::error::{Error, ErrorKind, Result};
@@ -16,6 +18,8 @@ use crate::error::{Error, ErrorKind, Result};
 pub enum Location {
     Local(PathBuf),
     Sftp(SftpLocation),
+    /// A repository behind `kura serve`, reached over ssh.
+    Serve(ServeLocation),
     S3(S3Location),
 }
 
@@ -61,6 +65,18 @@ impl Location {
     /// # Errors
     /// [`ErrorKind::InvalidInput`] for a malformed URL.
     pub fn parse(text: &str, options: &RemoteOptions) -> Result<Self> {
+        if let Some(rest) = text.strip_prefix("kura+ssh:") {
+            let ssh = parse_ssh_target(text, rest, "kura+ssh")?;
+            return Ok(Self::Serve(ServeLocation {
+                user: ssh.user,
+                host: ssh.host,
+                port: ssh.port,
+                path: ssh.path,
+                config_file: options.ssh_config.clone(),
+                serve_command: DEFAULT_SERVE_COMMAND.to_owned(),
+                timeout: options.timeout(),
+            }));
+        }
         if let Some(rest) = text.strip_prefix("sftp://") {
             return parse_sftp(text, rest).map(|loc| {
                 Self::Sftp(SftpLocation {
@@ -71,18 +87,7 @@ impl Location {
             });
         }
         if let Some(rest) = text.strip_prefix("sftp:").filter(|r| !r.starts_with("//")) {
-            // restic's form: `sftp:[user@]host:path`, `path` relative to
-            // the login directory unless it starts with `/`.
-            let (authority, path) = rest
-                .split_once(':')
-                .ok_or_else(|| invalid(text, "expected sftp:[user@]host:path"))?;
-            let path = if let Some(abs) = path.strip_prefix('/') {
-                format!("/{abs}")
-            } else {
-                path.to_owned()
-            };
-            let url_rest = format!("{authority}/{path}");
-            return parse_sftp(text, &url_rest).map(|loc| {
+            return parse_ssh_target(text, rest, "sftp").map(|loc| {
                 Self::Sftp(SftpLocation {
                     config_file: options.ssh_config.clone(),
                     timeout: options.timeout(),
@@ -111,7 +116,7 @@ impl Location {
         if text.contains("://") {
             return Err(invalid(
                 text,
-                "unknown scheme (kura knows local paths, sftp:// and s3://)",
+                "unknown scheme (kura knows local paths, sftp://, kura+ssh:// and s3://)",
             ));
         }
         Ok(Self::Local(PathBuf::from(text)))
@@ -132,7 +137,7 @@ impl Location {
     pub fn check_transport(&self) -> Result<()> {
         match self {
             Self::S3(loc) => super::s3::check_transport(loc),
-            Self::Local(_) | Self::Sftp(_) => Ok(()),
+            Self::Local(_) | Self::Sftp(_) | Self::Serve(_) => Ok(()),
         }
     }
 
@@ -148,6 +153,7 @@ impl Location {
         Ok(match self {
             Self::Local(path) => Arc::new(LocalBackend::new(path)),
             Self::Sftp(loc) => Arc::new(SftpBackend::connect(loc.clone())?),
+            Self::Serve(loc) => Arc::new(ServeBackend::connect(loc)?),
             Self::S3(loc) => Arc::new(S3Backend::connect(loc.clone())?),
         })
     }
@@ -157,9 +163,39 @@ impl Location {
         match self {
             Self::Local(path) => path.display().to_string(),
             Self::Sftp(loc) => loc.url(),
+            Self::Serve(loc) => loc.url(),
             Self::S3(loc) => loc.url(),
         }
     }
+
+    /// Names the `kura` program a `kura+ssh` location runs on the server
+    /// (`--serve-command`, `KURA_SERVE_COMMAND`); other locations are
+    /// unchanged.
+    #[must_use]
+    pub fn with_serve_command(mut self, command: Option<&str>) -> Self {
+        if let (Self::Serve(loc), Some(command)) = (&mut self, command) {
+            command.clone_into(&mut loc.serve_command);
+        }
+        self
+    }
+}
+
+/// The ssh target of `scheme://[user@]host[:port]/path` (`rest` is what
+/// follows `scheme:`), or of restic's form `scheme:[user@]host:path`, the
+/// path relative to the login directory unless it starts with `/`.
+fn parse_ssh_target(text: &str, rest: &str, scheme: &str) -> Result<SftpLocation> {
+    if let Some(url_rest) = rest.strip_prefix("//") {
+        return parse_sftp(text, url_rest);
+    }
+    let (authority, path) = rest
+        .split_once(':')
+        .ok_or_else(|| invalid(text, &format!("expected {scheme}:[user@]host:path")))?;
+    let path = if let Some(abs) = path.strip_prefix('/') {
+        format!("/{abs}")
+    } else {
+        path.to_owned()
+    };
+    parse_sftp(text, &format!("{authority}/{path}"))
 }
 
 fn parse_sftp(text: &str, rest: &str) -> Result<SftpLocation> {
@@ -267,6 +303,55 @@ mod tests {
             "sftp://host:x/p",
             "sftp://@host/p",
             "sftp://host/a/../b",
+        ] {
+            assert_eq!(
+                parse(bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad}"
+            );
+        }
+    }
+
+    fn served(user: Option<&str>, host: &str, port: Option<u16>, path: &str) -> Location {
+        Location::Serve(ServeLocation {
+            user: user.map(str::to_owned),
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+            config_file: None,
+            serve_command: DEFAULT_SERVE_COMMAND.to_owned(),
+            timeout: DEFAULT_IO_TIMEOUT,
+        })
+    }
+
+    #[test]
+    fn kura_ssh_locations() {
+        assert_eq!(
+            parse("kura+ssh://backup@vault:2222//srv/kura/web1").unwrap(),
+            served(Some("backup"), "vault", Some(2222), "/srv/kura/web1")
+        );
+        assert_eq!(
+            parse("kura+ssh://vault/kura").unwrap(),
+            served(None, "vault", None, "kura")
+        );
+        assert_eq!(
+            parse("kura+ssh:backup@vault:/srv/kura").unwrap(),
+            served(Some("backup"), "vault", None, "/srv/kura")
+        );
+        let named = parse("kura+ssh:vault:kura")
+            .unwrap()
+            .with_serve_command(Some("/opt/kura/bin/kura"));
+        assert!(
+            matches!(&named, Location::Serve(l) if l.serve_command == "/opt/kura/bin/kura"),
+            "{named:?}"
+        );
+        assert!(named.is_remote());
+        assert_eq!(named.display(), "kura+ssh://vault/kura");
+        for bad in [
+            "kura+ssh://host",
+            "kura+ssh:host",
+            "kura+ssh://host/a/../b",
+            "kura+ssh:///p",
         ] {
             assert_eq!(
                 parse(bad).unwrap_err().kind(),

@@ -28,6 +28,7 @@ pub mod location;
 pub mod memory;
 pub mod retry;
 pub mod s3;
+pub mod serve;
 pub mod sftp;
 
 use std::io::Read;

@@ -17,6 +17,7 @@ mod password;
 mod progress;
 mod prune_cmd;
 pub mod secrets;
+mod serve_cmd;
 mod snapshot_cmds;
 
 use std::path::{Path, PathBuf};
@@ -79,7 +80,8 @@ pub struct Cli {
 #[derive(Args, Debug)]
 pub struct GlobalArgs {
     /// Repository location: a local directory, sftp://[user@]host[:port]/path
-    /// (host//abs/path for an absolute path) or s3://bucket/prefix.
+    /// (host//abs/path for an absolute path), kura+ssh://[user@]host[:port]/path
+    /// (a server running `kura serve`) or s3://bucket/prefix.
     #[arg(short = 'r', long = "repo", env = "KURA_REPOSITORY", global = true)]
     pub repo: Option<PathBuf>,
     /// Read the password from this file (first line).
@@ -114,8 +116,8 @@ pub struct GlobalArgs {
     /// S3 region for s3:// locations (e.g. garage, us-east-1).
     #[arg(long, env = "KURA_S3_REGION", global = true)]
     pub s3_region: Option<String>,
-    /// ssh configuration file for sftp:// locations (ssh -F), instead of
-    /// ~/.ssh/config.
+    /// ssh configuration file for sftp:// and kura+ssh:// locations (ssh -F),
+    /// instead of ~/.ssh/config.
     #[arg(long, env = "KURA_SSH_CONFIG", global = true, value_name = "FILE")]
     pub ssh_config: Option<PathBuf>,
     /// Seconds one request to a remote repository may take, a whole pack
@@ -140,6 +142,15 @@ pub struct GlobalArgs {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub insecure_http: bool,
+    /// The kura program to run on the server for kura+ssh:// locations
+    /// (default: kura; an authorized_keys forced command overrides it).
+    #[arg(
+        long,
+        env = "KURA_SERVE_COMMAND",
+        global = true,
+        value_name = "COMMAND"
+    )]
+    pub serve_command: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +203,9 @@ pub enum Command {
         #[command(subcommand)]
         action: ConfigCommand,
     },
+    /// Serve one repository directory on stdin/stdout for kura+ssh://
+    /// clients (run by sshd, usually as an authorized_keys forced command).
+    Serve(serve_cmd::ServeArgs),
     /// Print a shell completion script (bash, zsh or fish).
     Completions(docs_cmd::CompletionsArgs),
     /// Write kura's manual pages (kura.1, kura-backup.1, ...) into a
@@ -312,7 +326,8 @@ impl GlobalArgs {
     fn backend_at(&self, location: &Path) -> Result<Arc<dyn Backend>> {
         let text = location.to_str();
         let location = match text {
-            Some(text) => Location::parse(text, &self.remote_options())?,
+            Some(text) => Location::parse(text, &self.remote_options())?
+                .with_serve_command(self.serve_command.as_deref()),
             // A name that is not UTF-8 can only be a local path.
             None => Location::Local(location.to_path_buf()),
         };
@@ -427,6 +442,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),
+        Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),
         Command::Man(args) => docs_cmd::run_man(args),
     }
