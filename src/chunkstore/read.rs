@@ -245,20 +245,33 @@ impl ChunkStore<'_> {
 
     /// Reads `range` of pack `pack` widened to [`aligned`] windows;
     /// returns where the bytes start. A pack whose size the index does not
-    /// know (one found by its header alone) is read exactly.
+    /// know (one found by its header alone) is read exactly, and so is one
+    /// whose window fails (an index record that names a wrong pack size:
+    /// the blob may still be whole).
     ///
     /// # Errors
     /// Backend errors.
     fn read_window(&self, pack: &crate::id::PackId, range: Range<u64>) -> Result<(u64, Vec<u8>)> {
+        let path = layout::pack_path(pack);
         let window = match self.index.pack_size(pack)? {
             Some(size) => aligned(&range, size),
             None => range.clone(),
         };
-        let bytes = (self.repo.backend()).read(&layout::pack_path(pack), Some(window.clone()))?;
-        if bytes.len() as u64 != window.end - window.start {
+        if window != range {
+            match self.repo.backend().read(&path, Some(window.clone())) {
+                Ok(bytes) if bytes.len() as u64 == window.end - window.start => {
+                    return Ok((window.start, bytes));
+                }
+                Ok(_) => tracing::debug!("pack {pack}: short windowed read"),
+                Err(e) if e.kind() == ErrorKind::Corrupt => tracing::debug!("pack {pack}: {e}"),
+                Err(e) => return Err(e),
+            }
+        }
+        let bytes = self.repo.backend().read(&path, Some(range.clone()))?;
+        if bytes.len() as u64 != range.end - range.start {
             return Err(Error::corrupt(format!("pack {pack}: short read")));
         }
-        Ok((window.start, bytes))
+        Ok((range.start, bytes))
     }
 
     /// Tree blob `id` from the tree cache, if there and whole; a copy that
