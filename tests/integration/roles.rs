@@ -453,3 +453,47 @@ fn a_key_file_opens_only_when_no_one_else_may_read_it() {
     let out = run(&env, &["ls", "latest"]);
     assert_eq!(out.status.code(), Some(EXIT_PUT_ONLY), "{}", stderr(&out));
 }
+
+#[test]
+fn a_put_only_key_backs_up_a_dump_command_and_an_image_the_admin_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let roles = Roles::new(dir.path());
+    let image = dir.path().join("disk.img");
+    let mut want = vec![0u8; 8 << 20];
+    want[1 << 20..3 << 20].copy_from_slice(&pseudo_random(2 << 20, 7));
+    fs::write(&image, &want).unwrap();
+    let image_str = image.to_str().unwrap();
+    let dump = backup(&roles.put_only(&[
+        "--json",
+        "backup",
+        "--stdin-from-command",
+        "db/site.sql=seq 1 100000",
+    ]));
+    let disk = backup(&roles.put_only(&["--json", "backup", "--image", image_str]));
+
+    let out = roles.admin(&["dump", &dump, "db/site.sql"]);
+    ok(&out);
+    let expected = std::process::Command::new("seq")
+        .args(["1", "100000"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(out.stdout, expected);
+    let restored = dir.path().join("restored.img");
+    ok(&roles.admin(&[
+        "restore",
+        &disk,
+        "--image",
+        image_str,
+        "--to",
+        restored.to_str().unwrap(),
+    ]));
+    assert!(fs::read(&restored).unwrap() == want, "image differs");
+    for args in [
+        &["dump", &dump, "db/site.sql"][..],
+        &["restore", &disk, "--target", "/tmp/never"],
+    ] {
+        let out = roles.put_only(args);
+        assert_eq!(out.status.code(), Some(EXIT_PUT_ONLY), "{}", stderr(&out));
+    }
+}
