@@ -178,7 +178,11 @@ fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Resu
         .iter()
         .map(|n| kura::snapshot::find_id(&repo, n))
         .collect::<kura::Result<_>>()?;
-    let options = RepairSnapshotsOptions { snapshots, dry_run };
+    let options = RepairSnapshotsOptions {
+        snapshots,
+        dry_run,
+        clock: super::clock_from_env()?,
+    };
     let report = repair_snapshots(&repo, &index, &options)?;
     if g.json {
         return Document::of(&report).with("dry_run", dry_run).print();

@@ -81,6 +81,7 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         group_by: GroupBy::parse(&args.group_by)?,
         filter: args.filter.filter(),
         dry_run: args.dry_run,
+        clock: super::clock_from_env()?,
     };
     let prune = PruneArgs {
         max_unused: args.max_unused.clone(),

@@ -7,15 +7,22 @@
 //! | index count u32 | index ids [32]...
 //! | orphan count u32 | pack ids [32]...
 //! | condemned count u32 | per pack: pack id [32] | size u64
+//! | forgotten count u32 | snapshot ids [32]...
 //! ```
+//!
+//! A record whose seen lists and condemned list are all empty is a
+//! **forget record**: it only names forgotten snapshots (written by
+//! `forget` and `repair snapshots` before they delete, and by any run that
+//! deletes records, to carry their names forward). It is never a prune's
+//! reference record.
 
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::format::{ByteReader, put_len, unsupported};
-use crate::id::{ID_LEN, IndexId, PackId};
+use crate::id::{ID_LEN, IndexId, PackId, SnapshotId};
 
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest decoded record a reader accepts.
 pub const MAX_LEN: usize = 64 << 20;
 const CONDEMNED_LEN: usize = ID_LEN + 8;
@@ -33,6 +40,9 @@ pub struct PruneRecord {
     pub seen_orphans: Vec<PackId>,
     /// Packs to delete once ripe, with their sizes.
     pub condemned: Vec<(PackId, u64)>,
+    /// Snapshots deleted by forget or repair (or named by records this
+    /// run deleted): their absence is not a rollback (`ops::history`).
+    pub forgotten: Vec<SnapshotId>,
 }
 
 impl PruneRecord {
@@ -41,9 +51,24 @@ impl PruneRecord {
         self.created.saturating_add(self.grace) <= now
     }
 
+    /// Whether the record only names forgotten snapshots: it has seen
+    /// nothing and condemns nothing, so it cannot be a reference record.
+    pub fn is_forget_only(&self) -> bool {
+        self.seen_index.is_empty() && self.seen_orphans.is_empty() && self.condemned.is_empty()
+    }
+
+    /// A forget record created at `created` naming `forgotten`.
+    pub fn forgetting(created: u64, forgotten: Vec<SnapshotId>) -> Self {
+        Self {
+            created,
+            forgotten,
+            ..Self::default()
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            29 + ID_LEN * (self.seen_index.len() + self.seen_orphans.len())
+            33 + ID_LEN * (self.seen_index.len() + self.seen_orphans.len() + self.forgotten.len())
                 + CONDEMNED_LEN * self.condemned.len(),
         );
         out.push(VERSION);
@@ -61,6 +86,10 @@ impl PruneRecord {
         for (id, size) in &self.condemned {
             out.extend_from_slice(id.as_bytes());
             out.extend_from_slice(&size.to_le_bytes());
+        }
+        put_len(&mut out, self.forgotten.len());
+        for id in &self.forgotten {
+            out.extend_from_slice(id.as_bytes());
         }
         out
     }
@@ -95,6 +124,10 @@ impl PruneRecord {
             }
             condemned.push((id, size));
         }
+        let n = r.count(ID_LEN)?;
+        let forgotten = (0..n)
+            .map(|_| r.id().map(SnapshotId))
+            .collect::<Result<_>>()?;
         r.finish()?;
         Ok(Self {
             created,
@@ -102,6 +135,7 @@ impl PruneRecord {
             seen_index,
             seen_orphans,
             condemned,
+            forgotten,
         })
     }
 }
@@ -120,6 +154,7 @@ mod tests {
             condemned: (0..c)
                 .map(|k| (PackId([k as u8; 32]), k as u64 * 1000))
                 .collect(),
+            forgotten: (0..o).map(|k| SnapshotId([k as u8 + 50; 32])).collect(),
         }
     }
 
@@ -146,10 +181,10 @@ mod tests {
     #[test]
     fn refuses_malformed_records() {
         let good = sample(1, 1, 2).encode();
-        let mut v2 = good.clone();
-        v2[0] = 2;
+        let mut v1 = good.clone();
+        v1[0] = 1;
         assert_eq!(
-            PruneRecord::decode(&v2).unwrap_err().kind(),
+            PruneRecord::decode(&v1).unwrap_err().kind(),
             crate::ErrorKind::Unsupported
         );
         let mut trailing = good.clone();
@@ -159,5 +194,20 @@ mod tests {
         let mut twice = sample(0, 0, 2);
         twice.condemned[1] = twice.condemned[0];
         assert!(PruneRecord::decode(&twice.encode()).is_err());
+        let mut huge = good;
+        let at = huge.len() - 4 - 32;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(
+            PruneRecord::decode(&huge).is_err(),
+            "forgotten count bounded"
+        );
+    }
+
+    #[test]
+    fn a_forget_record_names_snapshots_and_has_seen_nothing() {
+        let r = PruneRecord::forgetting(5, vec![SnapshotId([9; 32])]);
+        assert!(r.is_forget_only());
+        assert!(!sample(1, 0, 0).is_forget_only());
+        assert_eq!(PruneRecord::decode(&r.encode()).unwrap(), r);
     }
 }

@@ -7,10 +7,11 @@
 //! disappears mid-backup only costs re-reading files.
 
 use crate::error::Result;
+use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
-use crate::id::SnapshotId;
+use crate::id::{RecordId, SnapshotId};
 use crate::repository::Repository;
-use crate::repository::snapshots;
+use crate::repository::{records, snapshots};
 use crate::snapshot::Filter;
 use crate::snapshot::retention::{Decision, GroupBy, RetentionPolicy, decide};
 
@@ -23,6 +24,8 @@ pub struct ForgetOptions {
     pub filter: Filter,
     /// Decide and report, delete nothing.
     pub dry_run: bool,
+    /// Dates the forget record and anchors retention windows.
+    pub clock: crate::clock::Clock,
 }
 
 /// What forget decided and did.
@@ -47,10 +50,15 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .collect();
     let decisions = decide(&options.policy, options.group_by, &snapshots)?;
     let mut removed = Vec::new();
-    if !options.dry_run {
-        for d in decisions.iter().filter(|d| !d.keep) {
-            repo.delete::<Snapshot>(&d.id)?;
-            removed.push(d.id);
+    let doomed: Vec<SnapshotId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+    if !options.dry_run && !doomed.is_empty() {
+        // format-spec/12, "Forgotten snapshots": a record names them
+        // before they go, so no client takes their absence for a rollback.
+        let record = PruneRecord::forgetting(options.clock.now_unix(), doomed.clone());
+        records::save(repo, &RecordId::random(), &record)?;
+        for id in doomed {
+            repo.delete::<Snapshot>(&id)?;
+            removed.push(id);
         }
     }
     Ok(ForgetReport { decisions, removed })

@@ -199,19 +199,23 @@ fn update(repo: &Repository, cache_root: Option<&Path>, change: impl FnOnce(&mut
 /// record listings, the records, the key slots.
 fn observe(repo: &Repository) -> Result<Observed> {
     let (_, config) = Repository::read_header(repo.backend().as_ref())?;
-    let loaded = records::load_all(repo)?;
+    // A damaged or unhonoured record still counts as present, with
+    // nothing to say.
+    let loaded = records::load_lenient(repo)?;
+    let created = |r: &Option<PruneRecord>| r.as_ref().map_or(0, |r| r.created);
     Ok(Observed {
         config: *blake3::hash(&config).as_bytes(),
         snapshots: repo.list::<Snapshot>()?.into_iter().collect(),
-        records: loaded.iter().map(|(id, r)| (*id, r.created)).collect(),
+        records: loaded.iter().map(|(id, r)| (*id, created(r))).collect(),
         forgotten: forgotten_by(&loaded),
         slots: repo.list_keys()?.into_iter().map(|k| k.id).collect(),
     })
 }
 
 /// Snapshot ids the records name as forgotten (format-spec/12).
-fn forgotten_by(_loaded: &[(RecordId, PruneRecord)]) -> BTreeSet<SnapshotId> {
-    BTreeSet::new() // MERGE: the records' forgotten lists
+fn forgotten_by(loaded: &[(RecordId, Option<PruneRecord>)]) -> BTreeSet<SnapshotId> {
+    let honoured = loaded.iter().filter_map(|(_, r)| r.as_ref());
+    honoured.flat_map(|r| r.forgotten.iter().copied()).collect()
 }
 
 /// Every way `observed` went back from `seen`.

@@ -202,6 +202,13 @@ pub fn repair_index(
         repo.delete::<IndexFile>(id)?;
         report.index_files_deleted += 1;
     }
+    if !report.prune_records_deleted.is_empty() {
+        // A newer record first, so that no client that saw the damaged
+        // ones takes their going for a rollback (their forgotten names,
+        // unreadable, are lost: format-spec/12, "Forgotten snapshots").
+        let marker = PruneRecord::forgetting(options.clock.now_unix(), Vec::new());
+        records::save(repo, &RecordId::random(), &marker)?;
+    }
     for (id, _) in &report.prune_records_deleted {
         repo.delete::<PruneRecord>(id)?;
     }
@@ -221,6 +228,8 @@ pub struct RepairSnapshotsOptions {
     pub snapshots: Vec<SnapshotId>,
     /// Report what would be dropped; write and delete nothing.
     pub dry_run: bool,
+    /// Dates the forget record written before the old snapshots go.
+    pub clock: Clock,
 }
 
 /// What a repaired snapshot no longer holds.
@@ -358,6 +367,12 @@ pub fn repair_snapshots(
         } else {
             snapshots::list(repo)?
         };
+        if !plans.is_empty() {
+            // format-spec/12, "Forgotten snapshots": named before deleted.
+            let gone = plans.iter().map(|p| p.repair.snapshot).collect();
+            let record = PruneRecord::forgetting(options.clock.now_unix(), gone);
+            records::save(repo, &RecordId::random(), &record)?;
+        }
         for plan in &mut plans {
             commit(repo, &existing, plan)?;
         }

@@ -52,6 +52,28 @@ pub fn ignored(repo: &Repository) -> Result<Vec<IgnoredRecord>> {
     Ok(out)
 }
 
+/// Every listed record: `Some` with its contents if this handle honours
+/// it, `None` if it does not or cannot be read (damage is reported by
+/// `check`; a reader that only needs what records say, such as rollback
+/// detection, goes on without it).
+///
+/// # Errors
+/// A failed listing, and backend errors other than a damaged or vanished
+/// record.
+pub fn load_lenient(repo: &Repository) -> Result<Vec<(RecordId, Option<PruneRecord>)>> {
+    let mut out = Vec::new();
+    for id in repo.list::<PruneRecord>()? {
+        match repo.load_authored::<PruneRecord>(&id) {
+            Ok(loaded) if honoured(repo, &loaded.author) => out.push((id, Some(loaded.value))),
+            Ok(_) => out.push((id, None)),
+            Err(e) if e.kind() == crate::ErrorKind::Corrupt => out.push((id, None)),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Warns, once per record per process, that `id` is not honoured.
 fn warn_ignored(id: &RecordId, author: &Authorship) {
     let why = if author.authenticity == Authenticity::Forged {

@@ -332,6 +332,7 @@ fn a_forged_prune_record_condemning_real_packs_is_ignored_by_the_admin() {
         seen_index: put.list::<IndexFile>().unwrap(),
         seen_orphans: Vec::new(),
         condemned: packs.clone(),
+        forgotten: Vec::new(),
     };
     // The client refuses to write one with a put-only key.
     let refused = kura::repository::records::save(&put, &RecordId([0xe0; 32]), &record);

@@ -138,3 +138,23 @@ fn repo_id(repo: &CliRepo) -> String {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     doc["repository_id"].as_str().unwrap().to_owned()
 }
+
+#[test]
+fn forgotten_names_survive_the_sweep_of_the_record_that_gave_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_nights(dir.path());
+    ok(&repo.run(&["snapshots"]));
+    ok(&repo.run(&["forget", "--keep-last", "1"]));
+    let records = || fs::read_dir(repo.path.join("prune")).unwrap().count();
+    assert_eq!(records(), 1, "the forget record");
+    ok(&repo.run(&["prune"]));
+    // Past the grace: the next prune sweeps both earlier records after
+    // writing its own, which carries the forgotten name.
+    let later = [("KURA_NOW", std::ffi::OsStr::new("@4102444800"))];
+    let env: Vec<_> = repo.env().into_iter().chain(later).collect();
+    let run = |args: &[&str]| crate::common::kura_env(&repo.path, &env, args);
+    ok(&run(&["prune"]));
+    ok(&run(&["prune"]));
+    ok(&run(&["snapshots"]));
+    ok(&run(&["check"]));
+}

@@ -629,6 +629,7 @@ fn prune_vectors() -> Value {
         seen_index: vec![IndexId([0x99; 32])],
         seen_orphans: vec![PackId([0x77; 32])],
         condemned: vec![(PackId([0x55; 32]), 4096), (PackId([0x66; 32]), 8192)],
+        forgotten: vec![kura::id::SnapshotId([0x22; 32])],
     };
     let payload = record.encode();
     let patch = |at: usize, v: &[u8]| {
@@ -658,17 +659,24 @@ fn prune_vectors() -> Value {
     );
     let c = |name: &str, expect: &str, p: String| case(name, expect, json!({ "payload": p }));
     // Offsets: version 0, created 1, grace 9, index count 17, ids 21,
-    // orphan count 53, ids 57, condemned count 89, entries 93.
+    // orphan count 53, ids 57, condemned count 89, entries 93, forgotten
+    // count 173, ids 177.
     file(
         "a prune record (chapter 12); `sealed` is the whole object (payload, then the admin's author block, in a padded raw frame (codec 2), type 8, K_shared, nonce 33..)",
         json!({ "record_id": hex::encode(record_id), "sealed": hex::encode(sealed) }),
         vec![
             c(
-                "one index file, one orphan, two condemned packs",
+                "one index file, one orphan, two condemned packs, one forgotten snapshot",
                 "ok",
                 hex::encode(&payload),
             ),
-            c("version 2", "Unsupported", patch(0, &[2])),
+            c("version 1", "Unsupported", patch(0, &[1])),
+            c("version 3", "Unsupported", patch(0, &[3])),
+            c(
+                "forgotten count too large",
+                "Corrupt",
+                patch(173, &2u32.to_le_bytes()),
+            ),
             c(
                 "index count too large",
                 "Corrupt",

@@ -79,6 +79,13 @@ fn write_all(
     let rewrite = Rewrite::choose(&plan.index_files, &condemned);
     if !plan.at_once() {
         write_record(repo, plan, &condemned, &new_files, &rewrite, report)?;
+    } else if !plan.ripe_records.is_empty() {
+        // Records are about to be deleted: a newer one carries their
+        // forgotten snapshots forward and stays the newest record
+        // (format-spec/12, "Forgotten snapshots").
+        let carry = PruneRecord::forgetting(plan.now, plan.forgotten.clone());
+        records::save(repo, &RecordId::random(), &carry)?;
+        report.record_written = true;
     }
     rewrite.write(repo, options.level, report)?;
     report.index_files_written += new_files.len();
@@ -340,6 +347,7 @@ fn write_record(
         seen_index,
         seen_orphans,
         condemned: condemned.to_vec(),
+        forgotten: plan.forgotten.clone(),
     };
     records::save(repo, &RecordId::random(), &record)?;
     report.record_written = true;

@@ -18,7 +18,7 @@ use super::{PruneOptions, PruneReport};
 use crate::chunkstore::index::{ChunkIndex, ChunkSet, ChunkSetReader};
 use crate::error::Result;
 use crate::format::pack::PackKind;
-use crate::id::{IndexId, PackId, RecordId};
+use crate::id::{IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
 
 /// What a prune run will do, decided before it changes anything.
@@ -36,6 +36,10 @@ pub struct PrunePlan {
     /// Ripe records, deleted at the end of the run (step 8).
     #[serde(serialize_with = "hex_ids")]
     pub ripe_records: Vec<RecordId>,
+    /// Snapshots the current records name as forgotten: the new record
+    /// carries them forward (format-spec/12, "Forgotten snapshots").
+    #[serde(serialize_with = "hex_ids")]
+    pub forgotten: Vec<SnapshotId>,
     /// Packs of ripe records nothing took back, with listed sizes (step 3).
     #[serde(serialize_with = "hex_sized")]
     pub delete: Vec<(PackId, u64)>,
@@ -168,6 +172,7 @@ pub fn plan(
         packs: found.listed.len(),
         bytes: found.listed.values().sum(),
         ripe_records: found.ripe().map(|(id, _)| *id).collect(),
+        forgotten: found.forgotten(),
         delete,
         resurrect,
         adopt,

@@ -49,7 +49,10 @@ impl Survey {
         let ripe: Vec<usize> = (0..records.len())
             .filter(|&i| at_once || records[i].1.is_ripe(now))
             .collect();
-        let reference = ripe.iter().copied().max_by_key(|&i| records[i].1.created);
+        // A forget record has seen nothing: it is never the reference.
+        let reference = (ripe.iter().copied())
+            .filter(|&i| !records[i].1.is_forget_only())
+            .max_by_key(|&i| records[i].1.created);
         let index_files = read_index_files(repo)?;
         let snapshot_ids = snapshots::list_ids(repo)?;
         let listed = repo.list_packs()?;
@@ -90,6 +93,16 @@ impl Survey {
 
     pub(super) fn ripe(&self) -> impl Iterator<Item = &(RecordId, PruneRecord)> {
         self.ripe.iter().map(|&i| &self.records[i])
+    }
+
+    /// The snapshots every current record names as forgotten, each once,
+    /// sorted: the new record carries them all, so that losing one record
+    /// loses as few names as possible.
+    pub(super) fn forgotten(&self) -> Vec<SnapshotId> {
+        let all: std::collections::BTreeSet<SnapshotId> = (self.records.iter())
+            .flat_map(|(_, r)| r.forgotten.iter().copied())
+            .collect();
+        all.into_iter().collect()
     }
 
     /// Every pack some record condemns, each once, in record order.
