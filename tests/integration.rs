@@ -28,6 +28,8 @@ mod crash;
 mod damage;
 #[path = "integration/exit_codes.rs"]
 mod exit_codes;
+#[path = "integration/future.rs"]
+mod future;
 #[path = "integration/hygiene.rs"]
 mod hygiene;
 #[path = "integration/images.rs"]

@@ -268,11 +268,9 @@ fn open_with_slot(
         key_slot: key_slot.map(str::to_owned),
         cache_root: cache_root(),
     };
-    Ok(Repository::open_with(
-        backend,
-        password.as_bytes(),
-        &unlock,
-    )?)
+    let mut repo = Repository::open_with(backend, password.as_bytes(), &unlock)?;
+    repo.set_clock(clock_from_env()?);
+    Ok(repo)
 }
 
 /// The cache root (format-spec/06): `$KURA_CACHE_DIR`,

@@ -247,6 +247,8 @@ struct Listed<'a> {
     id: kura::id::SnapshotId,
     /// Who wrote it, as its author block says (format-spec/11).
     writer: Option<kura::format::author::Writer>,
+    /// Dated more than a day after now (format-spec/11, "Dates").
+    future: bool,
     snapshot: &'a kura::format::snapshot::Snapshot,
 }
 
@@ -263,12 +265,14 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
     let repo = g.open_admin("snapshots")?;
     let alarm = super::history_alarm(&repo)?;
     let all = snapshot::select::choose(&repo, &[], &filter.filter())?;
+    let now = repo.clock().now_ns();
     if g.json {
         let rows: Vec<Listed> = all
             .iter()
             .map(|(id, snapshot)| Listed {
                 id: *id,
                 writer: writer_of(&repo, id),
+                future: snapshot::is_future(snapshot, now),
                 snapshot,
             })
             .collect();
@@ -288,14 +292,19 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
             .collect();
         let writer = writer_of(&repo, id).map_or_else(|| "?".into(), |w| w.to_string());
         println!(
-            "{:<16} {:<19} {:<16} {:<12} {:<22} {}{}",
+            "{:<16} {:<19} {:<16} {:<12} {:<22} {}{}{}",
             &id.to_hex()[..16],
             super::key::utc_minutes(secs),
             s.hostname,
             s.tags.join(","),
             writer,
             paths.join(" "),
-            if s.incomplete { " (incomplete)" } else { "" }
+            if s.incomplete { " (incomplete)" } else { "" },
+            if snapshot::is_future(s, now) {
+                " (future)"
+            } else {
+                ""
+            }
         );
     }
     super::raise(alarm)

@@ -247,10 +247,10 @@ fn find_parent(
         // parent, every file is read again; correct, only slower.
         ParentChoice::Latest if !repo.is_admin() => Ok(None),
         ParentChoice::Id(id) => Ok(Some((id, snapshots::load(repo, &id)?))),
-        ParentChoice::Latest => Ok(snapshots::list(repo)?
-            .into_iter()
-            .rev()
-            .find(|(_, s)| s.hostname == options.hostname && s.paths == paths)),
+        ParentChoice::Latest => Ok(snapshots::list(repo)?.into_iter().rev().find(|(_, s)| {
+            let future = crate::snapshot::is_future(s, options.clock.now_ns());
+            s.hostname == options.hostname && s.paths == paths && !future
+        })),
     }
 }
 

@@ -48,7 +48,12 @@ pub fn forget(repo: &Repository, options: &ForgetOptions) -> Result<ForgetReport
         .into_iter()
         .filter(|(_, s)| options.filter.matches(s))
         .collect();
-    let decisions = decide(&options.policy, options.group_by, &snapshots)?;
+    let decisions = decide(
+        &options.policy,
+        options.group_by,
+        &snapshots,
+        options.clock.now_ns(),
+    )?;
     let mut removed = Vec::new();
     let doomed: Vec<SnapshotId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
     if !options.dry_run && !doomed.is_empty() {

@@ -245,6 +245,11 @@ impl Repository {
         Self::assemble(backend, header, body, keys, slot).map_err(damaged_config)
     }
 
+    /// This handle's clock: what it takes as now.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }

@@ -12,8 +12,12 @@
 //! - `hourly/daily/weekly/monthly/yearly N` keep the newest snapshot of
 //!   each of the N most recent hours (days, ISO weeks, months, years) that
 //!   have a snapshot;
-//! - `within D` keeps every snapshot taken less than D before the group's
-//!   newest snapshot (not before now, so an old repository is not emptied);
+//! - `within D` keeps every snapshot taken less than D before now (the
+//!   reader's clock, never the newest snapshot's time, which a forged
+//!   snapshot could set); if that keeps nothing of a group, its newest
+//!   snapshot is kept, so backups that stopped do not empty it;
+//! - a snapshot dated more than a day after now (`super::is_future`) is
+//!   kept, counted by no rule and never the reason another goes;
 //! - `tag T` keeps every snapshot carrying tag T;
 //! - a snapshot is kept if any rule keeps it, and each decision names the
 //!   rules that kept it.
@@ -193,6 +197,7 @@ pub fn decide(
     policy: &RetentionPolicy,
     group_by: GroupBy,
     snapshots: &[(SnapshotId, Snapshot)],
+    now_ns: i64,
 ) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         return Err(Error::new(
@@ -208,7 +213,7 @@ pub fn decide(
     for (key, mut members) in groups {
         // Newest first; ties broken by id so the result is deterministic.
         members.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(a.0.cmp(&b.0)));
-        out.extend(decide_group(policy, &key, &members));
+        out.extend(decide_group(policy, &key, &members, now_ns));
     }
     Ok(out)
 }
@@ -250,6 +255,7 @@ fn decide_group(
     policy: &RetentionPolicy,
     group: &str,
     members: &[&(SnapshotId, Snapshot)],
+    now_ns: i64,
 ) -> Vec<Decision> {
     let hour: Bucket = |t| {
         let (y, m, d, h) = civil_utc(t);
@@ -271,11 +277,27 @@ fn decide_group(
         CalendarRule::new("monthly", policy.monthly, month),
         CalendarRule::new("yearly", policy.yearly, year),
     ];
-    let newest = members.first().map_or(0, |s| s.1.time);
+    // The newest snapshot that is not dated in the future: kept when a
+    // window alone would forget it (backups that stopped do not empty a
+    // group).
+    let newest = members.iter().find(|s| !super::is_future(&s.1, now_ns));
+    let newest = newest.map(|s| s.0);
     let mut last_left = policy.last;
     let mut out = Vec::with_capacity(members.len());
     for (id, snap) in members.iter().map(|s| (&s.0, &s.1)) {
         let mut reasons = Vec::new();
+        if super::is_future(snap, now_ns) {
+            // Counted by no rule, so never the reason another goes; kept
+            // for the admin to look at (`check` notes it).
+            out.push(Decision {
+                id: *id,
+                time: snap.time,
+                group: group.to_owned(),
+                keep: true,
+                reasons: vec!["future".to_owned()],
+            });
+            continue;
+        }
         if last_left > 0 {
             last_left -= 1;
             reasons.push("last".to_owned());
@@ -285,8 +307,10 @@ fn decide_group(
                 reasons.push(rule.name.to_owned());
             }
         }
-        if policy.within.is_some_and(|w| newest - snap.time < w) {
+        if policy.within.is_some_and(|w| now_ns - snap.time < w) {
             reasons.push("within".to_owned());
+        } else if policy.within.is_some() && newest == Some(*id) && reasons.is_empty() {
+            reasons.push("within (the newest)".to_owned());
         }
         for t in policy.tags.iter().filter(|t| snap.tags.contains(t)) {
             reasons.push(format!("tag {t}"));

@@ -17,8 +17,12 @@ use crate::repository::snapshots::{list, list_ids, load};
 /// an ambiguous prefix.
 pub fn find(repo: &Repository, name: &str) -> Result<(SnapshotId, Snapshot)> {
     if name == "latest" {
+        // Not one dated in the future (format-spec/11, "Dates").
+        let now = repo.clock().now_ns();
         return list(repo)?
-            .pop()
+            .into_iter()
+            .rev()
+            .find(|(_, s)| !super::is_future(s, now))
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "the repository has no snapshots"));
     }
     let id = find_id(repo, name)?;

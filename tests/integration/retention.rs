@@ -14,6 +14,9 @@ fn at(text: &str) -> i64 {
     kura::snapshot::parse_utc(text).unwrap()
 }
 
+/// The reader's now in these examples: the newest snapshot's time.
+const NOW: &str = "2026-11-26 00:00";
+
 fn snap(time: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
     (
         SnapshotId::random(),
@@ -24,7 +27,7 @@ fn snap(time: i64, host: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
 /// The times (as given) of the snapshots `policy` keeps.
 fn kept(policy: &RetentionPolicy, times: &[&str]) -> Vec<String> {
     let snaps: Vec<_> = times.iter().map(|t| snap(at(t), "web1", &[])).collect();
-    let decisions = decide(policy, GroupBy::default(), &snaps).unwrap();
+    let decisions = decide(policy, GroupBy::default(), &snaps, at(NOW)).unwrap();
     let mut out: Vec<String> = decisions
         .iter()
         .filter(|d| d.keep)
@@ -105,7 +108,7 @@ fn each_rule_keeps_what_it_should() {
         kept(&p(|p| p.yearly = 2), &years),
         ["2025-12-31 23:00", "2026-03-01 00:00"]
     );
-    // Within 48 hours of the newest: strictly less.
+    // Within 48 hours of now: strictly less.
     let within = [
         "2026-11-20 00:00",
         "2026-11-24 00:00",
@@ -144,7 +147,7 @@ fn tags_groups_reasons_and_an_empty_policy() {
         tags: vec!["monthly".into()],
         ..RetentionPolicy::default()
     };
-    let d = decide(&policy, GroupBy::default(), &snaps).unwrap();
+    let d = decide(&policy, GroupBy::default(), &snaps, at(NOW)).unwrap();
     let keep = |i: usize| d.iter().find(|x| x.id == snaps[i].0).unwrap();
     // Per host: the newest of each is kept by last and daily.
     assert_eq!(keep(2).reasons, ["last", "daily"]);
@@ -152,9 +155,17 @@ fn tags_groups_reasons_and_an_empty_policy() {
     assert!(keep(0).keep && keep(0).reasons == ["tag monthly"]);
     assert!(!keep(1).keep && !keep(3).keep);
     // One group for all: only the overall newest and the tagged one.
-    let one = decide(&policy, GroupBy::parse("").unwrap(), &snaps).unwrap();
+    let one = decide(&policy, GroupBy::parse("").unwrap(), &snaps, at(NOW)).unwrap();
     assert_eq!(one.iter().filter(|x| x.keep).count(), 2);
-    assert!(decide(&RetentionPolicy::default(), GroupBy::default(), &snaps).is_err());
+    assert!(
+        decide(
+            &RetentionPolicy::default(),
+            GroupBy::default(),
+            &snaps,
+            at(NOW)
+        )
+        .is_err()
+    );
 }
 
 #[test]

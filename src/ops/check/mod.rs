@@ -196,7 +196,8 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     index.refill(repo)?;
     let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
     drop(files);
-    let needed = walk_snapshots(repo, index, &bad_blobs, &damaged, &mut report)?;
+    let now = options.clock.now_ns();
+    let needed = walk_snapshots(repo, index, (&bad_blobs, &damaged), now, &mut report)?;
     let notes = unindexed_notes(&needed, &condemning, &damaged);
     report.notes.extend(notes);
     Ok(report)
@@ -207,8 +208,8 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
 fn walk_snapshots(
     repo: &Repository,
     index: &ChunkIndex,
-    bad_blobs: &HashMap<ChunkId, PackId>,
-    damaged: &HashMap<PackId, FailedBlobs>,
+    (bad_blobs, damaged): (&HashMap<ChunkId, PackId>, &HashMap<PackId, FailedBlobs>),
+    now_ns: i64,
     report: &mut CheckReport,
 ) -> Result<HashMap<PackId, Vec<SnapshotId>>> {
     // Trees are read from the repository, not from the cache: that is
@@ -230,7 +231,20 @@ fn walk_snapshots(
     let mut needed: HashMap<PackId, Vec<SnapshotId>> = HashMap::new();
     for id in repo.list::<Snapshot>()? {
         report.snapshots += 1;
-        let root = match snapshots::load(repo, &id).and_then(|s| s.tree_id()) {
+        let loaded = snapshots::load(repo, &id);
+        let future = loaded
+            .as_ref()
+            .ok()
+            .filter(|s| crate::snapshot::is_future(s, now_ns));
+        if let Some(s) = future {
+            report.notes.push(format!(
+                "snapshot {id} is dated {} s in the future: it is never latest, never a \
+                 parent, and no retention rule counts it (a wrong clock, or a forgery by \
+                 whoever wrote it: see `kura snapshots` for its writer)",
+                (s.time - now_ns) / 1_000_000_000
+            ));
+        }
+        let root = match loaded.and_then(|s| s.tree_id()) {
             Ok(root) => root,
             Err(e) if is_damage(&e) => {
                 report
