@@ -498,3 +498,66 @@ fn a_put_only_key_backs_up_a_dump_command_and_an_image_the_admin_restores() {
         assert_eq!(out.status.code(), Some(EXIT_PUT_ONLY), "{}", stderr(&out));
     }
 }
+
+#[test]
+fn a_put_only_index_file_calling_real_packs_empty_deletes_nothing() {
+    use kura::format::index::IndexedPack;
+    use kura::format::pack::PackKind;
+    let dir = tempfile::tempdir().unwrap();
+    let roles = Roles::new(dir.path());
+    let source = dir.path().join("site");
+    let nights = two_nights(&roles, &source);
+    let put = roles.put_only_handle();
+    // Every real pack described as holding nothing, and every chunk a
+    // night needs pointed at a pack that does not exist.
+    let mut packs: Vec<IndexedPack> = (put.list_packs().unwrap().into_iter())
+        .map(|(id, size)| IndexedPack {
+            id,
+            kind: PackKind::Data,
+            size,
+            entries: Vec::new(),
+        })
+        .collect();
+    let real_files: Vec<IndexId> = put.list::<IndexFile>().unwrap();
+    let mut entries = Vec::new();
+    for file in &real_files {
+        let f: IndexFile = put.load(file).unwrap();
+        entries.extend(f.packs.into_iter().flat_map(|p| p.entries));
+    }
+    entries.sort_by_key(|e| e.offset);
+    let mut offset = 0;
+    for e in &mut entries {
+        e.offset = offset;
+        offset += e.stored_len;
+    }
+    packs.push(IndexedPack {
+        id: PackId([0xab; 32]),
+        kind: PackKind::Data,
+        size: u64::from(offset) + 4096,
+        entries,
+    });
+    let forged = IndexFile {
+        supersedes: Vec::new(),
+        packs,
+    };
+    let id = IndexId([0x01; 32]);
+    let writer = put.sealer().key_set().writer();
+    let path = layout::index_path(&id);
+    plant(
+        &put,
+        ObjectType::Index,
+        id.as_bytes(),
+        &path,
+        forged.encode(),
+        writer,
+    );
+    let data = roles.admin.path.join("data");
+    let before = bytes_under(&data);
+    ok(&roles.admin(&["forget", "--keep-last", "2"]));
+    ok(&roles.admin(&["prune", "--now"]));
+    ok(&roles.admin(&["prune", "--now"]));
+    assert_eq!(bytes_under(&data), before, "no real pack deleted");
+    for (id, expected) in &nights {
+        roles.restore_matches(id, &source, expected);
+    }
+}

@@ -145,10 +145,26 @@ impl MarkSource<'_> {
 impl TreeSource for MarkSource<'_> {
     fn tree_blob(&self, id: &ChunkId) -> Result<TreeBlob> {
         let loc = self.locate(id, "tree")?;
-        let bytes = crate::chunkstore::read_blob(self.repo, id, &loc)
-            .map_err(|e| e.context("prune reads every tree of every snapshot"))?;
+        let mut read = crate::chunkstore::read_blob(self.repo, id, &loc);
+        // A copy that is missing or damaged where one index file says (a
+        // wrong or forged one): any other copy the index knows will do.
+        if read.as_ref().is_err_and(is_lost) {
+            for other in self.index.locations(id)?.iter().filter(|l| **l != loc) {
+                read = crate::chunkstore::read_blob(self.repo, id, other);
+                if !read.as_ref().is_err_and(is_lost) {
+                    break;
+                }
+            }
+        }
+        let bytes = read.map_err(|e| e.context("prune reads every tree of every snapshot"))?;
         TreeBlob::decode(&bytes).map_err(|e| e.context(format!("tree {id}")))
     }
+}
+
+/// Whether `e` says a copy of a blob is missing or damaged (another copy
+/// may be whole), as opposed to an error that stops the run.
+fn is_lost(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt)
 }
 
 /// Step 2: marks every chunk reachable from every snapshot, as a visitor

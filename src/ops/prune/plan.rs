@@ -13,7 +13,7 @@ use std::path::Path;
 use serde::{Serialize, Serializer};
 
 use super::mark::{Marked, mark};
-use super::survey::{PackUse, Survey, dead_packs};
+use super::survey::{PackUse, Survey, confirmed_by_headers, dead_packs};
 use super::{PruneOptions, PruneReport};
 use crate::chunkstore::index::{ChunkIndex, ChunkSet, ChunkSetReader};
 use crate::error::Result;
@@ -155,7 +155,7 @@ pub fn plan(
     let live = marked.live.reader()?;
     let (delete, resurrect) = found.sweep(&marked.needed);
     let uses = found.measure(repo, &live)?;
-    let mut condemn = dead_packs(&uses);
+    let mut condemn = confirmed_by_headers(repo, &live, dead_packs(&uses))?;
     let (orphans_condemned, adopt, seen_orphans) = found.sort_orphans(&marked.needed);
     condemn.extend(orphans_condemned);
     let (repack, unused_bytes_after) = choose_repacks(&uses, &condemn, options);

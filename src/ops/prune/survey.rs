@@ -206,6 +206,10 @@ impl Survey {
                     old,
                 });
                 u.old &= old;
+                // Two files describing one pack differently: one of them
+                // is wrong (or forged); the more live description counts.
+                u.live_blobs = u.live_blobs.max(live_blobs);
+                u.dead_bytes = u.dead_bytes.min(dead_bytes);
             }
         }
         Ok(uses)
@@ -256,6 +260,43 @@ impl PackUse {
 }
 
 /// Step 4 for indexed packs: old ones without a live blob.
+/// The packs of `dead` whose own headers name no live chunk: an index
+/// file's word that a pack is unused is checked against the pack itself
+/// before it is condemned (format-spec/12, step 4). A pack whose header
+/// names a live chunk, or does not read, is kept with a warning.
+///
+/// # Errors
+/// Live-set I/O errors.
+pub(super) fn confirmed_by_headers(
+    repo: &Repository,
+    live: &ChunkSetReader,
+    dead: Vec<(PackId, u64)>,
+) -> Result<Vec<(PackId, u64)>> {
+    let mut out = Vec::with_capacity(dead.len());
+    for (pack, size) in dead {
+        let header = match repo.read_pack_header(&pack, size) {
+            Ok(header) => header,
+            Err(e) => {
+                tracing::warn!("pack {pack} is kept: its header does not read ({e})");
+                continue;
+            }
+        };
+        let mut holds_live = false;
+        for e in &header.entries {
+            holds_live |= live.contains(&e.id)?;
+        }
+        if holds_live {
+            tracing::warn!(
+                "pack {pack} is kept: an index file calls it unused, but its own header \
+                 names live chunks (a wrong or forged index file; run `kura check`)"
+            );
+        } else {
+            out.push((pack, size));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn dead_packs(uses: &HashMap<PackId, PackUse>) -> Vec<(PackId, u64)> {
     uses.iter()
         .filter(|(_, u)| u.old && u.live_blobs == 0)
