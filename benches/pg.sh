@@ -8,7 +8,8 @@
 # went (data packs, tree packs, index files, snapshots; new chunks), then
 # what grouping consecutive new chunks before compressing would store
 # (benches/tools/pg_bytes.rs), then night 0 again into fresh kura
-# repositories to show the spread of its size.
+# repositories and cut with PG_KEYS (64) chunk keys, to show how much its
+# size depends on the repository's random chunk key.
 #
 # Usage: benches/pg.sh [NIGHTS] [SCALE] [NIGHT0_REPEATS]   (defaults 4, 20, 5)
 # NIGHTS counts night 0 (pgbench -i only). Needs the Debian packages
@@ -133,3 +134,12 @@ for i in $(seq 1 "$repeats"); do
     printf 'run %s\t%s\t%s\t%s\t%s\t%s packs\n' "$i" "$(size "$r")" $(folders "$r") "$(find "$r/data" -type f | wc -l)"
     rm -rf "$r" "$work/cache-n0-$i"
 done
+
+# The spread above is chunk-key randomness: the same dumps cut with other
+# keys give other chunk counts (pgbench_accounts is near-periodic text).
+echo
+echo "night 0 cut with ${PG_KEYS:-64} chunk keys: chunks, and zstd-3 payload of each chunk alone (bytes)"
+"$pg_bytes" keys "${PG_KEYS:-64}" "$work/nights/0"/* >"$work/keys"
+sort -t$'\t' -k2.8n "$work/keys" | awk -F'\t' '{split($2,c," "); split($4,a," "); n[NR]=c[2]; p[NR]=a[2]}
+    END {m=int((NR+1)/2); printf "keys %d\tchunks min %d median %d max %d\tpayload at those: %d %d %d\n", NR, n[1], n[m], n[NR], p[1], p[m], p[NR]}'
+awk -F'\t' '{split($2,c," "); if (c[2] > 2 * 5000) big++} END {printf "keys with more than 10000 chunks: %d of %d\n", big, NR}' "$work/keys"

@@ -8,6 +8,10 @@
 //! beside blobs (header, trailer, Padmé padding). Totals are cumulative;
 //! the script takes differences between nights.
 //!
+//! `pg_bytes keys N FILE...` cuts the files with N chunk keys and prints,
+//! per key, the chunk count and what compressing each chunk alone stores:
+//! how much a repository's size depends on its (random) chunk key.
+//!
 //! `pg_bytes groups [--repo REPO] OLD_DIR... NEW_DIR` chunks every file of
 //! the earlier nights' directories (the chunks a repository already holds)
 //! and of the new night's, and for the new night's chunks that are new
@@ -15,12 +19,17 @@
 //! bytes stored: each chunk alone (what kura does), and groups of
 //! consecutive new chunks of one file up to 256 KiB, 1 MiB and 4 MiB raw.
 //! It does so at kura's chunk size (with `--repo`, the repository's own
-//! keyed chunker, so the cut points are kura's) and at a half and a
+//! keyed chunker, so the cut points are kura's) and at twice, a half and a
 //! quarter of it (a fixed key: sizes are alike for any key). A payload is
 //! counted at its compressed size, or raw if zstd does not shrink it, as
 //! kura's writer does; envelope and index costs are printed apart
-//! (`chunk_ids` = 32 bytes a chunk a tree lists).
+//! (`chunk_ids` = 32 bytes a chunk a tree lists). With an earlier night,
+//! `delta1024K` is the 1 MiB groups each compressed with the previous
+//! night's file of the same name, from 256 KiB before the group's span to
+//! 256 KiB after it, as a raw-content zstd dictionary (a delta of chain
+//! depth 1 against the parent's version).
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,6 +44,11 @@ use kura::repository::{DEFAULT_CHUNKER, Repository};
 const LEVEL: i32 = 3;
 /// Raw bounds of the compression groups measured.
 const GROUP_LIMITS: [usize; 3] = [256 << 10, 1 << 20, 4 << 20];
+/// Chunk sizes measured, as fractions `times / divisor` of kura's default.
+const CHUNK_SCALES: [(u32, u32); 4] = [(2, 1), (1, 1), (1, 2), (1, 4)];
+/// A delta group's base: the previous night's file of the same name, from
+/// this much before the group's span to this much after it.
+const DELTA_MARGIN: usize = 256 << 10;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args()
@@ -44,7 +58,10 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("packs") if args.len() == 2 => packs(Path::new(&args[1])),
         Some("groups") => groups(&args[1..]),
-        _ => bail!("usage: pg_bytes packs REPO | pg_bytes groups [--repo REPO] OLD_DIR... NEW_DIR"),
+        Some("keys") if args.len() >= 3 => keys(args[1].parse()?, &args[2..]),
+        _ => bail!(
+            "usage: pg_bytes packs REPO | pg_bytes groups [--repo REPO] OLD_DIR... NEW_DIR | pg_bytes keys N FILE..."
+        ),
     }
 }
 
@@ -98,6 +115,32 @@ fn packs(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// For `n` chunk keys (BLAKE3 of the key's number), one line each: how
+/// many chunks kura's default chunker cuts `files` into, how many are of
+/// the minimum size, and what compressing each alone at zstd 3 stores.
+fn keys(n: u32, files: &[String]) -> Result<()> {
+    let data = files
+        .iter()
+        .map(std::fs::read)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    for k in 0..n {
+        let chunker = Chunker::new(blake3::hash(&k.to_le_bytes()).as_bytes(), DEFAULT_CHUNKER);
+        let (mut chunks, mut at_min, mut alone) = (0u64, 0u64, Tally::default());
+        for d in &data {
+            for r in chunker.cut_all(d) {
+                chunks += 1;
+                at_min += u64::from(r.len() == DEFAULT_CHUNKER.min as usize);
+                alone.add(&d[r], &[]);
+            }
+        }
+        println!(
+            "key {k}\tchunks {chunks}\tat_min {at_min}\talone {}",
+            alone.stored
+        );
+    }
+    Ok(())
+}
+
 fn groups(args: &[String]) -> Result<()> {
     let (repo, dirs) = match args {
         [flag, repo, rest @ ..] if flag == "--repo" => (Some(open(Path::new(repo))?), rest),
@@ -112,23 +155,24 @@ fn groups(args: &[String]) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let new = files(Path::new(new_dir))?;
     let key = [7u8; 32];
-    for divisor in [1, 2, 4] {
-        let params = scaled(DEFAULT_CHUNKER, divisor);
-        let chunker = match (&repo, divisor) {
+    for (times, divisor) in CHUNK_SCALES {
+        let params = scaled(DEFAULT_CHUNKER, times, divisor);
+        let chunker = match (&repo, times * divisor) {
             (Some(r), 1) => r.chunker().clone(),
             _ => Chunker::new(&key, params),
         };
-        measure(&chunker, divisor, old.iter().flatten(), &new)?;
+        let base = old_dirs.last().map(Path::new);
+        measure(&chunker, old.iter().flatten(), base, &new)?;
     }
     Ok(())
 }
 
-/// `params` with min, avg and max divided by `divisor`.
-fn scaled(params: ChunkerParams, divisor: u32) -> ChunkerParams {
+/// `params` with min, avg and max multiplied by `times / divisor`.
+fn scaled(params: ChunkerParams, times: u32, divisor: u32) -> ChunkerParams {
     ChunkerParams {
-        min: params.min / divisor,
-        avg: params.avg / divisor,
-        max: params.max / divisor,
+        min: params.min * times / divisor,
+        avg: params.avg * times / divisor,
+        max: params.max * times / divisor,
         normalization: params.normalization,
     }
 }
@@ -154,19 +198,79 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, raw: &[u8]) {
-        let zstd = compress::compress(raw, LEVEL).map_or(usize::MAX, |z| z.len());
+    /// Counts `raw` compressed with `dictionary` (raw content; empty for
+    /// none), or stored raw if zstd does not shrink it.
+    fn add(&mut self, raw: &[u8], dictionary: &[u8]) {
+        let zstd = if dictionary.is_empty() {
+            compress::compress(raw, LEVEL)
+        } else {
+            zstd::bulk::Compressor::with_dictionary(LEVEL, dictionary)
+                .and_then(|mut c| c.compress(raw))
+                .ok()
+        };
         self.blobs += 1;
-        self.stored += zstd.min(raw.len()) as u64;
+        self.stored += zstd.map_or(raw.len(), |z| z.len().min(raw.len())) as u64;
     }
 }
 
-fn measure<'a>(
+/// Consecutive new chunks of one file gathered up to a raw limit, with the
+/// span of the file they came from (for the delta's base region).
+struct Group {
+    limit: usize,
+    /// With a base: compress against its bytes around the group's span.
+    delta: bool,
+    bytes: Vec<u8>,
+    span: Range<usize>,
+    tally: Tally,
+}
+
+impl Group {
+    fn new(limit: usize, delta: bool) -> Self {
+        Self {
+            limit,
+            delta,
+            bytes: Vec::new(),
+            span: 0..0,
+            tally: Tally::default(),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8], at: Range<usize>, base: &[u8]) {
+        if !self.bytes.is_empty() && self.bytes.len() + chunk.len() > self.limit {
+            self.flush(base);
+        }
+        if self.bytes.is_empty() {
+            self.span.start = at.start;
+        }
+        self.span.end = at.end;
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    fn flush(&mut self, base: &[u8]) {
+        if self.bytes.is_empty() {
+            return;
+        }
+        let dictionary = if self.delta {
+            let from = self.span.start.saturating_sub(DELTA_MARGIN).min(base.len());
+            &base[from..(self.span.end + DELTA_MARGIN).min(base.len())]
+        } else {
+            &[]
+        };
+        self.tally.add(&self.bytes, dictionary);
+        self.bytes.clear();
+    }
+
+    fn label(&self) -> String {
+        let kind = if self.delta { "delta" } else { "group" };
+        format!("{kind}{}K", self.limit >> 10)
+    }
+}
+
+/// Chunk hashes of the files in `old`, cut by `chunker`.
+fn chunk_set<'a>(
     chunker: &Chunker,
-    divisor: u32,
     old: impl Iterator<Item = &'a PathBuf>,
-    new: &[PathBuf],
-) -> Result<()> {
+) -> Result<HashSet<[u8; 32]>> {
     let mut seen = HashSet::new();
     for path in old {
         let data = std::fs::read(path)?;
@@ -174,49 +278,61 @@ fn measure<'a>(
             seen.insert(*blake3::hash(&data[r]).as_bytes());
         }
     }
+    Ok(seen)
+}
+
+fn measure<'a>(
+    chunker: &Chunker,
+    old: impl Iterator<Item = &'a PathBuf>,
+    base_dir: Option<&Path>,
+    new: &[PathBuf],
+) -> Result<()> {
+    let mut seen = chunk_set(chunker, old)?;
     let (mut chunks, mut new_chunks, mut new_raw) = (0u64, 0u64, 0u64);
     let mut alone = Tally::default();
-    let mut grouped: Vec<Tally> = GROUP_LIMITS.iter().map(|_| Tally::default()).collect();
+    let mut groups: Vec<Group> = GROUP_LIMITS.iter().map(|&l| Group::new(l, false)).collect();
+    if base_dir.is_some() {
+        groups.push(Group::new(1 << 20, true));
+    }
     for path in new {
         let data = std::fs::read(path)?;
-        let mut open: Vec<Vec<u8>> = GROUP_LIMITS.iter().map(|_| Vec::new()).collect();
+        let base = match (base_dir, path.file_name()) {
+            (Some(dir), Some(name)) => std::fs::read(dir.join(name)).unwrap_or_default(),
+            _ => Vec::new(),
+        };
         for r in chunker.cut_all(&data) {
             chunks += 1;
-            let chunk = &data[r];
+            let chunk = &data[r.clone()];
             if !seen.insert(*blake3::hash(chunk).as_bytes()) {
                 continue;
             }
             new_chunks += 1;
             new_raw += chunk.len() as u64;
-            alone.add(chunk);
-            for ((group, tally), limit) in open.iter_mut().zip(&mut grouped).zip(GROUP_LIMITS) {
-                if !group.is_empty() && group.len() + chunk.len() > limit {
-                    tally.add(group);
-                    group.clear();
-                }
-                group.extend_from_slice(chunk);
+            alone.add(chunk, &[]);
+            for group in &mut groups {
+                group.push(chunk, r.clone(), &base);
             }
         }
-        for (group, tally) in open.iter().zip(&mut grouped) {
-            if !group.is_empty() {
-                tally.add(group);
-            }
+        for group in &mut groups {
+            group.flush(&base);
         }
     }
     let p = chunker.params();
     print!(
-        "avg/{divisor}\tavg {}\tchunks {chunks}\tnew {new_chunks}\tnew_raw {new_raw}\tchunk_ids {}\talone {} ({} blobs)",
+        "avg {}\tmin {}\tmax {}\tchunks {chunks}\tnew {new_chunks}\tnew_raw {new_raw}\tchunk_ids {}\talone {} ({} blobs)",
         p.avg,
+        p.min,
+        p.max,
         32 * chunks,
         alone.stored,
         alone.blobs
     );
-    for (tally, limit) in grouped.iter().zip(GROUP_LIMITS) {
+    for g in &groups {
         print!(
-            "\tgroup{}K {} ({} blobs)",
-            limit >> 10,
-            tally.stored,
-            tally.blobs
+            "\t{} {} ({} blobs)",
+            g.label(),
+            g.tally.stored,
+            g.tally.blobs
         );
     }
     println!();
