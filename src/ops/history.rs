@@ -198,7 +198,7 @@ fn update(repo: &Repository, cache_root: Option<&Path>, change: impl FnOnce(&mut
 /// Reads what the comparison needs: the config's bytes, the snapshot and
 /// record listings, the records, the key slots.
 fn observe(repo: &Repository) -> Result<Observed> {
-    let (_, config) = Repository::read_header(repo.backend().as_ref())?;
+    let config = repo.stored_config()?;
     // A damaged or unhonoured record still counts as present, with
     // nothing to say.
     let loaded = records::load_lenient(repo)?;

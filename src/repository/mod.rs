@@ -245,6 +245,15 @@ impl Repository {
         Self::assemble(backend, header, body, keys, slot).map_err(damaged_config)
     }
 
+    /// The config object's bytes as storage holds them now (read again):
+    /// what rollback detection compares with what it saw.
+    ///
+    /// # Errors
+    /// As [`Self::read_header`].
+    pub fn stored_config(&self) -> Result<Vec<u8>> {
+        Self::read_header(self.backend.as_ref()).map(|(_, bytes)| bytes)
+    }
+
     /// This handle's clock: what it takes as now.
     pub fn clock(&self) -> Clock {
         self.clock
