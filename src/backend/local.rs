@@ -58,9 +58,13 @@ impl LocalBackend {
             if name.starts_with('.') {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .map_err(|e| storage_io(format!("stat {name}"), e))?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Deleted between the directory read and this stat (a
+                // prune sweeping a record): not listed, as if read after.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(storage_io(format!("stat {name}"), e)),
+            };
             let child = format!("{rel}/{name}");
             if meta.is_dir() && !super::is_object_name(name) {
                 self.list_into(&entry.path(), &child, out)?;
@@ -217,9 +221,11 @@ fn remove_temporaries(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u
     };
     for entry in entries {
         let entry = entry.map_err(|e| storage_io(format!("listing {}", dir.display()), e))?;
-        let meta = entry
-            .metadata()
-            .map_err(|e| storage_io(format!("stat {}", entry.path().display()), e))?;
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(storage_io(format!("stat {}", entry.path().display()), e)),
+        };
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if meta.is_dir() && !name.starts_with('.') {
