@@ -597,6 +597,7 @@ fn sample_record() -> PruneRecord {
         seen_index: vec![kura::id::IndexId([14; 32])],
         seen_orphans: vec![PackId([15; 32])],
         condemned: vec![(PackId([16; 32]), 8 << 20), (PackId([17; 32]), 4096)],
+        forgotten: vec![kura::id::SnapshotId([18; 32])],
     }
 }
 
