@@ -89,12 +89,15 @@ fn prune_frees_a_full_repository_disk() {
     ));
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
+    // Every step runs at a fixed time: snapshots dated by the real clock
+    // would be in the future of `T0` once the real date passes it (then
+    // retention keeps them all, and there is nothing to prune).
     for seed in 1..=3 {
         fs::write(src.join("data"), pseudo_random(1 << 20, seed)).unwrap();
         ok(run(
             &repo,
             &cache,
-            None,
+            Some(T0 - (4 - seed) * HOUR),
             &["backup", "-q", src.to_str().unwrap()],
         ));
     }
