@@ -183,6 +183,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         parent,
         store: ChunkStoreOptions::default(),
         clock: super::clock_from_env()?,
+        files_cache: super::cache_root(),
     };
     let bar = Bar::new(!args.quiet && !g.json);
     let report = std::thread::scope(|scope| {

@@ -23,6 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
+use crate::ops::files_cache;
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;
@@ -70,6 +71,9 @@ pub struct BackupOptions {
     pub store: ChunkStoreOptions,
     /// The snapshot's start and end times, and streams' mtimes.
     pub clock: Clock,
+    /// The cache root under which a put-only key's backup keeps its files
+    /// cache (`ops::files_cache`); `None` keeps none.
+    pub files_cache: Option<PathBuf>,
 }
 
 /// What a backup did. Serialized as `kura backup --json` prints it.
@@ -122,6 +126,13 @@ pub fn backup_with_progress(
     let (store, adopted) = writing_store(repo, index, options.store)?;
     let mut walker = Walker::new(&options.excludes)?;
     let mut archiver = Archiver::new(&store, progress, options.clock);
+    let cache_file = files_cache_file(repo, options, &raw_paths);
+    if let Some(file) = &cache_file {
+        if parent.is_none() && options.parent == ParentChoice::Latest {
+            archiver.cache_in = files_cache::Lookup::open(file);
+        }
+        archiver.cache_out = files_cache::Writer::create(file);
+    }
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
     let root = archiver.root(&mut walker, options, &sources, parent_root)?;
     let tree_id = store_root(&store, root)?;
@@ -135,6 +146,11 @@ pub fn backup_with_progress(
     let parent = parent.map(|(id, _)| id);
     let snap = new_snapshot(options, tree_id, parent, raw_paths, time, summary);
     let id = snapshots::save(repo, &snap)?;
+    if let (Some(cache), Some(file)) = (archiver.cache_out.take(), &cache_file)
+        && let Err(e) = cache.commit()
+    {
+        tracing::warn!("{}: the files cache was not updated: {e}", file.display());
+    }
     Ok(BackupReport {
         snapshot: id,
         parent,
@@ -144,6 +160,26 @@ pub fn backup_with_progress(
         packs_refused: refused_packs(&adopted),
         secured,
     })
+}
+
+/// The files cache of this backup's sources, for a put-only key that
+/// has a cache root: it cannot read its parents' trees. An admin's backup
+/// reads its parent's trees instead and keeps none.
+fn files_cache_file(
+    repo: &Repository,
+    options: &BackupOptions,
+    paths: &[RawPath],
+) -> Option<PathBuf> {
+    let root = options
+        .files_cache
+        .as_deref()
+        .filter(|_| !repo.is_admin())?;
+    Some(files_cache::cache_file(
+        root,
+        repo.id(),
+        &options.hostname,
+        paths,
+    ))
 }
 
 /// The unindexed packs adoption refused, with why.
@@ -265,6 +301,10 @@ struct Archiver<'s, 'r> {
     names: NameCache,
     summary: Summary,
     warnings: Vec<String>,
+    /// The previous backup's files cache, read when there is no parent.
+    cache_in: Option<files_cache::Lookup>,
+    /// The files cache this backup writes.
+    cache_out: Option<files_cache::Writer>,
 }
 
 /// A directory being walked: its metadata and its tree in the parent.
@@ -346,6 +386,8 @@ impl<'s, 'r> Archiver<'s, 'r> {
             names: NameCache::default(),
             summary: Summary::default(),
             warnings: Vec::new(),
+            cache_in: None,
+            cache_out: None,
         }
     }
 
@@ -390,27 +432,79 @@ impl<'s, 'r> Archiver<'s, 'r> {
         self.summary.files += 1;
         self.summary.bytes += meta.size;
         let reusable = match unchanged_content(known, meta) {
-            Some(c) if tree::content_is_stored(self.store, &c, meta.size)? => Some(c),
-            _ => None, // changed, or its data was lost: read it again
+            Some(c) if tree::content_is_stored(self.store, &c, meta.size)? => Some((c, None)),
+            _ => match known {
+                None => self.cached_content(found.path, meta)?,
+                Some(_) => None, // changed, or its data was lost: read it again
+            },
         };
-        let content = if let Some(content) = reusable {
+        let (content, extents) = if let Some(reused) = reusable {
             self.summary.files_unchanged += 1;
             self.progress.bytes(meta.size);
-            content
+            reused
         } else {
             match read_file(found.path, found.lstat, &mut self.sink())? {
                 Ok(read) => {
+                    let changed = read.changed.is_some();
                     if let Some(why) = &read.changed {
                         self.warn(format!("{}: {why}", found.path.display()));
                         meta.size = read.size();
                     }
-                    tree::store_content(self.store, read.extents)?
+                    // A file that changed while read is not cached: its
+                    // times may not say so next time.
+                    let extents =
+                        (self.cache_out.is_some() && !changed).then(|| read.extents.clone());
+                    (tree::store_content(self.store, read.extents)?, extents)
                 }
                 Err(warning) => return self.kept_from_parent(found, meta, known, &warning),
             }
         };
+        if let Some(extents) = extents {
+            self.cache(found.path, meta, &content, extents);
+        }
         self.progress.file_done();
         Ok(Some(content))
+    }
+
+    /// The files cache's content for an unchanged file (same size, times
+    /// and inode), with its extents, if the index still lists every chunk
+    /// it names; `None` means read the file.
+    fn cached_content(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+    ) -> Result<Option<(Content, Option<Vec<Extent>>)>> {
+        let Some(cached) = self.cache_in.as_ref().and_then(|c| c.get(path)) else {
+            return Ok(None);
+        };
+        let same = cached.size == meta.size
+            && cached.mtime == meta.mtime
+            && cached.ctime == meta.ctime
+            && cached.ino == meta.ino;
+        if !same || !self.store.all_stored(&cached.chunk_ids())? {
+            return Ok(None);
+        }
+        Ok(Some((cached.content, Some(cached.extents))))
+    }
+
+    /// Records a stored file in the files cache being written; a cache
+    /// that cannot be written is abandoned with a warning in the log.
+    fn cache(&mut self, path: &Path, meta: &Metadata, content: &Content, extents: Vec<Extent>) {
+        let Some(out) = self.cache_out.as_mut() else {
+            return;
+        };
+        let entry = files_cache::CachedFile {
+            size: meta.size,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            ino: meta.ino,
+            content: content.clone(),
+            extents,
+        };
+        if let Err(e) = out.put(path, &entry) {
+            tracing::warn!("the files cache is not written: {e}");
+            self.cache_out = None;
+        }
     }
 
     /// The parent's version of a file that could not be read (with its

@@ -561,3 +561,70 @@ fn a_put_only_index_file_calling_real_packs_empty_deletes_nothing() {
         roles.restore_matches(id, &source, expected);
     }
 }
+
+/// `files_unchanged` of the summary a `backup --json` printed.
+fn unchanged(out: &Output) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    v["summary"]["files_unchanged"].as_u64().unwrap()
+}
+
+#[test]
+fn a_put_only_backup_skips_unchanged_files_by_its_files_cache_and_never_trusts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let roles = Roles::new(dir.path());
+    let source = dir.path().join("www");
+    fs::create_dir_all(source.join("media")).unwrap();
+    // More extents than fit inline: its content is an extent list.
+    fs::write(source.join("media/video.bin"), pseudo_random(48 << 20, 1)).unwrap();
+    fs::write(source.join("media/logo.png"), pseudo_random(300 << 10, 2)).unwrap();
+    fs::write(source.join("index.php"), b"<?php echo 1;").unwrap();
+    fs::write(source.join("empty"), b"").unwrap();
+    let src = source.to_str().unwrap();
+    let night = |roles: &Roles| {
+        let out = roles.put_only(&["--json", "backup", src]);
+        let n = unchanged(&out);
+        (backup(&out), n)
+    };
+    let (_, n) = night(&roles);
+    assert_eq!(n, 0, "night 1 has no cache");
+
+    // Night 2: nothing changed; no file is read.
+    let (id, n) = night(&roles);
+    assert_eq!(n, 4, "night 2 reuses every file from the cache");
+    source_restores(&roles, &id, &source);
+
+    // Night 3: one file rewritten with the same size: read again.
+    fs::write(source.join("media/logo.png"), pseudo_random(300 << 10, 3)).unwrap();
+    let (id, n) = night(&roles);
+    assert_eq!(n, 3);
+    source_restores(&roles, &id, &source);
+
+    // A lost cache costs reading; a damaged one too.
+    let files = roles
+        .put_cache
+        .join(listed(&roles.put_cache)[0].clone())
+        .join("files");
+    let cached = listed(&files);
+    assert_eq!(cached.len(), 1, "one cache for one source set: {cached:?}");
+    fs::remove_file(files.join(&cached[0])).unwrap();
+    let (_, n) = night(&roles);
+    assert_eq!(n, 0, "a lost cache: every file read");
+    fs::write(files.join(&cached[0]), b"garbage").unwrap();
+    let (id, n) = night(&roles);
+    assert_eq!(n, 0, "a damaged cache: every file read");
+    source_restores(&roles, &id, &source);
+
+    // The admin forgets and prunes everything: the cache names chunks
+    // the index no longer lists, so the files are read and stored again.
+    let (_, n) = night(&roles);
+    assert_eq!(n, 4, "the cache was rewritten");
+    ok(&roles.admin(&["forget", "--keep-tag", "none-has-it"]));
+    ok(&roles.admin(&["prune", "--now"]));
+    let (id, n) = night(&roles);
+    assert_eq!(
+        n, 1,
+        "the cache's chunks are gone: read again (all but the empty file)"
+    );
+    source_restores(&roles, &id, &source);
+    ok(&roles.admin(&["check", "--read-data"]));
+}
