@@ -204,7 +204,8 @@ fn put_u8_len(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_extents(out: &mut Vec<u8>, extents: &[Extent]) {
+/// Appends a counted list of extents as trees encode them.
+pub(crate) fn put_extents(out: &mut Vec<u8>, extents: &[Extent]) {
     put_u32(out, extents.len());
     for e in extents {
         match *e {
@@ -374,7 +375,8 @@ impl TreeBlob {
     }
 }
 
-fn decode_extents(r: &mut ByteReader<'_>) -> Result<Vec<Extent>> {
+/// Reads what [`put_extents`] wrote, with trees' canonical-form checks.
+pub(crate) fn decode_extents(r: &mut ByteReader<'_>) -> Result<Vec<Extent>> {
     let n = r.count(9)?;
     let mut out: Vec<Extent> = Vec::with_capacity(n);
     for _ in 0..n {

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, ReadOnlyTable, ReadableDatabase, TableDefinition};
 
+use crate::error::Result;
 use crate::format::snapshot::RawPath;
-use crate::format::tree::{Content, Extent};
+use crate::format::tree::{Content, Extent, decode_extents, put_extents};
+use crate::format::{ByteReader, put_len};
 use crate::id::{ChunkId, RepoId};
 
 const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files-v1");
@@ -77,50 +79,37 @@ impl CachedFile {
                 }
             }
         }
-        put_len(&mut out, self.extents.len());
-        for e in &self.extents {
-            match *e {
-                Extent::Data { id, len } => {
-                    out.push(0);
-                    out.extend_from_slice(id.as_bytes());
-                    out.extend_from_slice(&len.to_le_bytes());
-                }
-                Extent::Hole { len } => {
-                    out.push(1);
-                    out.extend_from_slice(&len.to_le_bytes());
-                }
-            }
-        }
+        put_extents(&mut out, &self.extents);
         out
     }
 
     /// `None` for bytes that are not an entry this code wrote, or whose
     /// extents do not add up to its size.
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut r = Reader(bytes);
-        let size = r.u64()?;
-        let mtime = (r.i64()?, r.u32()?);
-        let ctime = (r.i64()?, r.u32()?);
-        let ino = r.u64()?;
-        let lists = match r.u8()? {
+        let mut r = ByteReader::new(bytes, "files cache entry");
+        let size = r.u64().ok()?;
+        let mut time = || Some((i64::from_le_bytes(r.array().ok()?), r.u32().ok()?));
+        let (mtime, ctime) = (time()?, time()?);
+        let ino = r.u64().ok()?;
+        let lists = match r.u8().ok()? {
             0 => None,
-            1 => Some((0..r.len()?).map(|_| r.id()).collect::<Option<Vec<_>>>()?),
+            1 => {
+                let n = r.count(32).ok()?;
+                Some(
+                    (0..n)
+                        .map(|_| r.id().map(ChunkId))
+                        .collect::<Result<Vec<_>>>()
+                        .ok()?,
+                )
+            }
             _ => return None,
         };
-        let extents = (0..r.len()?)
-            .map(|_| match r.u8()? {
-                0 => Some(Extent::Data {
-                    id: r.id()?,
-                    len: r.u32()?,
-                }),
-                1 => Some(Extent::Hole { len: r.u64()? }),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let extents = decode_extents(&mut r).ok()?;
+        r.finish().ok()?;
         let total = extents
             .iter()
             .try_fold(0u64, |sum, e| sum.checked_add(e.len()))?;
-        if !r.0.is_empty() || total != size {
+        if total != size || extents.len() > EXTENTS_MAX {
             return None;
         }
         let content = lists.map_or_else(|| Content::Inline(extents.clone()), Content::Indirect);
@@ -132,42 +121,6 @@ impl CachedFile {
             content,
             extents,
         })
-    }
-}
-
-fn put_len(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
-}
-
-/// A cursor over an encoded entry; every read is bounded by what is left.
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let (head, rest) = self.0.split_first_chunk::<N>()?;
-        self.0 = rest;
-        Some(*head)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take::<1>().map(|[b]| b)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take().map(u64::from_le_bytes)
-    }
-    fn i64(&mut self) -> Option<i64> {
-        self.take().map(i64::from_le_bytes)
-    }
-    fn id(&mut self) -> Option<ChunkId> {
-        self.take().map(ChunkId)
-    }
-    /// A count, refused above [`EXTENTS_MAX`] or beyond what the bytes
-    /// left could hold (each item takes at least 9 bytes).
-    fn len(&mut self) -> Option<usize> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        (n <= EXTENTS_MAX && n.saturating_mul(9) <= self.0.len()).then_some(n)
     }
 }
 
@@ -381,7 +334,7 @@ mod tests {
         let mut wrong_size = good;
         wrong_size[0] ^= 1;
         assert_eq!(CachedFile::decode(&wrong_size), None, "size != extents");
-        let mut huge = vec![0u8; 45];
+        let mut huge = vec![0u8; 41]; // the fixed fields and an inline tag
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(CachedFile::decode(&huge), None, "a count beyond the bytes");
     }
