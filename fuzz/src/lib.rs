@@ -250,7 +250,8 @@ pub fn snapshot(data: &[u8]) {
     let again = Snapshot::decode(&snap.encode()).expect("re-encoded snapshot decodes");
     assert_eq!(again, snap);
     snap.tree_id().expect("a decoded snapshot has a tree id");
-    snap.parent_id().expect("a decoded snapshot's parent id parses");
+    snap.parent_id()
+        .expect("a decoded snapshot's parent id parses");
     for p in &snap.paths {
         p.to_bytes().expect("a decoded snapshot's paths decode");
     }
@@ -271,11 +272,23 @@ pub fn author(data: &[u8]) {
         }
         Ok((body, who)) => {
             assert_eq!(body, &data[..data.len() - BLOCK_LEN]);
-            let key = admin.mac_key_of(who.writer.id()).expect("the admin derives every key");
+            let key = admin
+                .mac_key_of(who.writer.id())
+                .expect("the admin derives every key");
             let mut resealed = body.to_vec();
-            author::seal_as(who.writer.id(), &key, ObjectType::Index, &OBJECT_ID, &mut resealed);
+            author::seal_as(
+                who.writer.id(),
+                &key,
+                ObjectType::Index,
+                &OBJECT_ID,
+                &mut resealed,
+            );
             let verified = who.authenticity == Authenticity::Verified;
-            assert_eq!(verified, resealed == data, "verified exactly when the block is right");
+            assert_eq!(
+                verified,
+                resealed == data,
+                "verified exactly when the block is right"
+            );
         }
     }
 }
@@ -290,7 +303,11 @@ pub fn prune_record(data: &[u8]) {
     };
     assert_eq!(record.encode(), data, "prune record encoding is canonical");
     let packs: std::collections::HashSet<_> = record.condemned.iter().map(|(p, _)| p).collect();
-    assert_eq!(packs.len(), record.condemned.len(), "a pack condemned twice");
+    assert_eq!(
+        packs.len(),
+        record.condemned.len(),
+        "a pack condemned twice"
+    );
 }
 
 /// `ConfigHeader::decode` and `config::open_body`. The first byte picks the
@@ -364,7 +381,11 @@ fn check_object_id_derivation() {
         let header = v1_header();
         let object = config::encode(
             &header,
-            &ConfigBody::v2(kura::repository::DEFAULT_CHUNKER, &subkeys().admin_public),
+            &ConfigBody::v2(
+                kura::repository::DEFAULT_CHUNKER,
+                &subkeys().admin_public,
+                1_764_115_200,
+            ),
             &key(),
         );
         let object_id = *blake3::hash(&header.encode()).as_bytes();
@@ -464,7 +485,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ],
     };
 
-    let body = ConfigBody::v2(kura::repository::DEFAULT_CHUNKER, &subkeys().admin_public);
+    let body = ConfigBody::v2(
+        kura::repository::DEFAULT_CHUNKER,
+        &subkeys().admin_public,
+        1_764_115_200,
+    );
     let json = serde_json_body(&body);
 
     let mut authored = b"an index file's payload".to_vec();
@@ -510,7 +535,10 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "tree",
             "extent_list",
             TreeBlob::ExtentList(vec![
-                Extent::Data { id: kura::id::ChunkId([1; 32]), len: 4096 },
+                Extent::Data {
+                    id: kura::id::ChunkId([1; 32]),
+                    len: 4096,
+                },
                 Extent::Hole { len: 1 << 20 },
             ])
             .encode(),
@@ -529,7 +557,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             prefixed(1, &frame::encode(&json, 0)),
         ),
         ("snapshot", "nightly", sample_snapshot(false).encode()),
-        ("snapshot", "copy_with_raw_path", sample_snapshot(true).encode()),
+        (
+            "snapshot",
+            "copy_with_raw_path",
+            sample_snapshot(true).encode(),
+        ),
         ("prune_record", "two_condemned", sample_record().encode()),
         ("prune_record", "empty", PruneRecord::default().encode()),
     ]
@@ -553,12 +585,21 @@ fn serde_json_body(body: &ConfigBody) -> Vec<u8> {
 }
 
 fn sample_tree() -> TreeBlob {
-    let meta = Metadata { mode: 0o644, nlink: 1, size: 10, user: b"root".to_vec(), ..Metadata::default() };
+    let meta = Metadata {
+        mode: 0o644,
+        nlink: 1,
+        size: 10,
+        user: b"root".to_vec(),
+        ..Metadata::default()
+    };
     TreeBlob::Directory(vec![
         Entry {
             name: b"a.txt".to_vec(),
             meta: meta.clone(),
-            payload: Payload::File(Content::Inline(vec![Extent::Data { id: kura::id::ChunkId([2; 32]), len: 10 }])),
+            payload: Payload::File(Content::Inline(vec![Extent::Data {
+                id: kura::id::ChunkId([2; 32]),
+                len: 10,
+            }])),
         },
         Entry {
             name: b"link".to_vec(),

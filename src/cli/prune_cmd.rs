@@ -33,6 +33,10 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
+/// The smallest grace the timing assumptions allow (format-spec/12, A1:
+/// twice the five-minute window W); below it `prune` warns.
+const MIN_SAFE_GRACE: u64 = 600;
+
 /// Parses `--grace`: a duration (`kura::snapshot::duration`) in seconds.
 pub(super) fn parse_grace(text: &str) -> Result<u64> {
     Ok(parse_duration(text)?)
@@ -70,6 +74,12 @@ impl PruneArgs {
         };
         if grace == 0 && !self.now {
             bail!("a grace of 0 deletes at once: say --now if no backup can be running");
+        }
+        if (1..MIN_SAFE_GRACE).contains(&grace) {
+            eprintln!(
+                "warning: a grace below 10 minutes is safe only if no backup runs for \
+                 longer than half of it while prunes run (format-spec/12, A1)"
+            );
         }
         Ok(PruneOptions {
             grace,

@@ -74,12 +74,15 @@ pub struct ConfigBody {
     pub pack: String,
     /// A, the admin's X25519 public key, 64 hex digits.
     pub admin_public_key: String,
+    /// When the repository was made: Unix seconds, the writer's clock.
+    /// Prune records dated before it are refused (format-spec/12).
+    pub created: u64,
 }
 
 impl ConfigBody {
     /// The body a new format-2 repository with admin public key
-    /// `admin_public` gets.
-    pub fn v2(chunker: ChunkerParams, admin_public: &[u8; 32]) -> Self {
+    /// `admin_public`, made at `created` (Unix seconds), gets.
+    pub fn v2(chunker: ChunkerParams, admin_public: &[u8; 32], created: u64) -> Self {
         Self {
             chunker: ChunkerConfig {
                 algorithm: CHUNKER_FASTCDC_V2020.into(),
@@ -91,6 +94,7 @@ impl ConfigBody {
             kdf: KDF_ARGON2ID.into(),
             pack: PACK_V1.into(),
             admin_public_key: hex::encode(admin_public),
+            created,
         }
     }
 
@@ -291,7 +295,7 @@ mod tests {
             let params = ChunkerParams { min: (avg / 4).max(64), avg, max: (avg * 4).clamp(1024, MAX_CHUNK_LIMIT), normalization };
             prop_assume!(params.check().is_ok());
             let header = ConfigHeader { version: VERSION, mandatory_features: 0, compatible_features: compatible, repo: RepoId(repo) };
-            let body = ConfigBody::v2(params, &[9; 32]);
+            let body = ConfigBody::v2(params, &[9; 32], 1_764_115_200);
             let key = AeadKey(key);
             let bytes = encode(&header, &body, &key);
             prop_assert_eq!(ConfigHeader::decode(&bytes).unwrap(), header);
@@ -320,6 +324,7 @@ mod tests {
                 normalization: 1,
             },
             &[9; 32],
+            1_764_115_200,
         );
         (header, body)
     }

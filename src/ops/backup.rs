@@ -23,11 +23,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
-use crate::ops::files_cache;
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;
-use crate::snapshot::tree;
+use crate::snapshot::{files_cache, tree};
 use crate::source::command::{run_command, stream_metadata, stream_path};
 use crate::source::exclude::ExcludeOptions;
 use crate::source::file::read_file;
@@ -72,7 +71,7 @@ pub struct BackupOptions {
     /// The snapshot's start and end times, and streams' mtimes.
     pub clock: Clock,
     /// The cache root under which a put-only key's backup keeps its files
-    /// cache (`ops::files_cache`); `None` keeps none.
+    /// cache (`snapshot::files_cache`); `None` keeps none.
     pub files_cache: Option<PathBuf>,
 }
 

@@ -56,7 +56,10 @@
 //! has the same original: its `copy_of` names it, or it is that original
 //! (a snapshot copied back to where it was made). Such snapshots are
 //! skipped without reading their trees, so a copy run again copies nothing
-//! and reads no tree and no data chunk. A copy deleted from the target
+//! and reads no tree and no data chunk. Into a target opened with a
+//! put-only key, which cannot read its snapshots, the copies this machine
+//! remembers making (beside the translations) stand in for them, while
+//! their snapshot ids are still listed. A copy deleted from the target
 //! (`forget`) is copied again by the next run that selects it; a copy
 //! rewritten by `repair snapshots` loses its `copy_of`, so the next copy
 //! brings the whole snapshot back beside the repaired one.
@@ -204,7 +207,9 @@ pub fn copy_with_progress(
 ) -> Result<CopyReport> {
     let started = Started::now();
     let mut report = CopyReport::default();
-    let (todo, mut copies) = plan(source, target, options, &mut report)?;
+    let file = (options.cache_root.as_deref()).map(|root| translations_file(root, target.id()));
+    let translations = Translations::open(file.as_deref())?;
+    let (todo, mut copies) = plan(source, target, &translations, options, &mut report)?;
     if todo.is_empty() {
         return Ok(report);
     }
@@ -227,8 +232,6 @@ pub fn copy_with_progress(
         .map(|(id, e)| format!("pack {id}: {e}"))
         .collect();
     let reader = ChunkStore::new(source, source_index, ChunkStoreOptions::default());
-    let file = (options.cache_root.as_deref()).map(|root| translations_file(root, target.id()));
-    let translations = Translations::open(file.as_deref())?;
     let mut translator = Translator {
         source: &reader,
         target: &store,
@@ -259,6 +262,12 @@ pub fn copy_with_progress(
         };
         let new = snapshots::save(target, &copy)?;
         tracing::debug!(source = %id, target = %new, "copy: snapshot written");
+        // Only a hint for the next copy into a target it cannot read.
+        let remembered = original_ids(&original)
+            .and_then(|(repo, snapshot)| translations.record_copy(&repo, &snapshot, &new));
+        if let Err(e) = remembered {
+            tracing::warn!("copy {new} not remembered: {e}");
+        }
         copies.insert(original, new);
         report.copied.push(CopiedSnapshot {
             source: id,
@@ -285,13 +294,18 @@ struct Pending {
 fn plan(
     source: &Repository,
     target: &Repository,
+    translations: &Translations,
     options: &CopyOptions,
     report: &mut CopyReport,
 ) -> Result<(Vec<Pending>, HashMap<CopyOf, SnapshotId>)> {
-    let copies: HashMap<CopyOf, SnapshotId> = snapshots::list(target)?
-        .into_iter()
-        .map(|(id, s)| (original_of(target.id(), &id, &s), id))
-        .collect();
+    let copies = if target.is_admin() {
+        snapshots::list(target)?
+            .into_iter()
+            .map(|(id, s)| (original_of(target.id(), &id, &s), id))
+            .collect()
+    } else {
+        copies_remembered(target, translations)?
+    };
     let mut todo = Vec::new();
     for (id, snap) in select(source, options)? {
         let original = original_of(source.id(), &id, &snap);
@@ -304,6 +318,31 @@ fn plan(
         }
     }
     Ok((todo, copies))
+}
+
+/// The copies in a target this handle cannot read (a put-only key): those
+/// this machine remembers making whose snapshots are still listed. Without
+/// that memory every selected snapshot is copied again (its data is
+/// deduplicated; the snapshot objects are new).
+fn copies_remembered(
+    target: &Repository,
+    translations: &Translations,
+) -> Result<HashMap<CopyOf, SnapshotId>> {
+    let listed: HashSet<SnapshotId> = snapshots::list_ids(target)?.into_iter().collect();
+    Ok(translations
+        .copies()?
+        .into_iter()
+        .filter(|(_, _, copy)| listed.contains(copy))
+        .map(|(repo, snapshot, copy)| (CopyOf::new(&repo, &snapshot), copy))
+        .collect())
+}
+
+/// The ids a [`CopyOf`] names in hex.
+fn original_ids(original: &CopyOf) -> Result<(RepoId, SnapshotId)> {
+    Ok((
+        RepoId::from_hex(&original.repository)?,
+        SnapshotId::from_hex(&original.snapshot)?,
+    ))
 }
 
 /// The source snapshots chosen by `options`, oldest first.

@@ -11,7 +11,6 @@ pub mod backup;
 pub mod check;
 pub mod copy;
 pub mod diff;
-pub mod files_cache;
 pub mod find;
 pub mod forget;
 pub mod history;

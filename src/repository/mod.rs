@@ -137,8 +137,8 @@ impl Repository {
             repo: RepoId::random(),
         };
         let keys = KeySet::admin(master);
-        let body = ConfigBody::v2(opts.chunker, &keys.subkeys.admin_public);
         let now = opts.clock.now_unix();
+        let body = ConfigBody::v2(opts.chunker, &keys.subkeys.admin_public, now);
         let slot = KeySlot::create_for(&keys, password, header.repo, opts.kdf, now)?;
         let slot_id = KeySlotId::random();
         // The key slot first: a visible config always has a key to open it.

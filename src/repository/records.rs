@@ -6,7 +6,9 @@
 //! Owns the rule of which records count (format-spec/12, "Author block"):
 //! an admin handle honours a record only if its author block verifies as
 //! the admin's; any other record (a put-only key's, or a forged one) is
-//! reported ([`ignored`]) and left out, so it condemns nothing. A put-only
+//! reported and left out, so it condemns nothing. For deciding deletions
+//! an admin also refuses records dated in the future or before the
+//! repository ([`refused_date`]). A put-only
 //! handle cannot verify author blocks and honours every record that
 //! authenticates, as before roles existed: a record only keeps its writer
 //! from reusing the packs it names. Only an admin writes records.
@@ -17,39 +19,68 @@ use crate::format::prune::PruneRecord;
 use crate::id::RecordId;
 use crate::repository::Repository;
 
-/// A record [`load_all`] left out, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct IgnoredRecord {
-    pub id: RecordId,
-    pub author: crate::format::author::Writer,
-    pub forged: bool,
+/// How far a record's date may be from the reader's clock, and before
+/// the repository's creation, before it is refused for deciding deletions
+/// (format-spec/12, "Author block"): a day, as for snapshots.
+pub const CLOCK_TOLERANCE: u64 = 86_400;
+
+/// Why an admin handle does not honour a record of `author`, if it does
+/// not: see the module doc.
+fn refused_author(repo: &Repository, author: &Authorship) -> Option<String> {
+    if !repo.is_admin() || author.is_verified_admin() {
+        return None;
+    }
+    Some(if author.authenticity == Authenticity::Forged {
+        format!(
+            "forged (its author block names {} but does not verify)",
+            author.writer
+        )
+    } else {
+        format!(
+            "written by {}, and only the admin's records count",
+            author.writer
+        )
+    })
 }
 
-/// Whether a handle honours a record of `author`: see the module doc.
-fn honoured(repo: &Repository, author: &Authorship) -> bool {
-    !repo.is_admin() || author.is_verified_admin()
+/// Why a record may not decide deletions at `now` (Unix seconds) although
+/// its author is honoured: a date more than [`CLOCK_TOLERANCE`] after now
+/// or before the repository was made. A writer still honours it (it only
+/// withholds packs from reuse); prune and check leave it out.
+pub fn refused_date(repo: &Repository, record: &PruneRecord, now: u64) -> Option<String> {
+    let made = repo.config().created;
+    if record.created > now.saturating_add(CLOCK_TOLERANCE) {
+        Some(format!(
+            "dated in the future: created {} s after this machine's clock ({now})",
+            record.created - now
+        ))
+    } else if record.created.saturating_add(CLOCK_TOLERANCE) < made {
+        Some(format!(
+            "dated {} s before the repository was made ({made})",
+            made - record.created
+        ))
+    } else {
+        None
+    }
 }
 
-/// The records an admin handle leaves out, each also warned about once
-/// (the forged ones and those a put-only key wrote): what prune reports.
+/// One record as an admin judges it: its contents, and why it is not
+/// honoured (its author, or with `now` given, its date), if it is not.
 ///
 /// # Errors
-/// As [`load_all`].
-pub fn ignored(repo: &Repository) -> Result<Vec<IgnoredRecord>> {
-    let mut out = Vec::new();
-    for id in repo.list::<PruneRecord>()? {
-        match repo.load_authored::<PruneRecord>(&id) {
-            Ok(loaded) if !honoured(repo, &loaded.author) => out.push(IgnoredRecord {
-                id,
-                author: loaded.author.writer,
-                forged: loaded.author.authenticity == Authenticity::Forged,
-            }),
-            Ok(_) => {}
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+/// Backend errors; [`crate::ErrorKind::Corrupt`] for a record that does not
+/// authenticate; `NotFound` for one swept meanwhile.
+pub fn load_judged(
+    repo: &Repository,
+    id: &RecordId,
+    now: Option<u64>,
+) -> Result<(PruneRecord, Option<String>)> {
+    let loaded = repo.load_authored::<PruneRecord>(id)?;
+    let refused = refused_author(repo, &loaded.author).or_else(|| {
+        now.filter(|_| repo.is_admin())
+            .and_then(|now| refused_date(repo, &loaded.value, now))
+    });
+    Ok((loaded.value, refused))
 }
 
 /// Every listed record: `Some` with its contents if this handle honours
@@ -63,9 +94,9 @@ pub fn ignored(repo: &Repository) -> Result<Vec<IgnoredRecord>> {
 pub fn load_lenient(repo: &Repository) -> Result<Vec<(RecordId, Option<PruneRecord>)>> {
     let mut out = Vec::new();
     for id in repo.list::<PruneRecord>()? {
-        match repo.load_authored::<PruneRecord>(&id) {
-            Ok(loaded) if honoured(repo, &loaded.author) => out.push((id, Some(loaded.value))),
-            Ok(_) => out.push((id, None)),
+        match load_judged(repo, &id, None) {
+            Ok((record, None)) => out.push((id, Some(record))),
+            Ok((_, Some(_))) => out.push((id, None)),
             Err(e) if e.kind() == crate::ErrorKind::Corrupt => out.push((id, None)),
             Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -75,18 +106,7 @@ pub fn load_lenient(repo: &Repository) -> Result<Vec<(RecordId, Option<PruneReco
 }
 
 /// Warns, once per record per process, that `id` is not honoured.
-fn warn_ignored(id: &RecordId, author: &Authorship) {
-    let why = if author.authenticity == Authenticity::Forged {
-        format!(
-            "forged (its author block names {} but does not verify)",
-            author.writer
-        )
-    } else {
-        format!(
-            "written by {}, and only the admin's records count",
-            author.writer
-        )
-    };
+fn warn_ignored(id: &RecordId, why: &str) {
     crate::error::warn_skipped_damage(
         &format!("prune record {id}"),
         &crate::Error::corrupt(format!("ignored: {why}")),
@@ -94,19 +114,33 @@ fn warn_ignored(id: &RecordId, author: &Authorship) {
 }
 
 /// Every record in the repository this handle honours (see the module
-/// doc), oldest first.
+/// doc), oldest first: what a writer heeds.
+///
+/// # Errors
+/// As [`load_all_at`].
+pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
+    load_honoured(repo, None)
+}
+
+/// [`load_all`] for deciding deletions at `now` (Unix seconds): an
+/// admin also leaves out, and reports, records whose dates it refuses
+/// ([`refused_date`]).
 ///
 /// # Errors
 /// A failed listing, or a record that does not authenticate: a record that
 /// cannot be read could condemn anything, so nothing may rely on its
 /// absence; its error names the record and `kura repair index`, which
 /// deletes it. A record listed but gone when read is skipped (it was swept).
-pub fn load_all(repo: &Repository) -> Result<Vec<(RecordId, PruneRecord)>> {
+pub fn load_all_at(repo: &Repository, now: u64) -> Result<Vec<(RecordId, PruneRecord)>> {
+    load_honoured(repo, Some(now))
+}
+
+fn load_honoured(repo: &Repository, now: Option<u64>) -> Result<Vec<(RecordId, PruneRecord)>> {
     let mut out = Vec::new();
     for id in repo.list::<PruneRecord>()? {
-        match repo.load_authored::<PruneRecord>(&id) {
-            Ok(loaded) if honoured(repo, &loaded.author) => out.push((id, loaded.value)),
-            Ok(loaded) => warn_ignored(&id, &loaded.author),
+        match load_judged(repo, &id, now) {
+            Ok((record, None)) => out.push((id, record)),
+            Ok((_, Some(why))) => warn_ignored(&id, &why),
             // Listed, then swept by a prune running now: that prune
             // deleted the record's packs before the record (format-spec
             // 12, step 8), so it condemns nothing that still exists.

@@ -1,11 +1,14 @@
 //! Snapshot layer (4): what a snapshot holds and how snapshots are chosen.
 //! Trees of directories and file contents ([`tree`]), choosing snapshots by
 //! name, filter and point in time ([`select`]), retention policies
-//! ([`retention`]), UTC times ([`time`]) and durations ([`duration`]).
+//! ([`retention`]), UTC times ([`time`]) and durations ([`duration`]), and
+//! the files cache a backup without a readable parent relies on
+//! ([`files_cache`]).
 //! Built on the chunk store and the repository's typed snapshot objects;
 //! never touches a backend.
 
 pub mod duration;
+pub mod files_cache;
 pub mod retention;
 pub mod select;
 pub mod time;

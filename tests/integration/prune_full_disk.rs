@@ -84,7 +84,7 @@ fn prune_frees_a_full_repository_disk() {
     ok(run(
         &repo,
         &cache,
-        None,
+        Some(T0 - 4 * HOUR),
         &[&["init"][..], &FAST_KDF].concat(),
     ));
     let src = dir.path().join("src");

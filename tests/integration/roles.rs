@@ -628,3 +628,114 @@ fn a_put_only_backup_skips_unchanged_files_by_its_files_cache_and_never_trusts_i
     source_restores(&roles, &id, &source);
     ok(&roles.admin(&["check", "--read-data"]));
 }
+
+#[test]
+fn admin_records_dated_in_the_future_or_before_the_repository_condemn_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let roles = Roles::new(dir.path());
+    let source = dir.path().join("site");
+    let nights = two_nights(&roles, &source);
+    // Written with the admin key itself (a wrong clock, or a replay by
+    // someone who once held it): authentic, but dated impossibly.
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&roles.admin.path));
+    let admin = Repository::open(backend, b"pw").unwrap();
+    let packs: Vec<(PackId, u64)> = admin.list_packs().unwrap().into_iter().collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (future, ancient) = (RecordId([0xd1; 32]), RecordId([0xd2; 32]));
+    for (id, created) in [(future, now + 30 * 86_400), (ancient, 1)] {
+        let record = PruneRecord {
+            created,
+            grace: 0,
+            seen_index: admin.list::<IndexFile>().unwrap(),
+            seen_orphans: Vec::new(),
+            condemned: packs.clone(),
+            forgotten: Vec::new(),
+        };
+        kura::repository::records::save(&admin, &id, &record).unwrap();
+    }
+    for _ in 0..2 {
+        let out = roles.admin(&["prune"]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains(&future.to_hex()) && err.contains("in the future"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&ancient.to_hex()) && err.contains("before the repository"),
+            "{err}"
+        );
+    }
+    for (pack, _) in &packs {
+        assert!(
+            roles.admin.path.join(layout::pack_path(pack)).exists(),
+            "pack {pack} deleted"
+        );
+    }
+    // check tells of both (a note: the admin's own, not damage).
+    let out = roles.admin(&["--json", "check", "--read-data"]);
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let notes = report["notes"].to_string();
+    for id in [future, ancient] {
+        assert!(notes.contains(&id.to_hex()), "{notes}");
+    }
+    for (id, expected) in &nights {
+        roles.restore_matches(id, &source, expected);
+    }
+}
+
+#[test]
+fn a_put_only_key_is_a_copy_target_that_never_gets_a_snapshot_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let offsite = Roles::new(&dir.path().join("offsite"));
+    let site = CliRepo::init(&dir.path().join("site"));
+    let source = dir.path().join("www");
+    fs::create_dir_all(&source).unwrap();
+    let src = source.to_str().unwrap();
+    let to = offsite.admin.path.to_str().unwrap().to_owned();
+    let copy = |args: &[&str]| {
+        let mut env = site.env().to_vec();
+        env.push(("KURA_TO_PASSWORD", OsStr::new(PUT_ONLY_PASSWORD)));
+        let out = kura_env(
+            &site.path,
+            &env,
+            &[&["--json", "copy", "--to", &to][..], args].concat(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+        let count = |k: &str| v[k].as_array().unwrap().len();
+        (count("copied"), count("already_copied"))
+    };
+    let mut nights = Vec::new();
+    for seed in 1..=2 {
+        fs::write(source.join("db.sql"), pseudo_random(400 << 10, seed)).unwrap();
+        nights.push((
+            backup(&site.run(&["--json", "backup", src])),
+            describe(&source),
+        ));
+    }
+    assert_eq!(copy(&[]), (2, 0));
+    // It cannot read the target's snapshots: it knows what it copied.
+    assert_eq!(copy(&[]), (0, 2), "nothing is copied twice");
+    fs::write(source.join("db.sql"), pseudo_random(400 << 10, 3)).unwrap();
+    nights.push((
+        backup(&site.run(&["--json", "backup", src])),
+        describe(&source),
+    ));
+    assert_eq!(copy(&[]), (1, 2));
+
+    // The offsite admin reads all of it; the key reads none of it.
+    let listing = ok(&offsite.admin(&["--json", "snapshots"]));
+    let listed: serde_json::Value = serde_json::from_str(&listing).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listing}");
+    ok(&offsite.admin(&["check", "--read-data"]));
+    let restored = dir.path().join("restored");
+    let out = offsite.admin(&["restore", "latest", "--target", restored.to_str().unwrap()]);
+    ok(&out);
+    let got = describe(&restored.join(source.strip_prefix("/").unwrap()));
+    assert_eq!(got, nights[2].1);
+    let back = offsite.put_only(&["copy", "--to", site.path.to_str().unwrap()]);
+    assert_eq!(back.status.code(), Some(EXIT_PUT_ONLY), "{}", stderr(&back));
+}

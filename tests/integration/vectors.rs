@@ -714,7 +714,7 @@ fn config_vectors() -> Value {
         compatible_features: 0,
         repo: repo_id(),
     };
-    let body = ConfigBody::v2(DEFAULT_CHUNKER, &keys.admin_public);
+    let body = ConfigBody::v2(DEFAULT_CHUNKER, &keys.admin_public, 1_764_115_200);
     let bytes = config::encode_with_nonce(&header, &body, &keys.shared, &[0x12; 24]);
     let patch = |at: usize, v: &[u8]| {
         let mut b = bytes.clone();

@@ -54,8 +54,8 @@ use crate::format::pack::PackHeader;
 use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
 use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
-use crate::repository::Repository;
 use crate::repository::snapshots;
+use crate::repository::{Repository, records};
 
 mod subset;
 mod trees;
@@ -324,19 +324,35 @@ fn unindexed_notes(
         .collect()
 }
 
-/// Prune records must authenticate; the packs they condemn are told apart
-/// from orphans.
+/// Prune records must authenticate and be honoured (the admin's, dated
+/// sanely); the packs they condemn are told apart from orphans.
 fn check_prune_records(
     repo: &Repository,
     report: &mut CheckReport,
 ) -> Result<HashMap<PackId, RecordId>> {
     let mut condemned = HashMap::new();
+    let now = repo.clock().now_unix();
     for id in repo.list::<PruneRecord>()? {
-        match crate::repository::records::load(repo, &id) {
-            Ok(r) => {
+        match records::load_judged(repo, &id, None) {
+            Ok((r, None)) => {
+                // Wrongly dated: the admin's, but prune leaves it out
+                // (a clock that was wrong, or is); told, not damage.
+                if let Some(why) = records::refused_date(repo, &r, now) {
+                    report.notes.push(format!(
+                        "prune record {id} is {why}; prune ignores it until it is not"
+                    ));
+                }
                 for (p, _) in &r.condemned {
                     condemned.entry(*p).or_insert(id);
                 }
+            }
+            // Forged, or a put-only key's: prune leaves it out, and so
+            // does the tally of condemned packs.
+            Ok((_, Some(why))) => {
+                let e = Error::corrupt(format!("ignored by prune: {why}"));
+                report
+                    .damage
+                    .push(damage(format!("prune record {id}"), &e, Vec::new()));
             }
             Err(e) if is_damage(&e) => {
                 report

@@ -1,6 +1,8 @@
 //! Operations layer, `copy`'s own local store: chunk ids of another
 //! repository translated into the target's, as copies learnt them, so that
-//! a later copy need not read a chunk the target already holds. Kept in a
+//! a later copy need not read a chunk the target already holds; and which
+//! snapshots were copied, for a target the copy cannot read (a put-only
+//! key). Kept in a
 //! redb file beside the target's index cache,
 //! `<cache root>/<target repository id>/copy.redb` (a directory only its
 //! owner may read: the ids are derived from plaintext), or in memory.
@@ -14,14 +16,18 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::chunkstore::index::create_private_dir;
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::{ChunkId, RepoId};
+use crate::id::{ChunkId, RepoId, SnapshotId};
 
 /// (source repository id, source chunk id) -> target chunk id.
 const TRANSLATIONS: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copy_translations");
+/// (original repository id, original snapshot id) -> the target's copy:
+/// what a copy into a target it cannot read (a put-only key) knows is
+/// there already.
+const COPIES: TableDefinition<[u8; 64], [u8; 32]> = TableDefinition::new("copies");
 
 /// Where the translations into repository `target` live under a cache
 /// root.
@@ -107,10 +113,53 @@ impl Translations {
         })
     }
 
+    /// Every copy recorded: the original backup (repository id, snapshot
+    /// id) and its copy in the target.
+    ///
+    /// # Errors
+    /// Local database I/O errors.
+    pub fn copies(&self) -> Result<Vec<(RepoId, SnapshotId, SnapshotId)>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(COPIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let k = k.value();
+            out.push((
+                RepoId::from_slice(&k[..32]),
+                SnapshotId::from_slice(&k[32..]),
+                SnapshotId(v.value()),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records, durably, that the backup `(repo, snapshot)` was copied to
+    /// the target as `copy`.
+    ///
+    /// # Errors
+    /// Local database I/O errors.
+    pub fn record_copy(
+        &self,
+        repo: &RepoId,
+        snapshot: &SnapshotId,
+        copy: &SnapshotId,
+    ) -> Result<()> {
+        let mut key = [0u8; 64];
+        key[..32].copy_from_slice(repo.as_bytes());
+        key[32..].copy_from_slice(snapshot.as_bytes());
+        self.write(|txn| {
+            let mut table = txn.open_table(COPIES).map_err(db_err)?;
+            table.insert(&key, copy.as_bytes()).map_err(db_err)?;
+            Ok(())
+        })
+    }
+
     fn write(&self, f: impl FnOnce(&redb::WriteTransaction) -> Result<()>) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         txn.open_table(TRANSLATIONS).map_err(db_err)?;
+        txn.open_table(COPIES).map_err(db_err)?;
         f(&txn)?;
         txn.commit().map_err(db_err)
     }
@@ -151,6 +200,12 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o700);
+
+        let (original, copy) = (SnapshotId([6; 32]), SnapshotId([7; 32]));
+        store.record_copy(&a, &original, &copy).unwrap();
+        drop(store);
+        let store = Translations::open(Some(&file)).unwrap();
+        assert_eq!(store.copies().unwrap(), vec![(a, original, copy)]);
 
         let memory = Translations::open(None).unwrap();
         memory.record(&a, &[(theirs, ours)]).unwrap();

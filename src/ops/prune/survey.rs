@@ -45,7 +45,7 @@ impl Survey {
         now: u64,
         at_once: bool,
     ) -> Result<Self> {
-        let records = records::load_all(repo)?;
+        let records = records::load_all_at(repo, now)?;
         let ripe: Vec<usize> = (0..records.len())
             .filter(|&i| at_once || records[i].1.is_ripe(now))
             .collect();

@@ -1,4 +1,4 @@
-//! Operations layer: the files cache (format-spec/06, "Local cache"). For
+//! Snapshot layer: the files cache (format-spec/06, "Local cache"). For
 //! each set of sources a backup remembers, per regular file it stored,
 //! the size, times and inode it saw and the content it recorded, so that a
 //! backup that cannot read its parent's trees (a put-only key) still skips
