@@ -58,6 +58,8 @@ mod retention;
 mod roles;
 #[path = "integration/rollback.rs"]
 mod rollback;
+#[path = "integration/run.rs"]
+mod run;
 #[path = "integration/security.rs"]
 mod security;
 #[path = "integration/serve.rs"]

@@ -56,7 +56,11 @@ pub const TABLE: &[ExitCodeRow] = &[
         &[ErrorKind::NotFound],
         "repository (or an object named) not found",
     ),
-    row(LOCKED, &[ErrorKind::Locked], "repository locked"),
+    row(
+        LOCKED,
+        &[ErrorKind::Locked],
+        "repository locked, or another `kura run` of the same profile is running on this machine",
+    ),
     row(
         WRONG_PASSWORD,
         &[ErrorKind::WrongPassword],

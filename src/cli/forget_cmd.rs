@@ -65,7 +65,11 @@ pub struct ForgetArgs {
     pub now: bool,
 }
 
-pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
+/// The forget `args` ask for.
+///
+/// # Errors
+/// A bad `--keep-within` or `--group-by`, a bad `KURA_NOW`.
+pub fn forget_options(args: &ForgetArgs) -> Result<ForgetOptions> {
     let policy = RetentionPolicy {
         last: args.keep_last,
         hourly: args.keep_hourly,
@@ -76,13 +80,17 @@ pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         within: args.keep_within.as_deref().map(parse_within).transpose()?,
         tags: args.keep_tag.clone(),
     };
-    let options = ForgetOptions {
+    Ok(ForgetOptions {
         policy,
         group_by: GroupBy::parse(&args.group_by)?,
         filter: args.filter.filter(),
         dry_run: args.dry_run,
         clock: super::clock_from_env()?,
-    };
+    })
+}
+
+pub fn run_forget(g: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
+    let options = forget_options(args)?;
     let prune = PruneArgs {
         max_unused: args.max_unused.clone(),
         max_repack_size: args.max_repack_size.clone(),

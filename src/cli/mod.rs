@@ -14,8 +14,10 @@ mod mount_cmd;
 mod names;
 mod output;
 mod password;
+mod profile;
 mod progress;
 mod prune_cmd;
+mod run_cmd;
 pub mod secrets;
 mod serve_cmd;
 mod snapshot_cmds;
@@ -77,7 +79,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a local directory, sftp://[user@]host[:port]/path
     /// (host//abs/path for an absolute path), kura+ssh://[user@]host[:port]/path
@@ -198,7 +200,10 @@ pub enum Command {
     /// Delete data no snapshot needs, in two phases safe with running
     /// backups (format-spec/12): condemn now, delete in a later prune.
     Prune(prune_cmd::PruneArgs),
-    /// Show the repository configuration.
+    /// Run a profile of kura.toml: hooks, backup, forget, prune, check,
+    /// notification; the nightly job.
+    Run(run_cmd::RunArgs),
+    /// Show the repository configuration, or check a kura.toml.
     Config {
         #[command(subcommand)]
         action: ConfigCommand,
@@ -217,6 +222,9 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Print format version, features, algorithms and chunker parameters.
     Show,
+    /// Validate a kura.toml and print the profile a run would use
+    /// (secrets masked).
+    Check(run_cmd::ConfigCheckArgs),
 }
 
 /// Argon2id cost for a new key slot.
@@ -440,6 +448,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Config {
             action: ConfigCommand::Show,
         } => show_config(g),
+        Command::Config {
+            action: ConfigCommand::Check(args),
+        } => run_cmd::run_config_check(g, args),
+        Command::Run(args) => run_cmd::run_profile(g, args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),
         Command::Man(args) => docs_cmd::run_man(args),

@@ -42,7 +42,7 @@ pub(super) fn parse_grace(text: &str) -> Result<u64> {
     Ok(parse_duration(text)?)
 }
 
-fn parse_percent(text: &str) -> Result<f64> {
+pub(super) fn parse_percent(text: &str) -> Result<f64> {
     let p: f64 = text
         .trim()
         .strip_suffix('%')

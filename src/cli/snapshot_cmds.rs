@@ -141,16 +141,18 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-/// Runs a backup; `Ok(true)` if the snapshot is incomplete.
-pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
-    let repo = g.open()?;
-    tracing::debug!("repository opened");
-    let alarm = super::history_alarm(&repo)?;
-    let index = synced_index(&repo)?;
-    tracing::debug!("index synced");
+/// The backup `args` ask for in `repo`.
+///
+/// # Errors
+/// A parent that is not found, an exclude file that cannot be read, a bad
+/// `KURA_NOW`.
+pub fn backup_options(
+    repo: &kura::repository::Repository,
+    args: &BackupArgs,
+) -> Result<BackupOptions> {
     let parent = match (&args.parent, args.no_parent) {
         (_, true) => ParentChoice::None,
-        (Some(p), false) => ParentChoice::Id(snapshot::find(&repo, p)?.0),
+        (Some(p), false) => ParentChoice::Id(snapshot::find(repo, p)?.0),
         (None, false) => ParentChoice::Latest,
     };
     let mut streams: Vec<StreamSource> = args
@@ -185,6 +187,17 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
         clock: super::clock_from_env()?,
         files_cache: super::cache_root(),
     };
+    Ok(options)
+}
+
+/// Runs a backup; `Ok(true)` if the snapshot is incomplete.
+pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
+    let repo = g.open()?;
+    tracing::debug!("repository opened");
+    let alarm = super::history_alarm(&repo)?;
+    let index = synced_index(&repo)?;
+    tracing::debug!("index synced");
+    let options = backup_options(&repo, args)?;
     let bar = Bar::new(!args.quiet && !g.json);
     let report = std::thread::scope(|scope| {
         if bar.visible() {

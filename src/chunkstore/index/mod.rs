@@ -491,7 +491,7 @@ pub fn cache_file(root: &Path, repo: &RepoId) -> PathBuf {
 ///
 /// # Errors
 /// The directory cannot be created or its mode set.
-pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)

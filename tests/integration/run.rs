@@ -1,0 +1,338 @@
+//! `kura run` and `kura config check` (README, "The nightly job"): one
+//! profile of a kura.toml runs hooks, the backup of every source, forget,
+//! prune and check, and notifies; a failed dump fails the run with no
+//! snapshot; one run of a profile at a time; the command line wins over
+//! the profile; unknown keys are refused with where they are.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{BIN, CliRepo, stderr};
+
+/// A repository, a site to back up and a kura.toml in a temporary
+/// directory.
+struct Site {
+    dir: tempfile::TempDir,
+    repo: CliRepo,
+}
+
+impl Site {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = CliRepo::init(dir.path());
+        fs::create_dir_all(dir.path().join("www/media")).unwrap();
+        fs::write(dir.path().join("www/index.php"), b"<?php echo 1;").unwrap();
+        fs::write(dir.path().join("www/media/logo.png"), [7u8; 5000]).unwrap();
+        Self { dir, repo }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes kura.toml: profile `site` with `extra` appended.
+    fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"[site]
+repository = "{repo}"
+host = "web1"
+tags = ["nightly"]
+
+[site.sources]
+paths = ["{www}"]
+commands = {{ "db/site.sql" = "printf 'CREATE TABLE t;'" }}
+{extra}"#,
+            repo = self.repo.path.display(),
+            www = self.path("www").display(),
+        );
+        let file = self.path("kura.toml");
+        fs::write(&file, text).unwrap();
+        file
+    }
+
+    /// `kura ARGS` with the config file, the password and the cache in
+    /// the environment (no `-r`: the profile names the repository).
+    fn kura(&self, now: Option<&str>, args: &[&str]) -> Output {
+        self.command(now, args).output().unwrap()
+    }
+
+    fn command(&self, now: Option<&str>, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("KURA_REPOSITORY")
+            .env_remove("KURA_PASSWORD_FILE")
+            .env_remove("KURA_PASSWORD_COMMAND")
+            .envs(self.repo.env())
+            .env("KURA_CONFIG", self.path("kura.toml"));
+        match now {
+            Some(t) => cmd.env("KURA_NOW", t),
+            None => cmd.env_remove("KURA_NOW"),
+        };
+        cmd
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        let out = self.repo.run(&["--json", "snapshots"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(out)
+        )
+    })
+}
+
+#[test]
+fn a_profile_run_backs_up_forgets_prunes_checks_and_notifies() {
+    let site = Site::new();
+    let log = site.path("hooks.log");
+    let notified = site.path("notified");
+    site.config(&format!(
+        r#"
+[site.retention]
+keep_last = 2
+
+[site.prune]
+grace = "1h"
+
+[site.check]
+read_data_subset = "100%"
+
+[site.hooks]
+before = ["echo before $KURA_PROFILE >> {log}"]
+after = ["echo after >> {log}"]
+
+[site.notify]
+command = "(echo $KURA_RUN_STATUS; cat) > {notified}"
+on_success = true
+"#,
+        log = log.display(),
+        notified = notified.display()
+    ));
+    let nights = [
+        "2026-12-01T03:00:00Z",
+        "2026-12-02T03:00:00Z",
+        "2026-12-03T03:00:00Z",
+    ];
+    let mut last = serde_json::Value::Null;
+    for night in nights {
+        let out = site.kura(Some(night), &["--json", "run"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        last = json(&out);
+    }
+    assert_eq!(last["ok"], true, "{last}");
+    assert_eq!(last["exit_code"], 0);
+    let steps: Vec<&str> = last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "before", "open", "backup", "forget", "prune", "check", "after"
+        ]
+    );
+    assert!(
+        last["steps"][3]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 snapshots removed")
+    );
+    // One snapshot per night, the oldest forgotten; the dump is in it.
+    let snaps = site.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps.iter().all(|s| s["snapshot"]["hostname"] == "web1"));
+    let dumped = site.repo.run(&["dump", "latest", "db/site.sql"]);
+    assert_eq!(dumped.stdout, b"CREATE TABLE t;");
+    let hooks = fs::read_to_string(&log).unwrap();
+    assert_eq!(hooks.matches("before site").count(), 3, "{hooks}");
+    assert_eq!(hooks.matches("after").count(), 3, "{hooks}");
+    let note = fs::read_to_string(&notified).unwrap();
+    assert!(note.starts_with("ok\nkura run [site]: ok"), "{note}");
+    assert!(note.contains("backup") && note.contains("check"), "{note}");
+}
+
+#[test]
+fn a_failed_dump_fails_the_run_with_no_snapshot_and_runs_on_failure() {
+    let site = Site::new();
+    let log = site.path("failure.log");
+    let notified = site.path("notified");
+    let file = site.config(&format!(
+        r#"
+[site.retention]
+keep_last = 1
+
+[site.hooks]
+after = ["echo after >> {log}"]
+on_failure = ["echo \"failed: $KURA_RUN_ERROR\" >> {log}"]
+
+[site.notify]
+command = "(echo $KURA_RUN_STATUS; cat) > {notified}"
+"#,
+        log = log.display(),
+        notified = notified.display()
+    ));
+    let out = site.kura(None, &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !notified.exists(),
+        "no notification for success unless asked"
+    );
+    let broken = fs::read_to_string(&file).unwrap().replace(
+        "printf 'CREATE TABLE t;'",
+        "echo 'pg_dump: connection refused' >&2; exit 7",
+    );
+    fs::write(&file, broken).unwrap();
+    let out = site.kura(None, &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        site.snapshots().len(),
+        1,
+        "no snapshot, and nothing forgotten"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FAIL") || text.contains("failed"), "{text}");
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("failed: ") && log.contains("connection refused"),
+        "{log}"
+    );
+    assert_eq!(log.matches("after").count(), 1, "{log}");
+    let note = fs::read_to_string(&notified).unwrap();
+    assert!(note.starts_with("failed\n"), "{note}");
+}
+
+#[test]
+fn a_second_run_of_a_profile_exits_11_while_one_runs() {
+    let site = Site::new();
+    let fifo = site.path("go");
+    let started = site.path("started");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    site.config(&format!(
+        "\n[site.hooks]\nbefore = [\"touch {} && cat {} > /dev/null\"]\n",
+        started.display(),
+        fifo.display()
+    ));
+    let mut first = site
+        .command(None, &["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !started.exists() {
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended");
+        std::thread::yield_now();
+    }
+    let second = site.kura(None, &["run"]);
+    assert_eq!(second.status.code(), Some(11), "{}", stderr(&second));
+    assert!(stderr(&second).contains("another `kura run site` is running"));
+    fs::write(&fifo, b"go").unwrap();
+    assert!(first.wait().unwrap().success());
+    assert_eq!(site.snapshots().len(), 1);
+}
+
+#[test]
+fn the_command_line_wins_over_the_profile_and_a_put_only_key_only_backs_up() {
+    let site = Site::new();
+    site.config("\n[site.retention]\nkeep_last = 1\n");
+    let other = CliRepo::init(&site.path("other"));
+    let repo = other.path.to_str().unwrap();
+    let out = site.kura(None, &["-r", repo, "run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        site.snapshots().len(),
+        0,
+        "the profile's repository untouched"
+    );
+    let listed = other.run(&["--json", "snapshots"]);
+    assert_eq!(json(&listed).as_array().unwrap().len(), 1);
+
+    let env = [
+        ("KURA_PASSWORD", OsStr::new("pw")),
+        ("KURA_NEW_PASSWORD", OsStr::new("put")),
+    ];
+    let add = crate::common::kura_env(
+        &site.repo.path,
+        &env,
+        &[&["key", "add", "--put-only"][..], &crate::common::FAST_KDF].concat(),
+    );
+    assert!(add.status.success(), "{}", stderr(&add));
+    let out = site
+        .command(None, &["--json", "run"])
+        .env("KURA_PASSWORD", "put")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&out);
+    let last = report["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["step"], "maintenance", "{report}");
+    assert!(last["summary"].as_str().unwrap().contains("put-only"));
+}
+
+#[test]
+fn config_check_shows_the_profile_masked_and_refuses_unknown_keys_with_where() {
+    let site = Site::new();
+    let file = site.config("\n[site.notify]\ncommand = \"mail -s secret-token root\"\n");
+    let out = site.kura(None, &["config", "check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("profile [site] is valid"), "{text}");
+    assert!(text.contains("pg") || text.contains("printf"), "{text}");
+    assert!(!text.contains("secret-token"), "{text}");
+    let typo = fs::read_to_string(&file)
+        .unwrap()
+        .replace("tags =", "tagz =");
+    fs::write(&file, typo).unwrap();
+    for args in [&["config", "check"][..], &["run"]] {
+        let out = site.kura(None, args);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("tagz") && err.contains("line 4"), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
+    }
+    let missing = site
+        .command(None, &["run"])
+        .env("KURA_CONFIG", Path::new("/nonexistent/kura.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(site.snapshots().len(), 0);
+}
+
+#[test]
+fn the_readme_example_profile_is_valid() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme.split("## The nightly job").nth(1).unwrap();
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kura.toml");
+    fs::write(&file, block).unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("profile [site] is valid"));
+}
