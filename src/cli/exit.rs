@@ -23,6 +23,7 @@ pub const ACCESS_DENIED: u8 = 17;
 pub const UNREACHABLE: u8 = 18;
 pub const PUT_ONLY_KEY: u8 = 19;
 pub const ROLLED_BACK: u8 = 20;
+pub const ATTENTION: u8 = 21;
 
 /// One documented exit code.
 pub struct ExitCodeRow {
@@ -110,6 +111,12 @@ pub const TABLE: &[ExitCodeRow] = &[
         "the repository went back since this machine last saw it: a snapshot or \
          prune record it saw is gone with no record that forgot it, its config \
          changed, or a removed key slot is back (`backup` still saved its snapshot)",
+    ),
+    row(
+        ATTENTION,
+        &[],
+        "`kura status`: backups need attention (the last success is too old, the last \
+         run failed, or the last check found damage or is too old); it says which",
     ),
 ];
 

@@ -21,6 +21,7 @@ mod run_cmd;
 pub mod secrets;
 mod serve_cmd;
 mod snapshot_cmds;
+mod status_cmd;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
     if err.downcast_ref::<Usage>().is_some() {
         return exit::USAGE;
+    }
+    if err.downcast_ref::<status_cmd::NeedsAttention>().is_some() {
+        return exit::ATTENTION;
     }
     err.chain()
         .find_map(|c| c.downcast_ref::<kura::Error>())
@@ -203,6 +207,9 @@ pub enum Command {
     /// Run a profile of kura.toml: hooks, backup, forget, prune, check,
     /// notification; the nightly job.
     Run(run_cmd::RunArgs),
+    /// Say whether backups need attention: the last success too old, the
+    /// last run failed, the last check found damage (exit 21).
+    Status(status_cmd::StatusArgs),
     /// Show the repository configuration, or check a kura.toml.
     Config {
         #[command(subcommand)]
@@ -452,6 +459,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             action: ConfigCommand::Check(args),
         } => run_cmd::run_config_check(g, args),
         Command::Run(args) => run_cmd::run_profile(g, args),
+        Command::Status(args) => status_cmd::run_status(g, args),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),
         Command::Man(args) => docs_cmd::run_man(args),

@@ -40,6 +40,9 @@ pub struct Profile {
     pub ssh_config: Option<PathBuf>,
     /// Seconds, as `--io-timeout` takes them.
     pub io_timeout: Option<u64>,
+    /// Where a run writes its Prometheus textfile (as `run
+    /// --metrics-file`).
+    pub metrics_file: Option<PathBuf>,
     /// The snapshot's host name (default: this machine's).
     pub host: Option<String>,
     #[serde(default)]
@@ -160,6 +163,9 @@ pub struct Check {
     pub enabled: bool,
     /// As `check --read-data-subset` (`5%`, `1/30`).
     pub read_data_subset: Option<String>,
+    /// `kura status` says so when the last check is older than this (a
+    /// duration, e.g. `8d`).
+    pub max_age: Option<String>,
 }
 
 impl Default for Check {
@@ -167,6 +173,7 @@ impl Default for Check {
         Self {
             enabled: true,
             read_data_subset: None,
+            max_age: None,
         }
     }
 }
@@ -199,6 +206,9 @@ pub struct Notify {
     /// Also notify when the run succeeded (default: only on failure).
     #[serde(default)]
     pub on_success: bool,
+    /// A healthchecks-style ping URL: fetched after every run that
+    /// succeeded, and `URL/fail` after one that failed.
+    pub url: Option<String>,
 }
 
 /// Where the configuration file is: `given` (`--config` or
@@ -291,6 +301,14 @@ impl Profile {
         if let Some(m) = &self.prune.max_unused {
             super::prune_cmd::parse_percent(m).context("prune.max_unused")?;
         }
+        if let Some(m) = &self.check.max_age {
+            super::prune_cmd::parse_grace(m).context("check.max_age")?;
+        }
+        if let Some(u) = &self.notify.url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            bail!("notify.url: not an http(s) URL");
+        }
         if let Some(s) = &self.check.read_data_subset {
             kura::ops::check::Subset::parse(s).context("check.read_data_subset")?;
         }
@@ -321,6 +339,7 @@ impl Profile {
         let mut p = self.clone();
         p.password_command = mask(&p.password_command);
         p.notify.command = mask(&p.notify.command);
+        p.notify.url = p.notify.url.as_deref().map(super::status_cmd::masked_url);
         p
     }
 }

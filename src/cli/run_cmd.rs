@@ -35,6 +35,7 @@ use super::output::Document;
 use super::profile::{self, Profile};
 use super::prune_cmd::PruneArgs;
 use super::snapshot_cmds::{BackupArgs, backup_options};
+use super::status_cmd;
 use super::{GlobalArgs, cache_root, exit, synced_index};
 
 #[derive(Args, Debug)]
@@ -49,6 +50,11 @@ pub struct RunArgs {
     /// (default: exit 11 at once).
     #[arg(long)]
     pub wait: bool,
+    /// Write the run's outcome to this file as Prometheus text
+    /// (node_exporter's textfile collector), instead of the profile's
+    /// `metrics_file`.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +145,11 @@ struct RunReport {
 #[derive(Default)]
 struct Findings {
     incomplete: bool,
+    bytes_added: u64,
+    /// Whether the check found the repository clean, if one ran.
+    checked_clean: Option<bool>,
+    /// Bytes of all packs at the end of a run that succeeded.
+    repository_bytes: Option<u64>,
     damage: Option<String>,
     rolled_back: Option<kura::Error>,
 }
@@ -149,6 +160,7 @@ pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let g = merged(g, &p);
     let _lock = lock(&name, args.wait)?;
     let started = Instant::now();
+    let started_at = super::clock_from_env()?.now_unix();
     let mut steps = Vec::new();
     let mut found = Findings::default();
     let mut snapshot = None;
@@ -191,6 +203,18 @@ pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
         steps,
     };
     notify(&p, &report, failure.as_ref());
+    let state = record(&report, &found, started_at, failure.as_ref());
+    if let Err(e) = status_cmd::save_state(&state) {
+        eprintln!("warning: the run's state was not recorded: {e:#}");
+    }
+    if let Some(file) = args.metrics_file.as_ref().or(p.metrics_file.as_ref())
+        && let Err(e) = status_cmd::write_metrics(file, &state)
+    {
+        eprintln!("warning: the metrics file was not written: {e:#}");
+    }
+    if let Some(url) = &p.notify.url {
+        status_cmd::ping(url, report.ok);
+    }
     if g.json {
         Document::of(&report).print()?;
     } else {
@@ -218,6 +242,41 @@ pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
             },
         ) => Err(super::Incomplete.into()),
         (None, _) => Ok(()),
+    }
+}
+
+/// The state this run leaves for `kura status` and the metrics: this
+/// run's facts, and the last success and check carried over from earlier
+/// runs where this one has none.
+fn record(
+    report: &RunReport,
+    found: &Findings,
+    started: u64,
+    failure: Option<&anyhow::Error>,
+) -> status_cmd::RunState {
+    let before = status_cmd::load_state(&report.profile).unwrap_or_default();
+    let checked = found.checked_clean.is_some();
+    status_cmd::RunState {
+        profile: report.profile.clone(),
+        started,
+        seconds: report.seconds,
+        ok: report.ok,
+        exit_code: report.exit_code,
+        error: failure.map(|e| format!("{e:#}")),
+        snapshot: report.snapshot.map(|id| id.to_hex()),
+        bytes_added: found.bytes_added,
+        repository_bytes: found.repository_bytes.or(before.repository_bytes),
+        last_success: if report.ok {
+            Some(started)
+        } else {
+            before.last_success
+        },
+        last_check: if checked {
+            Some(started)
+        } else {
+            before.last_check
+        },
+        last_check_clean: found.checked_clean.or(before.last_check_clean),
     }
 }
 
@@ -253,6 +312,7 @@ fn steps_of(
     if p.check.enabled {
         step(steps, g.json, "check", || check_step(&repo, p, found))?;
     }
+    found.repository_bytes = repo.list_packs().ok().map(|packs| packs.values().sum());
     Ok(())
 }
 
@@ -326,6 +386,7 @@ fn backup(
         eprintln!("warning: {w}");
     }
     found.incomplete = !report.warnings.is_empty();
+    found.bytes_added = report.summary.bytes_stored;
     let s = report.summary;
     let mut line = format!(
         "snapshot {}: {} files ({} unchanged), {}; {} added",
@@ -411,6 +472,7 @@ fn check_step(repo: &Repository, p: &Profile, found: &mut Findings) -> Result<(S
         report.packs_read,
         mb(report.bytes_read)
     );
+    found.checked_clean = Some(report.is_clean());
     if report.is_clean() {
         return Ok((format!("no damage found ({read})"), ()));
     }
@@ -557,17 +619,7 @@ fn lock(profile: &str, wait: bool) -> Result<RunLock> {
     let dir = cache_root().unwrap_or_else(std::env::temp_dir);
     kura::chunkstore::index::create_private_dir(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let safe: String = profile
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let path = dir.join(format!("run-{safe}.lock"));
+    let path = dir.join(format!("run-{}.lock", status_cmd::file_name(profile)));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -336,3 +336,137 @@ fn the_readme_example_profile_is_valid() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("profile [site] is valid"));
 }
+
+/// A one-thread HTTP server on 127.0.0.1 that answers 200 and records each
+/// request line.
+fn ping_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/ping/abc123", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) <= 2 {
+                    break;
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK");
+            if tx.send(line.trim().to_owned()).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn status_turns_red_when_a_night_is_missed_or_fails_and_metrics_and_pings_tell() {
+    let site = Site::new();
+    let (url, pings) = ping_server();
+    let metrics = site.path("kura.prom");
+    let file = site.config(&format!(
+        "[site.check]\nmax_age = \"8d\"\n[site.notify]\nurl = \"{url}\"\n"
+    ));
+    // A key of [site] itself goes before its sub-tables.
+    let text = fs::read_to_string(&file).unwrap().replacen(
+        "tags = [\"nightly\"]\n",
+        &format!(
+            "tags = [\"nightly\"]\nmetrics_file = \"{}\"\n",
+            metrics.display()
+        ),
+        1,
+    );
+    fs::write(&file, text).unwrap();
+    let status = |now: &str| site.kura(Some(now), &["status", "--max-age", "26h"]);
+
+    let out = status("2026-12-01T02:00:00Z");
+    assert_eq!(out.status.code(), Some(21), "no run yet: {}", stderr(&out));
+    let out = site.kura(Some("2026-12-01T03:00:00Z"), &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(pings.recv().unwrap(), "GET /ping/abc123 HTTP/1.1");
+    let out = status("2026-12-01T20:00:00Z");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: profile [site]"));
+    // A night skipped: more than 26 h since the last success.
+    let out = status("2026-12-02T06:00:00Z");
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("last successful backup"));
+
+    let prom = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("kura_last_run_success{profile=\"site\"} 1"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("kura_last_success_timestamp_seconds{profile=\"site\"} 1796094000"),
+        "{prom}"
+    );
+    promtool_accepts(&metrics);
+
+    // A failed night: red at once, a /fail ping, the metrics say so.
+    let broken = fs::read_to_string(&file)
+        .unwrap()
+        .replace("printf 'CREATE TABLE t;'", "exit 5");
+    fs::write(&file, broken).unwrap();
+    let out = site.kura(Some("2026-12-02T03:00:00Z"), &["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(pings.recv().unwrap(), "GET /ping/abc123/fail HTTP/1.1");
+    let out = status("2026-12-02T04:00:00Z");
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the last run failed"));
+    let prom = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.contains("kura_last_run_success{profile=\"site\"} 0"),
+        "{prom}"
+    );
+    promtool_accepts(&metrics);
+
+    // Without a profile: the repository's newest snapshot.
+    let repo = site.repo.path.to_str().unwrap();
+    let mut cmd = site.command(Some("2026-12-01T12:00:00Z"), &["-r", repo, "status"]);
+    let out = cmd
+        .env("KURA_CONFIG", "/nonexistent.toml")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut cmd = site.command(Some("2026-12-05T12:00:00Z"), &["-r", repo, "status"]);
+    let out = cmd
+        .env("KURA_CONFIG", "/nonexistent.toml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(21), "{}", stderr(&out));
+}
+
+/// `promtool check metrics` (Debian's prometheus package) accepts the file.
+fn promtool_accepts(file: &Path) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        crate::common::skip(
+            "run::promtool_accepts",
+            "promtool is not installed (apt-get install prometheus)",
+        );
+        return;
+    };
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, &fs::read(file).unwrap()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out)
+    );
+}
