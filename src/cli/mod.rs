@@ -18,6 +18,7 @@ mod profile;
 mod progress;
 mod prune_cmd;
 mod run_cmd;
+mod schedule_cmd;
 pub mod secrets;
 mod serve_cmd;
 mod snapshot_cmds;
@@ -210,6 +211,12 @@ pub enum Command {
     /// Say whether backups need attention: the last success too old, the
     /// last run failed, the last check found damage (exit 21).
     Status(status_cmd::StatusArgs),
+    /// Run a profile nightly: systemd timer (or cron) install, status,
+    /// remove.
+    Schedule {
+        #[command(subcommand)]
+        action: schedule_cmd::ScheduleCommand,
+    },
     /// Show the repository configuration, or check a kura.toml.
     Config {
         #[command(subcommand)]
@@ -460,6 +467,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         } => run_cmd::run_config_check(g, args),
         Command::Run(args) => run_cmd::run_profile(g, args),
         Command::Status(args) => status_cmd::run_status(g, args),
+        Command::Schedule { action } => schedule_cmd::run_schedule(action),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),
         Command::Man(args) => docs_cmd::run_man(args),

@@ -470,3 +470,81 @@ fn promtool_accepts(file: &Path) {
         stderr(&out)
     );
 }
+
+#[test]
+fn schedule_writes_units_systemd_accepts_and_a_cron_entry_and_removes_them() {
+    let site = Site::new();
+    site.config("");
+    let units = site.path("units");
+    let dir = units.to_str().unwrap();
+    let out = site.kura(
+        None,
+        &[
+            "schedule",
+            "install",
+            "--dir",
+            dir,
+            "--no-enable",
+            "--at",
+            "02:30",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let service = units.join("kura-site.service");
+    let timer = units.join("kura-site.timer");
+    let text = fs::read_to_string(&service).unwrap();
+    assert!(
+        text.contains(&format!(
+            "ExecStart={BIN} run --config {}",
+            site.path("kura.toml").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("ProtectSystem=strict") && text.contains("IOSchedulingClass=idle"),
+        "{text}"
+    );
+    let timer_text = fs::read_to_string(&timer).unwrap();
+    assert!(
+        timer_text.contains("OnCalendar=*-*-* 02:30:00") && timer_text.contains("Persistent=true")
+    );
+    match Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&service)
+        .arg(&timer)
+        .output()
+    {
+        Ok(v) => assert!(
+            v.status.success() && v.stderr.is_empty(),
+            "systemd-analyze verify: {}",
+            stderr(&v)
+        ),
+        Err(_) => crate::common::skip(
+            "run::schedule_writes_units_systemd_accepts",
+            "systemd-analyze is not installed (apt-get install systemd)",
+        ),
+    }
+    let out = site.kura(None, &["schedule", "status", "--dir", dir, "--no-enable"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kura-site.timer: present"));
+    let out = site.kura(None, &["schedule", "remove", "--dir", dir, "--no-enable"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!service.exists() && !timer.exists());
+
+    let cron = site.path("cron.d");
+    let cron_dir = cron.to_str().unwrap();
+    let out = site.kura(None, &["schedule", "install", "--cron", "--dir", cron_dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entry = fs::read_to_string(cron.join("kura-site")).unwrap();
+    assert!(
+        entry.contains("0 3 * * * root nice -n 10 ionice -c 3 "),
+        "{entry}"
+    );
+    assert!(entry.trim_end().ends_with("kura.toml site"), "{entry}");
+    let bad = site.kura(
+        None,
+        &[
+            "schedule", "install", "--cron", "--dir", cron_dir, "--at", "3am",
+        ],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+}
