@@ -17,6 +17,15 @@ pub enum KeyCommand {
         /// trees or snapshots, nor prune, forget or repair.
         #[arg(long)]
         put_only: bool,
+        /// Make an admin key slot for a random recovery code instead of a
+        /// password, and print a recovery sheet (location, id, the code,
+        /// the restore commands) to keep on paper.
+        #[arg(long, conflicts_with = "put_only")]
+        recovery: bool,
+        /// With --recovery: also write the sheet as a printable HTML page
+        /// (readable only by its owner: it holds the code).
+        #[arg(long, requires = "recovery", value_name = "FILE")]
+        sheet: Option<std::path::PathBuf>,
         #[command(flatten)]
         kdf: KdfArgs,
     },
@@ -60,7 +69,16 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
                 }
             }
         }
-        KeyCommand::Add { put_only, kdf } => {
+        KeyCommand::Add {
+            recovery: true,
+            sheet,
+            kdf,
+            ..
+        } => {
+            repo.require_admin("adding a key")?;
+            add_recovery(g, &repo, sheet.as_deref(), *kdf)?;
+        }
+        KeyCommand::Add { put_only, kdf, .. } => {
             repo.require_admin("adding a key")?;
             let password = super::PasswordSource::new_password().read_new("new password")?;
             if *put_only {
@@ -85,6 +103,44 @@ pub fn run(g: &GlobalArgs, action: &KeyCommand) -> Result<()> {
             println!("password changed; new key slot {id}");
         }
     }
+    Ok(())
+}
+
+/// `key add --recovery`: a slot for a new recovery code, and its sheet.
+fn add_recovery(
+    g: &GlobalArgs,
+    repo: &kura::repository::Repository,
+    sheet_file: Option<&std::path::Path>,
+    kdf: KdfArgs,
+) -> Result<()> {
+    let code = super::recovery::generate();
+    let id = repo.add_key(code.as_bytes(), kdf.into())?;
+    let location = match &g.repo {
+        Some(r) if !r.to_string_lossy().contains("://") => std::path::absolute(r)?,
+        Some(r) => r.clone(),
+        None => std::path::PathBuf::new(),
+    };
+    let location = location.display().to_string();
+    let (repo_id, slot) = (repo.id().to_hex(), id.to_hex());
+    let sheet = super::recovery::Sheet {
+        location: &location,
+        repository_id: &repo_id,
+        code: &code,
+        slot: &slot,
+    };
+    if let Some(file) = sheet_file {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .and_then(|mut f| f.write_all(sheet.html().as_bytes()))
+            .map_err(|e| anyhow::anyhow!("writing the sheet {}: {e}", file.display()))?;
+    }
+    print!("{}", sheet.text());
+    eprintln!("added recovery key slot {id}: print the sheet above and keep it safe");
     Ok(())
 }
 

@@ -17,6 +17,7 @@ mod password;
 mod profile;
 mod progress;
 mod prune_cmd;
+mod recovery;
 mod run_cmd;
 mod schedule_cmd;
 pub mod secrets;

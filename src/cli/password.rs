@@ -133,18 +133,18 @@ impl PasswordSource {
     /// command, a file or the variable is refused: it is a mistake in the
     /// set-up (an unset variable in a unit file), not a password to try.
     pub fn read(&self, prompt: &str) -> Result<Password> {
-        if let Some(p) = self.given()? {
+        let password = if let Some(p) = self.given()? {
             if p.is_empty() {
                 bail!("the password given is empty: {}", self.hint);
             }
-            return Ok(p);
-        }
-        if !std::io::stdin().is_terminal() {
+            p
+        } else if std::io::stdin().is_terminal() {
+            Zeroizing::new(rpassword::prompt_password(format!("{prompt}: "))?)
+        } else {
             bail!("no password given: {}", self.hint);
-        }
-        Ok(Zeroizing::new(rpassword::prompt_password(format!(
-            "{prompt}: "
-        ))?))
+        };
+        // A recovery code typed loosely is the code its slot was made with.
+        Ok(super::recovery::canonical(&password).map_or(password, Zeroizing::new))
     }
 
     /// A new password; a prompt asks twice. Empty passwords are refused.

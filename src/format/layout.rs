@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::id::{IndexId, KeySlotId, PackId, RecordId, SnapshotId};
 
 pub const CONFIG: &str = "config";
+/// Plain text for a person who finds the repository (format-spec/07);
+/// never read by kura.
+pub const README: &str = "README";
 pub const KEYS_DIR: &str = "keys";
 pub const DATA_DIR: &str = "data";
 pub const INDEX_DIR: &str = "index";

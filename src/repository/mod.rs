@@ -152,6 +152,10 @@ impl Repository {
             layout::CONFIG,
             &config::encode(&header, &body, &keys.subkeys.shared),
         )?;
+        let readme = readme_text(&header.repo);
+        if let Err(e) = write_bytes(backend.as_ref(), layout::README, readme.as_bytes()) {
+            tracing::warn!("the repository's README was not written: {e}");
+        }
         let mut repo = Self::assemble(backend, header, body, keys, slot_id)?;
         repo.clock = opts.clock;
         Ok(repo)
@@ -448,6 +452,36 @@ pub(crate) fn in_memory_for_tests() -> Repository {
     };
     let backend = Arc::new(crate::backend::memory::MemoryBackend::new());
     Repository::init(backend, b"pw", &opts).expect("a repository in memory")
+}
+
+/// The plain `README` a new repository gets (format-spec/07): for whoever
+/// finds the storage without the person who set it up.
+fn readme_text(id: &RepoId) -> String {
+    format!(
+        "This is a kura backup repository: deduplicated, compressed, encrypted.\n\
+         \n\
+         Format version {version}; repository id {id}.\n\
+         Everything here except this file and `config`'s first bytes is encrypted.\n\
+         \n\
+         To restore: install kura (its Debian package, or `cargo install\n\
+         --path .` in kura's source), then, with this directory's location as\n\
+         it is reached from your machine (a path, sftp://user@host/path,\n\
+         s3://bucket/prefix):\n\
+         \n\
+         \x20 export KURA_REPOSITORY=<location>\n\
+         \x20 kura snapshots                               # asks for the password\n\
+         \x20 kura restore latest --target /tmp/restored\n\
+         \n\
+         The password is the administrator's, or the recovery code on the\n\
+         printed KURA RECOVERY SHEET that `kura key add --recovery` made: look\n\
+         for it where the company keeps its keys and contracts. Without one of\n\
+         them the backups cannot be read by anyone.\n\
+         \n\
+         Do not delete or change files here by hand: `kura forget` and\n\
+         `kura prune` remove old backups safely.\n",
+        version = config::VERSION,
+        id = id.to_hex()
+    )
 }
 
 #[cfg(test)]

@@ -548,3 +548,82 @@ fn schedule_writes_units_systemd_accepts_and_a_cron_entry_and_removes_them() {
     );
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn a_stranger_restores_from_the_recovery_sheet_alone() {
+    let site = Site::new();
+    let src = site.path("www");
+    let out = site.repo.run(&["backup", "-q", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The README at the root says what this is, to anyone.
+    let readme = fs::read_to_string(site.repo.path.join("README")).unwrap();
+    assert!(readme.contains("kura backup repository") && readme.contains("RECOVERY SHEET"));
+    let html = site.path("sheet.html");
+    let args = [
+        &[
+            "key",
+            "add",
+            "--recovery",
+            "--sheet",
+            html.to_str().unwrap(),
+        ][..],
+        &crate::common::FAST_KDF,
+    ]
+    .concat();
+    let out = site.repo.run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sheet = String::from_utf8(out.stdout).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&html).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let code = sheet
+        .lines()
+        .find_map(|l| l.strip_prefix("Recovery code:  "))
+        .unwrap()
+        .to_owned();
+    assert!(fs::read_to_string(&html).unwrap().contains(&code));
+    assert!(
+        readme.contains(
+            &sheet
+                .lines()
+                .find_map(|l| l.strip_prefix("Repository id:  "))
+                .unwrap()
+                .to_owned()
+        )
+    );
+    // Steps 2-4 of the sheet, as written, on a machine that never saw the
+    // repository (a fresh cache), the code typed sloppily.
+    let steps: Vec<String> = sheet
+        .lines()
+        .filter_map(|l| {
+            l.trim_start()
+                .strip_prefix(|c: char| ('2'..='4').contains(&c))
+        })
+        .map(|l| l.trim_start_matches(". ").to_owned())
+        .collect();
+    assert_eq!(steps.len(), 3, "{sheet}");
+    let target = site.path("restored");
+    let sloppy = code.to_lowercase().replace('-', " ");
+    let script = steps
+        .join("\n")
+        .replace("<the recovery code above>", &sloppy)
+        .replace("/tmp/restored", target.to_str().unwrap());
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .args(["-e", "-c", &script])
+        .env_clear()
+        .env("PATH", path)
+        .env("KURA_CACHE_DIR", site.path("fresh-cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}\n{}", stderr(&out));
+    let restored = target.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        crate::common::describe(&restored),
+        crate::common::describe(&src)
+    );
+}
