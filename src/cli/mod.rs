@@ -7,6 +7,7 @@ mod browse_cmds;
 mod check_cmd;
 mod copy_cmd;
 mod docs_cmd;
+mod drill_cmd;
 pub mod exit;
 mod forget_cmd;
 mod key;
@@ -212,6 +213,9 @@ pub enum Command {
     /// Say whether backups need attention: the last success too old, the
     /// last run failed, the last check found damage (exit 21).
     Status(status_cmd::StatusArgs),
+    /// Rehearse a restore: read back a random sample of the newest
+    /// snapshot's files (and the dumps), compare with the files here.
+    Drill(drill_cmd::DrillArgs),
     /// Run a profile nightly: systemd timer (or cron) install, status,
     /// remove.
     Schedule {
@@ -468,6 +472,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         } => run_cmd::run_config_check(g, args),
         Command::Run(args) => run_cmd::run_profile(g, args),
         Command::Status(args) => status_cmd::run_status(g, args),
+        Command::Drill(args) => drill_cmd::run_drill(g, args),
         Command::Schedule { action } => schedule_cmd::run_schedule(action),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),

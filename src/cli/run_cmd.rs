@@ -99,7 +99,7 @@ pub fn run_config_check(g: &GlobalArgs, args: &ConfigCheckArgs) -> Result<()> {
 
 /// The global options of a run: the command line's (and environment's),
 /// and where they are not given, the profile's.
-fn merged(g: &GlobalArgs, p: &Profile) -> GlobalArgs {
+pub(super) fn merged(g: &GlobalArgs, p: &Profile) -> GlobalArgs {
     let mut m = g.clone();
     let password_given =
         g.password_file.is_some() || g.password_command.is_some() || g.key_file.is_some();
@@ -277,6 +277,8 @@ fn record(
             before.last_check
         },
         last_check_clean: found.checked_clean.or(before.last_check_clean),
+        last_drill: before.last_drill,
+        last_drill_ok: before.last_drill_ok,
     }
 }
 

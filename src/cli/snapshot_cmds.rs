@@ -134,7 +134,7 @@ fn command_source(text: &str, default_name: &std::path::Path) -> StreamSource {
     }
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -42,6 +42,11 @@ pub struct RunState {
     /// When a run last checked the repository, and whether it was clean.
     pub last_check: Option<u64>,
     pub last_check_clean: Option<bool>,
+    /// When `kura drill` last ran, and whether every file restored right.
+    #[serde(default)]
+    pub last_drill: Option<u64>,
+    #[serde(default)]
+    pub last_drill_ok: Option<bool>,
 }
 
 /// Where the state of `profile` lives.
@@ -148,6 +153,16 @@ pub fn metrics(state: &RunState) -> String {
         "last_check_clean",
         "1 if the last check found no damage, else 0.",
         state.last_check_clean.map(|c| f64::from(u8::from(c))),
+    );
+    gauge(
+        "last_drill_timestamp_seconds",
+        "When kura drill last ran.",
+        secs(state.last_drill),
+    );
+    gauge(
+        "last_drill_success",
+        "1 if the last drill restored every file right, else 0.",
+        state.last_drill_ok.map(|c| f64::from(u8::from(c))),
     );
     out
 }
@@ -320,6 +335,9 @@ fn judge_runs(
         (None, _) if check_max.is_some() => problems.push("no check is recorded".to_owned()),
         (Some(t), _) => facts.push(format!("last check {} clean", ago(now, t))),
         (None, _) => {}
+    }
+    if s.last_drill_ok == Some(false) {
+        problems.push("the last `kura drill` found files that do not restore right".to_owned());
     }
     (problems, facts)
 }

@@ -627,3 +627,39 @@ fn a_stranger_restores_from_the_recovery_sheet_alone() {
         crate::common::describe(&src)
     );
 }
+
+#[test]
+fn a_drill_reads_back_a_sample_and_the_dump_and_catches_a_difference() {
+    let site = Site::new();
+    site.config("");
+    let out = site.kura(None, &["run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = site.kura(None, &["--json", "drill", "--files", "5", "--seed", "7"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!(report["ok"], true, "{report}");
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3, "the dump and both files: {report}");
+    assert_eq!(files[0]["path"], "/db/site.sql");
+    assert!(files.iter().all(|f| f["read_back"] == true));
+    assert_eq!(
+        files.iter().filter(|f| f["source"] == "same").count(),
+        2,
+        "{report}"
+    );
+
+    // Other bytes under the same size and mtime: the drill says so, and
+    // so does status.
+    let logo = site.path("www/media/logo.png");
+    let md = fs::metadata(&logo).unwrap();
+    fs::write(&logo, [8u8; 5000]).unwrap();
+    let file = fs::File::options().write(true).open(&logo).unwrap();
+    file.set_modified(md.modified().unwrap()).unwrap();
+    drop(file);
+    let out = site.kura(None, &["drill", "--files", "5"]);
+    assert_eq!(out.status.code(), Some(14), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("logo.png  FAILED: differs"));
+    let out = site.kura(None, &["status"]);
+    assert_eq!(out.status.code(), Some(21));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kura drill"));
+}
