@@ -19,6 +19,7 @@ mod profile;
 mod progress;
 mod prune_cmd;
 mod recovery;
+mod report_cmd;
 mod run_cmd;
 mod schedule_cmd;
 pub mod secrets;
@@ -216,6 +217,9 @@ pub enum Command {
     /// Rehearse a restore: read back a random sample of the newest
     /// snapshot's files (and the dumps), compare with the files here.
     Drill(drill_cmd::DrillArgs),
+    /// Write a self-contained HTML page of a profile's backups: what needs
+    /// attention, snapshots per day, repository size and bytes added.
+    Report(report_cmd::ReportArgs),
     /// Run a profile nightly: systemd timer (or cron) install, status,
     /// remove.
     Schedule {
@@ -473,6 +477,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Run(args) => run_cmd::run_profile(g, args),
         Command::Status(args) => status_cmd::run_status(g, args),
         Command::Drill(args) => drill_cmd::run_drill(g, args),
+        Command::Report(args) => report_cmd::run_report(g, args),
         Command::Schedule { action } => schedule_cmd::run_schedule(action),
         Command::Serve(args) => serve_cmd::run_serve(args),
         Command::Completions(args) => docs_cmd::run_completions(args),

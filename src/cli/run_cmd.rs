@@ -204,7 +204,8 @@ pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
     };
     notify(&p, &report, failure.as_ref());
     let state = record(&report, &found, started_at, failure.as_ref());
-    if let Err(e) = status_cmd::save_state(&state) {
+    let saved = status_cmd::save_state(&state).and_then(|()| status_cmd::append_history(&state));
+    if let Err(e) = saved {
         eprintln!("warning: the run's state was not recorded: {e:#}");
     }
     if let Some(file) = args.metrics_file.as_ref().or(p.metrics_file.as_ref())

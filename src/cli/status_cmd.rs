@@ -86,6 +86,41 @@ pub fn save_state(state: &RunState) -> Result<()> {
     write_atomically(&file, text.as_bytes())
 }
 
+/// Runs kept in a profile's history (`runs/<profile>.jsonl`), for
+/// `kura report`: about a year of nights.
+const HISTORY_MAX: usize = 400;
+
+fn history_file(profile: &str) -> PathBuf {
+    state_file(profile).with_extension("jsonl")
+}
+
+/// Appends `state` to the profile's run history, keeping the newest
+/// [`HISTORY_MAX`] runs.
+///
+/// # Errors
+/// The cache directory cannot be written.
+pub fn append_history(state: &RunState) -> Result<()> {
+    let mut runs = load_history(&state.profile);
+    runs.push(state.clone());
+    let skip = runs.len().saturating_sub(HISTORY_MAX);
+    let mut text = String::new();
+    for r in &runs[skip..] {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    write_atomically(&history_file(&state.profile), text.as_bytes())
+}
+
+/// The recorded runs of `profile`, oldest first; lines that do not
+/// parse are skipped.
+pub fn load_history(profile: &str) -> Vec<RunState> {
+    std::fs::read_to_string(history_file(profile))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Writes `bytes` to `file` through a temporary file and a rename, so a
 /// reader (node_exporter) never sees half a file.
 fn write_atomically(file: &Path, bytes: &[u8]) -> Result<()> {
@@ -287,7 +322,7 @@ fn ago(now: u64, t: u64) -> String {
 }
 
 /// The problems and facts of a profile's recorded runs.
-fn judge_runs(
+pub fn judge_runs(
     name: &str,
     state: Option<RunState>,
     now: u64,

@@ -663,3 +663,78 @@ fn a_drill_reads_back_a_sample_and_the_dump_and_catches_a_difference() {
     assert_eq!(out.status.code(), Some(21));
     assert!(String::from_utf8_lossy(&out.stdout).contains("kura drill"));
 }
+
+/// The DOM of `page` as headless Chromium (Debian's chromium) builds it,
+/// and a screenshot of it at `shot`; `None` (with a SKIP line) where
+/// there is no Chromium.
+fn chromium_dom(page: &Path, shot: &Path) -> Option<String> {
+    let url = format!("file://{}", page.display());
+    let base = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+    ];
+    let Ok(out) = Command::new("chromium")
+        .args(base)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+    else {
+        crate::common::skip(
+            "run::the_html_report",
+            "chromium is not installed (apt-get install chromium)",
+        );
+        return None;
+    };
+    assert!(out.status.success(), "chromium: {}", stderr(&out));
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let taken = Command::new("chromium")
+        .args(base)
+        .args([shot_arg.as_str(), "--window-size=1000,1000"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        taken.status.success() && shot.exists(),
+        "{}",
+        stderr(&taken)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+#[test]
+fn the_html_report_shows_three_nights_in_chromium() {
+    let site = Site::new();
+    site.config("[site.check]\nread_data_subset = \"100%\"\n");
+    for day in ["01", "02", "03"] {
+        let out = site.kura(Some(&format!("2026-12-{day}T03:00:00Z")), &["run"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let page = site.path("report.html");
+    let out = site.kura(
+        Some("2026-12-03T09:00:00Z"),
+        &["report", "--html", page.to_str().unwrap(), "--days", "28"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&page).unwrap();
+    assert!(!text.contains("http://") && !text.contains("https://") && !text.contains("<script"));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kura-report.png");
+    let Some(dom) = chromium_dom(&page, &shot) else {
+        return;
+    };
+    for day in ["2026-12-01", "2026-12-02", "2026-12-03"] {
+        assert!(
+            dom.contains(&format!(
+                "class=\"day\" data-date=\"{day}\" data-count=\"1\""
+            )),
+            "{day}: {dom}"
+        );
+    }
+    assert!(dom.contains("data-date=\"2026-11-30\" data-count=\"0\""));
+    assert_eq!(dom.matches("class=\"day\"").count(), 28);
+    assert_eq!(dom.matches("<rect class=\"added\"").count(), 3);
+    assert_eq!(dom.matches("<rect class=\"size\"").count(), 3);
+    assert_eq!(dom.matches("<tr class=\"run\">").count(), 3);
+    assert!(dom.contains("id=\"verdict\" class=\"ok\""), "{dom}");
+}
