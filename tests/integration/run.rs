@@ -314,7 +314,7 @@ fn config_check_shows_the_profile_masked_and_refuses_unknown_keys_with_where() {
 }
 
 #[test]
-fn the_readme_example_profile_is_valid() {
+fn the_readme_example_profile_is_valid_and_packaged() {
     let readme =
         fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let section = readme.split("## The nightly job").nth(1).unwrap();
@@ -325,6 +325,10 @@ fn the_readme_example_profile_is_valid() {
         .split("```")
         .next()
         .unwrap();
+    // The packaged example is the README's, with a header.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = fs::read_to_string(root.join("packaging/kura.toml.example")).unwrap();
+    assert!(example.ends_with(block), "packaging/kura.toml.example and the README differ");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kura.toml");
     fs::write(&file, block).unwrap();
