@@ -78,3 +78,5 @@ mod vectors;
 mod vectors_roles;
 #[path = "integration/walk.rs"]
 mod walk;
+#[path = "integration/walkthrough.rs"]
+mod walkthrough;

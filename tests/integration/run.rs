@@ -328,7 +328,10 @@ fn the_readme_example_profile_is_valid_and_packaged() {
     // The packaged example is the README's, with a header.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let example = fs::read_to_string(root.join("packaging/kura.toml.example")).unwrap();
-    assert!(example.ends_with(block), "packaging/kura.toml.example and the README differ");
+    assert!(
+        example.ends_with(block),
+        "packaging/kura.toml.example and the README differ"
+    );
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kura.toml");
     fs::write(&file, block).unwrap();
@@ -343,7 +346,7 @@ fn the_readme_example_profile_is_valid_and_packaged() {
 
 /// A one-thread HTTP server on 127.0.0.1 that answers 200 and records each
 /// request line.
-fn ping_server() -> (String, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn ping_server() -> (String, std::sync::mpsc::Receiver<String>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/ping/abc123", listener.local_addr().unwrap());
@@ -671,7 +674,7 @@ fn a_drill_reads_back_a_sample_and_the_dump_and_catches_a_difference() {
 /// The DOM of `page` as headless Chromium (Debian's chromium) builds it,
 /// and a screenshot of it at `shot`; `None` (with a SKIP line) where
 /// there is no Chromium.
-fn chromium_dom(page: &Path, shot: &Path) -> Option<String> {
+pub(crate) fn chromium_dom(page: &Path, shot: &Path) -> Option<String> {
     let url = format!("file://{}", page.display());
     let base = [
         "--headless",
