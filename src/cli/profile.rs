@@ -166,6 +166,9 @@ pub struct Check {
     /// `kura status` says so when the last check is older than this (a
     /// duration, e.g. `8d`).
     pub max_age: Option<String>,
+    /// Read every pack (`check --read-data`) when the last such check on
+    /// this machine is older than this (a duration, e.g. `30d`).
+    pub full_every: Option<String>,
 }
 
 impl Default for Check {
@@ -174,6 +177,7 @@ impl Default for Check {
             enabled: true,
             read_data_subset: None,
             max_age: None,
+            full_every: None,
         }
     }
 }
@@ -303,6 +307,9 @@ impl Profile {
         }
         if let Some(m) = &self.check.max_age {
             super::prune_cmd::parse_grace(m).context("check.max_age")?;
+        }
+        if let Some(m) = &self.check.full_every {
+            super::prune_cmd::parse_grace(m).context("check.full_every")?;
         }
         if let Some(u) = &self.notify.url
             && !(u.starts_with("https://") || u.starts_with("http://"))

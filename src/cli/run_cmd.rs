@@ -144,12 +144,16 @@ struct RunReport {
 /// What the steps found that is not a failure but sets the exit code.
 #[derive(Default)]
 struct Findings {
+    /// The profile's name (its recorded state decides a full check).
+    profile: String,
     incomplete: bool,
     bytes_added: u64,
     /// Whether the check found the repository clean, if one ran.
     checked_clean: Option<bool>,
     /// Bytes of all packs at the end of a run that succeeded.
     repository_bytes: Option<u64>,
+    /// Whether the check read every pack.
+    full_check: bool,
     damage: Option<String>,
     rolled_back: Option<kura::Error>,
 }
@@ -162,7 +166,10 @@ pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
     let started = Instant::now();
     let started_at = super::clock_from_env()?.now_unix();
     let mut steps = Vec::new();
-    let mut found = Findings::default();
+    let mut found = Findings {
+        profile: name.clone(),
+        ..Findings::default()
+    };
     let mut snapshot = None;
     let outcome = steps_of(&g, &name, &p, &mut steps, &mut found, &mut snapshot);
     let failure = outcome.err();
@@ -280,6 +287,11 @@ fn record(
         last_check_clean: found.checked_clean.or(before.last_check_clean),
         last_drill: before.last_drill,
         last_drill_ok: before.last_drill_ok,
+        last_full_check: if found.full_check {
+            Some(started)
+        } else {
+            before.last_full_check
+        },
     }
 }
 
@@ -458,12 +470,21 @@ fn prune_step(repo: &Repository, p: &Profile) -> Result<(String, ())> {
 }
 
 fn check_step(repo: &Repository, p: &Profile, found: &mut Findings) -> Result<(String, ())> {
-    let read_data = p
+    let mut read_data = p
         .check
         .read_data_subset
         .as_deref()
         .map(Subset::parse)
         .transpose()?;
+    if let Some(every) = &p.check.full_every {
+        let every = super::prune_cmd::parse_grace(every)?;
+        let now = super::clock_from_env()?.now_unix();
+        let last = status_cmd::load_state(&found.profile).and_then(|s| s.last_full_check);
+        if last.is_none_or(|t| now.saturating_sub(t) >= every) {
+            read_data = Some(Subset::All);
+        }
+    }
+    found.full_check = matches!(read_data, Some(Subset::All));
     let index = synced_index(repo)?;
     let options = CheckOptions {
         read_data,

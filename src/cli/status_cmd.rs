@@ -47,6 +47,9 @@ pub struct RunState {
     pub last_drill: Option<u64>,
     #[serde(default)]
     pub last_drill_ok: Option<bool>,
+    /// When a run last read every pack (`check.full_every`).
+    #[serde(default)]
+    pub last_full_check: Option<u64>,
 }
 
 /// Where the state of `profile` lives.
@@ -371,8 +374,12 @@ pub fn judge_runs(
         (Some(t), _) => facts.push(format!("last check {} clean", ago(now, t))),
         (None, _) => {}
     }
-    if s.last_drill_ok == Some(false) {
-        problems.push("the last `kura drill` found files that do not restore right".to_owned());
+    match (s.last_drill, s.last_drill_ok) {
+        (_, Some(false)) => {
+            problems.push("the last `kura drill` found files that do not restore right".to_owned());
+        }
+        (Some(t), Some(true)) => facts.push(format!("last drill {} ok", ago(now, t))),
+        _ => {}
     }
     (problems, facts)
 }

@@ -745,3 +745,41 @@ fn the_html_report_shows_three_nights_in_chromium() {
     assert_eq!(dom.matches("<tr class=\"run\">").count(), 3);
     assert!(dom.contains("id=\"verdict\" class=\"ok\""), "{dom}");
 }
+
+#[test]
+fn check_full_every_reads_every_pack_once_per_interval() {
+    let site = Site::new();
+    site.config("[site.check]\nread_data_subset = \"1/30\"\nfull_every = \"7d\"\n");
+    let packs_read = |now: &str| {
+        let out = site.kura(Some(now), &["--json", "run"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report = json(&out);
+        let check = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "check")
+            .unwrap()
+            .clone();
+        let summary = check["summary"].as_str().unwrap().to_owned();
+        let n: u64 = summary
+            .split('(')
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        n
+    };
+    let first = packs_read("2026-12-01T03:00:00Z");
+    let second = packs_read("2026-12-02T03:00:00Z");
+    let eighth = packs_read("2026-12-09T03:00:00Z");
+    let total = fs::read_dir(site.repo.path.join("data"))
+        .unwrap()
+        .map(|d| fs::read_dir(d.unwrap().path()).unwrap().count() as u64)
+        .sum::<u64>();
+    assert!(first >= 2 && second < first, "{first} then {second}");
+    assert_eq!(eighth, total, "a week later every pack is read again");
+}
