@@ -24,6 +24,8 @@ mod cli;
 mod copy;
 #[path = "integration/crash.rs"]
 mod crash;
+#[path = "integration/crash_kill.rs"]
+mod crash_kill;
 #[path = "integration/damage.rs"]
 mod damage;
 #[path = "integration/exit_codes.rs"]

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kura::chunkstore::ChunkStoreOptions;
 use kura::ops::copy::{CopyOptions, CopyReport, copy_with_progress};
 use kura::snapshot;
 
@@ -78,7 +77,7 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         snapshots,
         filter: args.filter.filter(),
         dry_run: args.dry_run,
-        store: ChunkStoreOptions::default(),
+        store: g.store_options(),
         cache_root: cache_root(),
     };
     let bar = Bar::new(!args.quiet && !g.json && !args.dry_run);

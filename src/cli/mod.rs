@@ -161,6 +161,56 @@ pub struct GlobalArgs {
         value_name = "COMMAND"
     )]
     pub serve_command: Option<String>,
+    /// How much memory a backup or copy may use: `default`, or `small`
+    /// for machines with 1 GB or less (README, "Memory"): one worker
+    /// thread, one upload at a time, 4 MiB packs, an index file every 8
+    /// packs; slower, see the README.
+    #[arg(
+        long,
+        env = "KURA_MEMORY",
+        global = true,
+        value_enum,
+        default_value = "default"
+    )]
+    pub memory: MemoryProfile,
+}
+
+/// The memory settings `--memory` chooses.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryProfile {
+    Default,
+    Small,
+}
+
+impl GlobalArgs {
+    /// How chunk stores that write are set up for `--memory`.
+    pub fn store_options(&self) -> kura::chunkstore::ChunkStoreOptions {
+        let default = kura::chunkstore::ChunkStoreOptions::default();
+        match self.memory {
+            MemoryProfile::Default => default,
+            MemoryProfile::Small => kura::chunkstore::ChunkStoreOptions {
+                packer: kura::chunkstore::pack::PackerOptions {
+                    target_size: 4 << 20,
+                    open_packs: 2,
+                },
+                index_every: 8,
+                segment: 512 << 10,
+                upload_queue: 1,
+                upload_threads: 1,
+                ..default
+            },
+        }
+    }
+
+    /// Applies `--memory` to the process: with `small`, one worker thread.
+    fn apply_memory(&self) {
+        if self.memory == MemoryProfile::Small {
+            // Fails only if the pool exists already; then it stays.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build_global();
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -423,6 +473,7 @@ impl GlobalArgs {
 /// Whatever the command fails with; [`exit_code`] maps it.
 pub fn run(cli: &Cli) -> Result<()> {
     let g = &cli.global;
+    g.apply_memory();
     match &cli.command {
         Command::Init { kdf } => {
             let backend = g.backend()?;

@@ -311,7 +311,9 @@ fn steps_of(
     })?;
     found.rolled_back = super::history_alarm(&repo)?;
     if !p.sources.is_empty() {
-        *snapshot = Some(step(steps, g.json, "backup", || backup(&repo, p, found))?);
+        *snapshot = Some(step(steps, g.json, "backup", || {
+            backup(&repo, p, g.store_options(), found)
+        })?);
     }
     if !repo.is_admin() {
         let why = "skipped: the key is put-only (forget, prune and check run with the admin key)";
@@ -370,6 +372,7 @@ fn mb(bytes: u64) -> String {
 fn backup(
     repo: &Repository,
     p: &Profile,
+    store: kura::chunkstore::ChunkStoreOptions,
     found: &mut Findings,
 ) -> Result<(String, kura::id::SnapshotId)> {
     let args = BackupArgs {
@@ -393,7 +396,7 @@ fn backup(
         one_file_system: p.sources.one_file_system,
         quiet: true,
     };
-    let options = backup_options(repo, &args)?;
+    let options = backup_options(repo, &args, store)?;
     let index = synced_index(repo)?;
     let report = kura::ops::backup::backup(repo, &index, &options)?;
     kura::ops::history::remember_snapshot(repo, cache_root().as_deref(), report.snapshot);

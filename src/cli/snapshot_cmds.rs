@@ -149,6 +149,7 @@ pub(super) fn hostname() -> String {
 pub fn backup_options(
     repo: &kura::repository::Repository,
     args: &BackupArgs,
+    store: ChunkStoreOptions,
 ) -> Result<BackupOptions> {
     let parent = match (&args.parent, args.no_parent) {
         (_, true) => ParentChoice::None,
@@ -183,7 +184,7 @@ pub fn backup_options(
         tags: args.tags.clone(),
         hostname: args.host.clone().unwrap_or_else(hostname),
         parent,
-        store: ChunkStoreOptions::default(),
+        store,
         clock: super::clock_from_env()?,
         files_cache: super::cache_root(),
     };
@@ -197,7 +198,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let alarm = super::history_alarm(&repo)?;
     let index = synced_index(&repo)?;
     tracing::debug!("index synced");
-    let options = backup_options(&repo, args)?;
+    let options = backup_options(&repo, args, g.store_options())?;
     let bar = Bar::new(!args.quiet && !g.json);
     let report = std::thread::scope(|scope| {
         if bar.visible() {
