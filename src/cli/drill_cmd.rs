@@ -5,7 +5,6 @@
 //! metrics show the last drill.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -17,12 +16,8 @@ use super::{GlobalArgs, status_cmd, synced_index};
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
-    /// The profile to drill (default: the only one in the configuration).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
     /// How many files to pick at random.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub files: usize,
@@ -34,9 +29,7 @@ pub struct DrillArgs {
 
 /// `kura drill`.
 pub fn run_drill(g: &GlobalArgs, args: &DrillArgs) -> Result<()> {
-    let path = super::profile::locate(args.config.as_deref())
-        .context("no configuration file: give --config FILE (or KURA_CONFIG)")?;
-    let (name, p) = super::profile::load(&path)?.profile(args.profile.as_deref())?;
+    let (_, name, p) = args.target.load()?;
     let g = super::run_cmd::merged(g, &p);
     let repo = g.open_admin("drill")?;
     let index = synced_index(&repo)?;

@@ -215,6 +215,36 @@ pub struct Notify {
     pub url: Option<String>,
 }
 
+/// Which profile a command works on, and where the configuration is:
+/// the arguments every profile command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProfileArgs {
+    /// The profile (default: the only one in the configuration).
+    pub profile: Option<String>,
+    /// The configuration file (default: /etc/kura/kura.toml, then
+    /// ~/.config/kura/kura.toml).
+    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ProfileArgs {
+    /// The configuration file, read and validated, and the profile.
+    ///
+    /// # Errors
+    /// No configuration file found; as [`load`] and
+    /// [`ConfigFile::profile`].
+    pub fn load(&self) -> Result<(PathBuf, String, Profile)> {
+        let path = locate(self.config.as_deref()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no configuration file: give --config FILE (or KURA_CONFIG), or write \
+                 /etc/kura/kura.toml or ~/.config/kura/kura.toml"
+            )
+        })?;
+        let (name, profile) = load(&path)?.profile(self.profile.as_deref())?;
+        Ok((path, name, profile))
+    }
+}
+
 /// Where the configuration file is: `given` (`--config` or
 /// `$KURA_CONFIG`), else the first of `/etc/kura/kura.toml` and
 /// `~/.config/kura/kura.toml` that exists.

@@ -19,12 +19,8 @@ use super::status_cmd::{self, RunState};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// The profile (default: the only one in the configuration).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
     /// Write the page here.
     #[arg(long, value_name = "FILE")]
     pub html: PathBuf,
@@ -38,9 +34,7 @@ pub struct ReportArgs {
 
 /// `kura report`.
 pub fn run_report(g: &GlobalArgs, args: &ReportArgs) -> Result<()> {
-    let path = super::profile::locate(args.config.as_deref())
-        .context("no configuration file: give --config FILE (or KURA_CONFIG)")?;
-    let (name, p) = super::profile::load(&path)?.profile(args.profile.as_deref())?;
+    let (_, name, p) = args.target.load()?;
     let g = super::run_cmd::merged(g, &p);
     let now = super::clock_from_env()?.now_unix();
     let max_age = super::prune_cmd::parse_grace(&args.max_age).context("--max-age")?;

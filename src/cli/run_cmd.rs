@@ -32,7 +32,7 @@ use kura::repository::Repository;
 use super::browse_cmds::FilterArgs;
 use super::forget_cmd::{ForgetArgs, forget_options};
 use super::output::Document;
-use super::profile::{self, Profile};
+use super::profile::Profile;
 use super::prune_cmd::PruneArgs;
 use super::snapshot_cmds::{BackupArgs, backup_options};
 use super::status_cmd;
@@ -40,12 +40,8 @@ use super::{GlobalArgs, cache_root, exit, synced_index};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// The profile to run (default: the only one in the file).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
     /// If the profile is running already, wait for that run to end
     /// (default: exit 11 at once).
     #[arg(long)]
@@ -59,29 +55,14 @@ pub struct RunArgs {
 
 #[derive(Args, Debug)]
 pub struct ConfigCheckArgs {
-    /// The profile to show (default: the only one; all are validated).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-}
-
-/// Finds, reads and validates the configuration; the chosen profile.
-fn load_profile(config: Option<&std::path::Path>, name: Option<&str>) -> Result<(String, Profile)> {
-    let path = profile::locate(config).ok_or_else(|| {
-        anyhow!(
-            "no configuration file: give --config FILE (or KURA_CONFIG), or write \
-             /etc/kura/kura.toml or ~/.config/kura/kura.toml"
-        )
-    })?;
-    profile::load(&path)?.profile(name)
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
 }
 
 /// `kura config check`: validates the file and prints the resolved
 /// profile, secrets masked.
 pub fn run_config_check(g: &GlobalArgs, args: &ConfigCheckArgs) -> Result<()> {
-    let (name, p) = load_profile(args.config.as_deref(), args.profile.as_deref())?;
+    let (_, name, p) = args.target.load()?;
     let merged = merged(g, &p);
     let mut shown = p.masked();
     shown.repository = merged.repo.as_ref().map(|r| r.display().to_string());
@@ -160,7 +141,7 @@ struct Findings {
 
 /// `kura run`.
 pub fn run_profile(g: &GlobalArgs, args: &RunArgs) -> Result<()> {
-    let (name, p) = load_profile(args.config.as_deref(), args.profile.as_deref())?;
+    let (_, name, p) = args.target.load()?;
     let g = merged(g, &p);
     let _lock = lock(&name, args.wait)?;
     let started = Instant::now();
@@ -530,11 +511,6 @@ fn run_hooks(
         return Ok(());
     }
     let timeout = p.hook_timeout()?;
-    let step_name = match name {
-        "before" => "before",
-        "after" => "after",
-        _ => "on_failure",
-    };
     for (i, hook) in hooks.iter().enumerate() {
         let mut cmd = Command::new("sh");
         cmd.arg("-c").arg(hook).env("KURA_PROFILE", profile);
@@ -543,14 +519,14 @@ fn run_hooks(
         }
         if let Err(e) = run_within(&mut cmd, timeout) {
             let e = e.context(format!("{name} hook {} of {}", i + 1, hooks.len()));
-            log(steps, json, step_name, false, format!("failed: {e:#}"));
+            log(steps, json, name, false, format!("failed: {e:#}"));
             return Err(e);
         }
     }
     log(
         steps,
         json,
-        step_name,
+        name,
         true,
         format!("hooks run: {}", hooks.len()),
     );

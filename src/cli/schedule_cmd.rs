@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
-use super::profile::{self, Profile};
+use super::profile::Profile;
 use super::status_cmd;
 
 #[derive(Subcommand, Debug)]
@@ -29,12 +29,8 @@ pub enum ScheduleCommand {
 
 #[derive(Args, Debug)]
 pub struct TargetArgs {
-    /// The profile (default: the only one in the configuration).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
     /// Where the units (or the cron file) are (default:
     /// /etc/systemd/system, or /etc/cron.d with --cron).
     #[arg(long, value_name = "DIR")]
@@ -70,11 +66,8 @@ pub fn run_schedule(action: &ScheduleCommand) -> Result<()> {
 
 /// The profile, its name, and the configuration file's absolute path.
 fn target(args: &TargetArgs) -> Result<(String, Profile, PathBuf)> {
-    let path = profile::locate(args.config.as_deref())
-        .context("no configuration file: give --config FILE (or KURA_CONFIG)")?;
-    let path = std::path::absolute(&path)?;
-    let (name, p) = profile::load(&path)?.profile(args.profile.as_deref())?;
-    Ok((name, p, path))
+    let (path, name, p) = args.target.load()?;
+    Ok((name, p, std::path::absolute(&path)?))
 }
 
 /// Whether systemd is the running init (its own test, sd_booted).

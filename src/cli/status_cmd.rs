@@ -252,14 +252,8 @@ pub fn masked_url(url: &str) -> String {
 
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// The profile whose runs to judge (default: the only one in the
-    /// configuration; without a configuration, the repository's newest
-    /// snapshot is judged).
-    pub profile: Option<String>,
-    /// The configuration file (default: /etc/kura/kura.toml, then
-    /// ~/.config/kura/kura.toml).
-    #[arg(long, env = "KURA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: super::profile::ProfileArgs,
     /// Say so when the last successful backup is older than this.
     #[arg(long, default_value = "26h", value_name = "DURATION")]
     pub max_age: String,
@@ -274,10 +268,12 @@ pub struct NeedsAttention(pub String);
 pub fn run_status(g: &GlobalArgs, args: &StatusArgs) -> Result<()> {
     let max_age = super::prune_cmd::parse_grace(&args.max_age).context("--max-age")?;
     let now = super::clock_from_env()?.now_unix();
-    let found = super::profile::locate(args.config.as_deref());
+    // Without a configuration (or with -r and no profile named): the
+    // repository's newest snapshot is judged.
+    let found = super::profile::locate(args.target.config.as_deref());
     let (subject, problems, facts) = match found {
-        Some(path) if g.repo.is_none() || args.profile.is_some() => {
-            let (name, p) = super::profile::load(&path)?.profile(args.profile.as_deref())?;
+        Some(_) if g.repo.is_none() || args.target.profile.is_some() => {
+            let (_, name, p) = args.target.load()?;
             let check_max = p
                 .check
                 .max_age
