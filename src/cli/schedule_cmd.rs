@@ -106,8 +106,8 @@ fn unit_path(p: &Path) -> String {
 
 /// The directories a run writes: the cache, a local repository, the
 /// metrics file's directory.
-fn writable(p: &Profile) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from("/var/cache/kura")];
+fn writable(p: &Profile, cache: &Path) -> Vec<PathBuf> {
+    let mut out = vec![cache.to_owned()];
     if let Some(r) = &p.repository
         && r.starts_with('/')
     {
@@ -119,9 +119,11 @@ fn writable(p: &Profile) -> Vec<PathBuf> {
     out
 }
 
-/// The service unit for `kura run` of profile `name`.
-fn service(name: &str, p: &Profile, config: &Path, kura: &Path) -> String {
-    let rw: Vec<String> = writable(p).iter().map(|d| unit_path(d)).collect();
+/// The service unit for `kura run` of profile `name`, with kura's cache
+/// at `cache` (the installing user's, so that `kura status` run by that
+/// user reads what the timer's runs record).
+fn service(name: &str, p: &Profile, config: &Path, kura: &Path, cache: &Path) -> String {
+    let rw: Vec<String> = writable(p, cache).iter().map(|d| unit_path(d)).collect();
     format!(
         "[Unit]\n\
          Description=kura backup, profile {name}\n\
@@ -132,9 +134,7 @@ fn service(name: &str, p: &Profile, config: &Path, kura: &Path) -> String {
          [Service]\n\
          Type=oneshot\n\
          ExecStart={kura} run --config {config} {name}\n\
-         Environment=KURA_CACHE_DIR=/var/cache/kura\n\
-         CacheDirectory=kura\n\
-         CacheDirectoryMode=0700\n\
+         Environment=KURA_CACHE_DIR={cache}\n\
          Nice=10\n\
          IOSchedulingClass=idle\n\
          CPUSchedulingPolicy=batch\n\
@@ -146,6 +146,7 @@ fn service(name: &str, p: &Profile, config: &Path, kura: &Path) -> String {
          LockPersonality=true\n",
         kura = unit_path(kura),
         config = unit_path(config),
+        cache = unit_path(cache),
         rw = rw.join(" -"),
     )
 }
@@ -203,7 +204,11 @@ fn install(args: &InstallArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("/etc/systemd/system"));
     let (svc, tmr) = (unit(&name, "service"), unit(&name, "timer"));
-    write(&dir.join(&svc), &service(&name, &p, &config, &kura))?;
+    let cache = super::cache_root().unwrap_or_else(|| PathBuf::from("/var/cache/kura"));
+    kura::chunkstore::index::create_private_dir(&cache)
+        .with_context(|| format!("creating {}", cache.display()))?;
+    let cache = std::path::absolute(&cache)?;
+    write(&dir.join(&svc), &service(&name, &p, &config, &kura, &cache))?;
     write(&dir.join(&tmr), &timer(&name, at, args.random_delay))?;
     println!("wrote {} and {} in {}", svc, tmr, dir.display());
     if !t.no_enable {
@@ -318,10 +323,11 @@ mod tests {
             &p,
             Path::new("/etc/kura/kura.toml"),
             Path::new("/usr/bin/kura"),
+            Path::new("/root/.cache/kura"),
         );
         assert!(s.contains("ExecStart=/usr/bin/kura run --config /etc/kura/kura.toml site"));
         assert!(
-            s.contains("ReadWritePaths=-/var/cache/kura -/srv/backup/site"),
+            s.contains("ReadWritePaths=-/root/.cache/kura -/srv/backup/site"),
             "{s}"
         );
         assert_eq!(unit_path(Path::new("/a b/100%")), "\"/a b/100%%\"");
