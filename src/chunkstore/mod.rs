@@ -378,15 +378,40 @@ impl<'r> ChunkStore<'r> {
     /// # Errors
     /// The reader's error, backend errors (a failed pack upload), cache I/O.
     pub fn put_stream(&self, reader: impl Read + Send) -> Result<Vec<ChunkRef>> {
-        let mut stream = ChunkStream::new(self.repo.chunker(), reader, self.options.segment);
         let mut refs = Vec::new();
+        self.put_stream_with(reader, &mut |batch| {
+            refs.extend_from_slice(batch);
+            Ok(())
+        })?;
+        Ok(refs)
+    }
+
+    /// [`Self::put_stream`], handing the refs of each batch (a segment's
+    /// chunks, in order) to `on_refs` as it is stored, so that a caller
+    /// need not hold the refs of a whole stream; returns the bytes stored.
+    ///
+    /// # Errors
+    /// As [`Self::put_stream`], and `on_refs`' errors.
+    pub fn put_stream_with(
+        &self,
+        reader: impl Read + Send,
+        on_refs: &mut dyn FnMut(&[ChunkRef]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut stream = ChunkStream::new(self.repo.chunker(), reader, self.options.segment);
+        let mut total = 0u64;
+        let mut put = |batch: Batch| -> Result<()> {
+            let mut refs = Vec::with_capacity(batch.chunks.len());
+            self.put_batch(batch, &mut refs)?;
+            total += refs.iter().map(|r| u64::from(r.len)).sum::<u64>();
+            on_refs(&refs)
+        };
         let Some(first) = stream.next_batch()? else {
-            return Ok(refs);
+            return Ok(0);
         };
         if stream.finished() {
             // A small stream: one batch, no reader thread.
-            self.put_batch(first, &mut refs)?;
-            return Ok(refs);
+            put(first)?;
+            return Ok(total);
         }
         // Read and cut the next batch while this one is hashed and sealed.
         // The channel holds one batch, which bounds memory to about three
@@ -402,12 +427,13 @@ impl<'r> ChunkStore<'r> {
                     }
                 }
             });
-            self.put_batch(first, &mut refs)?;
+            put(first)?;
             for batch in receiver {
-                self.put_batch(batch?, &mut refs)?;
+                put(batch?)?;
             }
-            Ok(refs)
-        })
+            Ok(())
+        })?;
+        Ok(total)
     }
 
     fn put_batch(&self, batch: Batch, refs: &mut Vec<ChunkRef>) -> Result<()> {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chunkstore::commit::{Started, commit_check, writing_store};
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
-use crate::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions, SecureReport};
+use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
@@ -26,6 +26,7 @@ use crate::id::{ChunkId, SnapshotId};
 use crate::ops::progress::{CountingReader, NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;
+use crate::snapshot::tree::ContentBuilder;
 use crate::snapshot::{files_cache, tree};
 use crate::source::command::{run_command, stream_metadata, stream_path};
 use crate::source::exclude::ExcludeOptions;
@@ -396,11 +397,14 @@ impl<'s, 'r> Archiver<'s, 'r> {
         self.warnings.push(message);
     }
 
-    /// Where content read from the sources goes.
-    fn sink(&self) -> StoreSink<'s, 'r> {
+    /// Where the content of one file read from the sources goes; with
+    /// `keep`, its extents are kept for the files cache too.
+    fn sink(&self, keep: bool) -> StoreSink<'s, 'r> {
         StoreSink {
             store: self.store,
             progress: self.progress,
+            content: ContentBuilder::new(self.store),
+            kept: keep.then(Vec::new),
         }
     }
 
@@ -442,18 +446,17 @@ impl<'s, 'r> Archiver<'s, 'r> {
             self.progress.bytes(meta.size);
             reused
         } else {
-            match read_file(found.path, found.lstat, &mut self.sink())? {
+            let mut sink = self.sink(self.cache_out.is_some());
+            match read_file(found.path, found.lstat, &mut sink)? {
                 Ok(read) => {
-                    let changed = read.changed.is_some();
                     if let Some(why) = &read.changed {
                         self.warn(format!("{}: {why}", found.path.display()));
-                        meta.size = read.size();
+                        meta.size = read.size;
                     }
+                    let (content, extents) = sink.finish()?;
                     // A file that changed while read is not cached: its
                     // times may not say so next time.
-                    let extents =
-                        (self.cache_out.is_some() && !changed).then(|| read.extents.clone());
-                    (tree::store_content(self.store, read.extents)?, extents)
+                    (content, extents.filter(|_| read.changed.is_none()))
                 }
                 Err(warning) => return self.kept_from_parent(found, meta, known, &warning),
             }
@@ -609,15 +612,16 @@ impl<'s, 'r> Archiver<'s, 'r> {
         let Some((name, dirs)) = comps.split_last() else {
             return Err(Error::new(ErrorKind::InvalidInput, "/ is not an image"));
         };
-        let mut sink = self.sink();
+        let mut sink = self.sink(false);
         let image = read_image(path, &mut self.names, &mut sink)?;
+        let (content, _) = sink.finish()?;
         self.summary.files += 1;
         self.summary.bytes += image.meta.size;
         self.progress.file_done();
         let entry = Entry {
             name: name.clone(),
             meta: image.meta,
-            payload: Payload::File(tree::store_content(self.store, image.extents)?),
+            payload: Payload::File(content),
         };
         if image.changed {
             self.warn(format!("{}: changed while it was read", path.display()));
@@ -630,51 +634,79 @@ impl<'s, 'r> Archiver<'s, 'r> {
     /// command that fails aborts the backup, with its standard error in the
     /// message, before anything is committed.
     fn store_stream(&mut self, source: &StreamSource, name: Vec<u8>) -> Result<Entry> {
-        let store = self.store;
-        let refs = match &source.command {
-            None => store.put_stream(std::io::stdin())?,
-            Some(cmd) => run_command(cmd, |stdout| store.put_stream(stdout))?,
+        // Streams are not in the scan's total: no progress for them.
+        let mut sink = StoreSink {
+            progress: &NoProgress,
+            ..self.sink(false)
         };
-        let size: u64 = refs.iter().map(|r| u64::from(r.len)).sum();
+        let size = match &source.command {
+            None => sink.data(&mut std::io::stdin())?,
+            Some(cmd) => run_command(cmd, |mut stdout| sink.data(&mut stdout))?,
+        };
+        let (content, _) = sink.finish()?;
         self.summary.files += 1;
         self.summary.bytes += size;
         Ok(Entry {
             name,
             meta: stream_metadata(0o600, size, self.clock.now_ns()),
-            payload: Payload::File(tree::store_content(store, data_extents(refs))?),
+            payload: Payload::File(content),
         })
     }
 }
 
 /// Puts content read from the sources into the chunk store, reporting
-/// the bytes (holes included) to the progress.
+/// the bytes (holes included) to the progress, and builds the file's
+/// content as the extents come (a huge file or image holds at most one
+/// extent list's worth at a time: `tree::ContentBuilder`).
 struct StoreSink<'s, 'r> {
     store: &'s ChunkStore<'r>,
     progress: &'s dyn Progress,
+    content: ContentBuilder<'s, 'r>,
+    /// The extents too, for the files cache, while there are few enough
+    /// to cache; `None` when not kept.
+    kept: Option<Vec<Extent>>,
+}
+
+impl StoreSink<'_, '_> {
+    fn push(&mut self, extent: Extent) -> Result<()> {
+        if let Some(kept) = &mut self.kept {
+            if kept.len() < files_cache::EXTENTS_MAX {
+                kept.push(extent);
+            } else {
+                self.kept = None;
+            }
+        }
+        self.content.push(extent)
+    }
+
+    /// The content stored, and its extents if they were kept.
+    fn finish(self) -> Result<(Content, Option<Vec<Extent>>)> {
+        Ok((self.content.finish()?, self.kept))
+    }
 }
 
 impl ContentSink for StoreSink<'_, '_> {
-    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<Vec<Extent>> {
-        let refs = self.store.put_stream(CountingReader {
+    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<u64> {
+        let (store, progress) = (self.store, self.progress);
+        let reader = CountingReader {
             inner: data,
-            progress: self.progress,
-        })?;
-        Ok(data_extents(refs))
-    }
-
-    fn hole(&mut self, len: u64) {
-        self.progress.bytes(len);
-    }
-}
-
-/// The data extents of stored chunks.
-fn data_extents(refs: Vec<ChunkRef>) -> Vec<Extent> {
-    refs.into_iter()
-        .map(|r| Extent::Data {
-            id: r.id,
-            len: r.len,
+            progress,
+        };
+        store.put_stream_with(reader, &mut |refs| {
+            for r in refs {
+                self.push(Extent::Data {
+                    id: r.id,
+                    len: r.len,
+                })?;
+            }
+            Ok(())
         })
-        .collect()
+    }
+
+    fn hole(&mut self, len: u64) -> Result<()> {
+        self.progress.bytes(len);
+        self.push(Extent::Hole { len })
+    }
 }
 
 /// What the parent snapshot has for `path`; `None` if its trees are lost

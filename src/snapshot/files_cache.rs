@@ -31,7 +31,7 @@ const CACHE_BYTES: usize = 8 << 20;
 
 /// Extents a cached entry may hold (about 6 GiB of 32 KiB chunks at the
 /// most; a larger file is read again each time).
-const EXTENTS_MAX: usize = 200_000;
+pub const EXTENTS_MAX: usize = 200_000;
 
 /// What the cache knows of one file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,71 @@ pub fn store_content(store: &ChunkStore<'_>, extents: Vec<Extent>) -> Result<Con
     }
 }
 
+/// Builds a file's content from its extents as they come, storing each
+/// full extent-list blob as soon as the content is known to be too long
+/// to be inline, so that a huge file or disk image holds at most
+/// [`tree::LIST_EXTENTS`] extents (and the ids of the lists) at a time.
+/// The result is what [`store_content`] makes of the same extents.
+pub struct ContentBuilder<'s, 'r> {
+    store: &'s ChunkStore<'r>,
+    pending: Vec<Extent>,
+    lists: Vec<ChunkId>,
+    size: u64,
+}
+
+impl<'s, 'r> ContentBuilder<'s, 'r> {
+    pub fn new(store: &'s ChunkStore<'r>) -> Self {
+        Self {
+            store,
+            pending: Vec::new(),
+            lists: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// The next extent of the file.
+    ///
+    /// # Errors
+    /// Storing a full extent list.
+    pub fn push(&mut self, extent: Extent) -> Result<()> {
+        self.size += extent.len();
+        self.pending.push(extent);
+        let indirect = !self.lists.is_empty() || self.pending.len() > tree::INLINE_MAX_EXTENTS;
+        if indirect && self.pending.len() > tree::LIST_EXTENTS {
+            let rest = self.pending.split_off(tree::LIST_EXTENTS);
+            let full = std::mem::replace(&mut self.pending, rest);
+            self.store_list(full)?;
+        }
+        Ok(())
+    }
+
+    /// The bytes the extents so far add up to.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn store_list(&mut self, extents: Vec<Extent>) -> Result<()> {
+        let blob = TreeBlob::ExtentList(extents).encode();
+        self.lists.push(self.store.put_blob(PackKind::Tree, &blob)?);
+        Ok(())
+    }
+
+    /// The content: inline, or the extent lists.
+    ///
+    /// # Errors
+    /// Storing the last extent lists.
+    pub fn finish(mut self) -> Result<Content> {
+        if self.lists.is_empty() && self.pending.len() <= tree::INLINE_MAX_EXTENTS {
+            return Ok(Content::Inline(self.pending));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for part in pending.chunks(tree::LIST_EXTENTS) {
+            self.store_list(part.to_vec())?;
+        }
+        Ok(Content::Indirect(self.lists))
+    }
+}
+
 fn load_blob(store: &ChunkStore<'_>, id: &ChunkId) -> Result<TreeBlob> {
     TreeBlob::decode(&store.get(id)?).map_err(|e| e.context(format!("tree {id}")))
 }
@@ -226,4 +291,55 @@ pub fn write_content(
         written += e.len();
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunkstore::ChunkStoreOptions;
+    use crate::chunkstore::index::ChunkIndex;
+
+    /// Extents that alternate data and holes, as a sparse file gives them.
+    fn extents(n: usize) -> Vec<Extent> {
+        (0..n)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let mut id = [0u8; 32];
+                    id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    Extent::Data {
+                        id: ChunkId(id),
+                        len: 100,
+                    }
+                } else {
+                    Extent::Hole { len: 7 }
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_builder_makes_what_store_content_makes() {
+        let repo = crate::repository::in_memory_for_tests();
+        let index = ChunkIndex::open(None).unwrap();
+        let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+        let (inline, list) = (tree::INLINE_MAX_EXTENTS, tree::LIST_EXTENTS);
+        for n in [
+            0,
+            1,
+            inline,
+            inline + 1,
+            list,
+            list + 1,
+            2 * list + inline + 3,
+        ] {
+            let want = store_content(&store, extents(n)).unwrap();
+            let mut builder = ContentBuilder::new(&store);
+            for e in extents(n) {
+                builder.push(e).unwrap();
+            }
+            let size = builder.size();
+            assert_eq!(builder.finish().unwrap(), want, "{n} extents");
+            assert_eq!(size, extents(n).iter().map(Extent::len).sum::<u64>());
+        }
+    }
 }

@@ -15,24 +15,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::format::tree::Extent;
+
 use crate::source::{ContentSink, data_ranges};
 
-/// What was read of a regular file.
+/// What was read of a regular file (its content went to the sink).
 #[derive(Debug)]
 pub struct FileRead {
-    /// The extents read, in order; their lengths add up to the size stored.
-    pub extents: Vec<Extent>,
+    /// The bytes the sink was given, holes included: the size stored.
+    pub size: u64,
     /// Why the content may not be one version of the file: it changed
     /// while it was read. `None` if size and mtime held throughout.
     pub changed: Option<String>,
-}
-
-impl FileRead {
-    /// The size the extents add up to.
-    pub fn size(&self) -> u64 {
-        self.extents.iter().map(Extent::len).sum()
-    }
 }
 
 /// The content of regular file `path` (whose `lstat` is `lstat`), its
@@ -52,33 +45,29 @@ pub fn read_file(
         Err(e) => return Ok(Err(e.to_string())),
     };
     let size = lstat.len();
-    let mut extents = Vec::new();
     let mut pos = 0u64;
     for (offset, len) in data_ranges(&file, size) {
         if offset > pos {
-            extents.push(Extent::Hole { len: offset - pos });
-            sink.hole(offset - pos);
+            sink.hole(offset - pos)?;
         }
-        let data = match read_range(&mut file, offset, len, sink)? {
-            Ok(data) => data,
+        let got = match read_range(&mut file, offset, len, sink)? {
+            Ok(got) => got,
             Err(problem) => return Ok(Err(problem)),
         };
-        let got: u64 = data.iter().map(Extent::len).sum();
-        extents.extend(data);
         pos = offset + got;
         if got != len {
             return Ok(Ok(FileRead {
-                extents,
+                size: pos,
                 changed: Some("changed while it was read (shrank)".into()),
             }));
         }
     }
     if pos < size {
-        extents.push(Extent::Hole { len: size - pos });
-        sink.hole(size - pos);
+        sink.hole(size - pos)?;
+        pos = size;
     }
     Ok(match unchanged_since(&file, lstat) {
-        Ok(changed) => Ok(FileRead { extents, changed }),
+        Ok(changed) => Ok(FileRead { size: pos, changed }),
         Err(e) => Err(e),
     })
 }
@@ -90,7 +79,7 @@ fn read_range(
     offset: u64,
     len: u64,
     sink: &mut dyn ContentSink,
-) -> Result<std::result::Result<Vec<Extent>, String>> {
+) -> Result<std::result::Result<u64, String>> {
     if let Err(e) = file.seek(SeekFrom::Start(offset)) {
         return Ok(Err(e.to_string()));
     }

@@ -17,7 +17,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::tree::{Extent, Metadata};
+use crate::format::tree::Metadata;
 use crate::source::{ContentSink, NameCache, read_metadata};
 
 /// Zero detection granularity (a file system block, a disk sector multiple).
@@ -206,7 +206,6 @@ pub fn pieces(inner: impl Read) -> io::Result<Vec<Piece>> {
 pub struct ImageRead {
     /// The image's metadata, `size` the bytes read and `nlink` 1.
     pub meta: Metadata,
-    pub extents: Vec<Extent>,
     /// A regular file's size or mtime changed while it was read (or it
     /// could not be looked at again).
     pub changed: bool,
@@ -226,17 +225,15 @@ pub fn read_image(
     let err = |e| Error::io(format!("reading image {}", path.display()), e);
     let (file, md) = open_image(path)?;
     let mut reader = ZeroRunReader::new(file);
-    let mut extents = Vec::new();
     loop {
         let hole = reader.skip_zeros().map_err(err)?;
         if hole > 0 {
-            extents.push(Extent::Hole { len: hole });
-            sink.hole(hole);
+            sink.hole(hole)?;
         }
         if reader.at_end().map_err(err)? {
             break;
         }
-        extents.extend(sink.data(&mut reader)?);
+        sink.data(&mut reader)?;
     }
     let (mut meta, _) = read_metadata(path, &md, names);
     meta.size = reader.position();
@@ -246,11 +243,7 @@ pub fn read_image(
             && (after.len(), after.mtime(), after.mtime_nsec())
                 != (md.len(), md.mtime(), md.mtime_nsec())
     });
-    Ok(ImageRead {
-        meta,
-        extents,
-        changed,
-    })
+    Ok(ImageRead { meta, changed })
 }
 
 /// Opens image `path` and reads its metadata (following a symlink).

@@ -23,19 +23,25 @@ use std::path::Path;
 use nix::unistd::{Gid, Group, Uid, User, Whence, lseek};
 
 use crate::error::Result;
-use crate::format::tree::{Extent, Metadata, Payload, Xattr};
+use crate::format::tree::{Metadata, Payload, Xattr};
 
-/// Where the content a source reads goes (for a backup, the chunk store).
+/// Where the content a source reads goes (for a backup, the chunk store),
+/// in order: data and holes as the file has them. The sink keeps the
+/// extents (a source holds none, so a huge file or image costs no memory
+/// per chunk here).
 pub trait ContentSink {
-    /// Stores what `data` yields up to its end and returns the data
-    /// extents ([`Extent::Data`]) it became, in order.
+    /// Stores what `data` yields up to its end, as the next data extents;
+    /// returns the bytes stored.
     ///
     /// # Errors
     /// The store's, or `data`'s read errors.
-    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<Vec<Extent>>;
+    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<u64>;
 
-    /// `len` bytes of zeros were recorded as a hole, not stored.
-    fn hole(&mut self, _len: u64) {}
+    /// The next `len` bytes are zeros, recorded as a hole, not stored.
+    ///
+    /// # Errors
+    /// The store's (recording may store a full extent list).
+    fn hole(&mut self, len: u64) -> Result<()>;
 }
 
 /// Owner and group names by id, looked up once each.
