@@ -10,11 +10,11 @@ use kura::ops::diff::diff;
 use kura::ops::find::{FindOptions, find};
 use kura::snapshot;
 
+use super::GlobalArgs;
 use super::key::utc_minutes;
 use super::names::escaped;
 use super::output::{Document, print_json};
 use super::snapshot_cmds::writeln_or_pipe;
-use super::{GlobalArgs, synced_index};
 
 /// Which snapshots to consider; every condition given must hold.
 #[derive(Args, Debug, Clone, Default)]
@@ -65,7 +65,7 @@ pub struct FindArgs {
 
 pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
     let repo = g.open_admin("diff")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let (old_id, old) = snapshot::find(&repo, &args.old)?;
     let (new_id, new) = snapshot::find(&repo, &args.new)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
@@ -100,7 +100,7 @@ pub fn run_diff(g: &GlobalArgs, args: &DiffArgs) -> Result<()> {
 
 pub fn run_find(g: &GlobalArgs, args: &FindArgs) -> Result<()> {
     let repo = g.open_admin("find")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let snapshots = snapshot::select::choose(&repo, &args.snapshots, &args.filter.filter())?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let options = FindOptions {

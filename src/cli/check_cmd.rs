@@ -8,8 +8,8 @@ use clap::Args;
 use kura::ops::check::{CheckOptions, Subset, check};
 use kura::ops::repair::{DroppedKind, SnapshotAction};
 
+use super::GlobalArgs;
 use super::output::Document;
-use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -30,7 +30,7 @@ pub fn run_check(g: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     };
     let repo = g.open_admin("check")?;
     let alarm = super::history_alarm(&repo)?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let report = check(
         &repo,
         &index,
@@ -143,7 +143,7 @@ pub fn run_repair(g: &GlobalArgs, action: &RepairCommand) -> Result<()> {
 fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()> {
     use kura::ops::repair::{RepairIndexOptions, repair_index};
     let repo = g.open_admin("repair")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let options = RepairIndexOptions {
         read_data,
         dry_run,
@@ -173,7 +173,7 @@ fn run_repair_index(g: &GlobalArgs, read_data: bool, dry_run: bool) -> Result<()
 fn run_repair_snapshots(g: &GlobalArgs, dry_run: bool, names: &[String]) -> Result<()> {
     use kura::ops::repair::{RepairSnapshotsOptions, repair_snapshots};
     let repo = g.open_admin("repair")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let snapshots = names
         .iter()
         .map(|n| kura::snapshot::find_id(&repo, n))

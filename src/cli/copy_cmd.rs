@@ -13,7 +13,7 @@ use kura::snapshot;
 use super::browse_cmds::FilterArgs;
 use super::output::Document;
 use super::progress::Bar;
-use super::{GlobalArgs, PasswordSource, cache_root, open_at, synced_index};
+use super::{GlobalArgs, PasswordSource, cache_root, open_at};
 
 #[derive(Args, Debug)]
 pub struct CopyArgs {
@@ -71,8 +71,8 @@ pub fn run_copy(g: &GlobalArgs, args: &CopyArgs) -> Result<()> {
         .iter()
         .map(|name| snapshot::find_id(&source, name))
         .collect::<kura::Result<Vec<_>>>()?;
-    let source_index = synced_index(&source)?;
-    let target_index = synced_index(&target)?;
+    let source_index = g.synced_index(&source)?;
+    let target_index = g.synced_index(&target)?;
     let options = CopyOptions {
         snapshots,
         filter: args.filter.filter(),

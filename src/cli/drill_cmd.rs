@@ -12,7 +12,7 @@ use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::ops::drill::{DrillOptions, SourceCheck, drill};
 
 use super::output::Document;
-use super::{GlobalArgs, status_cmd, synced_index};
+use super::{GlobalArgs, status_cmd};
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
@@ -32,7 +32,7 @@ pub fn run_drill(g: &GlobalArgs, args: &DrillArgs) -> Result<()> {
     let (_, name, p) = args.target.load()?;
     let g = super::run_cmd::merged(g, &p);
     let repo = g.open_admin("drill")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let host = p
         .host
         .clone()

@@ -175,6 +175,10 @@ pub struct GlobalArgs {
     pub memory: MemoryProfile,
 }
 
+/// The index cache's page cache with `--memory small` (the default is
+/// `kura::chunkstore::index::CACHE_BYTES`).
+const SMALL_INDEX_CACHE: usize = 8 << 20;
+
 /// The memory settings `--memory` chooses.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryProfile {
@@ -379,16 +383,21 @@ fn raise(alarm: Option<kura::Error>) -> Result<()> {
     alarm.map_or(Ok(()), |e| Err(e.into()))
 }
 
-/// The index of `repo` from its cache under [`cache_root`], synced.
-fn synced_index(repo: &Repository) -> Result<ChunkIndex> {
-    let options = IndexOptions {
-        cache_root: cache_root(),
-        sync: true,
-    };
-    Ok(open_index(repo, &options)?)
-}
-
 impl GlobalArgs {
+    /// The index of `repo` from its cache under [`cache_root`], synced,
+    /// its page cache as `--memory` sets it.
+    fn synced_index(&self, repo: &Repository) -> Result<ChunkIndex> {
+        let options = IndexOptions {
+            cache_root: cache_root(),
+            sync: true,
+            cache_bytes: match self.memory {
+                MemoryProfile::Default => None,
+                MemoryProfile::Small => Some(SMALL_INDEX_CACHE),
+            },
+        };
+        Ok(open_index(repo, &options)?)
+    }
+
     fn backend(&self) -> Result<Arc<dyn Backend>> {
         let path = self
             .repo

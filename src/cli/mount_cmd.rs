@@ -12,8 +12,8 @@ use kura::ops::mount::{MountOptions, Unmount, check_mountpoint, mount};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::GlobalArgs;
 use super::browse_cmds::FilterArgs;
-use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 pub struct MountArgs {
@@ -37,7 +37,7 @@ pub struct MountArgs {
 pub fn run_mount(g: &GlobalArgs, args: &MountArgs) -> Result<()> {
     check_mountpoint(&args.mountpoint)?;
     let repo = g.open_admin("mount")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let options = MountOptions {
         filter: args.filter.filter(),
         allow_other: args.allow_other,

@@ -8,7 +8,7 @@ use kura::repository::Repository;
 use kura::snapshot::duration::parse_duration;
 
 use super::output::Document;
-use super::{GlobalArgs, cache_root, synced_index};
+use super::{GlobalArgs, cache_root};
 
 #[derive(Args, Debug, Clone)]
 pub struct PruneArgs {
@@ -100,7 +100,7 @@ pub fn run_prune(g: &GlobalArgs, args: &PruneArgs) -> Result<()> {
 
 /// Prunes an open repository and prints the report.
 pub fn prune_open(g: &GlobalArgs, repo: &Repository, options: &PruneOptions) -> Result<()> {
-    let index = synced_index(repo)?;
+    let index = g.synced_index(repo)?;
     let scratch = kura::ops::session::scratch_dir(cache_root().as_deref(), repo.id());
     let report = prune(repo, &index, &scratch, options)?;
     if g.json {

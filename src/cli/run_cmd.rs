@@ -36,7 +36,7 @@ use super::profile::Profile;
 use super::prune_cmd::PruneArgs;
 use super::snapshot_cmds::{BackupArgs, backup_options};
 use super::status_cmd;
-use super::{GlobalArgs, cache_root, exit, synced_index};
+use super::{GlobalArgs, cache_root, exit};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -293,7 +293,7 @@ fn steps_of(
     found.rolled_back = super::history_alarm(&repo)?;
     if !p.sources.is_empty() {
         *snapshot = Some(step(steps, g.json, "backup", || {
-            backup(&repo, p, g.store_options(), found)
+            backup(g, &repo, p, found)
         })?);
     }
     if !repo.is_admin() {
@@ -304,11 +304,11 @@ fn steps_of(
     if p.retention.is_set() {
         step(steps, g.json, "forget", || forget_step(&repo, p))?;
         if p.prune.enabled {
-            step(steps, g.json, "prune", || prune_step(&repo, p))?;
+            step(steps, g.json, "prune", || prune_step(g, &repo, p))?;
         }
     }
     if p.check.enabled {
-        step(steps, g.json, "check", || check_step(&repo, p, found))?;
+        step(steps, g.json, "check", || check_step(g, &repo, p, found))?;
     }
     found.repository_bytes = repo.list_packs().ok().map(|packs| packs.values().sum());
     Ok(())
@@ -351,9 +351,9 @@ fn mb(bytes: u64) -> String {
 
 /// The profile's sources as one snapshot.
 fn backup(
+    g: &GlobalArgs,
     repo: &Repository,
     p: &Profile,
-    store: kura::chunkstore::ChunkStoreOptions,
     found: &mut Findings,
 ) -> Result<(String, kura::id::SnapshotId)> {
     let args = BackupArgs {
@@ -377,8 +377,8 @@ fn backup(
         one_file_system: p.sources.one_file_system,
         quiet: true,
     };
-    let options = backup_options(repo, &args, store)?;
-    let index = synced_index(repo)?;
+    let options = backup_options(repo, &args, g.store_options())?;
+    let index = g.synced_index(repo)?;
     let report = kura::ops::backup::backup(repo, &index, &options)?;
     kura::ops::history::remember_snapshot(repo, cache_root().as_deref(), report.snapshot);
     for w in &report.warnings {
@@ -429,7 +429,7 @@ fn forget_step(repo: &Repository, p: &Profile) -> Result<(String, ())> {
     ))
 }
 
-fn prune_step(repo: &Repository, p: &Profile) -> Result<(String, ())> {
+fn prune_step(g: &GlobalArgs, repo: &Repository, p: &Profile) -> Result<(String, ())> {
     let args = PruneArgs {
         max_unused: p.prune.max_unused.clone().unwrap_or_else(|| "5%".into()),
         max_repack_size: None,
@@ -438,7 +438,7 @@ fn prune_step(repo: &Repository, p: &Profile) -> Result<(String, ())> {
         dry_run: false,
     };
     let options = args.options()?;
-    let index = synced_index(repo)?;
+    let index = g.synced_index(repo)?;
     let scratch = kura::ops::session::scratch_dir(cache_root().as_deref(), repo.id());
     let r = prune(repo, &index, &scratch, &options)?;
     Ok((
@@ -453,7 +453,12 @@ fn prune_step(repo: &Repository, p: &Profile) -> Result<(String, ())> {
     ))
 }
 
-fn check_step(repo: &Repository, p: &Profile, found: &mut Findings) -> Result<(String, ())> {
+fn check_step(
+    g: &GlobalArgs,
+    repo: &Repository,
+    p: &Profile,
+    found: &mut Findings,
+) -> Result<(String, ())> {
     let mut read_data = p
         .check
         .read_data_subset
@@ -469,7 +474,7 @@ fn check_step(repo: &Repository, p: &Profile, found: &mut Findings) -> Result<(S
         }
     }
     found.full_check = matches!(read_data, Some(Subset::All));
-    let index = synced_index(repo)?;
+    let index = g.synced_index(repo)?;
     let options = CheckOptions {
         read_data,
         clock: super::clock_from_env()?,

@@ -12,10 +12,10 @@ use kura::ops::restore::{
 };
 use kura::snapshot;
 
+use super::GlobalArgs;
 use super::names::escaped;
 use super::output::{Document, print_json};
 use super::progress::Bar;
-use super::{GlobalArgs, synced_index};
 
 #[derive(Args, Debug)]
 #[allow(clippy::struct_excessive_bools)] // command-line switches
@@ -196,7 +196,7 @@ pub fn run_backup(g: &GlobalArgs, args: &BackupArgs) -> Result<bool> {
     let repo = g.open()?;
     tracing::debug!("repository opened");
     let alarm = super::history_alarm(&repo)?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     tracing::debug!("index synced");
     let options = backup_options(&repo, args, g.store_options())?;
     let bar = Bar::new(!args.quiet && !g.json);
@@ -327,7 +327,7 @@ pub fn run_snapshots(g: &GlobalArgs, filter: &super::browse_cmds::FilterArgs) ->
 
 pub fn run_restore(g: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let repo = g.open_admin("restore")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let (id, snap) = match &args.at {
         Some(at) => {
             let filter = snapshot::Filter {
@@ -475,7 +475,7 @@ impl<'a> ListedEntry<'a> {
 
 pub fn run_ls(g: &GlobalArgs, args: &LsArgs) -> Result<()> {
     let repo = g.open_admin("ls")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let comps = args
@@ -522,7 +522,7 @@ pub(super) fn writeln_or_pipe(out: &mut impl std::io::Write, line: &str) -> Resu
 pub fn run_dump(g: &GlobalArgs, args: &DumpArgs) -> Result<()> {
     use kura::format::tree::Payload;
     let repo = g.open_admin("dump")?;
-    let index = synced_index(&repo)?;
+    let index = g.synced_index(&repo)?;
     let (_, snap) = snapshot::find(&repo, &args.snapshot)?;
     let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
     let comps = kura::ops::snapshot_path(&args.path);

@@ -567,24 +567,81 @@ pub fn plan_directory(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] naming the broken rule.
 pub fn check_lists(lists: &[Vec<Extent>], size: u64) -> Result<()> {
-    let count: usize = lists.iter().map(Vec::len).sum();
-    let full = lists.iter().rev().skip(1).all(|l| l.len() == LIST_EXTENTS);
-    let seam_holes = lists.windows(2).any(|w| {
-        matches!(
-            (w[0].last(), w[1].first()),
-            (Some(Extent::Hole { .. }), Some(Extent::Hole { .. }))
-        )
-    });
-    let total = lists
-        .iter()
-        .flatten()
-        .try_fold(0u64, |acc, e| acc.checked_add(e.len()));
-    if !full || count <= INLINE_MAX_EXTENTS || seam_holes || total != Some(size) {
-        return Err(Error::corrupt(
-            "extent lists do not form the canonical content of the file",
-        ));
+    let mut check = ListCheck::new(lists.len(), size);
+    for l in lists {
+        check.list(l)?;
     }
-    Ok(())
+    check.finish()
+}
+
+/// [`check_lists`] one list at a time, for a reader that holds one list
+/// at a time (a file of millions of extents). A broken rule is found at
+/// the list that breaks it, or at [`ListCheck::finish`] for the count and
+/// the size.
+#[derive(Debug, Clone)]
+pub struct ListCheck {
+    lists: usize,
+    seen: usize,
+    count: usize,
+    total: Option<u64>,
+    size: u64,
+    ends_in_hole: bool,
+}
+
+impl ListCheck {
+    /// A check of `lists` extent lists that should add up to `size` bytes.
+    pub fn new(lists: usize, size: u64) -> Self {
+        Self {
+            lists,
+            seen: 0,
+            count: 0,
+            total: Some(0),
+            size,
+            ends_in_hole: false,
+        }
+    }
+
+    /// The next list, in order.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`]: a list before the last that is not
+    /// full, a list beyond the count, or holes meeting at the seam.
+    pub fn list(&mut self, list: &[Extent]) -> Result<()> {
+        self.seen += 1;
+        let last = self.seen == self.lists;
+        let starts_with_hole = matches!(list.first(), Some(Extent::Hole { .. }));
+        if self.seen > self.lists
+            || (!last && list.len() != LIST_EXTENTS)
+            || (self.ends_in_hole && starts_with_hole)
+        {
+            return Err(not_canonical());
+        }
+        self.ends_in_hole = matches!(list.last(), Some(Extent::Hole { .. }));
+        self.count += list.len();
+        for e in list {
+            self.total = self.total.and_then(|t| t.checked_add(e.len()));
+        }
+        Ok(())
+    }
+
+    /// Checks the whole: every list seen, more extents than fit inline,
+    /// and the lengths adding up to the size.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupt`] naming the broken rule.
+    pub fn finish(self) -> Result<()> {
+        if self.seen != self.lists
+            || self.count <= INLINE_MAX_EXTENTS
+            || self.total != Some(self.size)
+        {
+            return Err(not_canonical());
+        }
+        Ok(())
+    }
+}
+
+fn not_canonical() -> Error {
+    Error::corrupt("extent lists do not form the canonical content of the file")
 }
 
 /// Checks that the parts of a large directory are the greedy split of

@@ -99,7 +99,7 @@ use crate::ops::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::Filter;
-use crate::snapshot::tree;
+use crate::snapshot::tree::{self, ContentBuilder};
 
 use translations::Translations;
 pub use translations::translations_file;
@@ -443,9 +443,16 @@ impl Translator<'_, '_> {
             match &e.payload {
                 Payload::Dir(sub) => e.payload = Payload::Dir(self.tree(sub)?),
                 Payload::File(content) => {
-                    let extents = tree::load_extents(self.source, content, e.meta.size)?;
-                    let extents = self.extents(extents)?;
-                    e.payload = Payload::File(tree::store_content(self.target, extents)?);
+                    // One extent list at a time, translated and pushed to
+                    // the target's builder: a disk image of millions of
+                    // chunks holds one list in memory.
+                    let mut built = ContentBuilder::new(self.target);
+                    for list in tree::extent_lists(self.source, content, e.meta.size) {
+                        for x in self.extents(list?)? {
+                            built.push(x)?;
+                        }
+                    }
+                    e.payload = Payload::File(built.finish()?);
                     self.progress.file_done();
                 }
                 _ => {}

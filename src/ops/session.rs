@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::chunkstore::index::{ChunkIndex, cache_file};
+use crate::chunkstore::index::{CACHE_BYTES, ChunkIndex, cache_file};
 use crate::error::Result;
 use crate::id::RepoId;
 use crate::repository::Repository;
@@ -22,6 +22,9 @@ pub struct IndexOptions {
     /// Bring the cache in line with the repository's index files before
     /// returning it (what every operation that reads or writes data needs).
     pub sync: bool,
+    /// The cache file's page cache in bytes; `None` for
+    /// [`crate::chunkstore::index::CACHE_BYTES`].
+    pub cache_bytes: Option<usize>,
 }
 
 /// The index of `repo` as `options` ask: its cache file under the cache
@@ -37,7 +40,8 @@ pub fn open_index(repo: &Repository, options: &IndexOptions) -> Result<ChunkInde
         .cache_root
         .as_deref()
         .map(|root| cache_file(root, repo.id()));
-    let index = ChunkIndex::open(file.as_deref())?;
+    let index =
+        ChunkIndex::open_with_cache(file.as_deref(), options.cache_bytes.unwrap_or(CACHE_BYTES))?;
     if options.sync {
         index.sync(repo)?;
     }
@@ -63,6 +67,7 @@ mod tests {
         let options = IndexOptions {
             cache_root: Some(dir.path().to_path_buf()),
             sync: true,
+            cache_bytes: None,
         };
         let index = open_index(&repo, &options).unwrap();
         assert!(index.is_empty().unwrap());

@@ -198,8 +198,11 @@ fn put_metadata(h: &mut Header, pax: &mut Pax, m: &Metadata) {
 /// A file's content as a reader: chunks fetched (and authenticated) one at
 /// a time, holes as zeros. A store error is kept for the caller, since the
 /// tar builder only passes an `io::Error` through.
-struct ContentReader<'s, 'r> {
-    store: &'s ChunkStore<'r>,
+struct ContentReader<'a, 's> {
+    store: &'a ChunkStore<'s>,
+    /// The file's extent lists, read one at a time (checked as they come,
+    /// the sizes adding up to the file's after the last).
+    lists: tree::ExtentLists<'a, 's>,
     extents: std::vec::IntoIter<Extent>,
     chunk: Vec<u8>,
     pos: usize,
@@ -209,7 +212,17 @@ struct ContentReader<'s, 'r> {
 
 impl ContentReader<'_, '_> {
     fn next_extent(&mut self) -> Result<bool> {
-        match self.extents.next() {
+        let next = match self.extents.next() {
+            Some(e) => Some(e),
+            None => match self.lists.next() {
+                None => None,
+                Some(list) => {
+                    self.extents = list?.into_iter();
+                    return Ok(true);
+                }
+            },
+        };
+        match next {
             None => return Ok(false),
             Some(Extent::Hole { len }) => self.hole = len,
             Some(Extent::Data { id, len }) => {
@@ -348,13 +361,6 @@ impl TarWriter<'_, '_, '_> {
             }
             self.first_links.insert((m.dev, m.ino), path.to_vec());
         }
-        let extents = tree::load_extents(self.store, content, m.size)?;
-        if extents.iter().map(Extent::len).sum::<u64>() != m.size {
-            return Err(Error::corrupt(format!(
-                "{}: the extents do not add up to the file size",
-                String::from_utf8_lossy(path)
-            )));
-        }
         h.set_entry_type(EntryType::Regular);
         h.set_size(m.size);
         if m.size > octal_max(11) {
@@ -362,7 +368,8 @@ impl TarWriter<'_, '_, '_> {
         }
         let mut reader = ContentReader {
             store: self.store,
-            extents: extents.into_iter(),
+            lists: tree::extent_lists(self.store, content, m.size),
+            extents: Vec::new().into_iter(),
             chunk: Vec::new(),
             pos: 0,
             hole: 0,

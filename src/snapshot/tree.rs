@@ -179,24 +179,89 @@ pub fn read_directory<S: TreeSource + ?Sized>(source: &S, id: &ChunkId) -> Resul
     }
 }
 
-/// A file's extents, whichever form its content has.
+/// A file's extents, whichever form its content has. Holds them all: a
+/// reader of files of any size uses [`extent_lists`].
 ///
 /// # Errors
 /// Missing or damaged lists, or lists that are not the canonical split.
 pub fn load_extents(store: &ChunkStore<'_>, content: &Content, size: u64) -> Result<Vec<Extent>> {
+    let lists = extent_lists(store, content, size).collect::<Result<Vec<_>>>()?;
+    Ok(lists.concat())
+}
+
+/// A file's extents one extent list at a time (an inline content is one
+/// list), so that memory holds at most [`tree::LIST_EXTENTS`] extents
+/// whatever the file's size (format-spec/10). Each list is checked against
+/// the canonical split as it comes; the count and the size are checked
+/// after the last, so the last item is an error if the lists together are
+/// not the file's content. A reader that acts on each list as it comes (a
+/// restore writing it) learns that after acting, as it learns of a damaged
+/// chunk halfway through a file.
+pub fn extent_lists<'a, 's>(
+    store: &'a ChunkStore<'s>,
+    content: &'a Content,
+    size: u64,
+) -> ExtentLists<'a, 's> {
     match content {
-        Content::Inline(extents) => Ok(extents.clone()),
-        Content::Indirect(ids) => {
-            let mut lists = Vec::with_capacity(ids.len());
-            for id in ids {
-                match load_blob(store, id)? {
-                    TreeBlob::ExtentList(l) => lists.push(l),
-                    _ => return Err(Error::corrupt(format!("tree {id} is not an extent list"))),
-                }
-            }
-            tree::check_lists(&lists, size)?;
-            Ok(lists.concat())
+        Content::Inline(extents) => ExtentLists {
+            store,
+            inline: Some(extents),
+            ids: &[],
+            next: 0,
+            check: None,
+        },
+        Content::Indirect(ids) => ExtentLists {
+            store,
+            inline: None,
+            ids,
+            next: 0,
+            check: Some(tree::ListCheck::new(ids.len(), size)),
+        },
+    }
+}
+
+/// The iterator of [`extent_lists`].
+pub struct ExtentLists<'a, 's> {
+    store: &'a ChunkStore<'s>,
+    inline: Option<&'a Vec<Extent>>,
+    ids: &'a [ChunkId],
+    next: usize,
+    /// `None` once the lists are done (or failed).
+    check: Option<tree::ListCheck>,
+}
+
+impl ExtentLists<'_, '_> {
+    fn load(&mut self, id: ChunkId) -> Result<Vec<Extent>> {
+        let TreeBlob::ExtentList(list) = load_blob(self.store, &id)? else {
+            return Err(Error::corrupt(format!("tree {id} is not an extent list")));
+        };
+        if let Some(check) = &mut self.check {
+            check
+                .list(&list)
+                .map_err(|e| e.context(format!("tree {id}")))?;
         }
+        Ok(list)
+    }
+}
+
+impl Iterator for ExtentLists<'_, '_> {
+    type Item = Result<Vec<Extent>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(inline) = self.inline.take() {
+            return Some(Ok(inline.clone()));
+        }
+        self.check.as_ref()?;
+        let Some(&id) = self.ids.get(self.next) else {
+            let check = self.check.take()?;
+            return check.finish().err().map(Err);
+        };
+        self.next += 1;
+        let list = self.load(id);
+        if list.is_err() {
+            self.check = None;
+        }
+        Some(list)
     }
 }
 
@@ -225,13 +290,19 @@ pub fn content_is_stored(store: &ChunkStore<'_>, content: &Content, size: u64) -
     {
         return Ok(false);
     }
-    let extents = match load_extents(store, content, size) {
-        Ok(x) => x,
-        Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => return Ok(false),
-        Err(e) => return Err(e),
-    };
-    let ids: Vec<ChunkId> = data_ids(&extents);
-    store.all_stored(&ids)
+    for list in extent_lists(store, content, size) {
+        let list = match list {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        if !store.all_stored(&data_ids(&list))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The entry at path `comps` (names from the root) below the directory
@@ -270,27 +341,34 @@ pub fn write_content(
     size: u64,
     out: &mut dyn std::io::Write,
 ) -> Result<u64> {
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     let mut written = 0u64;
-    let write_err = |e| Error::io("writing the output", e);
-    for e in load_extents(store, content, size)? {
-        match e {
-            Extent::Data { id, .. } => {
-                let data = store.get(&id)?;
-                out.write_all(&data).map_err(write_err)?;
-            }
-            Extent::Hole { len } => {
-                let mut left = len;
-                while left > 0 {
-                    let n = usize::try_from(left.min(ZEROS.len() as u64)).unwrap_or(ZEROS.len());
-                    out.write_all(&ZEROS[..n]).map_err(write_err)?;
-                    left -= n as u64;
-                }
-            }
+    for list in extent_lists(store, content, size) {
+        for e in list? {
+            write_extent(store, e, out)?;
+            written += e.len();
         }
-        written += e.len();
     }
     Ok(written)
+}
+
+fn write_extent(store: &ChunkStore<'_>, e: Extent, out: &mut dyn std::io::Write) -> Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let write_err = |e| Error::io("writing the output", e);
+    match e {
+        Extent::Data { id, .. } => {
+            let data = store.get(&id)?;
+            out.write_all(&data).map_err(write_err)?;
+        }
+        Extent::Hole { len } => {
+            let mut left = len;
+            while left > 0 {
+                let n = usize::try_from(left.min(ZEROS.len() as u64)).unwrap_or(ZEROS.len());
+                out.write_all(&ZEROS[..n]).map_err(write_err)?;
+                left -= n as u64;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,5 +419,37 @@ mod tests {
             assert_eq!(builder.finish().unwrap(), want, "{n} extents");
             assert_eq!(size, extents(n).iter().map(Extent::len).sum::<u64>());
         }
+    }
+
+    #[test]
+    fn extent_lists_come_one_at_a_time_and_are_checked() {
+        let repo = crate::repository::in_memory_for_tests();
+        let index = ChunkIndex::open(None).unwrap();
+        let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+        let all = extents(2 * tree::LIST_EXTENTS + 5);
+        let size: u64 = all.iter().map(Extent::len).sum();
+        let content = store_content(&store, all.clone()).unwrap();
+        let lists: Vec<Vec<Extent>> = extent_lists(&store, &content, size)
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(lists.len(), 3);
+        assert!(lists.iter().all(|l| l.len() <= tree::LIST_EXTENTS));
+        assert_eq!(lists.concat(), all);
+
+        // The wrong size fails after the last list; lists out of order
+        // fail at the first one that is not full.
+        let last = extent_lists(&store, &content, size + 1).last().unwrap();
+        assert!(last.is_err());
+        let Content::Indirect(ids) = &content else {
+            panic!("indirect")
+        };
+        let swapped = Content::Indirect(vec![ids[2], ids[0], ids[1]]);
+        let got: Vec<_> = extent_lists(&store, &swapped, size).collect();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_err());
+        let dir = store_directory(&store, Vec::new()).unwrap();
+        let wrong = Content::Indirect(vec![ids[0], dir]);
+        assert!(extent_lists(&store, &wrong, size).any(|l| l.is_err()));
+        assert!(load_extents(&store, &wrong, size).is_err());
     }
 }

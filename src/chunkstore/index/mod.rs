@@ -182,12 +182,21 @@ impl ChunkIndex {
     /// # Errors
     /// Only if even an in-memory database cannot be created.
     pub fn open(path: Option<&Path>) -> Result<Self> {
+        Self::open_with_cache(path, CACHE_BYTES)
+    }
+
+    /// [`ChunkIndex::open`] with a page cache of `cache_bytes` for the
+    /// cache file (redb's; what it holds of the file in memory).
+    ///
+    /// # Errors
+    /// Only if even an in-memory database cannot be created.
+    pub fn open_with_cache(path: Option<&Path>, cache_bytes: usize) -> Result<Self> {
         let on_disk = path.and_then(|p| {
             if let Err(e) = create_private_dir(p.parent()?) {
                 tracing::warn!("index cache {} unusable ({e}); using memory", p.display());
                 return None;
             }
-            match Database::builder().set_cache_size(CACHE_BYTES).create(p) {
+            match Database::builder().set_cache_size(cache_bytes).create(p) {
                 Ok(db) => Some(db),
                 Err(e) => {
                     tracing::warn!("index cache {} unusable ({e}); using memory", p.display());

@@ -135,21 +135,31 @@ impl TreeChecker<'_, '_> {
 
     /// Problems of one file's content (relative path empty).
     fn file(&self, content: &crate::format::tree::Content, size: u64) -> Result<Vec<Problem>> {
-        let extents = match tree::load_extents(self.store, content, size) {
-            Ok(x) => x,
-            Err(e) if is_damage(&e) => {
-                return Ok(vec![Problem {
-                    path: Vec::new(),
-                    object: "extent list".into(),
-                    what: e.to_string(),
-                    unindexed: None,
-                }]);
-            }
-            Err(e) => return Err(e),
-        };
-        let ids: Vec<ChunkId> = tree::data_ids(&extents);
         let mut out = Vec::new();
-        for (id, loc) in ids.iter().zip(self.index.lookup_many(&ids)?) {
+        // One extent list at a time: a disk image of millions of chunks
+        // holds one list (and its lookups) in memory.
+        for list in tree::extent_lists(self.store, content, size) {
+            let list = match list {
+                Ok(x) => x,
+                Err(e) if is_damage(&e) => {
+                    out.push(Problem {
+                        path: Vec::new(),
+                        object: "extent list".into(),
+                        what: e.to_string(),
+                        unindexed: None,
+                    });
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            self.chunks(&tree::data_ids(&list), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Problems of the data chunks `ids` of one file.
+    fn chunks(&self, ids: &[ChunkId], out: &mut Vec<Problem>) -> Result<()> {
+        for (id, loc) in ids.iter().zip(self.index.lookup_many(ids)?) {
             let (problem, unindexed) = match (loc, self.bad_blobs.get(id)) {
                 (None, _) => match self.store.unindexed_location(id)? {
                     Some(l) if self.fails_in(l.pack, id) => {
@@ -168,6 +178,6 @@ impl TreeChecker<'_, '_> {
                 unindexed,
             });
         }
-        Ok(out)
+        Ok(())
     }
 }

@@ -19,7 +19,7 @@ use super::dirfd::{self, DirChain, Dirs};
 use super::metadata::{self, Applied, Policy};
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, Result};
-use crate::format::tree::{Entry, Extent, Payload};
+use crate::format::tree::{Content, Entry, Extent, Payload};
 use crate::id::ChunkId;
 use crate::ops::progress::Progress;
 use crate::snapshot::tree;
@@ -83,17 +83,20 @@ impl Writer<'_, '_> {
     /// kept, the others' chunks fetched together and written.
     pub fn batch(&self, batch: Vec<Queued>) -> Result<Vec<FileOutcome>> {
         let mut chain = DirChain::new(self.root);
+        if let [(dir, entry)] = batch.as_slice()
+            && entry.meta.size >= WRITE_GROUP
+        {
+            return Ok(vec![self.large(&mut chain, *dir, entry)?]);
+        }
         let mut out = Vec::with_capacity(batch.len());
         let mut todo = Vec::with_capacity(batch.len());
         for (dir, entry) in batch {
-            let Payload::File(content) = &entry.payload else {
-                return Err(Error::corrupt("only files are queued for writing"));
-            };
+            let content = file_content(&entry)?;
             let extents = tree::load_extents(self.store, content, entry.meta.size)?;
             // A directory this restore made is empty: nothing to check.
             if !self.dirs.nodes[dir].fresh {
                 let fd = chain.enter(self.dirs, dir)?;
-                if let Some(file) = self.intact(fd, &entry, &extents) {
+                if let Some(file) = self.intact(fd, &entry, std::iter::once(Ok(extents.clone()))) {
                     self.progress.bytes(entry.meta.size);
                     self.progress.file_done();
                     out.push((None, self.metadata(&file, dir, &entry)));
@@ -102,25 +105,35 @@ impl Writer<'_, '_> {
             }
             todo.push((dir, entry, extents));
         }
-        if let [(dir, entry, extents)] = todo.as_slice()
-            && entry.meta.size >= WRITE_GROUP
-        {
-            let file = self.create(&mut chain, *dir, entry, extents)?;
-            let shown = self.dirs.shown(*dir, Some(&entry.name));
-            let bytes = write_extents(
-                self.store,
-                self.progress,
-                &file,
-                &shown,
-                extents,
-                Holes::Skip,
-            )?;
-            self.progress.file_done();
-            out.push((Some(bytes), self.metadata(&file, *dir, entry)));
-            return Ok(out);
-        }
         self.write_small(&mut chain, todo, &mut out)?;
         Ok(out)
+    }
+
+    /// Restores one large file: its extent lists are read one at a time
+    /// (a disk image of millions of chunks holds one list in memory), and
+    /// each list's chunks are written by several threads.
+    fn large(&self, chain: &mut DirChain<'_>, dir: usize, entry: &Entry) -> Result<FileOutcome> {
+        let content = file_content(entry)?;
+        let size = entry.meta.size;
+        if !self.dirs.nodes[dir].fresh {
+            let fd = chain.enter(self.dirs, dir)?;
+            if let Some(file) =
+                self.intact(fd, entry, tree::extent_lists(self.store, content, size))
+            {
+                self.progress.bytes(size);
+                self.progress.file_done();
+                return Ok((None, self.metadata(&file, dir, entry)));
+            }
+        }
+        let file = self.create(chain, dir, entry, false)?;
+        let shown = self.dirs.shown(dir, Some(&entry.name));
+        let lists = tree::extent_lists(self.store, content, size);
+        let written = write_lists(self.store, self.progress, &file, &shown, lists, Holes::Skip)?;
+        if written.ends_in_hole {
+            file.set_len(size).map_err(|e| Error::io(&shown, e))?;
+        }
+        self.progress.file_done();
+        Ok((Some(written.bytes), self.metadata(&file, dir, entry)))
     }
 
     /// Fetches the chunks of `todo` together and writes each file.
@@ -140,7 +153,8 @@ impl Writer<'_, '_> {
             .collect();
         let mut chunks = self.store.get_many(&ids)?.into_iter();
         for (dir, entry, extents) in todo {
-            let file = self.create(chain, dir, &entry, &extents)?;
+            let ends_in_hole = matches!(extents.last(), Some(Extent::Hole { .. }));
+            let file = self.create(chain, dir, &entry, ends_in_hole)?;
             let shown = self.dirs.shown(dir, Some(&entry.name));
             let bytes = write_fetched(self.progress, &file, &shown, &extents, &mut chunks)?;
             self.progress.file_done();
@@ -156,12 +170,12 @@ impl Writer<'_, '_> {
         chain: &mut DirChain<'_>,
         dir: usize,
         entry: &Entry,
-        extents: &[Extent],
+        ends_in_hole: bool,
     ) -> Result<File> {
         let fd = chain.enter(self.dirs, dir)?;
         let err = |e| Error::io(self.dirs.shown(dir, Some(&entry.name)), e);
         let file = dirfd::create_file(fd, &entry.name).map_err(err)?;
-        if matches!(extents.last(), Some(Extent::Hole { .. })) {
+        if ends_in_hole {
             file.set_len(entry.meta.size).map_err(err)?;
         }
         Ok(file)
@@ -182,7 +196,7 @@ impl Writer<'_, '_> {
         &self,
         dir: std::os::fd::BorrowedFd<'_>,
         entry: &Entry,
-        extents: &[Extent],
+        lists: impl IntoIterator<Item = Result<Vec<Extent>>>,
     ) -> Option<File> {
         let (file, st) = dirfd::open_regular(dir, &entry.name)?;
         let size = u64::try_from(st.st_size).ok()?;
@@ -194,23 +208,33 @@ impl Writer<'_, '_> {
         let data = crate::source::data_ranges(&file, size);
         let mut buf = Vec::new();
         let mut pos = 0u64;
-        for e in extents {
-            let ok = match *e {
-                Extent::Data { id, len } => {
-                    buf.resize(len as usize, 0);
-                    file.read_exact_at(&mut buf, pos).is_ok() && self.store.chunk_id(&buf) == id
+        for list in lists {
+            for e in list.ok()? {
+                let ok = match e {
+                    Extent::Data { id, len } => {
+                        buf.resize(len as usize, 0);
+                        file.read_exact_at(&mut buf, pos).is_ok() && self.store.chunk_id(&buf) == id
+                    }
+                    Extent::Hole { len } => data.iter().all(|&(start, n)| {
+                        let (a, b) = (start.max(pos), (start + n).min(pos + len));
+                        a >= b || reads_zeros(&file, a, b - a)
+                    }),
+                };
+                if !ok {
+                    return None;
                 }
-                Extent::Hole { len } => data.iter().all(|&(start, n)| {
-                    let (a, b) = (start.max(pos), (start + n).min(pos + len));
-                    a >= b || reads_zeros(&file, a, b - a)
-                }),
-            };
-            if !ok {
-                return None;
+                pos += e.len();
             }
-            pos += e.len();
         }
         Some(file)
+    }
+}
+
+/// The content of a queued file.
+fn file_content(entry: &Entry) -> Result<&Content> {
+    match &entry.payload {
+        Payload::File(content) => Ok(content),
+        _ => Err(Error::corrupt("only files are queued for writing")),
     }
 }
 
@@ -229,11 +253,12 @@ fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
     true
 }
 
-/// Extents with their offsets, in groups of about [`WRITE_GROUP`] data
-/// bytes, so one large file is written by several threads.
-fn extent_groups(extents: &[Extent]) -> Vec<Vec<(u64, Extent)>> {
+/// Extents with their offsets (the first at `pos`), in groups of about
+/// [`WRITE_GROUP`] data bytes, so one large file is written by several
+/// threads.
+fn extent_groups(extents: &[Extent], mut pos: u64) -> Vec<Vec<(u64, Extent)>> {
     let mut groups = vec![Vec::new()];
-    let (mut pos, mut in_group) = (0u64, 0u64);
+    let mut in_group = 0u64;
     for e in extents {
         if in_group >= WRITE_GROUP {
             groups.push(Vec::new());
@@ -248,18 +273,52 @@ fn extent_groups(extents: &[Extent]) -> Vec<Vec<(u64, Extent)>> {
     groups
 }
 
-/// Writes `extents` into `file` at their offsets (in parallel for large
-/// files). Every chunk is authenticated by the store before it is written.
-/// Returns the data bytes written.
-pub(super) fn write_extents(
+/// What [`write_lists`] wrote.
+pub(super) struct Written {
+    /// Data bytes.
+    pub bytes: u64,
+    /// Whether the content ends in a hole (a new file must then be
+    /// extended to its size).
+    pub ends_in_hole: bool,
+}
+
+/// Writes a file's extent lists into `file` at their offsets, one list at
+/// a time, each list's chunks by several threads. Every chunk is
+/// authenticated by the store before it is written.
+pub(super) fn write_lists(
+    store: &ChunkStore<'_>,
+    progress: &dyn Progress,
+    file: &File,
+    shown: &str,
+    lists: impl IntoIterator<Item = Result<Vec<Extent>>>,
+    holes: Holes,
+) -> Result<Written> {
+    let mut written = Written {
+        bytes: 0,
+        ends_in_hole: false,
+    };
+    let mut pos = 0u64;
+    for list in lists {
+        let list = list?;
+        written.bytes += write_extents(store, progress, file, shown, &list, pos, holes)?;
+        pos += list.iter().map(Extent::len).sum::<u64>();
+        written.ends_in_hole = matches!(list.last(), Some(Extent::Hole { .. }));
+    }
+    Ok(written)
+}
+
+/// Writes `extents`, the first at `pos`, into `file` at their offsets, in
+/// parallel. Returns the data bytes written.
+fn write_extents(
     store: &ChunkStore<'_>,
     progress: &dyn Progress,
     file: &File,
     shown: &str,
     extents: &[Extent],
+    pos: u64,
     holes: Holes,
 ) -> Result<u64> {
-    extent_groups(extents)
+    extent_groups(extents, pos)
         .into_par_iter()
         .map(|group| {
             let mut data = Vec::with_capacity(group.len());

@@ -11,7 +11,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::contents::{Holes, write_extents};
+use super::contents::{Holes, write_lists};
 use crate::chunkstore::ChunkStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::tree::{Entry, Payload};
@@ -108,7 +108,6 @@ pub fn write_image(
         ));
     };
     let size = entry.meta.size;
-    let extents = tree::load_extents(store, content, size)?;
     progress.set_total(1, size);
     let shown = dest.display().to_string();
     let err = |e| Error::io(shown.clone(), e);
@@ -164,7 +163,8 @@ pub fn write_image(
             (file, Holes::Skip)
         }
     };
-    let written = write_extents(store, progress, &file, &shown, &extents, holes)?;
+    let lists = tree::extent_lists(store, content, size);
+    let written = write_lists(store, progress, &file, &shown, lists, holes)?;
     file.sync_all().map_err(&err)?;
-    Ok(written)
+    Ok(written.bytes)
 }
