@@ -175,9 +175,10 @@ pub struct GlobalArgs {
     pub memory: MemoryProfile,
 }
 
-/// The index cache's page cache with `--memory small` (the default is
-/// `kura::chunkstore::index::CACHE_BYTES`).
-const SMALL_INDEX_CACHE: usize = 8 << 20;
+/// The page cache of the index cache (and of the tables beside it: prune's
+/// live set, copy's translations) with `--memory small`; the default is
+/// `kura::chunkstore::index::CACHE_BYTES`.
+const SMALL_INDEX_CACHE: usize = 2 << 20;
 
 /// The memory settings `--memory` chooses.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -110,7 +110,9 @@ const READ_BATCH: usize = 64;
 const READ_AHEAD_BYTES: u64 = 8 << 20;
 /// Translations learnt and not yet written to the store: when there are
 /// this many, they are written (the rest at the end of each snapshot).
-const TRANSLATIONS_AHEAD: usize = 1 << 16;
+/// 8,192 (about 1 MB in memory, 256 MB of data at 32 KiB chunks) keeps
+/// a large copy's memory flat; one transaction per batch costs little.
+const TRANSLATIONS_AHEAD: usize = 1 << 13;
 
 /// Which snapshots to copy, and how.
 #[derive(Debug, Clone, Default)]
@@ -208,7 +210,7 @@ pub fn copy_with_progress(
     let started = Started::now();
     let mut report = CopyReport::default();
     let file = (options.cache_root.as_deref()).map(|root| translations_file(root, target.id()));
-    let translations = Translations::open(file.as_deref())?;
+    let translations = Translations::open(file.as_deref(), target_index.cache_bytes())?;
     let (todo, mut copies) = plan(source, target, &translations, options, &mut report)?;
     if todo.is_empty() {
         return Ok(report);

@@ -37,18 +37,19 @@ pub struct ChunkSet {
 }
 
 impl ChunkSet {
-    /// A new, empty set in a fresh file in `dir` (created if needed), or
-    /// in memory, with a warning, if the file cannot be made there.
+    /// A new, empty set in a fresh file in `dir` (created if needed) with a
+    /// page cache of `cache_bytes`, or in memory, with a warning, if the
+    /// file cannot be made there.
     ///
     /// # Errors
     /// [`ErrorKind::Io`] if not even a table in memory can be created.
-    pub fn create_in(dir: &Path, purpose: &'static str) -> Result<Self> {
+    pub fn create_in(dir: &Path, purpose: &'static str, cache_bytes: usize) -> Result<Self> {
         let path = dir.join(format!("chunk-set-{}.redb", ChunkId::random()));
         let made = private_dirs(dir)
             .map_err(|e| Error::io("creating the cache directory", e))
             .and_then(|()| {
                 Database::builder()
-                    .set_cache_size(super::CACHE_BYTES)
+                    .set_cache_size(cache_bytes)
                     .create(&path)
                     .map_err(|e| db_err(purpose, e))
             });
@@ -206,7 +207,12 @@ mod tests {
     #[test]
     fn a_set_on_disk_holds_what_was_inserted_and_removes_its_file() {
         let dir = tempfile::tempdir().unwrap();
-        let set = ChunkSet::create_in(&dir.path().join("sub"), "test set").unwrap();
+        let set = ChunkSet::create_in(
+            &dir.path().join("sub"),
+            "test set",
+            super::super::CACHE_BYTES,
+        )
+        .unwrap();
         let file = set.path.clone().unwrap();
         assert!(file.exists());
         exercise(set);

@@ -167,6 +167,8 @@ pub struct ChunkIndex {
     stale: AtomicBool,
     /// Bytes of sealed tree blobs kept at most; 0 keeps none.
     tree_limit: u64,
+    /// The page cache it was opened with ([`Self::cache_bytes`]).
+    cache_bytes: usize,
 }
 
 fn db_err(e: impl Into<redb::Error>) -> Error {
@@ -214,12 +216,21 @@ impl ChunkIndex {
             on_disk: AtomicBool::new(is_file),
             stale: AtomicBool::new(false),
             tree_limit: DEFAULT_TREE_CACHE_LIMIT,
+            cache_bytes,
         };
         index.write(|_| Ok(()))?; // creates the tables
         if index.schema()? != Some(SCHEMA) {
             index.clear()?;
         }
         Ok(index)
+    }
+
+    /// The page cache this index was opened with: the tables that work
+    /// beside it (prune's live set, copy's translations) take the same, so
+    /// that `--memory` sets them all.
+    #[must_use]
+    pub fn cache_bytes(&self) -> usize {
+        self.cache_bytes
     }
 
     /// Commits a change to the cache without waiting for the disk: a crash
@@ -476,11 +487,15 @@ impl ChunkIndex {
 }
 
 /// Memory redb may hold for the pages of an on-disk table (the index
-/// cache, prune's live set, copy's translations). redb's default, 1 GiB,
-/// let a first backup's peak memory grow with the data it stored (pages
-/// written stay cached: about 5 MB more per GB here); lookups past this
-/// come from the operating system's page cache.
-pub const CACHE_BYTES: usize = 32 << 20;
+/// cache, prune's live set, copy's translations; `--memory small` halves
+/// it). redb's default, 1 GiB, let a first backup's peak memory grow with
+/// the data it stored (pages written stay cached: about 5 MB more per GB
+/// here), and at 32 MiB restore and copy still grew up to the cap. Lookups
+/// by chunk id are spread over the whole table, so a cache smaller than
+/// the table saves few reads; those past it come from the operating
+/// system's page cache, and at 4 MiB backup, restore and check measured
+/// no slower on 1-16 GB (benches/README.md, "Memory").
+pub const CACHE_BYTES: usize = 4 << 20;
 
 /// An empty database in memory.
 fn in_memory() -> Result<Database> {

@@ -46,17 +46,17 @@ fn db_err(e: impl Into<redb::Error>) -> Error {
 }
 
 impl Translations {
-    /// Opens (creating if needed) the store at `path`, or one in memory
-    /// for `None`. A file held by another process, or one that does not
+    /// Opens (creating if needed) the store at `path`, with a page cache
+    /// of `cache_bytes`, or one in memory for `None`. A file held by another process, or one that does not
     /// open, is replaced by a store in memory rather than failing.
     ///
     /// # Errors
     /// Only if even an in-memory database cannot be created.
-    pub fn open(path: Option<&Path>) -> Result<Self> {
+    pub fn open(path: Option<&Path>, cache_bytes: usize) -> Result<Self> {
         let on_disk = path.and_then(|p| {
             create_private_dir(p.parent()?).ok()?;
             Database::builder()
-                .set_cache_size(crate::chunkstore::index::CACHE_BYTES)
+                .set_cache_size(cache_bytes)
                 .create(p)
                 .inspect_err(|e| {
                     tracing::warn!(
@@ -177,6 +177,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::chunkstore::index::CACHE_BYTES;
 
     #[test]
     fn translations_persist_per_source_repository() {
@@ -185,10 +186,10 @@ mod tests {
         let file = translations_file(dir.path(), &RepoId([9; 32]));
         let (theirs, ours) = (ChunkId([3; 32]), ChunkId([4; 32]));
         {
-            let store = Translations::open(Some(&file)).unwrap();
+            let store = Translations::open(Some(&file), CACHE_BYTES).unwrap();
             store.record(&a, &[(theirs, ours)]).unwrap();
         }
-        let store = Translations::open(Some(&file)).unwrap();
+        let store = Translations::open(Some(&file), CACHE_BYTES).unwrap();
         let other = ChunkId([5; 32]);
         assert_eq!(
             store.get(&a, &[theirs, other]).unwrap(),
@@ -204,10 +205,10 @@ mod tests {
         let (original, copy) = (SnapshotId([6; 32]), SnapshotId([7; 32]));
         store.record_copy(&a, &original, &copy).unwrap();
         drop(store);
-        let store = Translations::open(Some(&file)).unwrap();
+        let store = Translations::open(Some(&file), CACHE_BYTES).unwrap();
         assert_eq!(store.copies().unwrap(), vec![(a, original, copy)]);
 
-        let memory = Translations::open(None).unwrap();
+        let memory = Translations::open(None, CACHE_BYTES).unwrap();
         memory.record(&a, &[(theirs, ours)]).unwrap();
         assert_eq!(memory.get(&a, &[theirs]).unwrap(), vec![Some(ours)]);
     }

@@ -53,7 +53,7 @@ pub(super) fn mark(
     snapshot_ids: &[SnapshotId],
     unindexed: Vec<(PackId, u64)>,
 ) -> Result<Marked> {
-    let live = ChunkSet::create_in(scratch, LIVE_SET)?;
+    let live = ChunkSet::create_in(scratch, LIVE_SET, index.cache_bytes())?;
     let on_disk = live.is_on_disk();
     match mark_into(repo, index, live, snapshot_ids, unindexed.clone()) {
         Err(e) if on_disk && e.kind() == ErrorKind::Io => {
