@@ -209,7 +209,7 @@ fn red_team(w: &mut World) -> SnapshotId {
     let index = synced(&repo);
     let planned = plan(&repo, &index, &w.scratch(), &graced(T1)).unwrap();
     let id = w.backup();
-    let report = execute(&repo, &index, &planned, &graced(T1)).unwrap();
+    let report = execute(&repo, &index, &w.scratch(), &planned, &graced(T1)).unwrap();
     assert!(report.condemned_packs > 0, "{report:?}");
     id
 }

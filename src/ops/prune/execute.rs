@@ -11,11 +11,14 @@
 //! deleted only once every new one is written); the packs condemned at once
 //! (grace 0) and the ripe records are deleted last.
 use std::collections::HashSet;
+use std::path::Path;
 use std::time::Duration;
 
 use super::plan::{IndexFiles, PrunePlan, Repack};
 use super::{MERGE_AT, PruneOptions, PruneReport, SMALL_INDEX_FILE, TEMPORARY_AGE};
-use crate::chunkstore::index::{ChunkIndex, ChunkSetReader, read_index_file, write_index_file_as};
+use crate::chunkstore::index::{
+    ChunkIndex, ChunkSet, ChunkSetReader, read_index_file, write_index_file_as,
+};
 use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
@@ -37,6 +40,7 @@ use crate::repository::records;
 pub fn execute(
     repo: &Repository,
     index: &ChunkIndex,
+    scratch: &Path,
     plan: &PrunePlan,
     options: &PruneOptions,
 ) -> Result<PruneReport> {
@@ -49,7 +53,7 @@ pub fn execute(
         ..PruneReport::default()
     };
     delete_ripe(repo, plan, &mut report)?;
-    let condemned = match write_all(repo, index, plan, options, &mut report) {
+    let condemned = match write_all(repo, index, scratch, plan, options, &mut report) {
         Ok(condemned) => condemned,
         Err(e) if is_storage_full(&e) => return Err(storage_full(e, &report)),
         Err(e) if report.deleted_packs > 0 => return Err(failed_after_deleting(e, &report)),
@@ -65,12 +69,19 @@ pub fn execute(
 fn write_all(
     repo: &Repository,
     index: &ChunkIndex,
+    scratch: &Path,
     plan: &PrunePlan,
     options: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<Vec<(PackId, u64)>> {
     let mut new_files = index_needed_packs(repo, index, plan, options.level, report)?;
-    let repacked = copy_repacks(repo, index, plan, options.level, &mut new_files, report)?;
+    let out = NewPacks {
+        repo,
+        index,
+        level: options.level,
+        files: &mut new_files,
+    };
+    let repacked = copy_repacks(repo, scratch, plan, out, report)?;
     let mut condemned = plan.condemn.clone();
     condemned.extend(repacked);
     condemned.sort();
@@ -199,30 +210,70 @@ fn write_new_files(
 }
 
 /// Step 5, the copying: the live blobs of the planned packs into new
-/// packs, named in new index files (added to `new_files`). Returns the
-/// packs repacked, with their sizes; a pack that failed to read stays.
+/// packs, named in new index files (`out`). Returns the packs repacked,
+/// with their sizes; a pack that failed to read stays.
 fn copy_repacks(
     repo: &Repository,
-    index: &ChunkIndex,
+    scratch: &Path,
     plan: &PrunePlan,
-    level: i32,
-    new_files: &mut Vec<IndexId>,
+    mut out: NewPacks,
     report: &mut PruneReport,
 ) -> Result<Vec<(PackId, u64)>> {
     let mut repacked = Vec::new();
     if !plan.repack.is_empty() {
-        let (written, skipped) = repack_packs(repo, &plan.repack, &plan.live, report)?;
+        let skipped = repack_packs(repo, scratch, &plan.repack, &plan.live, &mut out, report)?;
         repacked = plan
             .repack
             .iter()
             .filter(|r| !skipped.contains(&r.pack))
             .map(|r| (r.pack, r.size))
             .collect();
-        new_files.extend(write_new_files(repo, index, &written, level)?);
     }
     report.repacked_packs = repacked.len();
     report.repacked_bytes = repacked.iter().map(|(_, s)| s).sum();
     Ok(repacked)
+}
+
+/// Where repacking puts its new packs: each is written at once, and an
+/// index file naming them every [`PACKS_PER_FILE`] packs (and at the
+/// end), so memory does not grow with the amount repacked.
+struct NewPacks<'a> {
+    repo: &'a Repository,
+    index: &'a ChunkIndex,
+    level: i32,
+    /// The index files written so far.
+    files: &'a mut Vec<IndexId>,
+}
+
+impl NewPacks<'_> {
+    /// Writes `pack`, and an index file for `waiting` once it is full.
+    fn write(
+        &mut self,
+        pack: FinishedPack,
+        waiting: &mut Vec<IndexedPack>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        self.repo.write_pack(&pack.id, &pack.bytes)?;
+        report.new_pack_bytes += pack.bytes.len() as u64;
+        waiting.push(IndexedPack {
+            id: pack.id,
+            kind: pack.kind,
+            size: pack.bytes.len() as u64,
+            entries: pack.entries,
+        });
+        if waiting.len() == PACKS_PER_FILE {
+            self.flush(waiting)?;
+        }
+        Ok(())
+    }
+
+    /// Names the packs `waiting` in a new index file.
+    fn flush(&mut self, waiting: &mut Vec<IndexedPack>) -> Result<()> {
+        let written = write_new_files(self.repo, self.index, waiting, self.level)?;
+        self.files.extend(written);
+        waiting.clear();
+        Ok(())
+    }
 }
 
 /// Step 7's choice: the current files to rewrite and the ids of the files
@@ -274,46 +325,77 @@ impl<'a> Rewrite<'a> {
     /// Step 7: writes the new files, the first carrying `supersedes` =
     /// the rewritten files (it alone must exist for readers to drop them,
     /// and it does before any is deleted); then deletes the old ones.
+    ///
+    /// The old files are read one at a time and a new file is written as
+    /// soon as it has [`PACKS_PER_FILE`] packs, so memory holds at most
+    /// one old and one new file, whatever the size of the repository.
     fn write(&self, repo: &Repository, level: i32, report: &mut PruneReport) -> Result<()> {
         if self.files.is_empty() {
             return Ok(());
         }
         let superseded: Vec<IndexId> = self.files.iter().map(|id| **id).collect();
+        let mut out = NewFiles {
+            ids: self.ids.iter(),
+            supersedes: Some(superseded.clone()),
+            level,
+        };
         let mut kept: Vec<IndexedPack> = Vec::new();
         for file in &self.files {
             let f = read_index_file(repo, file)?;
-            kept.extend(f.packs.into_iter().filter(|p| !self.gone.contains(&p.id)));
+            for pack in f.packs.into_iter().filter(|p| !self.gone.contains(&p.id)) {
+                kept.push(pack);
+                if kept.len() == PACKS_PER_FILE {
+                    out.write(repo, std::mem::take(&mut kept), report)?;
+                }
+            }
         }
-        let mut chunks = kept.chunks(PACKS_PER_FILE);
-        for (i, id) in self.ids.iter().enumerate() {
-            let packs = chunks
-                .next()
-                .map(<[IndexedPack]>::to_vec)
-                .unwrap_or_default();
-            let supersedes = if i == 0 {
-                superseded.clone()
-            } else {
-                Vec::new()
-            };
-            write_file(repo, id, supersedes, packs, level)?;
-            report.index_files_written += 1;
+        if !kept.is_empty() {
+            out.write(repo, kept, report)?;
         }
-        if self.ids.is_empty() {
+        // Ids chosen and not needed (there are none unless the files
+        // changed under us) are written empty: the record names them.
+        while !out.ids.as_slice().is_empty() {
+            out.write(repo, Vec::new(), report)?;
+        }
+        if let Some(supersedes) = out.supersedes {
             // Every pack of those files is condemned: an empty file
             // carries the supersedes list.
-            write_file(
-                repo,
-                &IndexId::random(),
-                superseded.clone(),
-                Vec::new(),
-                level,
-            )?;
+            write_file(repo, &IndexId::random(), supersedes, Vec::new(), level)?;
             report.index_files_written += 1;
         }
         for id in &superseded {
             repo.delete::<IndexFile>(id)?;
             report.index_files_deleted += 1;
         }
+        Ok(())
+    }
+}
+
+/// The new files of a [`Rewrite`], written in the order of their ids; the
+/// first carries the supersedes list.
+struct NewFiles<'a> {
+    ids: std::slice::Iter<'a, IndexId>,
+    supersedes: Option<Vec<IndexId>>,
+    level: i32,
+}
+
+impl NewFiles<'_> {
+    fn write(
+        &mut self,
+        repo: &Repository,
+        packs: Vec<IndexedPack>,
+        report: &mut PruneReport,
+    ) -> Result<()> {
+        let Some(id) = self.ids.next() else {
+            // More packs than the plan counted: the files changed since
+            // it read them. Nothing is deleted; a later prune redoes this.
+            return Err(Error::corrupt(
+                "an index file prune rewrites changed since it planned; run prune again",
+            ));
+        };
+        let supersedes = self.supersedes.take().unwrap_or_default();
+        write_file(repo, id, supersedes, packs, self.level)?;
+        report.index_files_written += 1;
         Ok(())
     }
 }
@@ -416,36 +498,27 @@ fn write_file(
     write_index_file_as(repo, id, &IndexFile { supersedes, packs }, level)
 }
 
-/// Copies the live blobs of `repack` into new packs, unchanged, and
-/// returns the new packs (written) and the packs skipped: one that cannot
-/// be read or fails authentication gets a warning and stays.
+/// Copies the live blobs of `repack` into new packs, unchanged, through
+/// `out`, and returns the packs skipped: one that cannot be read or fails
+/// authentication gets a warning and stays. The chunks copied so far are
+/// kept in a set in `scratch`, so that memory holds the open packs and
+/// one pack being read, whatever the amount repacked.
 fn repack_packs(
     repo: &Repository,
+    scratch: &Path,
     repack: &[Repack],
     live: &ChunkSetReader,
+    out: &mut NewPacks,
     report: &mut PruneReport,
-) -> Result<(Vec<IndexedPack>, HashSet<PackId>)> {
+) -> Result<HashSet<PackId>> {
     let mut skipped = HashSet::new();
     let sealer = repo.sealer();
     let mut packers = [
         Packer::new(PackKind::Data, PackerOptions::default()),
         Packer::new(PackKind::Tree, PackerOptions::default()),
     ];
-    let mut out = Vec::new();
-    // Each full pack is written at once, so memory holds the open packs
-    // and one pack being read, whatever the amount repacked.
-    let mut write = |pack: FinishedPack, report: &mut PruneReport| -> Result<()> {
-        repo.write_pack(&pack.id, &pack.bytes)?;
-        report.new_pack_bytes += pack.bytes.len() as u64;
-        out.push(IndexedPack {
-            id: pack.id,
-            kind: pack.kind,
-            size: pack.bytes.len() as u64,
-            entries: pack.entries,
-        });
-        Ok(())
-    };
-    let mut copied: HashSet<ChunkId> = HashSet::new();
+    let mut waiting = Vec::new();
+    let mut copied = ChunkSet::create_in(scratch, COPIED_SET, out.index.cache_bytes())?;
     for r in repack {
         let p = &r.pack;
         let bytes = match repo
@@ -461,29 +534,40 @@ fn repack_packs(
             Err(e) => return Err(e),
         };
         let (bytes, header) = bytes;
+        let mut wanted = Vec::new();
+        for e in &header.entries {
+            if live.contains(&e.id)? {
+                wanted.push(e.id);
+            }
+        }
+        // Copied even if another pack that stays has it too: that copy
+        // may be damaged, and only a read would tell.
+        let mut fresh: HashSet<ChunkId> = copied.insert_new(&wanted)?.into_iter().collect();
         let packer = &mut packers[usize::from(r.kind == PackKind::Tree)];
         for e in &header.entries {
-            if !live.contains(&e.id)? || copied.contains(&e.id) {
-                continue;
+            if !fresh.remove(&e.id) {
+                continue; // dead, copied already, or twice in this pack
             }
-            // Copied even if another pack that stays has it too: that copy
-            // may be damaged, and only a read would tell.
-            copied.insert(e.id);
             let start = e.offset as usize;
             let blob = &bytes[start..start + e.stored_len as usize];
             report.rewritten_bytes += u64::from(e.stored_len);
             if let Some(full) = packer.add(sealer, e.id, blob, e.raw_len) {
-                write(full, report)?;
+                out.write(full, &mut waiting, report)?;
             }
         }
     }
     for packer in &mut packers {
         for full in packer.finish_all(sealer) {
-            write(full, report)?;
+            out.write(full, &mut waiting, report)?;
         }
     }
-    Ok((out, skipped))
+    if !waiting.is_empty() {
+        out.flush(&mut waiting)?;
+    }
+    Ok(skipped)
 }
+
+const COPIED_SET: &str = "prune's set of repacked chunks";
 
 #[cfg(test)]
 mod tests {

@@ -114,8 +114,8 @@ pub struct PruneReport {
 
 /// Prunes `repo`: builds the plan (steps 1-5 of format-spec/12) and,
 /// unless `dry_run`, carries it out (steps 5-8). `index` is the synced
-/// cache; `scratch` a private directory for the live set (the cache
-/// directory). With `dry_run` the report is the plan's.
+/// cache; `scratch` a private directory for the live set and the set of
+/// chunks repacked (the cache directory). With `dry_run` the report is the plan's.
 ///
 /// # Errors
 /// A failed listing, an unreadable record, index file, snapshot or tree
@@ -131,5 +131,5 @@ pub fn prune(
     if options.dry_run {
         return Ok(plan.report());
     }
-    execute(repo, index, &plan, options)
+    execute(repo, index, scratch, &plan, options)
 }
