@@ -11,10 +11,16 @@
 #   KURA_BIN=path     the kura to measure (default: a release build here)
 #   KURA_ARGS="..."   extra global options (e.g. a small-machine setting)
 #   SCRATCH=dir       where data and repositories go (default: $TMPDIR);
-#                     needs about 3 x N x 3 GB free (data, repository,
+#                     needs about 3 x N GB free (data, repository,
 #                     restore), one kind at a time.
+#   KINDS="random text image"   the kinds to run (default: all three)
+#   S3=1              the measured repository is on Garage (started here
+#                     on loopback, data under SCRATCH) instead of a local
+#                     directory; copy still goes to a local directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/garage.sh
+. benches/garage.sh
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1 4)
 if [ -z "${KURA_BIN:-}" ]; then
@@ -22,7 +28,15 @@ if [ -z "${KURA_BIN:-}" ]; then
     KURA_BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/kura
 fi
 work=$(mktemp -d "${SCRATCH:-${TMPDIR:-/tmp}}/kura-memory.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+if [ -n "${S3:-}" ]; then
+    scripts/install-test-servers.sh >/dev/null
+    start_garage kura
+fi
+# shellcheck disable=SC2206
+kinds=(${KINDS:-random text image})
 export KURA_PASSWORD=bench
 # shellcheck disable=SC2206
 extra=(${KURA_ARGS:-})
@@ -77,8 +91,9 @@ EOF
 
 printf 'kind\tN_GB\tstep\twall_s\trss_MB\ts_per_GB\n'
 for n in "${sizes[@]}"; do
-    for kind in random text image; do
+    for kind in "${kinds[@]}"; do
         src=$work/src repo=$work/repo
+        [ -n "${S3:-}" ] && repo=s3://kura/$kind-$n
         rm -rf "$src" "$repo" "$work/copy" "$work/restore" "$work/cache"
         export KURA_CACHE_DIR=$work/cache
         make_source "$kind" "$n" "$src"
@@ -108,5 +123,9 @@ for n in "${sizes[@]}"; do
         rm -rf "$src"
         "${kura[@]}" -r "$repo" forget --keep-last 1 >/dev/null
         measure "$kind" "$n" prune "${kura[@]}" -r "$repo" prune --now
+        # Then every snapshot forgotten: prune deletes all the data (and
+        # on S3 frees Garage's disk for the next kind).
+        "${kura[@]}" -r "$repo" forget --keep-tag no-such-tag >/dev/null
+        measure "$kind" "$n" prune-all "${kura[@]}" -r "$repo" prune --now
     done
 done

@@ -9,21 +9,21 @@
 # Usage: benches/remote.sh [SCALE]   (default 0.25)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/garage.sh
+. benches/garage.sh
 scale=${1:-0.25}
 gen=../shared/bench/gen_site.py
 command -v restic >/dev/null || { echo "apt-get install restic" >&2; exit 1; }
 scripts/install-test-servers.sh >/dev/null
-garage=$(command -v garage || echo "$HOME/.cargo/bin/garage")
 cargo build --release --quiet --bin kura
 kura=$PWD/target/release/kura
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-remote.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- sshd
-ssh_port=$(port)
+ssh_port=$(free_port)
 ssh-keygen -q -t ed25519 -N '' -f "$work/host_key"
 ssh-keygen -q -t ed25519 -N '' -f "$work/client_key"
 cp "$work/client_key.pub" "$work/authorized_keys"
@@ -53,44 +53,17 @@ EOF
 pids+=($!)
 
 # --- Garage
-s3_port=$(port); rpc_port=$(port)
-cat >"$work/garage.toml" <<EOF
-metadata_dir = "$work/garage/meta"
-data_dir = "$work/garage/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$rpc_port"
-rpc_public_addr = "127.0.0.1:$rpc_port"
-rpc_secret = "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$s3_port"
-root_domain = ".s3.garage.localhost"
-EOF
-"$garage" -c "$work/garage.toml" server >"$work/garage.log" 2>&1 &
-pids+=($!)
-g() { "$garage" -c "$work/garage.toml" "$@"; }
-for _ in $(seq 100); do g node id -q >/dev/null 2>&1 && break; sleep 0.2; done
-g layout assign -z dc1 -c 1G "$(g node id -q | cut -d@ -f1)" >/dev/null
-g layout apply --version 1 >/dev/null
-key=$(g key create bench)
-export AWS_ACCESS_KEY_ID=$(echo "$key" | awk '/Key ID:/ {print $3}')
-export AWS_SECRET_ACCESS_KEY=$(echo "$key" | awk '/Secret key:/ {print $3}')
-for b in kura restic; do
-    g bucket create "$b" >/dev/null
-    g bucket allow --read --write --owner "$b" --key bench >/dev/null
-done
+start_garage kura restic
 for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$ssh_port) 2>/dev/null && break; sleep 0.1; done
 
 export KURA_PASSWORD=bench RESTIC_PASSWORD=bench KURA_SSH_CONFIG=$work/ssh_config
-export KURA_S3_ENDPOINT=http://127.0.0.1:$s3_port KURA_S3_REGION=garage AWS_DEFAULT_REGION=garage
 root=$work/site
 declare -A repo=(
     [kura-local]="$work/kura-local"
     [kura-sftp]="sftp://bench/$work/sftp/kura"
     [kura-s3]="s3://kura/repo"
     [restic-sftp]="sftp:bench:$work/sftp/restic"
-    [restic-s3]="s3:http://127.0.0.1:$s3_port/restic/repo"
+    [restic-s3]="s3:http://127.0.0.1:$S3_PORT/restic/repo"
 )
 tools=(kura-local kura-sftp kura-s3 restic-sftp restic-s3)
 cmd_for() { # tool -> CMD (the tool with its repository options)
