@@ -3,7 +3,8 @@
 //! supersedes; a file listed and then gone before it is read was merged by
 //! a concurrent prune, so `index/` is listed again. Every reader of "the
 //! current index files" (the cache's sync, check, prune) goes through
-//! [`read_current_index_files`] and applies its own policy to damage.
+//! [`read_current_index_files`], or [`visit_current_index_files`] to hold
+//! one file at a time (the sync), and applies its own policy to damage.
 
 use std::collections::HashSet;
 
@@ -44,10 +45,32 @@ impl CurrentIndexFiles {
     }
 }
 
+/// What reads the current index files: told each listing, it names the
+/// files it has already (not read again), then receives every other file
+/// as it is read and authenticated, in listing order, before it is known
+/// whether a file read later supersedes it (a visitor that keeps files
+/// must drop those in [`CurrentIndexFiles::superseded`] at the end).
+pub trait IndexFileVisitor {
+    /// Called once per listing (a file gone when read makes it list
+    /// again): the listed ids the visitor has, which are not read.
+    ///
+    /// # Errors
+    /// The visitor's own, which end the reading.
+    fn listed(&mut self, listed: &[IndexId]) -> Result<HashSet<IndexId>>;
+
+    /// One file read and authenticated.
+    ///
+    /// # Errors
+    /// The visitor's own, which end the reading.
+    fn file(&mut self, id: IndexId, file: IndexFile) -> Result<()>;
+}
+
 /// Lists `index/` and reads every listed file except those `known` names
 /// (the caller has them already; it is asked after each listing). A file
 /// listed and gone when read makes it list again, up to `rounds` listings
-/// in all; in the last one such a file counts as damaged.
+/// in all; in the last one such a file counts as damaged. Every file read
+/// is kept in [`CurrentIndexFiles::current`]: for a bounded memory, see
+/// [`visit_current_index_files`].
 ///
 /// # Errors
 /// A failed listing (never read as "no index files"), backend errors other
@@ -55,12 +78,85 @@ impl CurrentIndexFiles {
 pub fn read_current_index_files(
     repo: &Repository,
     rounds: usize,
-    mut known: impl FnMut(&[IndexId]) -> Result<HashSet<IndexId>>,
+    known: impl FnMut(&[IndexId]) -> Result<HashSet<IndexId>>,
+) -> Result<CurrentIndexFiles> {
+    struct Keep<F> {
+        known: F,
+        files: Vec<(IndexId, IndexFile)>,
+    }
+    impl<F: FnMut(&[IndexId]) -> Result<HashSet<IndexId>>> IndexFileVisitor for Keep<F> {
+        fn listed(&mut self, listed: &[IndexId]) -> Result<HashSet<IndexId>> {
+            self.files.clear(); // a new listing reads them again
+            (self.known)(listed)
+        }
+        fn file(&mut self, id: IndexId, file: IndexFile) -> Result<()> {
+            self.files.push((id, file));
+            Ok(())
+        }
+    }
+    let mut keep = Keep {
+        known,
+        files: Vec::new(),
+    };
+    let mut files = visit_current_index_files(repo, rounds, &mut keep)?;
+    keep.files.retain(|(id, _)| !files.superseded.contains(id));
+    files.current = keep.files;
+    Ok(files)
+}
+
+/// The current index files, each reduced by `summary` as it is read (its
+/// pack list, or a step's findings about it), so that memory holds one
+/// whole file at a time; the summaries of files a later file supersedes
+/// are dropped. Summaries are in listing order; the result's `current` is
+/// empty.
+///
+/// # Errors
+/// As [`read_current_index_files`], and `summary`'s.
+pub fn summarize_current_index_files<T>(
+    repo: &Repository,
+    rounds: usize,
+    summary: impl FnMut(&IndexId, IndexFile) -> Result<T>,
+) -> Result<(CurrentIndexFiles, Vec<(IndexId, T)>)> {
+    struct Summaries<T, F> {
+        summary: F,
+        files: Vec<(IndexId, T)>,
+    }
+    impl<T, F: FnMut(&IndexId, IndexFile) -> Result<T>> IndexFileVisitor for Summaries<T, F> {
+        fn listed(&mut self, _: &[IndexId]) -> Result<HashSet<IndexId>> {
+            self.files.clear(); // a new listing reads them again
+            Ok(HashSet::new())
+        }
+        fn file(&mut self, id: IndexId, file: IndexFile) -> Result<()> {
+            let summary = (self.summary)(&id, file)?;
+            self.files.push((id, summary));
+            Ok(())
+        }
+    }
+    let mut visitor = Summaries {
+        summary,
+        files: Vec::new(),
+    };
+    let files = visit_current_index_files(repo, rounds, &mut visitor)?;
+    let mut summaries = visitor.files;
+    summaries.retain(|(id, _)| !files.superseded.contains(id));
+    Ok((files, summaries))
+}
+
+/// [`read_current_index_files`] handing each file to `visitor` as it is
+/// read instead of keeping it, so that memory holds one index file at a
+/// time. The result's `current` is empty.
+///
+/// # Errors
+/// As [`read_current_index_files`], and the visitor's.
+pub fn visit_current_index_files(
+    repo: &Repository,
+    rounds: usize,
+    visitor: &mut impl IndexFileVisitor,
 ) -> Result<CurrentIndexFiles> {
     let mut round = 1;
     loop {
         let last = round >= rounds;
-        match read_listing(repo, last, &mut known) {
+        match read_listing(repo, last, visitor) {
             Err(e) if e.kind() == ErrorKind::NotFound && !last => {
                 tracing::debug!("an index file went away while reading, listing again: {e}");
                 round += 1;
@@ -70,20 +166,23 @@ pub fn read_current_index_files(
     }
 }
 
-/// One listing's worth of [`read_current_index_files`]; unless `last`, a
+/// One listing's worth of [`visit_current_index_files`]; unless `last`, a
 /// file that is gone stops it with [`ErrorKind::NotFound`].
 fn read_listing(
     repo: &Repository,
     last: bool,
-    known: &mut impl FnMut(&[IndexId]) -> Result<HashSet<IndexId>>,
+    visitor: &mut impl IndexFileVisitor,
 ) -> Result<CurrentIndexFiles> {
     let listed = repo.list::<IndexFile>()?;
-    let skip = known(&listed)?;
-    let mut files = Vec::new();
+    let skip = visitor.listed(&listed)?;
+    let mut superseded = HashSet::new();
     let mut damaged = Vec::new();
     for id in listed.iter().filter(|id| !skip.contains(id)) {
         match read_index_file(repo, id) {
-            Ok(file) => files.push((*id, file)),
+            Ok(file) => {
+                superseded.extend(file.supersedes.iter().copied());
+                visitor.file(*id, file)?;
+            }
             Err(e) if e.kind() == ErrorKind::NotFound && !last => return Err(e),
             Err(e) if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::NotFound) => {
                 damaged.push((*id, e));
@@ -91,14 +190,9 @@ fn read_listing(
             Err(e) => return Err(e),
         }
     }
-    let superseded: HashSet<IndexId> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    files.retain(|(id, _)| !superseded.contains(id));
     Ok(CurrentIndexFiles {
         listed,
-        current: files,
+        current: Vec::new(),
         superseded,
         damaged,
     })

@@ -36,7 +36,10 @@ mod sync;
 mod trees;
 
 pub use chunk_set::{ChunkSet, ChunkSetReader};
-pub use current::{CurrentIndexFiles, read_current_index_files};
+pub use current::{
+    CurrentIndexFiles, IndexFileVisitor, read_current_index_files, summarize_current_index_files,
+    visit_current_index_files,
+};
 pub use files::{read_index_file, write_index_file, write_index_file_as};
 
 use std::collections::HashSet;
@@ -50,7 +53,7 @@ use redb::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::index::IndexedPack;
+use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{PackEntry, PackKind};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
 
@@ -420,34 +423,15 @@ impl ChunkIndex {
     /// # Errors
     /// Cache I/O errors.
     pub fn insert(&self, id: Option<&IndexId>, packs: &[IndexedPack]) -> Result<()> {
+        self.write(|txn| insert_in(txn, id, packs))
+    }
+
+    /// Records several index files in one transaction (fewer commits:
+    /// each rewrites the pages it touched).
+    fn insert_files(&self, files: &[(IndexId, IndexFile)]) -> Result<()> {
         self.write(|txn| {
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
-            let mut known = txn.open_table(PACKS).map_err(db_err)?;
-            let mut sizes = txn.open_table(PACK_SIZES).map_err(db_err)?;
-            let mut also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
-            for pack in packs {
-                known
-                    .insert(pack.id.as_bytes(), pack.kind as u8)
-                    .map_err(db_err)?;
-                sizes
-                    .insert(pack.id.as_bytes(), pack.size)
-                    .map_err(db_err)?;
-                for e in &pack.entries {
-                    let loc = BlobLocation::from_entry(pack.id, pack.kind, e).encode();
-                    let displaced = chunks
-                        .insert(e.id.as_bytes(), loc)
-                        .map_err(db_err)?
-                        .map(|old| old.value());
-                    if let Some(old) = displaced.filter(|old| *old != loc) {
-                        also_at.insert(e.id.as_bytes(), old).map_err(db_err)?;
-                    }
-                }
-            }
-            if let Some(id) = id {
-                txn.open_table(LOADED)
-                    .map_err(db_err)?
-                    .insert(id.as_bytes(), ())
-                    .map_err(db_err)?;
+            for (id, file) in files {
+                insert_in(txn, Some(id), &file.packs)?;
             }
             Ok(())
         })
@@ -484,6 +468,43 @@ impl ChunkIndex {
         }
         Ok(out)
     }
+}
+
+/// [`ChunkIndex::insert`] within transaction `txn`.
+fn insert_in(
+    txn: &redb::WriteTransaction,
+    id: Option<&IndexId>,
+    packs: &[IndexedPack],
+) -> Result<()> {
+    let mut chunks = txn.open_table(CHUNKS).map_err(db_err)?;
+    let mut known = txn.open_table(PACKS).map_err(db_err)?;
+    let mut sizes = txn.open_table(PACK_SIZES).map_err(db_err)?;
+    let mut also_at = txn.open_multimap_table(ALSO_AT).map_err(db_err)?;
+    for pack in packs {
+        known
+            .insert(pack.id.as_bytes(), pack.kind as u8)
+            .map_err(db_err)?;
+        sizes
+            .insert(pack.id.as_bytes(), pack.size)
+            .map_err(db_err)?;
+        for e in &pack.entries {
+            let loc = BlobLocation::from_entry(pack.id, pack.kind, e).encode();
+            let displaced = chunks
+                .insert(e.id.as_bytes(), loc)
+                .map_err(db_err)?
+                .map(|old| old.value());
+            if let Some(old) = displaced.filter(|old| *old != loc) {
+                also_at.insert(e.id.as_bytes(), old).map_err(db_err)?;
+            }
+        }
+    }
+    if let Some(id) = id {
+        txn.open_table(LOADED)
+            .map_err(db_err)?
+            .insert(id.as_bytes(), ())
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Memory redb may hold for the pages of an on-disk table (the index

@@ -45,12 +45,11 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::chunkstore::ChunkStore;
-use crate::chunkstore::index::{ChunkIndex, read_current_index_files};
+use crate::chunkstore::index::{ChunkIndex, read_index_file, summarize_current_index_files};
 use crate::chunkstore::pack::verify_pack_blobs;
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::index::IndexFile;
-use crate::format::pack::PackHeader;
+use crate::format::pack::{PackEntry, PackHeader, PackKind};
 use crate::format::prune::PruneRecord;
 use crate::format::snapshot::Snapshot;
 use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
@@ -152,11 +151,11 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     let listed: HashMap<PackId, u64> = repo.list_packs()?;
     report.packs = listed.len();
     report.strays = repo.strays()?;
-    let files = read_index_files(repo, &mut report)?;
-    let records = check_records(repo, &listed, &files, &mut report)?;
-    let indexed: HashSet<PackId> = files
+    let records = check_records(repo, &listed, &mut report)?;
+    let indexed: HashSet<PackId> = records
+        .sound
         .iter()
-        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .flat_map(|(_, packs)| packs.iter().map(|(p, _)| *p))
         .collect();
     report.orphan_packs = listed
         .keys()
@@ -194,8 +193,7 @@ pub fn check(repo: &Repository, index: &ChunkIndex, options: &CheckOptions) -> R
     let marked: Vec<PackId> = damaged.keys().copied().collect();
     index.record_pack_health(&marked, &verified, options.clock.now_unix())?;
     index.refill(repo)?;
-    let bad_blobs = lost_blobs(&files, &records.sound, &damaged);
-    drop(files);
+    let bad_blobs = lost_blobs(repo, &records.sound, &damaged)?;
     let now = options.clock.now_ns();
     let needed = walk_snapshots(repo, index, (&bad_blobs, &damaged), now, &mut report)?;
     let notes = unindexed_notes(&needed, &condemning, &damaged);
@@ -387,50 +385,32 @@ fn damage(object: String, e: &Error, affects: Vec<String>) -> Damage {
     }
 }
 
-/// Step 1: every index file that authenticates and is not superseded. A
-/// file listed and gone when read was merged by a prune meanwhile
-/// (format-spec/06): `index/` is listed again, a few times, before a file
-/// still missing counts as damage. Damaged files are reported, superseded
-/// ones included.
-fn read_index_files(
-    repo: &Repository,
-    report: &mut CheckReport,
-) -> Result<Vec<(IndexId, IndexFile)>> {
-    const ROUNDS: usize = 4;
-    let files = read_current_index_files(repo, ROUNDS, |_| Ok(HashSet::new()))?;
-    report.index_files = files.listed.len();
-    for (id, e) in &files.damaged {
-        report
-            .damage
-            .push(damage(format!("index {id}"), e, Vec::new()));
-    }
-    Ok(files.current)
-}
-
-/// What step 2 found about the pack records of the index files.
+/// What steps 1 and 2 found about the pack records of the current index
+/// files.
 struct Records {
-    /// Per index file, per pack record: whether the pack exists with the
-    /// recorded size and a header equal to the record.
-    sound: Vec<Vec<bool>>,
+    /// Per current index file, per pack record: the pack, and whether it
+    /// exists with the recorded size and a header equal to the record.
+    sound: Vec<(IndexId, Vec<(PackId, bool)>)>,
     /// Packs no record describes correctly (missing ones included).
     damaged_packs: HashSet<PackId>,
 }
 
-/// Step 2: each pack record against the listing and the pack's header
-/// (read once per pack). A record that disagrees is damage, named by the
-/// pack; the pack itself is damaged only if no record agrees with it.
+/// Steps 1 and 2: every index file authenticates, and each pack record
+/// agrees with the listing and the pack's header (read once per pack). A
+/// record that disagrees is damage, named by the pack; the pack itself is
+/// damaged only if no record agrees with it.
+///
+/// One index file is held at a time, and of each pack's header a digest,
+/// so memory grows with the number of packs, not of chunks.
 fn check_records(
     repo: &Repository,
     listed: &HashMap<PackId, u64>,
-    files: &[(IndexId, IndexFile)],
     report: &mut CheckReport,
 ) -> Result<Records> {
-    let mut headers: HashMap<PackId, std::result::Result<PackHeader, String>> = HashMap::new();
-    let mut sound = Vec::with_capacity(files.len());
-    let mut described = HashSet::new();
-    let mut failed = HashSet::new();
-    for (file_id, file) in files {
-        let mut oks = Vec::with_capacity(file.packs.len());
+    const ROUNDS: usize = 4;
+    let mut headers: HashMap<PackId, std::result::Result<blake3::Hash, String>> = HashMap::new();
+    let (files, current) = summarize_current_index_files(repo, ROUNDS, |file_id, file| {
+        let mut problems = Vec::with_capacity(file.packs.len());
         for pack in &file.packs {
             let problem = match listed.get(&pack.id) {
                 None => Some(format!("missing (named by index {file_id})")),
@@ -441,31 +421,47 @@ fn check_records(
                 Some(&size) => {
                     if let Entry::Vacant(slot) = headers.entry(pack.id) {
                         slot.insert(match repo.read_pack_header(&pack.id, size) {
-                            Ok(h) => Ok(h),
+                            Ok(h) => Ok(header_digest(&h)),
                             Err(e) if is_damage(&e) => Err(e.to_string()),
                             Err(e) => return Err(e),
                         });
                     }
                     match &headers[&pack.id] {
-                        Ok(h) if h.kind == pack.kind && h.entries == pack.entries => None,
+                        Ok(h) if *h == record_digest(pack.kind, &pack.entries) => None,
                         Ok(_) => Some(format!("header disagrees with index {file_id}")),
                         Err(e) => Some(e.clone()),
                     }
                 }
             };
-            oks.push(problem.is_none());
+            problems.push((pack.id, problem));
+        }
+        Ok(problems)
+    })?;
+    report.index_files = files.listed.len();
+    for (id, e) in &files.damaged {
+        report
+            .damage
+            .push(damage(format!("index {id}"), e, Vec::new()));
+    }
+    let mut described = HashSet::new();
+    let mut failed = HashSet::new();
+    let mut sound = Vec::with_capacity(current.len());
+    for (file_id, problems) in current {
+        let mut oks = Vec::with_capacity(problems.len());
+        for (pack, problem) in problems {
+            oks.push((pack, problem.is_none()));
             if let Some(problem) = problem {
-                failed.insert(pack.id);
+                failed.insert(pack);
                 report.damage.push(Damage {
-                    object: format!("pack {}", pack.id),
+                    object: format!("pack {pack}"),
                     problem,
                     affects: Vec::new(),
                 });
             } else {
-                described.insert(pack.id);
+                described.insert(pack);
             }
         }
-        sound.push(oks);
+        sound.push((file_id, oks));
     }
     Ok(Records {
         sound,
@@ -473,41 +469,85 @@ fn check_records(
     })
 }
 
+/// A digest of what a pack header says (its kind and entries), to compare
+/// index records with it without keeping every header.
+fn header_digest(header: &PackHeader) -> blake3::Hash {
+    record_digest(header.kind, &header.entries)
+}
+
+/// [`header_digest`] of a pack of `kind` with `entries`.
+fn record_digest(kind: PackKind, entries: &[PackEntry]) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&[kind as u8]);
+    for e in entries {
+        h.update(e.id.as_bytes());
+        h.update(&e.offset.to_le_bytes());
+        h.update(&e.stored_len.to_le_bytes());
+        h.update(&e.raw_len.to_le_bytes());
+    }
+    h.finalize()
+}
+
 /// The blobs with no copy that can be relied on, each with a damaged pack
 /// that holds it: a copy counts if its record is sound and the pack did not
 /// fail as a whole or at that blob.
+///
+/// With no damage there is nothing to look for. Otherwise the current
+/// index files are read again, one at a time, twice: for the copies that
+/// fail, then for sound copies of those (a file gone meanwhile, merged by
+/// a prune, is skipped: its replacement names the same copies).
 fn lost_blobs(
-    files: &[(IndexId, IndexFile)],
-    sound: &[Vec<bool>],
+    repo: &Repository,
+    sound: &[(IndexId, Vec<(PackId, bool)>)],
     damaged: &HashMap<PackId, FailedBlobs>,
-) -> HashMap<ChunkId, PackId> {
-    let copies = || {
-        files
-            .iter()
-            .zip(sound)
-            .flat_map(|((_, f), oks)| f.packs.iter().zip(oks.iter().copied()))
-            .flat_map(|(pack, ok)| {
-                pack.entries.iter().map(move |e| {
-                    let good = ok
-                        && match damaged.get(&pack.id) {
-                            None => true,
-                            Some(None) => false,
-                            Some(Some(bad)) => !bad.contains(&e.id),
-                        };
-                    (e.id, pack.id, good)
-                })
-            })
+) -> Result<HashMap<ChunkId, PackId>> {
+    let unsound = sound
+        .iter()
+        .any(|(_, packs)| packs.iter().any(|(_, ok)| !ok));
+    if damaged.is_empty() && !unsound {
+        return Ok(HashMap::new());
+    }
+    let good = |pack: &PackId, ok: bool, id: &ChunkId| {
+        ok && match damaged.get(pack) {
+            None => true,
+            Some(None) => false,
+            Some(Some(bad)) => !bad.contains(id),
+        }
     };
-    let mut lost: HashMap<ChunkId, PackId> = copies()
-        .filter(|(_, _, good)| !good)
-        .map(|(id, pack, _)| (id, pack))
-        .collect();
-    if !lost.is_empty() {
-        for (id, _, _) in copies().filter(|(_, _, good)| *good) {
-            lost.remove(&id);
+    let mut lost: HashMap<ChunkId, PackId> = HashMap::new();
+    for pass in [Pass::Failing, Pass::Sound] {
+        if pass == Pass::Sound && lost.is_empty() {
+            break;
+        }
+        for (file_id, oks) in sound {
+            let file = match read_index_file(repo, file_id) {
+                Ok(f) => f,
+                Err(e) if is_damage(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            for (pack, (_, ok)) in file.packs.iter().zip(oks) {
+                for e in &pack.entries {
+                    match (pass, good(&pack.id, *ok, &e.id)) {
+                        (Pass::Failing, false) => {
+                            lost.insert(e.id, pack.id);
+                        }
+                        (Pass::Sound, true) => {
+                            lost.remove(&e.id);
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
     }
-    lost
+    Ok(lost)
+}
+
+/// The two readings of [`lost_blobs`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Failing,
+    Sound,
 }
 
 /// What reading a pack whole showed: the blobs that fail.

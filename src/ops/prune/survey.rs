@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::plan::IndexFiles;
 use crate::chunkstore::index::{
-    ChunkIndex, ChunkSetReader, read_current_index_files, read_index_file,
+    ChunkIndex, ChunkSetReader, read_index_file, summarize_current_index_files,
 };
 use crate::error::Result;
 use crate::format::pack::PackKind;
@@ -219,7 +219,10 @@ impl Survey {
 /// Step 1 for index files: every current one must read; any damage aborts
 /// the run before it changes anything.
 fn read_index_files(repo: &Repository) -> Result<IndexFiles> {
-    let mut files = read_current_index_files(repo, 1, |_| Ok(HashSet::new()))?;
+    // One file held at a time: of each, only its pack ids are kept.
+    let (mut files, current) = summarize_current_index_files(repo, 1, |_, file| {
+        Ok(file.packs.iter().map(|p| p.id).collect())
+    })?;
     if let Some((id, e)) = std::mem::take(&mut files.damaged).into_iter().next() {
         return Err(e.context(format!(
             "prune reads every index file before it changes anything, and index file {id} \
@@ -227,16 +230,10 @@ fn read_index_files(repo: &Repository) -> Result<IndexFiles> {
              and deletes it), then prune again"
         )));
     }
-    let leftovers = files.leftovers();
-    let current = files
-        .current
-        .into_iter()
-        .map(|(id, file)| (id, file.packs.iter().map(|p| p.id).collect()))
-        .collect();
     Ok(IndexFiles {
         current,
         old: HashSet::new(),
-        leftovers,
+        leftovers: files.leftovers(),
     })
 }
 
