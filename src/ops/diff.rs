@@ -155,14 +155,17 @@ impl Differ<'_, '_> {
         r.changes.push(Change { path, kind });
     }
 
+    /// The distinct data chunks of a file, read one extent list at a
+    /// time (the set itself grows with the file: 40 bytes a chunk).
     fn chunks(&self, content: &Content, size: u64) -> Result<Chunks> {
-        Ok(tree::load_extents(self.store, content, size)?
-            .into_iter()
-            .filter_map(|e| match e {
+        let mut out = Chunks::new();
+        for list in tree::extent_lists(self.store, content, size) {
+            out.extend(list?.into_iter().filter_map(|e| match e {
                 Extent::Data { id, len } => Some((id, u64::from(len))),
                 Extent::Hole { .. } => None,
-            })
-            .collect())
+            }));
+        }
+        Ok(out)
     }
 
     /// Compares the paired directories from the roots down, a stack of

@@ -61,7 +61,7 @@ use crate::format::tree::{Content, Entry, Payload};
 use crate::id::{ChunkId, IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
 use crate::repository::{records, snapshots};
-use crate::snapshot::tree;
+use crate::snapshot::tree::{self, ContentBuilder};
 
 /// How to repair.
 #[derive(Debug, Clone, Copy, Default)]
@@ -557,22 +557,33 @@ impl Rewriter<'_, '_> {
     /// Why a file's content is lost, or `None` if every part of it can be
     /// relied on (some perhaps after being stored again).
     fn file(&mut self, content: &Content, size: u64) -> Result<Option<String>> {
-        let extents = match tree::load_extents(self.store, content, size) {
-            Ok(x) => x,
-            Err(e) if is_damage(&e) => return Ok(Some(format!("extent list: {e}"))),
-            Err(e) => return Err(e),
-        };
-        let ids: Vec<ChunkId> = tree::data_ids(&extents);
-        if !self.store.all_stored(&ids)? {
-            for id in &ids {
-                if let Some(reason) = self.salvage(id)? {
-                    return Ok(Some(reason));
+        // Extent lists read from a damaged pack go to a sound one: they are
+        // stored again as they are read, one at a time (the canonical split
+        // gives them the same ids), so a huge file holds one in memory.
+        let mut again = (matches!(content, Content::Indirect(_)) && !self.dry_run)
+            .then(|| ContentBuilder::new(self.store));
+        for list in tree::extent_lists(self.store, content, size) {
+            let list = match list {
+                Ok(x) => x,
+                Err(e) if is_damage(&e) => return Ok(Some(format!("extent list: {e}"))),
+                Err(e) => return Err(e),
+            };
+            let ids: Vec<ChunkId> = tree::data_ids(&list);
+            if !self.store.all_stored(&ids)? {
+                for id in &ids {
+                    if let Some(reason) = self.salvage(id)? {
+                        return Ok(Some(reason));
+                    }
+                }
+            }
+            if let Some(builder) = again.as_mut() {
+                for x in list {
+                    builder.push(x)?;
                 }
             }
         }
-        if matches!(content, Content::Indirect(_)) && !self.dry_run {
-            // Extent lists read from a damaged pack go to a sound one.
-            tree::store_content(self.store, extents)?;
+        if let Some(builder) = again {
+            builder.finish()?;
         }
         Ok(None)
     }
