@@ -14,6 +14,9 @@
 #                     needs about 3 x N GB free (data, repository,
 #                     restore), one kind at a time.
 #   KINDS="random text image"   the kinds to run (default: all three)
+#   COLD=1            drop the page cache before every step (needs root), and
+#                     time a restore until its data is on disk: every N then
+#                     reads and writes the disk, so seconds per GB compare.
 #   S3=1              the measured repository is on Garage (started here
 #                     on loopback, data under SCRATCH) instead of a local
 #                     directory; copy still goes to a local directory.
@@ -47,12 +50,17 @@ kura=("$KURA_BIN" "${extra[@]}")
 measure() {
     local kind=$1 n=$2 step=$3; shift 3
     sync
+    if [ -n "${COLD:-}" ]; then echo 3 >/proc/sys/vm/drop_caches; fi
     /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" ||
         { echo "$kind $n $step failed:" >&2; cat "$work/err" >&2; exit 1; }
     read -r wall rss <"$work/time"
     printf '%s\t%s\t%s\t%s\t%s\t%.2f\n' "$kind" "$n" "$step" "$wall" \
         "$((rss / 1024))" "$(echo "$wall / $n" | bc -l)"
 }
+
+# A prefix running a command and then, with COLD, flushing its data to
+# disk (both inside the time measured).
+durably=(sh -c '"$@" && if [ -n "$0" ]; then sync; fi' "${COLD:-}")
 
 # make KIND N DIR: the source of one kind, N GB.
 make_source() {
@@ -108,11 +116,11 @@ for n in "${sizes[@]}"; do
         rm -rf "$work/cache"
         measure "$kind" "$n" small-night-cold-cache "${kura[@]}" -r "$repo" backup -q "${what[@]}"
         if [ "$kind" = image ]; then
-            measure "$kind" "$n" restore "${kura[@]}" -r "$repo" restore latest \
+            measure "$kind" "$n" restore "${durably[@]}" "${kura[@]}" -r "$repo" restore latest \
                 --image "$src/disk.img" --to "$work/restore.img"
             rm -f "$work/restore.img"
         else
-            measure "$kind" "$n" restore "${kura[@]}" -r "$repo" restore latest --target "$work/restore"
+            measure "$kind" "$n" restore "${durably[@]}" "${kura[@]}" -r "$repo" restore latest --target "$work/restore"
             rm -rf "$work/restore"
         fi
         measure "$kind" "$n" check-read-data "${kura[@]}" -r "$repo" check --read-data

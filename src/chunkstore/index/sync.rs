@@ -17,8 +17,8 @@ use crate::format::index::IndexFile;
 const SYNC_ROUNDS: usize = 8;
 
 /// Entries a sync holds in memory before it records them in the cache:
-/// about 12 MB decoded, however many index files the repository has.
-const SYNC_BATCH_ENTRIES: usize = 1 << 18;
+/// about 3 MB decoded, however many index files the repository has.
+const SYNC_BATCH_ENTRIES: usize = 1 << 16;
 
 /// Records index files in the cache as a sync reads them.
 struct Loader<'a> {
