@@ -163,7 +163,20 @@ pub fn decorate_remote(
     cache_root: Option<&Path>,
     location: &str,
 ) -> Arc<dyn Backend> {
-    let retrying: Arc<dyn Backend> = Arc::new(RetryBackend::new(inner, RetryPolicy::default()));
+    decorate_remote_with(inner, cache_root, location, usize::MAX)
+}
+
+/// [`decorate_remote`], suggesting at most `max_concurrency` requests at
+/// once (`--memory small`: each holds up to a pack).
+pub fn decorate_remote_with(
+    inner: Arc<dyn Backend>,
+    cache_root: Option<&Path>,
+    location: &str,
+    max_concurrency: usize,
+) -> Arc<dyn Backend> {
+    let retrying: Arc<dyn Backend> = Arc::new(
+        RetryBackend::new(inner, RetryPolicy::default()).with_max_concurrency(max_concurrency),
+    );
     match cache_root {
         Some(root) => Arc::new(CachingBackend::new(retrying, root, location)),
         None => retrying,

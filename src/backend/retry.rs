@@ -78,11 +78,26 @@ impl RetryPolicy {
 pub struct RetryBackend {
     inner: Arc<dyn Backend>,
     policy: RetryPolicy,
+    /// The most requests at once it suggests, whatever the inner backend
+    /// serves ([`Self::with_max_concurrency`]).
+    max_concurrency: usize,
 }
 
 impl RetryBackend {
     pub fn new(inner: Arc<dyn Backend>, policy: RetryPolicy) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            policy,
+            max_concurrency: usize::MAX,
+        }
+    }
+
+    /// Suggests at most `n` requests at once (reads in flight, uploads):
+    /// each holds up to a pack in memory (`--memory small`).
+    #[must_use]
+    pub fn with_max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = n.max(1);
+        self
     }
 
     /// Runs `op` (given the attempt number, from 1) until it succeeds, fails
@@ -177,7 +192,7 @@ impl Backend for RetryBackend {
     }
 
     fn concurrency(&self) -> usize {
-        self.inner.concurrency()
+        self.inner.concurrency().min(self.max_concurrency)
     }
 
     fn exclusive_create(&self) -> Result<bool> {

@@ -83,7 +83,7 @@ impl ChunkStore<'_> {
 
     /// How many reads are worth having in flight (the backend's hint).
     pub fn read_concurrency(&self) -> usize {
-        self.repo.backend().concurrency()
+        self.repo.io_concurrency()
     }
 
     /// Fetches several data chunks, each authenticated and checked against

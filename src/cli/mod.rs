@@ -163,8 +163,9 @@ pub struct GlobalArgs {
     pub serve_command: Option<String>,
     /// How much memory a backup or copy may use: `default`, or `small`
     /// for machines with 1 GB or less (README, "Memory"): one worker
-    /// thread, one upload at a time, 4 MiB packs, an index file every 8
-    /// packs; slower, see the README.
+    /// thread, one upload at a time (two to a remote repository, and two
+    /// reads in flight), 4 MiB packs, an index file every 8 packs, 2 MiB
+    /// page caches; slower, see the README.
     #[arg(
         long,
         env = "KURA_MEMORY",
@@ -179,6 +180,11 @@ pub struct GlobalArgs {
 /// live set, copy's translations) with `--memory small`; the default is
 /// `kura::chunkstore::index::CACHE_BYTES`.
 const SMALL_INDEX_CACHE: usize = 2 << 20;
+
+/// Requests to a remote repository at once with `--memory small` (reads
+/// in flight, uploads; each may hold a pack). The default is the
+/// backend's: 8 for S3.
+const SMALL_REMOTE_REQUESTS: usize = 2;
 
 /// The memory settings `--memory` chooses.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,10 +441,15 @@ impl GlobalArgs {
             ),
             other => other.display(),
         };
-        Ok(kura::backend::decorate_remote(
+        let max_concurrency = match self.memory {
+            MemoryProfile::Default => usize::MAX,
+            MemoryProfile::Small => SMALL_REMOTE_REQUESTS,
+        };
+        Ok(kura::backend::decorate_remote_with(
             backend,
             cache_root().as_deref(),
             &key,
+            max_concurrency,
         ))
     }
 
