@@ -697,6 +697,21 @@ mod tests {
         assert_eq!(lists[0].len(), LIST_EXTENTS);
         check_lists(&lists, size).unwrap();
         assert!(check_lists(&lists, size + 1).is_err());
+        // One list at a time: each gives where its span ends; lists that
+        // already cover more than the size fail at that list.
+        let mut check = ListCheck::new(lists.len(), size);
+        let mut end = 0;
+        for l in &lists {
+            end += l.iter().map(Extent::len).sum::<u64>();
+            assert_eq!(check.list(l).unwrap(), end);
+        }
+        check.finish().unwrap();
+        let first: u64 = lists[0].iter().map(Extent::len).sum();
+        assert!(
+            ListCheck::new(lists.len(), first - 1)
+                .list(&lists[0])
+                .is_err()
+        );
         assert!(
             check_lists(
                 &[extents[..100].to_vec()],

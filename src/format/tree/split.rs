@@ -77,12 +77,15 @@ impl ListCheck {
         }
     }
 
-    /// The next list, in order.
+    /// The next list, in order; returns where its span ends (the bytes the
+    /// lists so far cover), so a reader can index lists by offset as it
+    /// meets them.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Corrupt`]: a list before the last that is not
-    /// full, a list beyond the count, or holes meeting at the seam.
-    pub fn list(&mut self, list: &[Extent]) -> Result<()> {
+    /// full, a list beyond the count, holes meeting at the seam, or lists
+    /// that already cover more than the size.
+    pub fn list(&mut self, list: &[Extent]) -> Result<u64> {
         self.seen += 1;
         let last = self.seen == self.lists;
         let starts_with_hole = matches!(list.first(), Some(Extent::Hole { .. }));
@@ -97,7 +100,10 @@ impl ListCheck {
         for e in list {
             self.total = self.total.and_then(|t| t.checked_add(e.len()));
         }
-        Ok(())
+        match self.total {
+            Some(total) if total <= self.size => Ok(total),
+            _ => Err(not_canonical()),
+        }
     }
 
     /// Checks the whole: every list seen, more extents than fit inline,
