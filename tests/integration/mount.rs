@@ -537,3 +537,89 @@ fn a_repository_on_s3_mounts() {
     let url = format!("s3://{}/repo", garage.bucket("mount"));
     remote_mount("mount::a_repository_on_s3_mounts", &url, &garage.env());
 }
+
+#[test]
+fn a_file_of_several_extent_lists_reads_and_seeks_through_the_mount() {
+    let test = "mount::a_file_of_several_extent_lists_reads_and_seeks_through_the_mount";
+    // 16,500 blocks of 4 KiB data, each followed by a 4 KiB hole: 33,000
+    // extents, three extent lists (as `images::a_file_of_several_...`).
+    const BLOCKS: u64 = 16_500;
+    const LIST_BYTES: u64 = 16_384 * 4096; // the span of a full list
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let path = src.join("many-extents.img");
+    let file = fs::File::create(&path).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..7).map(|s| pseudo_random(4096, 40 + s)).collect();
+    for i in 0..BLOCKS {
+        std::os::unix::fs::FileExt::write_all_at(&file, &blocks[(i % 7) as usize], i * 8192)
+            .unwrap();
+    }
+    let size = BLOCKS * 8192 + 4096; // ends in a hole
+    file.set_len(size).unwrap();
+    drop(file);
+    if fs::metadata(&path).unwrap().blocks() * 512 > BLOCKS * 4096 + (1 << 20) {
+        skip(test, "this file system does not keep 4 KiB holes");
+        return;
+    }
+    let want = fs::read(&path).unwrap();
+    let cli = CliRepo::init(dir.path());
+    let out = cli.run(&["backup", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let point = dir.path().join("mnt");
+    fs::create_dir(&point).unwrap();
+    let Some(m) = Mounted::start(test, mount_cmd(&cli, &point, &[]), &point) else {
+        return;
+    };
+    let mounted_path = site_in(&m.path("latest"), &src).join("many-extents.img");
+    let mut f = fs::File::open(&mounted_path).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), size);
+
+    // The start, the 2nd and 3rd lists, back to the 1st, across a seam
+    // between lists, and the very end (a short read).
+    for at in [
+        0,
+        LIST_BYTES + 3 * 8192 + 100,
+        2 * LIST_BYTES + 5000,
+        12_345,
+        LIST_BYTES - 6000,
+        2 * LIST_BYTES - 1,
+        LIST_BYTES + 1,
+        size - 10_000,
+    ] {
+        let mut got = Vec::new();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        (&mut f).take(20_000).read_to_end(&mut got).unwrap();
+        let to = (at + 20_000).min(size) as usize;
+        assert!(got == want[at as usize..to], "bytes at {at} differ");
+    }
+    let mut tail = Vec::new();
+    f.seek(SeekFrom::Start(size)).unwrap();
+    f.read_to_end(&mut tail).unwrap();
+    assert!(tail.is_empty());
+
+    // Holes and data in every list, and across seams.
+    let last_data = (BLOCKS - 1) * 8192;
+    for (from, whence, at) in [
+        (0, SEEK_HOLE, 4096),
+        (4096, SEEK_DATA, 8192),
+        (LIST_BYTES - 10, SEEK_DATA, LIST_BYTES),
+        (LIST_BYTES + 10, SEEK_HOLE, LIST_BYTES + 4096),
+        (2 * LIST_BYTES - 1, SEEK_DATA, 2 * LIST_BYTES),
+        (
+            2 * LIST_BYTES + 8192 + 7,
+            SEEK_DATA,
+            2 * LIST_BYTES + 8192 + 7,
+        ),
+        (last_data, SEEK_HOLE, last_data + 4096),
+        (12_288, SEEK_HOLE, 12_288),
+    ] {
+        let got = lseek(&f, i64::try_from(from).unwrap(), whence).unwrap();
+        assert_eq!(got, i64::try_from(at).unwrap(), "{whence} from {from}");
+    }
+    let e = lseek(&f, i64::try_from(last_data + 4096).unwrap(), SEEK_DATA).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(ENXIO), "{e}");
+
+    // The whole file, sequentially (readahead across the seams).
+    assert!(fs::read(&mounted_path).unwrap() == want, "the file differs");
+}

@@ -1,5 +1,7 @@
 //! Operations layer, `mount`: reading files' contents. Owns the read path:
-//! a file's extents are resolved once at open; a read takes the chunks it
+//! a file's extents are resolved at open when they are inline, and as
+//! reads reach them when they are extent lists ([`super::spans`]: memory
+//! stays bounded for a file of millions of extents); a read takes the chunks it
 //! covers from a bounded cache of decrypted chunks (least recently used
 //! goes first) or fetches them in one batch through
 //! [`ChunkStore::for_each_chunk`] (neighbours in a pack in one ranged
@@ -19,19 +21,29 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use super::inodes::{NodeKind, View};
 use super::lock;
+use super::spans::{List, Spans};
 use crate::error::{DAMAGE_LOG, Error, ErrorKind, Result};
-use crate::format::tree::{Entry, Extent, Payload};
+use crate::format::tree::{Content, Entry, Extent, Payload, TreeBlob};
 use crate::id::ChunkId;
-use crate::snapshot::tree::load_extents;
 
-/// An open file: its extents and where each starts.
+/// An open file: where its extents are.
 pub struct OpenFile {
     path: String,
-    extents: Vec<Extent>,
-    starts: Vec<u64>,
+    extents: Extents,
     size: u64,
     /// Where the next sequential read would start.
     next: AtomicU64,
+}
+
+/// An open file's extents: all of them (an inline content), or the extent
+/// lists' ids and the spans met so far. The spans' lock is held while a
+/// list is decoded, so lists are met once and in order.
+enum Extents {
+    Inline(Arc<List>),
+    Lists {
+        ids: Vec<ChunkId>,
+        spans: Mutex<Spans>,
+    },
 }
 
 /// The open files by handle.
@@ -153,11 +165,13 @@ pub const SEEK_DATA: i32 = 3;
 pub const SEEK_HOLE: i32 = 4;
 
 impl View<'_> {
-    /// Opens file `ino`: resolves its extents; returns the handle.
+    /// Opens file `ino`: takes its inline extents, or meets its first
+    /// extent list; returns the handle.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for what is not a regular file; missing
-    /// or damaged extent lists.
+    /// [`ErrorKind::InvalidInput`] for what is not a regular file; a
+    /// missing or damaged first extent list (a later one fails the reads
+    /// that reach it).
     pub fn open(&self, ino: u64) -> Result<u64> {
         let node = self
             .node(ino)
@@ -170,22 +184,22 @@ impl View<'_> {
         else {
             return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
         };
-        let extents = load_extents(self.store, content, meta.size)?;
-        let starts = extents
-            .iter()
-            .scan(0u64, |at, e| {
-                let s = *at;
-                *at += e.len();
-                Some(s)
-            })
-            .collect();
+        let extents = match content {
+            Content::Inline(extents) => Extents::Inline(Arc::new(List::new(extents.clone(), 0))),
+            Content::Indirect(ids) => Extents::Lists {
+                ids: ids.clone(),
+                spans: Mutex::new(Spans::new(ids.len(), meta.size)),
+            },
+        };
         let file = OpenFile {
             path: self.path(ino),
             extents,
-            starts,
             size: meta.size,
             next: AtomicU64::new(0),
         };
+        if matches!(file.extents, Extents::Lists { .. }) {
+            self.list_at(&file, 0)?;
+        }
         let handle = self.open_files.next_handle.fetch_add(1, Ordering::Relaxed);
         lock(&self.open_files.files).insert(handle, Arc::new(file));
         Ok(handle)
@@ -203,52 +217,113 @@ impl View<'_> {
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "not an open file"))
     }
 
+    /// The extent list of open file `file` whose span holds `offset`
+    /// (meeting the lists up to it); `None` past the last extent.
+    ///
+    /// # Errors
+    /// Missing or damaged extent lists.
+    fn list_at(&self, file: &OpenFile, offset: u64) -> Result<Option<Arc<List>>> {
+        match &file.extents {
+            Extents::Inline(list) => Ok((offset < list.end).then(|| Arc::clone(list))),
+            Extents::Lists { ids, spans } => {
+                let mut load = |k: usize| {
+                    let id = ids[k];
+                    let blob = TreeBlob::decode(&self.store.get(&id)?)
+                        .map_err(|e| e.context(format!("tree {id}")))?;
+                    let TreeBlob::ExtentList(list) = blob else {
+                        return Err(Error::corrupt(format!("tree {id} is not an extent list")));
+                    };
+                    Ok(list)
+                };
+                lock(spans)
+                    .list_at(offset, &mut load)
+                    .map_err(|e| e.context(&file.path))
+            }
+        }
+    }
+
+    /// The extent lists that hold `offset..end` of `file`, in order, each
+    /// with the range of its extents that do; fewer where the extents end
+    /// before `end`.
+    fn lists_over(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        end: u64,
+    ) -> Result<Vec<(Arc<List>, std::ops::Range<usize>)>> {
+        let mut out = Vec::new();
+        let mut at = offset;
+        while at < end {
+            let Some(list) = self.list_at(file, at)? else {
+                break;
+            };
+            let range = list.at(at)..list.before(end);
+            at = list.end;
+            out.push((list, range));
+        }
+        Ok(out)
+    }
+
     /// Up to `size` bytes of open file `fh` from `offset` (fewer at its end).
     ///
     /// # Errors
-    /// A chunk that cannot be read (warned, naming its pack).
+    /// A chunk that cannot be read (warned, naming its pack); a missing or
+    /// damaged extent list.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let file = self.file(fh)?;
         let end = offset.saturating_add(u64::from(size)).min(file.size);
         if offset >= end {
             return Ok(Vec::new());
         }
-        // Extents shorter than the size (a damaged tree) read as the end.
-        let Some(first) = file.starts.partition_point(|&s| s <= offset).checked_sub(1) else {
-            return Ok(Vec::new());
-        };
-        let last = file.starts.partition_point(|&s| s < end);
-        let sequential = file.next.swap(end, Ordering::Relaxed) == offset;
-        let wanted: Vec<ChunkId> = data_ids(&file.extents[first..last]);
-        if sequential {
-            self.read_ahead(&file.extents[last..]);
+        let pieces = self.lists_over(&file, offset, end)?;
+        let wanted: Vec<ChunkId> = pieces
+            .iter()
+            .flat_map(|(list, range)| data_ids(&list.extents[range.clone()]))
+            .collect();
+        if file.next.swap(end, Ordering::Relaxed) == offset
+            && let Some((list, range)) = pieces.last()
+        {
+            self.read_ahead(&file, list, range.end);
         }
         let chunks = self.fetch(&file, &wanted)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
-        for k in first..last {
-            let (start, e) = (file.starts[k], &file.extents[k]);
-            let from = offset.max(start) - start;
-            let to = end.min(start + e.len()) - start;
-            match e {
-                Extent::Data { id, .. } => {
-                    let part = chunks[id].get(from as usize..to as usize).ok_or_else(|| {
-                        Error::corrupt(format!(
-                            "{}: chunk {id} is shorter than its extent",
-                            file.path
-                        ))
-                    })?;
-                    out.extend_from_slice(part);
+        for (list, range) in &pieces {
+            for k in range.clone() {
+                let (start, e) = (list.starts[k], &list.extents[k]);
+                let from = offset.max(start) - start;
+                let to = end.min(start + e.len()) - start;
+                match e {
+                    Extent::Data { id, .. } => {
+                        let part = chunks[id].get(from as usize..to as usize).ok_or_else(|| {
+                            Error::corrupt(format!(
+                                "{}: chunk {id} is shorter than its extent",
+                                file.path
+                            ))
+                        })?;
+                        out.extend_from_slice(part);
+                    }
+                    Extent::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
                 }
-                Extent::Hole { .. } => out.resize(out.len() + (to - from) as usize, 0),
             }
         }
         Ok(out)
     }
 
-    /// Hands the readahead window over `rest` to the prefetch threads if
-    /// the first half of it is not all cached or on its way.
-    fn read_ahead(&self, rest: &[Extent]) {
-        let ids = self.window_ahead(rest);
+    /// Hands the readahead window from extent `from` of `list` on to the
+    /// prefetch threads if the first half of it is not all cached or on
+    /// its way. A window that passes the list's end goes on into the next
+    /// list (met now if it was not).
+    fn read_ahead(&self, file: &OpenFile, list: &List, from: usize) {
+        let rest = list.end - list.starts.get(from).copied().unwrap_or(list.end);
+        let next = if rest < self.options.readahead_bytes && list.end < file.size {
+            self.list_at(file, list.end).ok().flatten()
+        } else {
+            None
+        };
+        let ahead = list.extents[from..]
+            .iter()
+            .chain(next.iter().flat_map(|l| l.extents.iter()));
+        let ids = self.window_ahead(ahead);
         if ids.is_empty() {
             return;
         }
@@ -280,7 +355,7 @@ impl View<'_> {
 
     /// The data chunks of the readahead window over `rest` if the first
     /// half of it is not all cached or on its way; else none.
-    fn window_ahead(&self, rest: &[Extent]) -> Vec<ChunkId> {
+    fn window_ahead<'e>(&self, rest: impl Iterator<Item = &'e Extent>) -> Vec<ChunkId> {
         let window = self.options.readahead_bytes;
         let mut at = 0u64;
         let mut ids = Vec::new();
@@ -360,23 +435,29 @@ impl View<'_> {
 
     /// Where `SEEK_DATA` or `SEEK_HOLE` from `offset` lands in open file
     /// `fh`; `None` for ENXIO (beyond the end, or no data after `offset`).
+    /// Looks through the extent lists from the one holding `offset` on,
+    /// one at a time.
     ///
     /// # Errors
-    /// A handle that is not open.
+    /// A handle that is not open ([`ErrorKind::InvalidInput`]); a missing
+    /// or damaged extent list.
     pub fn seek(&self, fh: u64, offset: u64, whence: i32) -> Result<Option<u64>> {
         let file = self.file(fh)?;
         if offset >= file.size {
             return Ok(None);
         }
-        let first = file
-            .starts
-            .partition_point(|&s| s <= offset)
-            .saturating_sub(1);
-        for (k, e) in file.extents.iter().enumerate().skip(first) {
-            let is_hole = matches!(e, Extent::Hole { .. });
-            if (whence == SEEK_HOLE) == is_hole {
-                return Ok(Some(offset.max(file.starts[k])));
+        let mut at = offset;
+        while at < file.size {
+            let Some(list) = self.list_at(&file, at)? else {
+                break;
+            };
+            for k in list.at(at)..list.extents.len() {
+                let is_hole = matches!(list.extents[k], Extent::Hole { .. });
+                if (whence == SEEK_HOLE) == is_hole {
+                    return Ok(Some(at.max(list.starts[k])));
+                }
             }
+            at = list.end;
         }
         // The end of a file counts as a hole.
         Ok((whence == SEEK_HOLE).then_some(file.size))

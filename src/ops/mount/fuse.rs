@@ -356,7 +356,7 @@ impl Filesystem for KuraFs {
     fn lseek(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: i64,
         whence: i32,
@@ -371,7 +371,11 @@ impl Filesystem for KuraFs {
         self.run(move |v| match v.seek(fh.0, offset, whence) {
             Ok(Some(at)) => reply.offset(i64::try_from(at).unwrap_or(i64::MAX)),
             Ok(None) => reply.error(Errno::ENXIO),
-            Err(_) => reply.error(Errno::EBADF),
+            Err(e) if e.kind() == ErrorKind::InvalidInput => reply.error(Errno::EBADF),
+            Err(e) => {
+                tracing::debug!("{}: {e}", v.path(ino.0));
+                reply.error(Errno::EIO);
+            }
         });
     }
 

@@ -23,7 +23,9 @@
 //!   the local tree cache, as for every reader). Device nodes are listed
 //!   with their type and number; opening one fails with EACCES (`nodev`).
 //! - Reads are lazy ([`content`]): a file's extents are resolved at open,
-//!   chunks fetched with the chunk store's batched ranged reads, kept in a
+//!   or, for a file of several extent lists, one list at a time as reads
+//!   and seeks reach them ([`spans`]: a span table and a few decoded lists
+//!   per open file, whatever its size); chunks fetched with the chunk store's batched ranged reads, kept in a
 //!   bounded decrypted-chunk cache (LRU), and read ahead while reads are
 //!   sequential. Holes read as zeros and are found by `SEEK_HOLE` /
 //!   `SEEK_DATA`.
@@ -40,6 +42,7 @@ mod catalog;
 mod content;
 mod fuse;
 mod inodes;
+mod spans;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
