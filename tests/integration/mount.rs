@@ -540,11 +540,11 @@ fn a_repository_on_s3_mounts() {
 
 #[test]
 fn a_file_of_several_extent_lists_reads_and_seeks_through_the_mount() {
-    let test = "mount::a_file_of_several_extent_lists_reads_and_seeks_through_the_mount";
     // 16,500 blocks of 4 KiB data, each followed by a 4 KiB hole: 33,000
     // extents, three extent lists (as `images::a_file_of_several_...`).
     const BLOCKS: u64 = 16_500;
     const LIST_BYTES: u64 = 16_384 * 4096; // the span of a full list
+    let test = "mount::a_file_of_several_extent_lists_reads_and_seeks_through_the_mount";
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
