@@ -228,12 +228,23 @@ impl View<'_> {
             Extents::Lists { ids, spans } => {
                 let mut load = |k: usize| {
                     let id = ids[k];
-                    let blob = TreeBlob::decode(&self.store.get(&id)?)
-                        .map_err(|e| e.context(format!("tree {id}")))?;
-                    let TreeBlob::ExtentList(list) = blob else {
-                        return Err(Error::corrupt(format!("tree {id} is not an extent list")));
-                    };
-                    Ok(list)
+                    let list = self
+                        .store
+                        .get(&id)
+                        .and_then(|b| {
+                            TreeBlob::decode(&b).map_err(|e| e.context(format!("tree {id}")))
+                        })
+                        .and_then(|blob| match blob {
+                            TreeBlob::ExtentList(list) => Ok(list),
+                            _ => Err(Error::corrupt(format!("tree {id} is not an extent list"))),
+                        });
+                    list.inspect_err(|e| {
+                        tracing::warn!(
+                            target: DAMAGE_LOG,
+                            "{}: read failed (EIO): extent list {id}: {e}",
+                            file.path
+                        );
+                    })
                 };
                 lock(spans)
                     .list_at(offset, &mut load)
