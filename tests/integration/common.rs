@@ -35,6 +35,32 @@ pub fn memory_repo() -> (Arc<MemoryBackend>, Repository) {
     (backend, repo)
 }
 
+/// Data blocks of a file of many extents: [`many_extents_file`].
+pub const MANY_EXTENT_BLOCKS: u64 = 16_500;
+
+/// Writes `dir/many-extents.img`: 16,500 blocks of 4 KiB data, each
+/// followed by a 4 KiB hole, ending in a hole: 33,000 extents, so that
+/// its content is three extent lists (format-spec/10). Returns its path,
+/// or `None` (after a SKIP line naming `test`) where the file system
+/// does not keep 4 KiB holes.
+pub fn many_extents_file(dir: &Path, test: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("many-extents.img");
+    let file = fs::File::create(&path).unwrap();
+    let blocks: Vec<Vec<u8>> = (0..7).map(|s| pseudo_random(4096, 40 + s)).collect();
+    for i in 0..MANY_EXTENT_BLOCKS {
+        file.write_all_at(&blocks[(i % 7) as usize], i * 8192)
+            .unwrap();
+    }
+    file.set_len(MANY_EXTENT_BLOCKS * 8192 + 4096).unwrap();
+    drop(file);
+    if fs::metadata(&path).unwrap().blocks() * 512 > MANY_EXTENT_BLOCKS * 4096 + (1 << 20) {
+        skip(test, "this file system does not keep 4 KiB holes");
+        return None;
+    }
+    Some(path)
+}
+
 /// Deterministic pseudo-random bytes (xorshift64*).
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

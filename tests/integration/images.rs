@@ -7,7 +7,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{CliRepo, pseudo_random, stderr, text_like};
+use crate::common::{
+    CliRepo, MANY_EXTENT_BLOCKS, many_extents_file, pseudo_random, stderr, text_like,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -182,27 +184,13 @@ fn block_device_backs_up_and_restores_in_place() {
 /// (issue 17); each must give the file back whole.
 #[test]
 fn a_file_of_several_extent_lists_restores_checks_dumps_and_copies() {
-    const BLOCKS: u64 = 16_500;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    let path = src.join("many-extents.img");
-    let file = fs::File::create(&path).unwrap();
-    let blocks: Vec<Vec<u8>> = (0..7).map(|s| pseudo_random(4096, 40 + s)).collect();
-    for i in 0..BLOCKS {
-        file.write_all_at(&blocks[(i % 7) as usize], i * 8192)
-            .unwrap();
-    }
-    file.set_len(BLOCKS * 8192 + 4096).unwrap(); // ends in a hole
-    drop(file);
-    let want = fs::read(&path).unwrap();
-    if allocated(&path) > (BLOCKS * 4096) + MIB {
-        crate::common::skip(
-            "images: a file of several extent lists",
-            "this file system does not keep 4 KiB holes",
-        );
+    let Some(path) = many_extents_file(&src, "images: a file of several extent lists") else {
         return;
-    }
+    };
+    let want = fs::read(&path).unwrap();
     let cli = CliRepo::init(dir.path());
     let out = cli.run(&["backup", src.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -214,7 +202,7 @@ fn a_file_of_several_extent_lists_restores_checks_dumps_and_copies() {
         assert!(out.status.success(), "{round}: {}", stderr(&out));
         assert!(fs::read(&restored).unwrap() == want, "{round}: differs");
         assert!(
-            allocated(&restored) < BLOCKS * 4096 + MIB,
+            allocated(&restored) < MANY_EXTENT_BLOCKS * 4096 + MIB,
             "{round}: not sparse"
         );
     }

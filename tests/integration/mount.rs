@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{BIN, CliRepo, FAST_KDF, describe, pseudo_random, skip, stderr};
+use crate::common::{
+    BIN, CliRepo, FAST_KDF, MANY_EXTENT_BLOCKS, describe, many_extents_file, pseudo_random, skip,
+    stderr,
+};
 use crate::nightly::{add_extras, gen_site};
 use crate::servers::{shared_garage, shared_sshd};
 
@@ -540,28 +543,16 @@ fn a_repository_on_s3_mounts() {
 
 #[test]
 fn a_file_of_several_extent_lists_reads_and_seeks_through_the_mount() {
-    // 16,500 blocks of 4 KiB data, each followed by a 4 KiB hole: 33,000
-    // extents, three extent lists (as `images::a_file_of_several_...`).
-    const BLOCKS: u64 = 16_500;
+    // 33,000 extents, three extent lists (as `images::a_file_of_several_...`).
     const LIST_BYTES: u64 = 16_384 * 4096; // the span of a full list
     let test = "mount::a_file_of_several_extent_lists_reads_and_seeks_through_the_mount";
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     fs::create_dir(&src).unwrap();
-    let path = src.join("many-extents.img");
-    let file = fs::File::create(&path).unwrap();
-    let blocks: Vec<Vec<u8>> = (0..7).map(|s| pseudo_random(4096, 40 + s)).collect();
-    for i in 0..BLOCKS {
-        std::os::unix::fs::FileExt::write_all_at(&file, &blocks[(i % 7) as usize], i * 8192)
-            .unwrap();
-    }
-    let size = BLOCKS * 8192 + 4096; // ends in a hole
-    file.set_len(size).unwrap();
-    drop(file);
-    if fs::metadata(&path).unwrap().blocks() * 512 > BLOCKS * 4096 + (1 << 20) {
-        skip(test, "this file system does not keep 4 KiB holes");
+    let Some(path) = many_extents_file(&src, test) else {
         return;
-    }
+    };
+    let size = fs::metadata(&path).unwrap().len();
     let want = fs::read(&path).unwrap();
     let cli = CliRepo::init(dir.path());
     let out = cli.run(&["backup", src.to_str().unwrap()]);
@@ -599,7 +590,7 @@ fn a_file_of_several_extent_lists_reads_and_seeks_through_the_mount() {
     assert!(tail.is_empty());
 
     // Holes and data in every list, and across seams.
-    let last_data = (BLOCKS - 1) * 8192;
+    let last_data = (MANY_EXTENT_BLOCKS - 1) * 8192;
     for (from, whence, at) in [
         (0, SEEK_HOLE, 4096),
         (4096, SEEK_DATA, 8192),
