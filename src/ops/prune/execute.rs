@@ -80,6 +80,7 @@ fn write_all(
         index,
         level: options.level,
         files: &mut new_files,
+        waiting: Vec::new(),
     };
     let repacked = copy_repacks(repo, scratch, plan, out, report)?;
     let mut condemned = plan.condemn.clone();
@@ -243,35 +244,34 @@ struct NewPacks<'a> {
     level: i32,
     /// The index files written so far.
     files: &'a mut Vec<IndexId>,
+    /// Packs written and not yet named in an index file.
+    waiting: Vec<IndexedPack>,
 }
 
 impl NewPacks<'_> {
-    /// Writes `pack`, and an index file for `waiting` once it is full.
-    fn write(
-        &mut self,
-        pack: FinishedPack,
-        waiting: &mut Vec<IndexedPack>,
-        report: &mut PruneReport,
-    ) -> Result<()> {
+    /// Writes `pack`, and an index file once [`PACKS_PER_FILE`] wait.
+    fn write(&mut self, pack: FinishedPack, report: &mut PruneReport) -> Result<()> {
         self.repo.write_pack(&pack.id, &pack.bytes)?;
         report.new_pack_bytes += pack.bytes.len() as u64;
-        waiting.push(IndexedPack {
+        self.waiting.push(IndexedPack {
             id: pack.id,
             kind: pack.kind,
             size: pack.bytes.len() as u64,
             entries: pack.entries,
         });
-        if waiting.len() == PACKS_PER_FILE {
-            self.flush(waiting)?;
+        if self.waiting.len() == PACKS_PER_FILE {
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Names the packs `waiting` in a new index file.
-    fn flush(&mut self, waiting: &mut Vec<IndexedPack>) -> Result<()> {
-        let written = write_new_files(self.repo, self.index, waiting, self.level)?;
-        self.files.extend(written);
-        waiting.clear();
+    /// Names the packs waiting, if any, in a new index file.
+    fn flush(&mut self) -> Result<()> {
+        if !self.waiting.is_empty() {
+            let written = write_new_files(self.repo, self.index, &self.waiting, self.level)?;
+            self.files.extend(written);
+            self.waiting.clear();
+        }
         Ok(())
     }
 }
@@ -517,7 +517,6 @@ fn repack_packs(
         Packer::new(PackKind::Data, PackerOptions::default()),
         Packer::new(PackKind::Tree, PackerOptions::default()),
     ];
-    let mut waiting = Vec::new();
     let mut copied = ChunkSet::create_in(scratch, COPIED_SET, out.index.cache_bytes())?;
     for r in repack {
         let p = &r.pack;
@@ -552,18 +551,16 @@ fn repack_packs(
             let blob = &bytes[start..start + e.stored_len as usize];
             report.rewritten_bytes += u64::from(e.stored_len);
             if let Some(full) = packer.add(sealer, e.id, blob, e.raw_len) {
-                out.write(full, &mut waiting, report)?;
+                out.write(full, report)?;
             }
         }
     }
     for packer in &mut packers {
         for full in packer.finish_all(sealer) {
-            out.write(full, &mut waiting, report)?;
+            out.write(full, report)?;
         }
     }
-    if !waiting.is_empty() {
-        out.flush(&mut waiting)?;
-    }
+    out.flush()?;
     Ok(skipped)
 }
 
