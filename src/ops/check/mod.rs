@@ -395,10 +395,14 @@ struct Records {
     damaged_packs: HashSet<PackId>,
 }
 
-/// Steps 1 and 2: every index file authenticates, and each pack record
-/// agrees with the listing and the pack's header (read once per pack). A
-/// record that disagrees is damage, named by the pack; the pack itself is
-/// damaged only if no record agrees with it.
+/// Steps 1 and 2: every index file authenticates (damaged ones are
+/// reported, superseded ones included), and each pack record of a current
+/// file agrees with the listing and the pack's header (read once per
+/// pack). A file listed and gone when read was merged by a prune meanwhile
+/// (format-spec/06): `index/` is listed again, a few times, before a file
+/// still missing counts as damage. A record that disagrees is damage,
+/// named by the pack; the pack itself is damaged only if no record agrees
+/// with it.
 ///
 /// One index file is held at a time, and of each pack's header a digest,
 /// so memory grows with the number of packs, not of chunks.
