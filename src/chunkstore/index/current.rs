@@ -3,8 +3,9 @@
 //! supersedes; a file listed and then gone before it is read was merged by
 //! a concurrent prune, so `index/` is listed again. Every reader of "the
 //! current index files" (the cache's sync, check, prune) goes through
-//! [`read_current_index_files`], or [`visit_current_index_files`] to hold
-//! one file at a time (the sync), and applies its own policy to damage.
+//! [`visit_current_index_files`] (or [`summarize_current_index_files`]),
+//! which holds one whole file at a time, and applies its own policy to
+//! damage.
 
 use std::collections::HashSet;
 
@@ -15,14 +16,12 @@ use crate::repository::Repository;
 
 use super::read_index_file;
 
-/// The index files of one listing of `index/`, sorted out.
+/// The index files of one listing of `index/`, sorted out (the files
+/// themselves went to the reader as they were read).
 #[derive(Debug, Default)]
 pub struct CurrentIndexFiles {
     /// Every id the listing found, in its order.
     pub listed: Vec<IndexId>,
-    /// Files read and authenticated that no read file supersedes, in
-    /// listing order.
-    pub current: Vec<(IndexId, IndexFile)>,
     /// Every id some read file supersedes, listed or not.
     pub superseded: HashSet<IndexId>,
     /// Listed files that do not authenticate ([`ErrorKind::Corrupt`]), and,
@@ -65,53 +64,13 @@ pub trait IndexFileVisitor {
     fn file(&mut self, id: IndexId, file: IndexFile) -> Result<()>;
 }
 
-/// Lists `index/` and reads every listed file except those `known` names
-/// (the caller has them already; it is asked after each listing). A file
-/// listed and gone when read makes it list again, up to `rounds` listings
-/// in all; in the last one such a file counts as damaged. Every file read
-/// is kept in [`CurrentIndexFiles::current`]: for a bounded memory, see
-/// [`visit_current_index_files`].
-///
-/// # Errors
-/// A failed listing (never read as "no index files"), backend errors other
-/// than a missing or damaged file, and `known`'s errors.
-pub fn read_current_index_files(
-    repo: &Repository,
-    rounds: usize,
-    known: impl FnMut(&[IndexId]) -> Result<HashSet<IndexId>>,
-) -> Result<CurrentIndexFiles> {
-    struct Keep<F> {
-        known: F,
-        files: Vec<(IndexId, IndexFile)>,
-    }
-    impl<F: FnMut(&[IndexId]) -> Result<HashSet<IndexId>>> IndexFileVisitor for Keep<F> {
-        fn listed(&mut self, listed: &[IndexId]) -> Result<HashSet<IndexId>> {
-            self.files.clear(); // a new listing reads them again
-            (self.known)(listed)
-        }
-        fn file(&mut self, id: IndexId, file: IndexFile) -> Result<()> {
-            self.files.push((id, file));
-            Ok(())
-        }
-    }
-    let mut keep = Keep {
-        known,
-        files: Vec::new(),
-    };
-    let mut files = visit_current_index_files(repo, rounds, &mut keep)?;
-    keep.files.retain(|(id, _)| !files.superseded.contains(id));
-    files.current = keep.files;
-    Ok(files)
-}
-
 /// The current index files, each reduced by `summary` as it is read (its
 /// pack list, or a step's findings about it), so that memory holds one
 /// whole file at a time; the summaries of files a later file supersedes
-/// are dropped. Summaries are in listing order; the result's `current` is
-/// empty.
+/// are dropped. Summaries are in listing order.
 ///
 /// # Errors
-/// As [`read_current_index_files`], and `summary`'s.
+/// As [`visit_current_index_files`], and `summary`'s.
 pub fn summarize_current_index_files<T>(
     repo: &Repository,
     rounds: usize,
@@ -142,12 +101,16 @@ pub fn summarize_current_index_files<T>(
     Ok((files, summaries))
 }
 
-/// [`read_current_index_files`] handing each file to `visitor` as it is
-/// read instead of keeping it, so that memory holds one index file at a
-/// time. The result's `current` is empty.
+/// Lists `index/` and reads every listed file except those the visitor
+/// has already (it is asked after each listing), handing each to
+/// `visitor` as it is read, so that memory holds one index file at a
+/// time. A file listed and gone when read makes it list again, up to
+/// `rounds` listings in all; in the last one such a file counts as
+/// damaged.
 ///
 /// # Errors
-/// As [`read_current_index_files`], and the visitor's.
+/// A failed listing (never read as "no index files"), backend errors other
+/// than a missing or damaged file, and the visitor's.
 pub fn visit_current_index_files(
     repo: &Repository,
     rounds: usize,
@@ -192,7 +155,6 @@ fn read_listing(
     }
     Ok(CurrentIndexFiles {
         listed,
-        current: Vec::new(),
         superseded,
         damaged,
     })

@@ -37,8 +37,7 @@ mod trees;
 
 pub use chunk_set::{ChunkSet, ChunkSetReader};
 pub use current::{
-    CurrentIndexFiles, IndexFileVisitor, read_current_index_files, summarize_current_index_files,
-    visit_current_index_files,
+    CurrentIndexFiles, IndexFileVisitor, summarize_current_index_files, visit_current_index_files,
 };
 pub use files::{read_index_file, write_index_file, write_index_file_as};
 

@@ -511,18 +511,9 @@ fn lost_blobs(
     if damaged.is_empty() && !unsound {
         return Ok(HashMap::new());
     }
-    let good = |pack: &PackId, ok: bool, id: &ChunkId| {
-        ok && match damaged.get(pack) {
-            None => true,
-            Some(None) => false,
-            Some(Some(bad)) => !bad.contains(id),
-        }
-    };
-    let mut lost: HashMap<ChunkId, PackId> = HashMap::new();
-    for pass in [Pass::Failing, Pass::Sound] {
-        if pass == Pass::Sound && lost.is_empty() {
-            break;
-        }
+    // Every copy the current files record, with whether it can be relied
+    // on, one file at a time.
+    let copies = |f: &mut dyn FnMut(ChunkId, PackId, bool)| -> Result<()> {
         for (file_id, oks) in sound {
             let file = match read_index_file(repo, file_id) {
                 Ok(f) => f,
@@ -531,27 +522,32 @@ fn lost_blobs(
             };
             for (pack, (_, ok)) in file.packs.iter().zip(oks) {
                 for e in &pack.entries {
-                    match (pass, good(&pack.id, *ok, &e.id)) {
-                        (Pass::Failing, false) => {
-                            lost.insert(e.id, pack.id);
-                        }
-                        (Pass::Sound, true) => {
-                            lost.remove(&e.id);
-                        }
-                        _ => {}
-                    }
+                    let good = *ok
+                        && match damaged.get(&pack.id) {
+                            None => true,
+                            Some(None) => false,
+                            Some(Some(bad)) => !bad.contains(&e.id),
+                        };
+                    f(e.id, pack.id, good);
                 }
             }
         }
+        Ok(())
+    };
+    let mut lost: HashMap<ChunkId, PackId> = HashMap::new();
+    copies(&mut |id, pack, good| {
+        if !good {
+            lost.insert(id, pack);
+        }
+    })?;
+    if !lost.is_empty() {
+        copies(&mut |id, _, good| {
+            if good {
+                lost.remove(&id);
+            }
+        })?;
     }
     Ok(lost)
-}
-
-/// The two readings of [`lost_blobs`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Pass {
-    Failing,
-    Sound,
 }
 
 /// What reading a pack whole showed: the blobs that fail.
