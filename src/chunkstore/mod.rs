@@ -2,7 +2,9 @@
 //! back its chunk ids, storing only chunks the repository lacks; get a chunk
 //! back by id, authenticated and checked against its id on every read.
 //!
-//! Hot path, a pipeline: a reader thread cuts the stream into batches; the
+//! Hot path, a pipeline: a reader thread cuts the stream into batches (the
+//! cut points of a segment searched in regions on rayon, with the same
+//! cuts as one thread: [`ChunkStream`]); the
 //! caller's thread hashes each batch (in parallel on rayon), decides which
 //! chunks are new and returns their ids at once; sealing (compress and
 //! encrypt) and packing of the new chunks run as background rayon jobs,
