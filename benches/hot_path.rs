@@ -202,7 +202,7 @@ fn packer(c: &mut Criterion) {
         .map(|i| {
             let plain = pseudo_random(CHUNK, 100 + i);
             let id = sealer.chunk_id(&plain);
-            let sealed = sealer.seal_blob(PackKind::Data, &id, &plain, 0);
+            let sealed = sealer.seal_group(PackKind::Data, &plain, 0);
             (id, sealed)
         })
         .collect();
@@ -217,7 +217,7 @@ fn packer(c: &mut Criterion) {
             let mut packer = Packer::new(PackKind::Data, PackerOptions::default());
             let mut finished = 0usize;
             for (id, sealed) in blobs.iter().cycle().take(count) {
-                if let Some(pack) = packer.add(&sealer, *id, sealed, raw_len) {
+                if let Some(pack) = packer.add_group(&sealer, &[(*id, raw_len)], sealed) {
                     finished += black_box(pack.bytes.len());
                 }
             }

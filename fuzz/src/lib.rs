@@ -430,6 +430,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
                 id: ChunkId([i as u8; 32]),
                 offset: i * 100,
                 stored_len: 100,
+                raw_offset: 0,
                 raw_len: 150,
             })
             .collect()
@@ -441,16 +442,21 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let whole_pack = {
         let sealer = sealer();
         let (mut blobs, mut entries) = (Vec::new(), Vec::new());
-        for plain in [&b"first blob"[..], &text[..], b""] {
-            let id = sealer.chunk_id(plain);
-            let sealed = sealer.seal_blob(PackKind::Data, &id, plain, 3);
+        // Two groups: two chunks compressed together, then an empty one.
+        for group in [&[&b"first blob"[..], &text[..]][..], &[b""]] {
+            let sealed = sealer.seal_group(PackKind::Data, &group.concat(), 3);
             let (offset, stored_len) = (blobs.len() as u32, sealed.len() as u32);
-            entries.push(PackEntry {
-                id,
-                offset,
-                stored_len,
-                raw_len: plain.len() as u32,
-            });
+            let mut raw_offset = 0;
+            for plain in group {
+                entries.push(PackEntry {
+                    id: sealer.chunk_id(plain),
+                    offset,
+                    stored_len,
+                    raw_offset,
+                    raw_len: plain.len() as u32,
+                });
+                raw_offset += plain.len() as u32;
+            }
             blobs.extend_from_slice(&sealed);
         }
         let header = PackHeader {

@@ -25,6 +25,22 @@ pub fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
+/// Bytes of the sample [`looks_incompressible`] compresses.
+const SAMPLE: usize = 64 << 10;
+
+/// Whether `data` looks not worth compressing: for data over twice
+/// [`SAMPLE`], one sample from its middle compressed at level 1 saves less
+/// than 3 %. Costs about a tenth of compressing 1 MiB at level 3, and saves
+/// all of it on JPEG, video or already compressed dumps.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() <= 2 * SAMPLE {
+        return false;
+    }
+    let at = (data.len() - SAMPLE) / 2;
+    let sample = &data[at..at + SAMPLE];
+    compress(sample, 1).is_none_or(|c| c.len() * 100 > sample.len() * 97)
+}
+
 /// Decompresses into at most `capacity` bytes.
 ///
 /// # Errors
@@ -44,4 +60,25 @@ pub fn decompress(data: &[u8], capacity: usize) -> Result<Vec<u8>> {
         let decompressor = slot.as_mut().expect("set above");
         decompressor.decompress(data, capacity).map_err(corrupt)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_look_incompressible_and_text_does_not() {
+        let mut random = vec![0u8; 300 << 10];
+        blake3::Hasher::new()
+            .update(b"sample")
+            .finalize_xof()
+            .fill(&mut random);
+        assert!(looks_incompressible(&random));
+        let text = b"row 1234 | 0 | 0 | abcdef\n".repeat(12_000);
+        assert!(!looks_incompressible(&text));
+        assert!(
+            !looks_incompressible(&random[..100 << 10]),
+            "small: always tried"
+        );
+    }
 }

@@ -21,9 +21,9 @@ use crate::chunkstore::pack::verify_pack;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::IndexedPack;
 use crate::format::layout;
-use crate::format::pack::{PackHeader, PackKind};
+use crate::format::pack::{PackHeader, PackKind, groups};
 use crate::format::prune::PruneRecord;
-use crate::id::{PackId, RecordId};
+use crate::id::{ChunkId, PackId, RecordId};
 use crate::repository::Repository;
 use crate::repository::records;
 
@@ -288,19 +288,26 @@ impl ChunkStore<'_> {
         report: &mut SecureReport,
     ) -> Result<()> {
         let mut state = lock(&self.shared.state);
-        for e in &header.entries {
-            if state.pending.contains_key(&e.id) {
+        // Groups are copied whole, envelopes unchanged: one whose chunks
+        // are all pending already is skipped, any other is copied with
+        // every chunk it holds.
+        for group in groups(&header.entries) {
+            if group.iter().all(|e| state.pending.contains_key(&e.id)) {
                 continue;
             }
+            let e = &group[0];
             let blob = &bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
-            state.pending.insert(e.id, header.kind);
-            report.blobs_copied += 1;
+            for c in group {
+                state.pending.insert(c.id, header.kind);
+            }
+            report.blobs_copied += group.len() as u64;
             report.bytes_copied += u64::from(e.stored_len);
+            let chunks: Vec<(ChunkId, u32)> = group.iter().map(|c| (c.id, c.raw_len)).collect();
             let packer = match header.kind {
                 PackKind::Data => &mut state.data,
                 PackKind::Tree => &mut state.tree,
             };
-            if let Some(full) = packer.add(&self.shared.sealer, e.id, blob, e.raw_len) {
+            if let Some(full) = packer.add_group(&self.shared.sealer, &chunks, blob) {
                 self.upload(&mut state, full)?;
             }
         }

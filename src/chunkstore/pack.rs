@@ -77,26 +77,31 @@ impl Packer {
         }
     }
 
-    /// Adds a sealed blob to an open pack chosen at random; returns that
-    /// pack if it is now full.
-    pub fn add(
+    /// Adds a sealed group holding `chunks` (id and raw length, in order)
+    /// to an open pack chosen at random; returns that pack if it is now
+    /// full.
+    pub fn add_group(
         &mut self,
         sealer: &Sealer,
-        id: ChunkId,
+        chunks: &[(ChunkId, u32)],
         sealed: &[u8],
-        raw_len: u32,
     ) -> Option<FinishedPack> {
         let slot = random_below(self.open.len());
         let pack = &mut self.open[slot];
         let offset = u32::try_from(pack.blobs.len()).expect("packs stay below 4 GiB");
         let stored_len = u32::try_from(sealed.len()).expect("blobs stay below 4 GiB");
         pack.blobs.extend_from_slice(sealed);
-        pack.entries.push(PackEntry {
-            id,
-            offset,
-            stored_len,
-            raw_len,
-        });
+        let mut raw_offset = 0u32;
+        for &(id, raw_len) in chunks {
+            pack.entries.push(PackEntry {
+                id,
+                offset,
+                stored_len,
+                raw_offset,
+                raw_len,
+            });
+            raw_offset += raw_len;
+        }
         if pack.blobs.len() >= self.options.target_size {
             let full = std::mem::replace(pack, OpenPack::new(self.options.target_size));
             return Some(self.finish(sealer, full));
@@ -116,12 +121,13 @@ impl Packer {
             .collect()
     }
 
-    /// The sealed bytes of `id` if it sits in an open pack.
-    pub fn find(&self, id: &ChunkId) -> Option<&[u8]> {
+    /// The sealed group holding `id`, and `id`'s entry, if it sits in an
+    /// open pack.
+    pub fn find(&self, id: &ChunkId) -> Option<(&[u8], PackEntry)> {
         self.open.iter().find_map(|p| {
             let e = p.entries.iter().find(|e| e.id == *id)?;
             let start = e.offset as usize;
-            Some(&p.blobs[start..start + e.stored_len as usize])
+            Some((&p.blobs[start..start + e.stored_len as usize], *e))
         })
     }
 
@@ -141,41 +147,43 @@ impl Packer {
 }
 
 /// Verifies a whole pack read from storage: trailer, header, layout and
-/// padding, and every blob (authenticated, decompressed, id recomputed).
+/// padding, and every group (authenticated, decompressed, each chunk's id
+/// recomputed).
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] for the first damage found.
 pub fn verify_pack(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
     let header = verify_pack_frame(sealer, id, bytes)?;
-    for e in &header.entries {
-        verify_blob(sealer, id, &header, e, bytes)?;
+    for group in pack::groups(&header.entries) {
+        if let Some((_, e)) = verify_group(sealer, id, header.kind, group, bytes)
+            .into_iter()
+            .next()
+        {
+            return Err(e);
+        }
     }
     Ok(header)
 }
 
-/// [`verify_pack`] that goes on past damaged blobs: the header, and each
-/// blob that fails with its error, so that the sound blobs of a damaged
+/// [`verify_pack`] that goes on past damaged groups: the header, and each
+/// chunk that fails with its error, so that the sound chunks of a damaged
 /// pack can still be told apart.
 ///
 /// # Errors
 /// [`crate::ErrorKind::Corrupt`] when the trailer, header, layout or
-/// padding is damaged: then no blob can be vouched for.
+/// padding is damaged: then no chunk can be vouched for.
 pub fn verify_pack_blobs(
     sealer: &Sealer,
     id: &PackId,
     bytes: &[u8],
 ) -> Result<(PackHeader, Vec<(ChunkId, Error)>)> {
     let header = verify_pack_frame(sealer, id, bytes)?;
-    // Blobs are verified in parallel: a pack holds hundreds, and packs
+    // Groups are verified in parallel: a pack holds hundreds, and packs
     // alone are too few to keep every core busy to the end.
-    let damaged = header
-        .entries
+    let groups: Vec<&[PackEntry]> = pack::groups(&header.entries).collect();
+    let damaged = groups
         .par_iter()
-        .filter_map(|e| {
-            verify_blob(sealer, id, &header, e, bytes)
-                .err()
-                .map(|err| (e.id, err))
-        })
+        .flat_map_iter(|group| verify_group(sealer, id, header.kind, group, bytes))
         .collect();
     Ok((header, damaged))
 }
@@ -186,23 +194,44 @@ fn verify_pack_frame(sealer: &Sealer, id: &PackId, bytes: &[u8]) -> Result<PackH
     Ok(header)
 }
 
-/// One blob of a pack whose layout `check_layout` proved (the entries lie
-/// back to back inside it).
-fn verify_blob(
+/// The damaged chunks of one group of a pack whose layout `check_layout`
+/// proved (the groups lie back to back inside it): all of them if the
+/// group does not open or is not exactly as long as its chunks, else
+/// those whose bytes do not match their ids.
+fn verify_group(
     sealer: &Sealer,
     id: &PackId,
-    header: &PackHeader,
-    e: &PackEntry,
+    kind: PackKind,
+    group: &[PackEntry],
     bytes: &[u8],
-) -> Result<()> {
-    let start = e.offset as usize;
-    let blob = &bytes[start..start + e.stored_len as usize];
-    let plain = sealer.open_blob(header.kind, &e.id, blob)?;
-    if plain.len() != e.raw_len as usize {
-        return Err(Error::corrupt(format!(
-            "blob {} in pack {id} has the wrong length",
-            e.id
-        )));
-    }
-    Ok(())
+) -> Vec<(ChunkId, Error)> {
+    let first = &group[0];
+    let start = first.offset as usize;
+    let blob = &bytes[start..start + first.stored_len as usize];
+    // Every chunk of a group that does not open is damaged alike.
+    let all = |e: &Error| {
+        group
+            .iter()
+            .map(|c| (c.id, Error::new(e.kind(), e.to_string())))
+            .collect()
+    };
+    let plain = match sealer.open_group(kind, blob) {
+        Ok(plain) if plain.len() as u64 == pack::group_raw_len(group) => plain,
+        Ok(_) => {
+            return all(&Error::corrupt(format!(
+                "the group at offset {} of pack {id} has the wrong length",
+                first.offset
+            )));
+        }
+        Err(e) => return all(&e),
+    };
+    group
+        .iter()
+        .filter_map(|c| {
+            sealer
+                .chunk_in(&c.id, &plain, c.raw_offset, c.raw_len)
+                .err()
+                .map(|e| (c.id, e.context(format!("pack {id}"))))
+        })
+        .collect()
 }

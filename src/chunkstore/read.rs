@@ -6,7 +6,11 @@
 
 use std::ops::Range;
 
-use super::{COALESCE_GAP, COALESCE_MAX, ChunkStore, READ_WINDOW, TREE_CACHE_BATCH, lock};
+use std::sync::Arc;
+
+use super::{
+    COALESCE_GAP, COALESCE_MAX, ChunkStore, OPENED_GROUPS, READ_WINDOW, TREE_CACHE_BATCH, lock,
+};
 use crate::chunkstore::index::BlobLocation;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::layout;
@@ -44,8 +48,14 @@ impl ChunkStore<'_> {
         {
             let state = lock(&self.shared.state);
             for (packer, kind) in [(&state.data, PackKind::Data), (&state.tree, PackKind::Tree)] {
-                if let Some(sealed) = packer.find(id) {
-                    return self.repo.sealer().open_blob(kind, id, sealed);
+                if let Some((sealed, e)) = packer.find(id) {
+                    return self.repo.sealer().open_chunk(
+                        kind,
+                        id,
+                        sealed,
+                        e.raw_offset,
+                        e.raw_len,
+                    );
                 }
             }
         }
@@ -106,7 +116,8 @@ impl ChunkStore<'_> {
     /// each other in one pack are read with one ranged read (gaps up to
     /// [`COALESCE_GAP`] are read and skipped) and a restore over a network
     /// makes a request per run of neighbouring chunks instead of one per
-    /// chunk. A chunk listed twice is read and opened once. Only one run's
+    /// chunk. A group is opened (decrypted and decompressed) once for all
+    /// the chunks wanted from it, and a chunk listed twice is checked once. Only one run's
     /// bytes are held at a time. Anything the fast path cannot read is
     /// fetched by [`Self::get`], with its fallbacks, at the end.
     ///
@@ -133,7 +144,7 @@ impl ChunkStore<'_> {
             .collect();
         order.sort_by_key(|&k| {
             let l = locations[k].expect("filtered");
-            (l.pack, l.offset)
+            (l.pack, l.offset, l.raw_offset)
         });
         let mut fallback: Vec<usize> = (0..ids.len())
             .filter(|&k| !locations[k].is_some_and(|l| l.kind == PackKind::Data))
@@ -147,9 +158,9 @@ impl ChunkStore<'_> {
             while j < order.len() {
                 let next = locations[order[j]].expect("filtered");
                 let next_start = u64::from(next.offset);
-                let same_blob = next == locations[order[j - 1]].expect("filtered");
+                let same_group = next.same_group(&locations[order[j - 1]].expect("filtered"));
                 if next.pack != first.pack
-                    || (next_start < end && !same_blob)
+                    || (next_start < end && !same_group)
                     || next_start.saturating_sub(end) > COALESCE_GAP
                     || next_start + u64::from(next.stored_len) - start > COALESCE_MAX
                 {
@@ -164,25 +175,40 @@ impl ChunkStore<'_> {
                 fallback.extend_from_slice(run);
                 continue;
             };
-            // Positions of one blob are neighbours in `run`.
+            // Positions of one group are neighbours in `run`.
             let mut r = 0;
             while r < run.len() {
                 let loc = locations[run[r]].expect("filtered");
-                let same = run[r..]
+                let in_group = run[r..]
                     .iter()
-                    .take_while(|&&k| locations[k] == Some(loc))
+                    .take_while(|&&k| locations[k].is_some_and(|l| l.same_group(&loc)))
                     .count();
+                let group = &run[r..r + in_group];
+                r += in_group;
                 let at = (u64::from(loc.offset) - start) as usize;
                 let sealed = &bytes[at..at + loc.stored_len as usize];
-                match self.repo.sealer().open_blob(loc.kind, &ids[run[r]], sealed) {
-                    Ok(plain) if plain.len() == loc.raw_len as usize => {
-                        for &k in &run[r..r + same] {
-                            f(k, &plain)?;
+                let Ok(plain) = self.repo.sealer().open_group(loc.kind, sealed) else {
+                    fallback.extend_from_slice(group);
+                    continue;
+                };
+                let mut checked: Option<(BlobLocation, &[u8])> = None;
+                for &k in group {
+                    let l = locations[k].expect("filtered");
+                    let chunk = match checked {
+                        Some((c, chunk)) if c == l => Ok(chunk),
+                        _ => self
+                            .repo
+                            .sealer()
+                            .chunk_in(&ids[k], &plain, l.raw_offset, l.raw_len),
+                    };
+                    match chunk {
+                        Ok(chunk) => {
+                            checked = Some((l, chunk));
+                            f(k, chunk)?;
                         }
+                        Err(_) => fallback.push(k),
                     }
-                    _ => fallback.extend_from_slice(&run[r..r + same]),
                 }
-                r += same;
             }
         }
         for k in fallback {
@@ -214,8 +240,7 @@ impl ChunkStore<'_> {
     /// there authenticates, else from its pack and then into the cache.
     fn read_located(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
         if loc.kind != PackKind::Tree || !self.options.tree_cache {
-            let sealed = self.read_sealed_windowed(loc)?;
-            return open_sealed(self.repo, id, loc, &sealed);
+            return self.read_chunk(id, loc);
         }
         if let Some(plain) = self.cached_tree(id, loc) {
             return Ok(plain);
@@ -231,6 +256,38 @@ impl ChunkStore<'_> {
             self.cache_trees(&blobs);
         }
         Ok(plain)
+    }
+
+    /// Reads chunk `id` at `loc` from its group, which it opens unless one
+    /// of the groups opened last is it; a group of several chunks is kept
+    /// among those.
+    fn read_chunk(&self, id: &ChunkId, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let sealer = self.repo.sealer();
+        let key = (loc.pack, loc.offset);
+        let kept = lock(&self.opened)
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, group)| Arc::clone(group));
+        if let Some(Ok(chunk)) = kept
+            .as_deref()
+            .map(|group| sealer.chunk_in(id, group, loc.raw_offset, loc.raw_len))
+        {
+            return Ok(chunk.to_vec());
+        }
+        let sealed = self.read_sealed_windowed(loc)?;
+        let group = sealer.open_group(loc.kind, &sealed)?;
+        let chunk = sealer
+            .chunk_in(id, &group, loc.raw_offset, loc.raw_len)?
+            .to_vec();
+        if chunk.len() < group.len() {
+            let mut opened = lock(&self.opened);
+            opened.retain(|(k, _)| *k != key);
+            if opened.len() >= OPENED_GROUPS {
+                opened.pop_front();
+            }
+            opened.push_back((key, Arc::new(group)));
+        }
+        Ok(chunk)
     }
 
     /// The sealed envelope at `loc`, read within an aligned window.
@@ -308,8 +365,8 @@ impl ChunkStore<'_> {
     }
 }
 
-/// Reads blob `id` at `loc` from its pack: one ranged read, then
-/// authentication, decompression and the id check.
+/// Reads chunk `id` at `loc` from its pack: one ranged read of its group,
+/// then authentication, decompression and the id check.
 ///
 /// # Errors
 /// Backend errors; [`ErrorKind::Corrupt`] for any mismatch.
@@ -327,21 +384,16 @@ fn read_sealed(repo: &Repository, loc: &BlobLocation) -> Result<Vec<u8>> {
     )
 }
 
-/// Authenticates, decompresses and checks the envelope of blob `id`
-/// against the length indexed at `loc`.
+/// Authenticates and decompresses the group at `loc`, and takes chunk `id`
+/// from it, checked against its id.
 fn open_sealed(
     repo: &Repository,
     id: &ChunkId,
     loc: &BlobLocation,
     sealed: &[u8],
 ) -> Result<Vec<u8>> {
-    let plain = repo.sealer().open_blob(loc.kind, id, sealed)?;
-    if plain.len() != loc.raw_len as usize {
-        return Err(Error::corrupt(format!(
-            "blob {id} has a different length than indexed"
-        )));
-    }
-    Ok(plain)
+    repo.sealer()
+        .open_chunk(loc.kind, id, sealed, loc.raw_offset, loc.raw_len)
 }
 
 /// `range` widened to multiples of [`READ_WINDOW`], clamped to a pack of

@@ -21,7 +21,7 @@ use crate::id::RepoId;
 
 pub const MAGIC: &[u8; 8] = b"KURACFG1";
 pub const HEADER_LEN: usize = 60;
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Mandatory feature bits this client implements (none in v1).
 pub const KNOWN_MANDATORY_FEATURES: u64 = 0;
 /// Largest config body a reader accepts.
@@ -195,12 +195,15 @@ impl ConfigHeader {
             compatible_features: r.u64()?,
             repo: RepoId(r.id()?),
         };
-        if header.version == 1 {
+        if (1..VERSION).contains(&header.version) {
             return Err(Error::new(
                 crate::ErrorKind::Unsupported,
-                "this repository was written by an earlier kura (format 1); this kura reads \
-                 format 2 only: copy it with the kura that wrote it, or back up again into \
-                 a new repository",
+                format!(
+                    "this repository was written by an earlier kura (format {}); this kura \
+                     reads format {VERSION} only: copy it with the kura that wrote it, or back \
+                     up again into a new repository",
+                    header.version
+                ),
             ));
         }
         if header.version != VERSION {
@@ -351,18 +354,19 @@ mod tests {
         let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         header.mandatory_features = 0;
+        header.version = 4;
+        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        for earlier in [1, 2] {
+            header.version = earlier;
+            let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported);
+            let said = format!(
+                "written by an earlier kura (format {earlier}); this kura reads format 3 only"
+            );
+            assert!(err.to_string().contains(&said), "{err}");
+        }
         header.version = 3;
-        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-        header.version = 1;
-        let err = ConfigHeader::decode(&encode(&header, &body, &key)).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-        assert!(
-            err.to_string()
-                .contains("written by an earlier kura (format 1); this kura reads format 2 only"),
-            "{err}"
-        );
-        header.version = 2;
         header.compatible_features = u64::MAX; // unknown compatible bits are fine
         assert!(open_body(&encode(&header, &body, &key), &key).is_ok());
     }

@@ -4,7 +4,7 @@
 //! ```text
 //! scheme 1: u8(1) | nonce [24] | ciphertext | tag [16]             (K_shared)
 //! scheme 2: u8(2) | E [32] | nonce [24] | ciphertext | tag [16]    (K_s of session E)
-//! AAD = "KURA" | format_version u16 (2) | object_type u8 | scheme u8 | object_id [32] | repo_id [32]
+//! AAD = "KURA" | format_version u16 (3) | object_type u8 | scheme u8 | object_id [32] | repo_id [32]
 //! ```
 //!
 //! Owns the rule of which scheme each object type is sealed with: data

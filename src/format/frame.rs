@@ -25,10 +25,12 @@ pub const HEADER_LEN: usize = 5;
 pub const PADDED_HEADER_LEN: usize = 9;
 
 /// Builds a frame for `data`, compressing it with zstd at `level` when that
-/// makes it strictly smaller (`level == 0` disables compression).
+/// makes it strictly smaller (`level == 0` disables compression). Data a
+/// sample says is incompressible is stored raw without trying
+/// ([`compress::looks_incompressible`]).
 pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     let raw_len = u32::try_from(data.len()).expect("frames are limited to 4 GiB");
-    let compressed = (level != 0)
+    let compressed = (level != 0 && !compress::looks_incompressible(data))
         .then(|| compress::compress(data, level))
         .flatten();
     let (codec, payload) = match &compressed {

@@ -3,7 +3,8 @@
 //! ```text
 //! version u8 | supersedes count u32 | supersedes ids [32]...
 //! | pack count u32 | per pack: pack id [32] | kind u8 | pack size u64 | entry count u32
-//!   | entries: blob type u8 | chunk id [32] | offset u32 | stored_len u32 | raw_len u32
+//!   | entries: blob type u8 | chunk id [32] | offset u32 | stored_len u32
+//!     | raw_offset u32 | raw_len u32 (a pack header's entries, chunks of groups)
 //! ```
 //! An index file lists every entry of each pack it names.
 
@@ -12,8 +13,8 @@ use crate::format::pack::{PackEntry, PackKind, read_entries, write_entries};
 use crate::format::{ByteReader, put_len, unsupported};
 use crate::id::{ID_LEN, IndexId, PackId};
 
-pub const VERSION: u8 = 1;
-pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+pub const VERSION: u8 = 2;
+pub const ENTRY_LEN: usize = crate::format::pack::ENTRY_LEN;
 const PACK_FIXED_LEN: usize = ID_LEN + 1 + 8 + 4;
 /// Largest decoded index file a reader accepts.
 pub const MAX_LEN: usize = 64 << 20;
@@ -122,6 +123,7 @@ mod tests {
                             id: ChunkId([(i * 7 + p) as u8; 32]),
                             offset: (i * 50) as u32,
                             stored_len: 50,
+                            raw_offset: 0,
                             raw_len: 80,
                         })
                         .collect(),

@@ -22,7 +22,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::ID_LEN;
 
 /// The repository format version this client reads and writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Padmé padding (format-spec/00-conventions.md): the padded length for a
 /// plaintext of `len` bytes; leaks O(log log len) bits of the length.

@@ -3,10 +3,14 @@
 //! ```text
 //! blob_0 | ... | blob_n-1 | random padding | header envelope | header_len u32 | "KPK1"
 //! header plaintext: version u8 | kind u8 | count u32 | count x entry | zero padding
-//! entry (45 bytes): blob type u8 | chunk id [32] | offset u32 | stored_len u32 | raw_len u32
+//! entry (49 bytes): blob type u8 | chunk id [32] | offset u32 | stored_len u32
+//!                   | raw_offset u32 | raw_len u32
 //! ```
-//! The header plaintext is padded to `padme(6 + 45 * count)` bytes and the
-//! whole pack to `padme(unpadded length)`.
+//! A blob is a compression group: the sealed frame of one or more chunks
+//! back to back. The entries of one group share `offset` and `stored_len`
+//! and say where each chunk lies in the group's plaintext. The header
+//! plaintext is padded to `padme(6 + 49 * count)` bytes and the whole pack
+//! to `padme(unpadded length)`.
 
 use crate::algorithms::crypto::{AeadKey, NONCE_LEN, Subkeys, random_array};
 use crate::error::{Error, Result};
@@ -14,10 +18,14 @@ use crate::format::envelope::{self, ObjectType};
 use crate::format::{ByteReader, padme, unsupported};
 use crate::id::{ChunkId, PackId, RepoId};
 
-pub const HEADER_VERSION: u8 = 1;
+pub const HEADER_VERSION: u8 = 2;
 pub const TRAILER_MAGIC: &[u8; 4] = b"KPK1";
 pub const TRAILER_LEN: usize = 8;
-pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4 + 4;
+/// The object id in a group's envelope AAD: none (format-spec/03, 05).
+pub const GROUP_OBJECT_ID: [u8; 32] = [0; 32];
+/// Largest raw length of a group of more than one chunk (format-spec/05).
+pub const MAX_GROUP_RAW: u32 = 4 << 20;
 pub const HEADER_FIXED_LEN: usize = 6;
 /// Largest header envelope a reader accepts (room for ~230 000 entries).
 pub const MAX_HEADER_LEN: usize = 16 << 20;
@@ -55,16 +63,37 @@ impl PackKind {
     }
 }
 
-/// Where one blob lies in a pack.
+/// Where one chunk lies in a pack: its group's envelope, and its place in
+/// the group's plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {
     pub id: ChunkId,
-    /// Offset of the blob's envelope from the start of the pack.
+    /// Offset of the group's envelope from the start of the pack.
     pub offset: u32,
-    /// Length of the envelope as stored.
+    /// Length of the group's envelope as stored.
     pub stored_len: u32,
+    /// Where the chunk starts in the group's plaintext.
+    pub raw_offset: u32,
     /// Length of the chunk's plaintext.
     pub raw_len: u32,
+}
+
+impl PackEntry {
+    /// Where the chunk ends in its group's plaintext.
+    pub fn raw_end(&self) -> u64 {
+        u64::from(self.raw_offset) + u64::from(self.raw_len)
+    }
+}
+
+/// The groups of `entries` (of one pack, in order): runs of entries that
+/// share one envelope.
+pub fn groups(entries: &[PackEntry]) -> impl Iterator<Item = &[PackEntry]> {
+    entries.chunk_by(|a, b| a.offset == b.offset)
+}
+
+/// A group's raw length: where its last chunk ends.
+pub fn group_raw_len(group: &[PackEntry]) -> u64 {
+    group.last().map_or(0, PackEntry::raw_end)
 }
 
 /// The decoded header of one pack.
@@ -123,7 +152,7 @@ pub fn padding(key: &[u8; 32], pack_id: &PackId, len: usize) -> Vec<u8> {
     out
 }
 
-/// Appends `entries` (45 bytes each) of a pack of `kind`, after their count.
+/// Appends `entries` (49 bytes each) of a pack of `kind`, after their count.
 /// Shared by pack headers and index files, which store entries alike.
 pub(crate) fn write_entries(out: &mut Vec<u8>, kind: PackKind, entries: &[PackEntry]) {
     let count = u32::try_from(entries.len()).expect("pack entry count fits u32");
@@ -134,20 +163,23 @@ pub(crate) fn write_entries(out: &mut Vec<u8>, kind: PackKind, entries: &[PackEn
         out.extend_from_slice(e.id.as_bytes());
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.stored_len.to_le_bytes());
+        out.extend_from_slice(&e.raw_offset.to_le_bytes());
         out.extend_from_slice(&e.raw_len.to_le_bytes());
     }
 }
 
 /// Reads a count and that many entries of a pack of `kind`, checking that
-/// each has the pack's blob type, that they are sorted and disjoint, and
-/// that none reaches past `end`.
+/// each has the pack's blob type, that they form groups (format-spec/05,
+/// rules 9 and 10: sorted, disjoint, chunks back to back in a group of at
+/// most [`MAX_GROUP_RAW`], one chunk a group in a tree pack), and that
+/// none reaches past `end`.
 pub(crate) fn read_entries(
     r: &mut ByteReader<'_>,
     kind: PackKind,
     end: u64,
 ) -> Result<Vec<PackEntry>> {
     let count = r.count(ENTRY_LEN)?;
-    let mut entries = Vec::with_capacity(count);
+    let mut entries: Vec<PackEntry> = Vec::with_capacity(count);
     let mut next_free = 0u64;
     for _ in 0..count {
         if ObjectType::blob_from_u8(r.u8()?)? != kind.blob_type() {
@@ -159,13 +191,29 @@ pub(crate) fn read_entries(
             id: ChunkId(r.id()?),
             offset: r.u32()?,
             stored_len: r.u32()?,
+            raw_offset: r.u32()?,
             raw_len: r.u32()?,
         };
-        let e_end = u64::from(e.offset) + u64::from(e.stored_len);
-        if u64::from(e.offset) < next_free || e_end > end {
-            return Err(Error::corrupt("entries overlap or lie outside the pack"));
+        match entries.last() {
+            Some(prev) if prev.offset == e.offset => {
+                if prev.stored_len != e.stored_len
+                    || u64::from(e.raw_offset) != prev.raw_end()
+                    || e.raw_end() > u64::from(MAX_GROUP_RAW)
+                    || kind == PackKind::Tree
+                {
+                    return Err(Error::corrupt(
+                        "the chunks of a group do not lie back to back within its limit",
+                    ));
+                }
+            }
+            _ => {
+                let e_end = u64::from(e.offset) + u64::from(e.stored_len);
+                if u64::from(e.offset) < next_free || e_end > end || e.raw_offset != 0 {
+                    return Err(Error::corrupt("entries overlap or lie outside the pack"));
+                }
+                next_free = e_end;
+            }
         }
-        next_free = e_end;
         entries.push(e);
     }
     Ok(entries)
@@ -295,7 +343,8 @@ pub fn check_layout(
     pack: &[u8],
 ) -> Result<()> {
     let mut next = 0u64;
-    for e in &header.entries {
+    for group in groups(&header.entries) {
+        let e = &group[0];
         if u64::from(e.offset) != next {
             return Err(Error::corrupt(format!(
                 "pack {pack_id} has a gap before offset {}",
@@ -337,6 +386,7 @@ mod tests {
                     id: ChunkId([i as u8; 32]),
                     offset: (i * 100) as u32,
                     stored_len: 100,
+                    raw_offset: 0,
                     raw_len: 150,
                 })
                 .collect(),
@@ -377,6 +427,55 @@ mod tests {
         let h = header(3);
         assert!(PackHeader::decode_plaintext(&h.encode_plaintext(), 299).is_err());
         assert!(PackHeader::decode_plaintext(&h.encode_plaintext(), 300).is_ok());
+    }
+
+    /// Entries of groups of `sizes` chunks each (150 bytes a chunk).
+    fn grouped(sizes: &[usize]) -> PackHeader {
+        let mut entries = Vec::new();
+        for (g, &n) in sizes.iter().enumerate() {
+            for i in 0..n {
+                entries.push(PackEntry {
+                    id: ChunkId([(entries.len() % 251) as u8; 32]),
+                    offset: (g * 100) as u32,
+                    stored_len: 100,
+                    raw_offset: (i * 150) as u32,
+                    raw_len: 150,
+                });
+            }
+        }
+        PackHeader {
+            kind: PackKind::Data,
+            entries,
+        }
+    }
+
+    #[test]
+    fn groups_round_trip_and_their_rules_are_enforced() {
+        let h = grouped(&[3, 1, 2]);
+        let decode = |h: &PackHeader| PackHeader::decode_plaintext(&h.encode_plaintext(), 10_000);
+        assert_eq!(decode(&h).unwrap(), h);
+        assert_eq!(
+            groups(&h.entries).map(<[_]>::len).collect::<Vec<_>>(),
+            [3, 1, 2]
+        );
+        assert_eq!(group_raw_len(&h.entries[..3]), 450);
+        let broken: [fn(&mut PackHeader); 5] = [
+            |h| h.entries[1].raw_offset = 100, // a gap in the group
+            |h| h.entries[1].raw_offset = 0,   // chunks overlap
+            |h| h.entries[1].stored_len = 99,  // one group, two lengths
+            |h| h.entries[3].raw_offset = 5,   // a group starts inside
+            |h| h.kind = PackKind::Tree,       // trees are one a group
+        ];
+        for (i, b) in broken.iter().enumerate() {
+            let mut bad = h.clone();
+            b(&mut bad);
+            assert!(decode(&bad).is_err(), "case {i}");
+        }
+        let mut big = grouped(&[2]);
+        big.entries[1].raw_len = MAX_GROUP_RAW - 149;
+        assert!(decode(&big).is_err(), "over the group limit");
+        big.entries[1].raw_len = MAX_GROUP_RAW - 150;
+        assert!(decode(&big).is_ok(), "at the group limit");
     }
 
     proptest! {

@@ -20,7 +20,7 @@ use crate::algorithms::crypto::{AeadKey, KEY_LEN, Subkeys, keyed_hash};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::envelope::{self, ObjectType, SCHEME_SEALED};
 use crate::format::frame;
-use crate::format::pack::PackKind;
+use crate::format::pack::{GROUP_OBJECT_ID, MAX_GROUP_RAW, PackKind};
 use crate::id::{ChunkId, ID_LEN, RepoId};
 
 /// Largest tree blob a reader accepts.
@@ -93,27 +93,71 @@ impl Sealer {
         ChunkId(keyed_hash(&self.keys.subkeys.chunk_id, plaintext))
     }
 
-    /// Compresses (if it helps) and encrypts a blob already identified.
-    pub fn seal_blob(&self, kind: PackKind, id: &ChunkId, plaintext: &[u8], level: i32) -> Vec<u8> {
-        self.seal(kind.blob_type(), id.as_bytes(), plaintext, level)
+    /// Compresses (if it helps) and encrypts a blob: one compression group,
+    /// the chunks it holds back to back (format-spec/05). A group's
+    /// envelope carries no object id ([`GROUP_OBJECT_ID`]): each chunk in
+    /// it is checked against its own id when read.
+    pub fn seal_group(&self, kind: PackKind, plaintext: &[u8], level: i32) -> Vec<u8> {
+        self.seal(kind.blob_type(), &GROUP_OBJECT_ID, plaintext, level)
     }
 
-    /// Authenticates, decrypts and decompresses a blob, then checks that
-    /// its content hashes to `id`.
+    /// Authenticates, decrypts and decompresses a whole group.
     ///
     /// # Errors
-    /// [`ErrorKind::Corrupt`] on any mismatch; [`ErrorKind::PutOnlyKey`]
-    /// for a put-only key set.
-    pub fn open_blob(&self, kind: PackKind, id: &ChunkId, stored: &[u8]) -> Result<Vec<u8>> {
+    /// [`ErrorKind::Corrupt`] on any mismatch or a group over its kind's
+    /// limit; [`ErrorKind::PutOnlyKey`] for a put-only key set.
+    pub fn open_group(&self, kind: PackKind, stored: &[u8]) -> Result<Vec<u8>> {
         let limit = match kind {
-            PackKind::Data => self.max_chunk,
+            PackKind::Data => self.max_chunk.max(MAX_GROUP_RAW as usize),
             PackKind::Tree => MAX_TREE_BLOB,
         };
-        let plain = self.open(kind.blob_type(), id.as_bytes(), stored, limit)?;
-        if self.chunk_id(&plain) != *id {
+        self.open(kind.blob_type(), &GROUP_OBJECT_ID, stored, limit)
+    }
+
+    /// Chunk `id`, `raw_len` bytes at `raw_offset` of an opened group,
+    /// checked against its id.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] if the group is too short or the bytes do
+    /// not hash to `id`.
+    pub fn chunk_in<'a>(
+        &self,
+        id: &ChunkId,
+        group: &'a [u8],
+        raw_offset: u32,
+        raw_len: u32,
+    ) -> Result<&'a [u8]> {
+        let start = raw_offset as usize;
+        let chunk = start
+            .checked_add(raw_len as usize)
+            .and_then(|end| group.get(start..end))
+            .ok_or_else(|| Error::corrupt(format!("blob {id} lies past the end of its group")))?;
+        if self.chunk_id(chunk) != *id {
             return Err(Error::corrupt(format!("blob {id} does not match its id")));
         }
-        Ok(plain)
+        Ok(chunk)
+    }
+
+    /// Opens the group `stored` and returns chunk `id` from it (see
+    /// [`Self::chunk_in`]).
+    ///
+    /// # Errors
+    /// As [`Self::open_group`] and [`Self::chunk_in`].
+    pub fn open_chunk(
+        &self,
+        kind: PackKind,
+        id: &ChunkId,
+        stored: &[u8],
+        raw_offset: u32,
+        raw_len: u32,
+    ) -> Result<Vec<u8>> {
+        let mut group = self.open_group(kind, stored)?;
+        let len = self.chunk_in(id, &group, raw_offset, raw_len)?.len();
+        if raw_offset == 0 {
+            group.truncate(len);
+            return Ok(group);
+        }
+        Ok(group[raw_offset as usize..raw_offset as usize + len].to_vec())
     }
 
     /// Frames and encrypts a whole object (blob, index file, snapshot)
@@ -243,12 +287,17 @@ mod tests {
             sealed.push((
                 id,
                 plain.clone(),
-                writer.seal_blob(PackKind::Data, &id, &plain, 0),
+                writer.seal_group(PackKind::Data, &plain, 0),
             ));
         }
         for (id, plain, stored) in &sealed {
-            assert_eq!(&admin.open_blob(PackKind::Data, id, stored).unwrap(), plain);
-            let err = put_only.open_blob(PackKind::Data, id, stored).unwrap_err();
+            assert_eq!(
+                &admin
+                    .open_chunk(PackKind::Data, id, stored, 0, 100)
+                    .unwrap(),
+                plain
+            );
+            let err = put_only.open_group(PackKind::Data, stored).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::PutOnlyKey, "{err}");
         }
         // Two writer sessions (the admin's own and the put-only one).

@@ -691,6 +691,7 @@ fn a_stale_index_record_past_a_packs_end_is_named_and_repair_index_drops_it() {
         id: chunk,
         offset: u32::try_from(size).unwrap(),
         stored_len: 100,
+        raw_offset: 0,
         raw_len,
     });
     let stale = IndexFile {

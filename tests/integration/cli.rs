@@ -24,7 +24,7 @@ fn init_then_config_show() {
     let out = kura(&repo, Some("pw"), &["--json", "config", "show"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["config"]["chunker"]["algorithm"], "fastcdc-v2020");
     assert_eq!(v["config"]["chunker"]["avg"], 32768);
     // init again refuses.

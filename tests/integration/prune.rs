@@ -303,6 +303,44 @@ fn prune_now_deletes_and_repacks_in_one_run() {
     );
 }
 
+/// A file changed in its middle leaves the group that held its old middle
+/// partly live (format-spec/12, step 5): its dead share counts as unused,
+/// and repack seals the live chunks again as a new group.
+#[test]
+fn a_partly_live_group_is_repacked_with_its_live_chunks_only() {
+    let mut w = World::new();
+    let mut big = pseudo_random(900_000, 21);
+    fs::write(w.src.join("big"), &big).unwrap();
+    let first = w.backup();
+    big[400_000..460_000].copy_from_slice(&pseudo_random(60_000, 22));
+    fs::write(w.src.join("big"), &big).unwrap();
+    w.backup();
+    w.forget(&first);
+    let dry = w.prune(&PruneOptions {
+        grace: 0,
+        dry_run: true,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    });
+    assert!(
+        dry.repacked_packs > 0,
+        "the partly live group's pack: {dry:?}"
+    );
+    let before = World::data_bytes(w.backend.as_ref());
+    let r = w.prune(&PruneOptions {
+        grace: 0,
+        max_unused: 0.0,
+        ..PruneOptions::default()
+    });
+    assert!(r.repacked_packs > 0, "{r:?}");
+    // Only the live chunks were sealed again: less than the whole group.
+    assert!(r.rewritten_bytes < 900_000, "{r:?}");
+    assert_eq!(r.unused_bytes_after, 0, "{r:?}");
+    let after = World::data_bytes(w.backend.as_ref());
+    assert!(after < before, "{after} of {before}");
+    assert_whole(w.backend.clone(), &w.expected, &w.src, &w.scratch());
+}
+
 #[test]
 fn small_index_files_are_merged() {
     let mut w = World::new();

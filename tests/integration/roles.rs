@@ -217,7 +217,13 @@ fn cannot_open_its_own_blobs(repo: &Repository) {
             let blob = &bytes[entry.offset as usize..][..entry.stored_len as usize];
             let err = repo
                 .sealer()
-                .open_blob(header.kind, &entry.id, blob)
+                .open_chunk(
+                    header.kind,
+                    &entry.id,
+                    blob,
+                    entry.raw_offset,
+                    entry.raw_len,
+                )
                 .unwrap_err();
             assert_eq!(err.kind(), kura::ErrorKind::PutOnlyKey, "{err}");
             let keys = repo.sealer().key_set();
@@ -377,34 +383,35 @@ fn a_forged_prune_record_condemning_real_packs_is_ignored_by_the_admin() {
     }
 }
 
+/// Repositories written by earlier builds (format 1, and format 2 by the
+/// build before compression groups) are refused before any password,
+/// with exit code 13 and a message that names their format.
 #[test]
-fn a_format_1_repository_is_refused_with_the_documented_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/format1-repo.tar.gz"
-    );
-    let status = std::process::Command::new("tar")
-        .args(["xzf", fixture, "-C"])
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let repo = dir.path().join("repo");
-    // No password is asked for: the clear header is refused first.
-    for args in [
-        &["snapshots"][..],
-        &["backup", "/etc/hostname"],
-        &["config", "show"],
-    ] {
-        let out = kura_env(&repo, &[], args);
-        assert_eq!(out.status.code(), Some(13), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out)
-                .contains("written by an earlier kura (format 1); this kura reads format 2 only"),
-            "{}",
-            stderr(&out)
+fn repositories_of_formats_1_and_2_are_refused_with_the_documented_code() {
+    for format in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = format!(
+            "{}/tests/fixtures/format{format}-repo.tar.gz",
+            env!("CARGO_MANIFEST_DIR")
         );
+        let status = std::process::Command::new("tar")
+            .args(["xzf", &fixture, "-C"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let repo = dir.path().join("repo");
+        let said =
+            format!("written by an earlier kura (format {format}); this kura reads format 3 only");
+        for args in [
+            &["snapshots"][..],
+            &["backup", "/etc/hostname"],
+            &["config", "show"],
+        ] {
+            let out = kura_env(&repo, &[], args);
+            assert_eq!(out.status.code(), Some(13), "{args:?}: {}", stderr(&out));
+            assert!(stderr(&out).contains(&said), "{}", stderr(&out));
+        }
     }
 }
 
@@ -528,6 +535,7 @@ fn a_put_only_index_file_calling_real_packs_empty_deletes_nothing() {
     let mut offset = 0;
     for e in &mut entries {
         e.offset = offset;
+        e.raw_offset = 0; // every chunk its own group
         offset += e.stored_len;
     }
     packs.push(IndexedPack {

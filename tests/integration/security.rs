@@ -169,12 +169,10 @@ fn objects_copied_under_another_name_or_type_are_rejected() {
     } else {
         PackKind::Data
     };
-    assert!(sealer.open_blob(other_kind, &e.id, blob).is_err());
-    assert!(
-        sealer
-            .open_blob(header.kind, &kura::id::ChunkId([0; 32]), blob)
-            .is_err()
-    );
+    let open = |kind, id| sealer.open_chunk(kind, id, blob, e.raw_offset, e.raw_len);
+    assert!(open(other_kind, &e.id).is_err());
+    assert!(open(header.kind, &kura::id::ChunkId([0; 32])).is_err());
+    assert!(open(header.kind, &e.id).is_ok());
     // An index file under another name, or read as another type.
     let index_path = &backend.list("index").unwrap()[0].path;
     let index_bytes = backend.read(index_path, None).unwrap();
@@ -255,7 +253,7 @@ fn key_slots_outside_the_kdf_policy_are_refused() {
 
 #[test]
 fn unknown_mandatory_feature_or_newer_version_is_refused() {
-    for (offset, value) in [(12usize, 1u8), (19, 0x80), (8, 3), (8, 1)] {
+    for (offset, value) in [(12usize, 1u8), (19, 0x80), (8, 4), (8, 2), (8, 1)] {
         let (backend, _repo) = memory_repo();
         backend.tamper("config", |b| b[offset] = value);
         let err = Repository::read_header(backend.as_ref()).unwrap_err();

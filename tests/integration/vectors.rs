@@ -60,7 +60,7 @@ pub(crate) fn case(name: &str, expect: &str, fields: Value) -> Value {
 }
 
 pub(crate) fn file(description: &str, inputs: Value, cases: Vec<Value>) -> Value {
-    json!({ "format": "kura v2", "description": description, "inputs": inputs, "cases": cases })
+    json!({ "format": "kura v3", "description": description, "inputs": inputs, "cases": cases })
 }
 
 pub(crate) fn kind_name(r: kura::Result<()>) -> String {
@@ -460,34 +460,36 @@ fn chunker_vectors() -> Value {
     )
 }
 
+/// A data pack of two groups: the first holds two chunks, the second one.
 fn sample_pack() -> (PackId, PackHeader, Vec<u8>) {
     let keys = master().subkeys();
     let pack_id = PackId(std::array::from_fn(|i| 0x70 + i as u8));
     let mut blobs = Vec::new();
     let mut entries = Vec::new();
-    for (i, text) in [
-        &b"first blob"[..],
-        b"second blob, a little longer",
-        b"third",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let id = ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, text));
+    let groups: [&[&[u8]]; 2] = [
+        &[b"first chunk", b"second chunk, a little longer"],
+        &[b"third"],
+    ];
+    for (g, chunks) in groups.iter().enumerate() {
         let sealed = envelope::seal_to_admin_with_nonce(
             &session(),
-            &[i as u8; 24],
+            &[g as u8; 24],
             ObjectType::DataBlob,
-            id.as_bytes(),
+            &kura::format::pack::GROUP_OBJECT_ID,
             &repo_id(),
-            &frame::encode(text, 0),
+            &frame::encode(&chunks.concat(), 0),
         );
-        entries.push(PackEntry {
-            id,
-            offset: blobs.len() as u32,
-            stored_len: sealed.len() as u32,
-            raw_len: text.len() as u32,
-        });
+        let mut raw_offset = 0;
+        for text in *chunks {
+            entries.push(PackEntry {
+                id: ChunkId(kura::algorithms::crypto::keyed_hash(&keys.chunk_id, text)),
+                offset: blobs.len() as u32,
+                stored_len: sealed.len() as u32,
+                raw_offset,
+                raw_len: text.len() as u32,
+            });
+            raw_offset += text.len() as u32;
+        }
         blobs.extend(sealed);
     }
     let header = PackHeader {
@@ -506,16 +508,35 @@ fn pack_vectors() -> Value {
     bad_magic[n - 1] = b'X';
     let mut huge_len = bytes.clone();
     huge_len[n - 8..n - 4].copy_from_slice(&(n as u32).to_le_bytes());
+    let blobs_end = header.entries[2].offset as usize + header.entries[2].stored_len as usize;
+    let with_header = |h: &PackHeader| {
+        pack::assemble_with_nonce(
+            bytes[..blobs_end].to_vec(),
+            h,
+            &keys,
+            &pack_id,
+            &repo_id(),
+            &[0x77; 24],
+        )
+    };
     let mut overlapping = header.clone();
-    overlapping.entries[1].offset -= 1;
-    let bad_header = pack::assemble_with_nonce(
-        bytes[..header.entries[2].offset as usize + header.entries[2].stored_len as usize].to_vec(),
-        &overlapping,
-        &keys,
-        &pack_id,
-        &repo_id(),
-        &[0x77; 24],
-    );
+    overlapping.entries[2].offset -= 1;
+    let bad_header = with_header(&overlapping);
+    // The first group's boundary between its chunks moved by one byte:
+    // the header's rules hold, but neither chunk hashes to its id.
+    let mut shifted = header.clone();
+    shifted.entries[0].raw_len -= 1;
+    shifted.entries[1].raw_offset -= 1;
+    shifted.entries[1].raw_len += 1;
+    let shifted = with_header(&shifted);
+    // A chunk past its group's end: the group is shorter than its chunks.
+    let mut past_end = header.clone();
+    past_end.entries[1].raw_len += 1;
+    let past_end = with_header(&past_end);
+    // A gap between two chunks of the group (refused by the header rules).
+    let mut gap = header.clone();
+    gap.entries[1].raw_offset += 1;
+    let gap = with_header(&gap);
     let c = |name: &str, expect: &str, id: &PackId, b: &[u8]| {
         case(
             name,
@@ -524,11 +545,11 @@ fn pack_vectors() -> Value {
         )
     };
     file(
-        "a data pack of three raw-frame blobs with its padding (keyed by K_pad), sealed header and trailer",
+        "a data pack of two raw-frame groups (two chunks, then one) with its padding (keyed by K_pad), sealed header and trailer",
         json!({ "repository_id": hex::encode(repo_id().0), "header_plaintext": hex::encode(header.encode_plaintext()), "header_nonce": hex::encode([0x77; 24]),
                 "padme": [[1000, kura::format::padme(1000)], [1_000_000, kura::format::padme(1_000_000)], [17_000_000, kura::format::padme(17_000_000)]] }),
         vec![
-            c("three blobs", "ok", &pack_id, &bytes),
+            c("two groups, three chunks", "ok", &pack_id, &bytes),
             c("under another pack id", "Corrupt", &PackId([0; 32]), &bytes),
             c("bad trailer magic", "Corrupt", &pack_id, &bad_magic),
             c(
@@ -537,7 +558,15 @@ fn pack_vectors() -> Value {
                 &pack_id,
                 &huge_len,
             ),
-            c("overlapping entries", "Corrupt", &pack_id, &bad_header),
+            c("overlapping groups", "Corrupt", &pack_id, &bad_header),
+            c(
+                "chunk boundary moved within its group",
+                "Corrupt",
+                &pack_id,
+                &shifted,
+            ),
+            c("chunk past its group's end", "Corrupt", &pack_id, &past_end),
+            c("gap between chunks of a group", "Corrupt", &pack_id, &gap),
             c(
                 "flipped padding byte",
                 "Corrupt",
@@ -601,7 +630,8 @@ fn index_vectors() -> Value {
         json!({ "index_id": hex::encode(index_id), "sealed": hex::encode(sealed) }),
         vec![
             c("one pack", "ok", hex::encode(&payload)),
-            c("version 2", "Unsupported", patch(0, &[2])),
+            c("version 1 (format 2)", "Unsupported", patch(0, &[1])),
+            c("version 3", "Unsupported", patch(0, &[3])),
             c(
                 "pack count too large",
                 "Corrupt",
@@ -709,7 +739,7 @@ fn check_prune(c: &Value) -> String {
 fn config_vectors() -> Value {
     let keys = master().subkeys();
     let header = ConfigHeader {
-        version: 2,
+        version: 3,
         mandatory_features: 0,
         compatible_features: 0,
         repo: repo_id(),
@@ -730,10 +760,11 @@ fn config_vectors() -> Value {
         "the config object: clear header, then the body envelope (type 1, object id BLAKE3(header), raw frame, nonce 12..)",
         json!({ "K_shared": hex::encode(keys.shared.0), "body_json": serde_json::to_string(&body).unwrap() }),
         vec![
-            c("default v2", "ok", hex::encode(&bytes)),
+            c("default v3", "ok", hex::encode(&bytes)),
             c("bad magic", "Corrupt", patch(0, b"X")),
             c("version 1 (an earlier kura)", "Unsupported", patch(8, &[1])),
-            c("version 3", "Unsupported", patch(8, &[3])),
+            c("version 2 (an earlier kura)", "Unsupported", patch(8, &[2])),
+            c("version 4", "Unsupported", patch(8, &[4])),
             c("unknown mandatory feature", "Unsupported", patch(12, &[1])),
             c(
                 "compatible feature bit changed after sealing",

@@ -56,7 +56,7 @@ use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{PackEntry, PackKind};
 use crate::id::{ChunkId, IndexId, PackId, RepoId};
 
-const CHUNKS: TableDefinition<[u8; 32], [u8; 45]> = TableDefinition::new("chunks");
+const CHUNKS: TableDefinition<[u8; 32], [u8; LOCATION_LEN]> = TableDefinition::new("chunks");
 const LOADED: TableDefinition<[u8; 32], ()> = TableDefinition::new("loaded_index_files");
 /// Index files named in the supersedes list of a loaded one: never loaded.
 const SUPERSEDED: TableDefinition<[u8; 32], ()> = TableDefinition::new("superseded_index_files");
@@ -76,7 +76,7 @@ const DAMAGED: TableDefinition<[u8; 32], u64> = TableDefinition::new("damaged_pa
 /// Further locations of blobs that more than one pack holds (the location
 /// in `CHUNKS` is the one loaded last). New tables need no schema change:
 /// a cache without them only lacks what they would have recorded.
-const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; 45]> =
+const ALSO_AT: MultimapTableDefinition<[u8; 32], [u8; LOCATION_LEN]> =
     MultimapTableDefinition::new("duplicate_locations");
 /// Sealed tree blobs (envelopes as read from their packs) by chunk id, so
 /// that walking a snapshot again reads no tree from the repository. A
@@ -91,30 +91,38 @@ pub const DEFAULT_TREE_CACHE_LIMIT: u64 = 512 << 20;
 /// Cache layout version; a cache of another version is emptied and refilled.
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const SCHEMA_KEY: &str = "schema";
-const SCHEMA: u32 = 2;
+const SCHEMA: u32 = 3;
 
-/// Where a blob is stored.
+/// Bytes of an encoded [`BlobLocation`] in the cache.
+const LOCATION_LEN: usize = 49;
+
+/// Where a chunk is stored: its group's envelope in a pack, and its place
+/// in the group's plaintext.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
     pub pack: PackId,
     pub kind: PackKind,
+    /// The group's envelope: offset in the pack, and stored length.
     pub offset: u32,
     pub stored_len: u32,
+    /// The chunk in the group's plaintext.
+    pub raw_offset: u32,
     pub raw_len: u32,
 }
 
 impl BlobLocation {
-    fn encode(&self) -> [u8; 45] {
-        let mut v = [0u8; 45];
+    fn encode(&self) -> [u8; LOCATION_LEN] {
+        let mut v = [0u8; LOCATION_LEN];
         v[..32].copy_from_slice(self.pack.as_bytes());
         v[32..36].copy_from_slice(&self.offset.to_le_bytes());
         v[36..40].copy_from_slice(&self.stored_len.to_le_bytes());
         v[40..44].copy_from_slice(&self.raw_len.to_le_bytes());
         v[44] = self.kind as u8;
+        v[45..49].copy_from_slice(&self.raw_offset.to_le_bytes());
         v
     }
 
-    fn decode(v: &[u8; 45]) -> Result<Self> {
+    fn decode(v: &[u8; LOCATION_LEN]) -> Result<Self> {
         let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().expect("4 bytes"));
         Ok(Self {
             pack: PackId::from_slice(v),
@@ -122,6 +130,7 @@ impl BlobLocation {
             stored_len: u32_at(36),
             raw_len: u32_at(40),
             kind: PackKind::from_u8(v[44])?,
+            raw_offset: u32_at(45),
         })
     }
 
@@ -131,8 +140,14 @@ impl BlobLocation {
             kind,
             offset: e.offset,
             stored_len: e.stored_len,
+            raw_offset: e.raw_offset,
             raw_len: e.raw_len,
         }
+    }
+
+    /// Whether `other` is in the same group (envelope) as this chunk.
+    pub fn same_group(&self, other: &Self) -> bool {
+        self.pack == other.pack && self.offset == other.offset
     }
 }
 

@@ -207,6 +207,7 @@ mod tests {
                 id: chunk(tag, i),
                 offset: u32::from(i) * 100,
                 stored_len: 100,
+                raw_offset: 0,
                 raw_len: 60,
             })
             .collect();

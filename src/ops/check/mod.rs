@@ -487,6 +487,7 @@ fn record_digest(kind: PackKind, entries: &[PackEntry]) -> blake3::Hash {
         h.update(e.id.as_bytes());
         h.update(&e.offset.to_le_bytes());
         h.update(&e.stored_len.to_le_bytes());
+        h.update(&e.raw_offset.to_le_bytes());
         h.update(&e.raw_len.to_le_bytes());
     }
     h.finalize()

@@ -22,7 +22,7 @@ use crate::chunkstore::index::{
 use crate::chunkstore::pack::{FinishedPack, Packer, PackerOptions, verify_pack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack, PACKS_PER_FILE};
-use crate::format::pack::PackKind;
+use crate::format::pack::{PackEntry, PackKind, groups};
 use crate::format::prune::PruneRecord;
 use crate::id::{ChunkId, IndexId, PackId, RecordId};
 use crate::repository::Repository;
@@ -543,14 +543,36 @@ fn repack_packs(
         // may be damaged, and only a read would tell.
         let mut fresh: HashSet<ChunkId> = copied.insert_new(&wanted)?.into_iter().collect();
         let packer = &mut packers[usize::from(r.kind == PackKind::Tree)];
-        for e in &header.entries {
-            if !fresh.remove(&e.id) {
-                continue; // dead, copied already, or twice in this pack
+        for group in groups(&header.entries) {
+            // Not copied: dead, copied already, or twice in this pack.
+            let keep: Vec<&PackEntry> = group.iter().filter(|e| fresh.remove(&e.id)).collect();
+            if keep.is_empty() {
+                continue;
             }
-            let start = e.offset as usize;
-            let blob = &bytes[start..start + e.stored_len as usize];
-            report.rewritten_bytes += u64::from(e.stored_len);
-            if let Some(full) = packer.add(sealer, e.id, blob, e.raw_len) {
+            let start = group[0].offset as usize;
+            let blob = &bytes[start..start + group[0].stored_len as usize];
+            let chunks: Vec<(ChunkId, u32)> = keep.iter().map(|e| (e.id, e.raw_len)).collect();
+            let full = if keep.len() == group.len() {
+                report.rewritten_bytes += u64::from(group[0].stored_len);
+                packer.add_group(sealer, &chunks, blob)
+            } else {
+                // A partly live group: its live chunks, sealed as a new
+                // group (verify_pack opened it above, so it opens).
+                let plain = sealer.open_group(r.kind, blob)?;
+                let mut live = Vec::new();
+                for e in &keep {
+                    live.extend_from_slice(sealer.chunk_in(
+                        &e.id,
+                        &plain,
+                        e.raw_offset,
+                        e.raw_len,
+                    )?);
+                }
+                let sealed = sealer.seal_group(r.kind, &live, REPACK_LEVEL);
+                report.rewritten_bytes += sealed.len() as u64;
+                packer.add_group(sealer, &chunks, &sealed)
+            };
+            if let Some(full) = full {
                 out.write(full, report)?;
             }
         }
@@ -565,6 +587,8 @@ fn repack_packs(
 }
 
 const COPIED_SET: &str = "prune's set of repacked chunks";
+/// zstd level of the groups repack seals again (a backup's default).
+const REPACK_LEVEL: i32 = 3;
 
 #[cfg(test)]
 mod tests {

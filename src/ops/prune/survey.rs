@@ -11,7 +11,7 @@ use crate::chunkstore::index::{
     ChunkIndex, ChunkSetReader, read_index_file, summarize_current_index_files,
 };
 use crate::error::Result;
-use crate::format::pack::PackKind;
+use crate::format::pack::{PackKind, group_raw_len, groups};
 use crate::format::prune::PruneRecord;
 use crate::id::{IndexId, PackId, RecordId, SnapshotId};
 use crate::repository::Repository;
@@ -191,12 +191,27 @@ impl Survey {
             for pack in &f.packs {
                 let old = self.index_files.old.contains(file) && !self.exempt.contains(&pack.id);
                 let (mut dead_bytes, mut live_blobs) = (0u64, 0usize);
-                for e in &pack.entries {
-                    if live.contains(&e.id)? {
-                        live_blobs += 1;
-                    } else {
-                        dead_bytes += u64::from(e.stored_len);
+                for group in groups(&pack.entries) {
+                    // A partly live group counts its dead chunks' share of
+                    // its stored bytes (format-spec/12, step 5).
+                    let (mut dead_raw, mut group_live) = (0u64, 0usize);
+                    for e in group {
+                        if live.contains(&e.id)? {
+                            group_live += 1;
+                        } else {
+                            dead_raw += u64::from(e.raw_len);
+                        }
                     }
+                    live_blobs += group_live;
+                    let stored = u64::from(group[0].stored_len);
+                    dead_bytes += match group_raw_len(group) {
+                        _ if group_live == 0 => stored,
+                        0 => 0,
+                        raw => u64::try_from(
+                            u128::from(stored) * u128::from(dead_raw) / u128::from(raw),
+                        )
+                        .expect("at most the group's stored length"),
+                    };
                 }
                 let u = uses.entry(pack.id).or_insert(PackUse {
                     kind: pack.kind,
