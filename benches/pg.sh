@@ -29,7 +29,7 @@ pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$pgbin/initdb" ] || { echo "apt-get install postgresql" >&2; exit 1; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/bench-target}
 cargo build --release --quiet --bin kura --example pg_bytes
-kura=$CARGO_TARGET_DIR/release/kura
+kura=${KURA_BIN:-$CARGO_TARGET_DIR/release/kura}  # KURA_BIN: another build to measure
 pg_bytes=$CARGO_TARGET_DIR/release/examples/pg_bytes
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-pg.XXXXXX")
 chmod 755 "$work"
@@ -104,9 +104,10 @@ echo "where kura's added bytes went, per night (bytes; packs split by pack heade
 printf 'night\tdata_packs\t(blobs\tstored\traw\tbeside_blobs)\ttree_packs\t(blobs\tstored)\tindex\tsnapshots\tchunks_new\tbytes_stored\n'
 prev_data="0 0 0 0 0" prev_tree="0 0 0 0 0"
 for night in $(seq 0 $((nights - 1))); do
-    # packs-N lines: kind packs P blobs B stored S raw R size Z beside_blobs O
-    data=$(awk '$1=="data"{print $5, $7, $9, $11, $13}' "$work/packs-$night")
-    tree=$(awk '$1=="tree"{print $5, $7, $9, $11, $13}' "$work/packs-$night")
+    # packs-N lines: kind packs P blobs B chunks C stored S raw R size Z beside_blobs O
+    # (a blob is a compression group of chunks)
+    data=$(awk '$1=="data"{print $5, $9, $11, $13, $15}' "$work/packs-$night")
+    tree=$(awk '$1=="tree"{print $5, $9, $11, $13, $15}' "$work/packs-$night")
     read -r db ds dr dz dx <<<"$data"; read -r pb ps pr pz px <<<"$prev_data"
     read -r tb ts tr tz tx <<<"$tree"; read -r qb qs qr qz qx <<<"$prev_tree"
     read -r _ _ idx snap <<<"$(grep "^$night " "$work/folders")"

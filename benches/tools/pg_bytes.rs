@@ -3,8 +3,9 @@
 //! chunks together would store instead of compressing each chunk alone.
 //!
 //! `pg_bytes packs REPO` (password in `KURA_PASSWORD`) reads every pack
-//! header and prints one line per pack kind (data, tree): packs, blobs,
-//! the sum of the blobs' stored and raw lengths, and what the packs hold
+//! header and prints one line per pack kind (data, tree): packs, blobs
+//! (compression groups), chunks, the sum of the blobs' stored and raw
+//! lengths, and what the packs hold
 //! beside blobs (header, trailer, Padmé padding). Totals are cumulative;
 //! the script takes differences between nights.
 //!
@@ -37,7 +38,7 @@ use anyhow::{Context, Result, bail};
 use kura::algorithms::chunker::{Chunker, ChunkerParams};
 use kura::algorithms::compress;
 use kura::backend::LocalBackend;
-use kura::format::pack::PackKind;
+use kura::format::pack::{self, PackKind, group_raw_len};
 use kura::repository::{DEFAULT_CHUNKER, Repository};
 
 /// zstd level of kura's backup writer.
@@ -78,6 +79,7 @@ fn open(repo: &Path) -> Result<Repository> {
 struct KindTotals {
     packs: u64,
     blobs: u64,
+    chunks: u64,
     stored: u64,
     raw: u64,
     size: u64,
@@ -95,17 +97,21 @@ fn packs(path: &Path) -> Result<()> {
         };
         t.packs += 1;
         t.size += size;
-        for e in &header.entries {
+        // A blob is a group: its stored length counts once, for all the
+        // chunks it holds.
+        for group in pack::groups(&header.entries) {
             t.blobs += 1;
-            t.stored += u64::from(e.stored_len);
-            t.raw += u64::from(e.raw_len);
+            t.chunks += group.len() as u64;
+            t.stored += u64::from(group[0].stored_len);
+            t.raw += group_raw_len(group);
         }
     }
     for (name, t) in [("data", data), ("tree", tree)] {
         println!(
-            "{name}\tpacks {}\tblobs {}\tstored {}\traw {}\tsize {}\tbeside_blobs {}",
+            "{name}\tpacks {}\tblobs {}\tchunks {}\tstored {}\traw {}\tsize {}\tbeside_blobs {}",
             t.packs,
             t.blobs,
+            t.chunks,
             t.stored,
             t.raw,
             t.size,
