@@ -679,14 +679,16 @@ fn seal_and_pack(shared: &Shared, job: &SealJob) -> Result<()> {
     let sealed: Vec<Vec<u8>> = groups
         .par_iter()
         .map(|g| {
-            let plain: Cow<'_, [u8]> = match g {
-                [(_, r)] => Cow::Borrowed(&job.data[r.clone()]),
-                _ => Cow::Owned(
-                    g.iter()
-                        .flat_map(|(_, r)| &job.data[r.clone()])
-                        .copied()
-                        .collect(),
-                ),
+            // New chunks that follow each other in the batch (the usual
+            // case) are one slice of it; others are copied together.
+            let plain: Cow<'_, [u8]> = if g.windows(2).all(|w| w[0].1.end == w[1].1.start) {
+                Cow::Borrowed(&job.data[g[0].1.start..g[g.len() - 1].1.end])
+            } else {
+                let mut joined = Vec::with_capacity(g.iter().map(|(_, r)| r.len()).sum());
+                for (_, r) in *g {
+                    joined.extend_from_slice(&job.data[r.clone()]);
+                }
+                Cow::Owned(joined)
             };
             shared.sealer.seal_group(job.kind, &plain, level)
         })
