@@ -215,6 +215,9 @@ pub struct Batch {
 /// beside the work the region saves.
 pub const REGION_MIN_MAX_CHUNKS: usize = 4;
 
+/// Bytes a stream's first read has room for before its buffer grows.
+const SMALL_READ: usize = 128 << 10;
+
 /// Reads a stream in large segments and cuts it into batches of whole
 /// chunks; memory is bounded by the segment size plus one maximum chunk.
 /// A segment is searched for cut points in up to one region per rayon
@@ -291,6 +294,15 @@ impl<'c, R: Read> ChunkStream<'c, R> {
             return Ok(());
         }
         let want = self.segment as u64;
+        // Room for a whole segment, or on a stream's first read (nothing
+        // carried over) for a small file, in one read: `read_to_end` alone
+        // starts small and grows, a read per doubling.
+        let room = if data.is_empty() {
+            SMALL_READ
+        } else {
+            self.segment
+        };
+        data.reserve(room.min(self.segment));
         let got = (&mut self.reader)
             .take(want)
             .read_to_end(data)

@@ -9,6 +9,8 @@
 //! chunks are new and returns their ids at once; sealing (compress and
 //! encrypt) and packing of the new chunks run as background rayon jobs,
 //! so they overlap the reading and hashing of what follows, across files;
+//! the new chunks of small files are gathered and sealed as one job (one
+//! compression group of about a quarter of the group size);
 //! full packs are written by an uploader thread behind a bounded queue.
 //! Memory is bounded by the batch size, [`SEAL_AHEAD`] bytes waiting to be
 //! sealed, the open packs and the queue, plus the ids of blobs not yet in
@@ -68,6 +70,8 @@ pub use read::read_blob;
 /// Raw bytes of new chunks that may wait to be sealed before the caller
 /// is held back.
 pub const SEAL_AHEAD: usize = 8 << 20;
+/// Puts of fewer bytes are hashed on the caller's thread.
+const PARALLEL_HASH: usize = 256 << 10;
 /// Most pack uploads in flight at once, whatever the backend suggests.
 pub const MAX_UPLOADS: usize = 4;
 /// [`ChunkStore::get_many`] reads neighbouring chunks of a pack together
@@ -274,6 +278,15 @@ struct SealJob {
     chunks: Vec<(ChunkId, Range<usize>)>,
 }
 
+/// New data chunks of small puts (small files, one after another),
+/// gathered into one job so that they are sealed together: compressed as
+/// one group, and one job instead of one per file.
+#[derive(Default)]
+struct Gathered {
+    data: Vec<u8>,
+    chunks: Vec<(ChunkId, Range<usize>)>,
+}
+
 /// Stores and fetches chunks of one repository.
 pub struct ChunkStore<'r> {
     repo: &'r Repository,
@@ -288,6 +301,8 @@ pub struct ChunkStore<'r> {
     /// offset, newest last: reading a file chunk by chunk (mount, dump)
     /// opens each group once, not once per chunk.
     opened: Mutex<VecDeque<OpenedGroup>>,
+    /// New chunks of small puts waiting to be sealed together.
+    gathered: Mutex<Gathered>,
 }
 
 /// A group's plaintext, by its pack and offset.
@@ -328,6 +343,7 @@ impl<'r> ChunkStore<'r> {
             trees_read: Mutex::new(Vec::new()),
             locator: Locator::new(repo, index),
             opened: Mutex::new(VecDeque::new()),
+            gathered: Mutex::new(Gathered::default()),
         }
     }
 
@@ -508,10 +524,14 @@ impl<'r> ChunkStore<'r> {
         ranges: &[Range<usize>],
     ) -> Result<Vec<ChunkId>> {
         let sealer = &self.shared.sealer;
-        let ids: Vec<ChunkId> = ranges
-            .par_iter()
-            .map(|r| sealer.chunk_id(&data[r.clone()]))
-            .collect();
+        let id = |r: &Range<usize>| sealer.chunk_id(&data[r.clone()]);
+        // A small put (a small file, a tree) is hashed here: handing it to
+        // the pool would cost more than hashing it.
+        let ids: Vec<ChunkId> = if data.len() < PARALLEL_HASH {
+            ranges.iter().map(id).collect()
+        } else {
+            ranges.par_iter().map(id).collect()
+        };
         let known = self.trusted_locations(&ids)?;
         let mut fresh = Vec::new();
         {
@@ -532,7 +552,22 @@ impl<'r> ChunkStore<'r> {
             }
             self.collect_uploads(&mut state, false)?;
         }
-        if !fresh.is_empty() {
+        let fresh_bytes: usize = fresh.iter().map(|(_, r)| r.len()).sum();
+        if kind == PackKind::Data && fresh_bytes > 0 && fresh_bytes < self.gather_limit() {
+            let full = {
+                let mut gathered = lock(&self.gathered);
+                for (id, r) in fresh {
+                    let at = gathered.data.len();
+                    gathered.data.extend_from_slice(&data[r]);
+                    let end = gathered.data.len();
+                    gathered.chunks.push((id, at..end));
+                }
+                gathered.data.len() >= self.gather_limit()
+            };
+            if full {
+                self.seal_gathered()?;
+            }
+        } else if !fresh.is_empty() {
             self.submit(SealJob {
                 kind,
                 data,
@@ -540,6 +575,27 @@ impl<'r> ChunkStore<'r> {
             })?;
         }
         Ok(ids)
+    }
+
+    /// New data chunks of a put with fewer new bytes than this are
+    /// gathered with those of the puts that follow and sealed together
+    /// once this many are gathered: a quarter of a group, so that reading
+    /// one small file opens little more than its neighbours.
+    fn gather_limit(&self) -> usize {
+        self.options.group_size.min(MAX_GROUP_RAW as usize) / 4
+    }
+
+    /// Hands the gathered chunks of small puts to a sealing job.
+    fn seal_gathered(&self) -> Result<()> {
+        let gathered = std::mem::take(&mut *lock(&self.gathered));
+        if gathered.chunks.is_empty() {
+            return Ok(());
+        }
+        self.submit(SealJob {
+            kind: PackKind::Data,
+            data: Arc::new(gathered.data),
+            chunks: gathered.chunks,
+        })
     }
 
     /// Queues a sealing job once fewer than [`SEAL_AHEAD`] bytes wait
@@ -652,6 +708,7 @@ impl<'r> ChunkStore<'r> {
     /// # Errors
     /// Backend and cache errors; on error nothing already committed is lost.
     pub fn flush(&self) -> Result<()> {
+        self.seal_gathered()?;
         self.drain()?;
         let mut state = lock(&self.shared.state);
         let sealer = &self.shared.sealer;

@@ -43,7 +43,9 @@ impl ChunkStore<'_> {
             None => None,
         };
         if lock(&self.shared.state).pending.contains_key(id) {
-            self.drain()?; // it may still be on its way into a pack
+            // It may still be gathered or on its way into a pack.
+            self.seal_gathered()?;
+            self.drain()?;
         }
         {
             let state = lock(&self.shared.state);

@@ -8,7 +8,7 @@ use kura::backend::faulty::FaultPlan;
 use kura::backend::{Backend, FaultyBackend, MemoryBackend};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
-use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions};
+use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions, DEFAULT_GROUP_SIZE};
 use kura::id::PackId;
 use kura::repository::Repository;
 
@@ -488,4 +488,47 @@ fn reading_a_stream_chunk_by_chunk_opens_each_group_once() {
     let store = ChunkStore::new(&reader, &index, ChunkStoreOptions::default());
     assert_eq!(restore(&store, &refs), data);
     assert_eq!(reads.load(Ordering::Relaxed), groups.len());
+}
+
+/// Small puts (small files) are gathered and sealed together: their
+/// chunks share groups, each reads back alone, before the flush (from
+/// the open packs) and after it, and a group holds at most a quarter of
+/// the group size beyond its last put.
+#[test]
+fn small_puts_are_sealed_together_and_read_back_alone() {
+    let (_backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let files: Vec<Vec<u8>> = (0..200)
+        .map(|i| text_like(3000 + i * 37, i as u64))
+        .collect();
+    let refs: Vec<Vec<ChunkRef>> = files
+        .iter()
+        .map(|f| store.put_stream(f.as_slice()).unwrap())
+        .collect();
+    // Read back while some are still gathered, sealed or in open packs.
+    assert_eq!(restore(&store, &refs[199]), files[199]);
+    assert_eq!(restore(&store, &refs[3]), files[3]);
+    let more = text_like(5000, 999);
+    let more_refs = store.put_stream(more.as_slice()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(restore(&store, &more_refs), more);
+    for (f, r) in files.iter().zip(&refs) {
+        assert_eq!(&restore(&store, r), f);
+    }
+    let groups: HashSet<_> = refs
+        .iter()
+        .flatten()
+        .map(|r| {
+            let l = index.lookup(&r.id).unwrap().unwrap();
+            assert!(l.raw_offset + l.raw_len <= (DEFAULT_GROUP_SIZE / 2) as u32);
+            (l.pack, l.offset)
+        })
+        .collect();
+    assert!(groups.len() < files.len() / 10, "{} groups", groups.len());
+    drop(store);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    for (f, r) in files.iter().zip(&refs) {
+        assert_eq!(&restore(&store, r), f);
+    }
 }

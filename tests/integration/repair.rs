@@ -98,7 +98,10 @@ fn repair_snapshots_drops_the_files_of_a_lost_pack() {
     assert_eq!(snapshot_ids(&d).len(), 2);
 }
 
-/// A second snapshot adds eight one-chunk files, which share two packs.
+/// A second snapshot adds eight files, which share two packs; each is
+/// large enough (600 kB) to be a compression group of its own (smaller
+/// files are gathered into shared groups, and damage to a group is damage
+/// to every file in it).
 fn small_files() -> (Damaged, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let cli = CliRepo::init(dir.path());
@@ -108,7 +111,7 @@ fn small_files() -> (Damaged, Vec<String>) {
     let first = backup(&cli, &src);
     let names: Vec<String> = (0..8).map(|i| format!("f{i}.bin")).collect();
     for (i, name) in (0u64..).zip(&names) {
-        fs::write(src.join(name), pseudo_random(4000, 1000 + 2 * i)).unwrap();
+        fs::write(src.join(name), pseudo_random(600_000, 1000 + 2 * i)).unwrap();
     }
     let second = backup(&cli, &src);
     let d = Damaged {
