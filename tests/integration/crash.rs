@@ -599,9 +599,11 @@ fn a_backup_crashed_at_any_backend_operation_leaves_a_whole_repository() {
         ..FaultPlan::default()
     });
     // Nearly every point is reached (a run's operation count varies a
-    // little with upload timing: 14 to 17 operations have been seen).
+    // little with upload timing: 11 to 17 operations have been seen; the
+    // small files of the corpus share groups, and so fewer packs, since
+    // they are gathered).
     assert!(
-        tally.n >= 12 && tally.crashed as u64 + 3 >= tally.n,
+        tally.n >= 8 && tally.crashed as u64 + 3 >= tally.n,
         "{tally:?}"
     );
     // Some crashes left packs without an index, which the next backup
