@@ -260,6 +260,17 @@ impl ChunkStore<'_> {
         Ok(plain)
     }
 
+    /// The compression group the index places chunk `id` in (its pack and
+    /// offset), if it knows one: chunks of one group are best read
+    /// together ([`Self::for_each_chunk`] opens a group once per call).
+    pub fn group_of(&self, id: &ChunkId) -> Option<(crate::id::PackId, u32)> {
+        self.index
+            .lookup(id)
+            .ok()
+            .flatten()
+            .map(|l| (l.pack, l.offset))
+    }
+
     /// Reads chunk `id` at `loc` from its group, which it opens unless one
     /// of the groups opened last is it; a group of several chunks is kept
     /// among those.

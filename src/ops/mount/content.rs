@@ -340,7 +340,17 @@ impl View<'_> {
         }
         let mine = self.chunks.claim(&ids);
         let part = mine.len().div_ceil(PREFETCH_PARTS).max(1);
-        for ids in mine.chunks(part) {
+        let mut start = 0;
+        while start < mine.len() {
+            // A part ends where a compression group does: a group split
+            // between two parts would be opened by both.
+            let mut end = (start + part).min(mine.len());
+            let group = self.store.group_of(&mine[end - 1]);
+            while end < mine.len() && group.is_some() && self.store.group_of(&mine[end]) == group {
+                end += 1;
+            }
+            let ids = &mine[start..end];
+            start = end;
             let sent = match &*lock(&self.prefetch) {
                 Some(tx) => tx.send(ids.to_vec()).is_ok(),
                 None => false,
