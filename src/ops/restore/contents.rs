@@ -255,19 +255,34 @@ fn reads_zeros(file: &File, pos: u64, len: u64) -> bool {
 
 /// Extents with their offsets (the first at `pos`), in groups of about
 /// [`WRITE_GROUP`] data bytes, so one large file is written by several
-/// threads.
-fn extent_groups(extents: &[Extent], mut pos: u64) -> Vec<Vec<(u64, Extent)>> {
+/// threads. A group ends where a compression group does (`group_of`
+/// names a chunk's): one split between two would be opened by both.
+fn extent_groups<G: PartialEq>(
+    extents: &[Extent],
+    mut pos: u64,
+    group_of: impl Fn(&ChunkId) -> Option<G>,
+) -> Vec<Vec<(u64, Extent)>> {
     let mut groups = vec![Vec::new()];
     let mut in_group = 0u64;
+    let mut last_data: Option<ChunkId> = None;
     for e in extents {
         if in_group >= WRITE_GROUP {
-            groups.push(Vec::new());
-            in_group = 0;
+            let splits_one = match (e, last_data) {
+                (Extent::Data { id, .. }, Some(last)) => {
+                    group_of(id).is_some_and(|g| group_of(&last) == Some(g))
+                }
+                _ => false,
+            };
+            if !splits_one {
+                groups.push(Vec::new());
+                in_group = 0;
+            }
         }
         groups.last_mut().expect("one group").push((pos, *e));
         pos += e.len();
-        if let Extent::Data { len, .. } = e {
+        if let Extent::Data { id, len } = e {
             in_group += u64::from(*len);
+            last_data = Some(*id);
         }
     }
     groups
@@ -318,7 +333,7 @@ fn write_extents(
     pos: u64,
     holes: Holes,
 ) -> Result<u64> {
-    extent_groups(extents, pos)
+    extent_groups(extents, pos, |id| store.group_of(id))
         .into_par_iter()
         .map(|group| {
             let mut data = Vec::with_capacity(group.len());
@@ -417,4 +432,50 @@ fn write_fetched(
         pos += e.len();
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(i: u32) -> ChunkId {
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        ChunkId(id)
+    }
+
+    /// Write groups of a large file end at compression-group ends (here
+    /// 100 chunks of 32 KiB), keep every extent in order at its offset,
+    /// and still split the file (holes do not count as data).
+    #[test]
+    fn write_groups_do_not_split_a_compression_group() {
+        let mut extents: Vec<Extent> = (0..600)
+            .map(|i| Extent::Data {
+                id: chunk(i),
+                len: 32 << 10,
+            })
+            .collect();
+        extents.insert(10, Extent::Hole { len: 5000 });
+        let group_of = |id: &ChunkId| Some(u32::from_le_bytes(id.0[..4].try_into().unwrap()) / 100);
+        let groups = extent_groups(&extents, 7, group_of);
+        assert!(groups.len() >= 2, "{} groups", groups.len());
+        let mut seen = std::collections::HashMap::new();
+        let mut pos = 7;
+        let mut all = Vec::new();
+        for (w, group) in groups.iter().enumerate() {
+            for (at, e) in group {
+                assert_eq!(*at, pos);
+                pos += e.len();
+                all.push(*e);
+                if let Extent::Data { id, .. } = e {
+                    let g = group_of(id).unwrap();
+                    assert_eq!(*seen.entry(g).or_insert(w), w, "group {g} split");
+                }
+            }
+        }
+        assert_eq!(all, extents);
+        // Without groups, the same extents split every WRITE_GROUP bytes.
+        let plain = extent_groups(&extents, 7, |_| None::<u32>);
+        assert_eq!(plain.len(), 3);
+    }
 }
