@@ -270,4 +270,45 @@ mod tests {
             }
         }
     }
+
+    /// A chunk stored in two packs (two writers raced) has one location
+    /// and the other as another copy, the same whether the files are
+    /// recorded one by one or together (entries sorted by chunk id).
+    #[test]
+    fn a_chunk_in_two_packs_keeps_both_however_files_are_batched() {
+        let mut results = Vec::new();
+        for batch in [1, SYNC_BATCH_ENTRIES] {
+            let repo = in_memory_for_tests();
+            let mut second = pack(7, 3);
+            second.entries.push(PackEntry {
+                id: chunk(5, 1),
+                offset: 300,
+                stored_len: 100,
+                raw_offset: 0,
+                raw_len: 60,
+            });
+            second.size = 400;
+            for (id, p) in [(0x10u8, pack(5, 3)), (0x20, second)] {
+                let file = IndexFile {
+                    supersedes: Vec::new(),
+                    packs: vec![p],
+                };
+                write_index_file_as(&repo, &IndexId([id; 32]), &file, 3).unwrap();
+            }
+            let index = ChunkIndex::open(None).unwrap();
+            index.sync_in_batches(&repo, batch).unwrap();
+            let first = index.lookup(&chunk(5, 1)).unwrap().unwrap().pack;
+            let mut all: Vec<PackId> = index
+                .locations(&chunk(5, 1))
+                .unwrap()
+                .into_iter()
+                .map(|l| l.pack)
+                .collect();
+            all.sort();
+            assert_eq!(all, vec![PackId([5; 32]), PackId([7; 32])], "batch {batch}");
+            assert_eq!(index.len().unwrap(), 6, "batch {batch}");
+            results.push(first);
+        }
+        assert_eq!(results[0], results[1]);
+    }
 }
