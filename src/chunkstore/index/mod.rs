@@ -442,6 +442,7 @@ impl ChunkIndex {
 
     /// Records several index files in one transaction (fewer commits:
     /// each rewrites the pages it touched).
+    ///
     /// Chunk entries go in in chunk-id order: the table's pages are then
     /// visited once each, in order, where the files' order (random ids)
     /// touched a page per entry; on a cache of millions of entries with a
@@ -454,15 +455,7 @@ impl ChunkIndex {
             // Stable: of two entries for one chunk, the later still wins.
             let mut entries: Vec<(&ChunkId, [u8; LOCATION_LEN])> = files
                 .iter()
-                .flat_map(|(_, file)| &file.packs)
-                .flat_map(|pack| {
-                    pack.entries.iter().map(|e| {
-                        (
-                            &e.id,
-                            BlobLocation::from_entry(pack.id, pack.kind, e).encode(),
-                        )
-                    })
-                })
+                .flat_map(|(_, file)| chunk_entries(&file.packs))
                 .collect();
             entries.sort_by_key(|(id, _)| *id);
             insert_chunks_in(txn, entries)
@@ -509,17 +502,19 @@ fn insert_in(
     packs: &[IndexedPack],
 ) -> Result<()> {
     insert_packs_in(txn, id, packs)?;
-    insert_chunks_in(
-        txn,
-        packs.iter().flat_map(|pack| {
-            pack.entries.iter().map(|e| {
-                (
-                    &e.id,
-                    BlobLocation::from_entry(pack.id, pack.kind, e).encode(),
-                )
-            })
-        }),
-    )
+    insert_chunks_in(txn, chunk_entries(packs))
+}
+
+/// The chunk entries of `packs`, in order, as the cache stores them.
+fn chunk_entries(packs: &[IndexedPack]) -> impl Iterator<Item = (&ChunkId, [u8; LOCATION_LEN])> {
+    packs.iter().flat_map(|pack| {
+        pack.entries.iter().map(|e| {
+            (
+                &e.id,
+                BlobLocation::from_entry(pack.id, pack.kind, e).encode(),
+            )
+        })
+    })
 }
 
 /// The packs of [`ChunkIndex::insert`] (not their chunks), and index file

@@ -265,17 +265,17 @@ fn extent_groups<G: PartialEq>(
     let mut groups = vec![Vec::new()];
     let mut in_group = 0u64;
     let mut last_data: Option<ChunkId> = None;
+    // Once a write group is full: the compression group of its last chunk.
+    let mut full_at: Option<Option<G>> = None;
     for e in extents {
         if in_group >= WRITE_GROUP {
-            let splits_one = match (e, last_data) {
-                (Extent::Data { id, .. }, Some(last)) => {
-                    group_of(id).is_some_and(|g| group_of(&last) == Some(g))
-                }
-                _ => false,
-            };
+            let last = full_at.get_or_insert_with(|| last_data.and_then(|l| group_of(&l)));
+            let splits_one = matches!(e, Extent::Data { id, .. }
+                if last.is_some() && group_of(id) == *last);
             if !splits_one {
                 groups.push(Vec::new());
                 in_group = 0;
+                full_at = None;
             }
         }
         groups.last_mut().expect("one group").push((pos, *e));
