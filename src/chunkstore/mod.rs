@@ -9,7 +9,8 @@
 //! chunks are new and returns their ids at once; sealing (compress and
 //! encrypt) and packing of the new chunks run as background rayon jobs,
 //! so they overlap the reading and hashing of what follows, across files;
-//! the new chunks of small files are gathered and sealed as one job (one
+//! the new chunks of small puts (small files, or a segment of a large one
+//! where little changed) are gathered and sealed as one job (one
 //! compression group of about a quarter of the group size);
 //! full packs are written by an uploader thread behind a bounded queue.
 //! Memory is bounded by the batch size, [`SEAL_AHEAD`] bytes waiting to be
@@ -278,8 +279,8 @@ struct SealJob {
     chunks: Vec<(ChunkId, Range<usize>)>,
 }
 
-/// New data chunks of small puts (small files, one after another),
-/// gathered into one job so that they are sealed together: compressed as
+/// New data chunks of small puts (small files one after another, and
+/// segments of large files where little changed), gathered into one job so that they are sealed together: compressed as
 /// one group, and one job instead of one per file.
 #[derive(Default)]
 struct Gathered {

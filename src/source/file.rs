@@ -16,7 +16,7 @@ use std::path::Path;
 
 use crate::error::Result;
 
-use crate::source::{ContentSink, data_ranges};
+use crate::source::{ContentSink, data_ranges, whole_range};
 
 /// What was read of a regular file (its content went to the sink).
 #[derive(Debug)]
@@ -46,27 +46,24 @@ pub fn read_file(
     };
     let size = lstat.len();
     // A file whose blocks cover its size has no hole to find (or one too
-    // small to matter, read as zeros): no SEEK_DATA/SEEK_HOLE for it, and
-    // no seek (a file searched for holes is wherever the search left it).
-    let dense = lstat.blocks().saturating_mul(512) >= size;
-    let ranges = if dense {
-        if size == 0 {
-            Vec::new()
-        } else {
-            vec![(0, size)]
-        }
+    // small to matter, read as zeros): no SEEK_DATA/SEEK_HOLE for it.
+    // `at_pos`: the file's position is `pos` (a search for holes leaves
+    // it anywhere); a seek is made only when it is not.
+    let (ranges, mut at_pos) = if lstat.blocks().saturating_mul(512) >= size {
+        (whole_range(size), true)
     } else {
-        data_ranges(&file, size)
+        (data_ranges(&file, size), false)
     };
     let mut pos = 0u64;
     for (offset, len) in ranges {
         if offset > pos {
             sink.hole(offset - pos)?;
         }
-        let got = match read_range(&mut file, offset, len, !dense || offset != pos, sink)? {
+        let got = match read_range(&mut file, offset, len, !at_pos || offset != pos, sink)? {
             Ok(got) => got,
             Err(problem) => return Ok(Err(problem)),
         };
+        at_pos = true;
         pos = offset + got;
         if got != len {
             return Ok(Ok(FileRead {

@@ -170,16 +170,20 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<Xattr>> {
     Ok(out)
 }
 
+/// A file of `size` bytes as one data range (none if it is empty).
+pub fn whole_range(size: u64) -> Vec<(u64, u64)> {
+    if size == 0 {
+        Vec::new()
+    } else {
+        vec![(0, size)]
+    }
+}
+
 /// The data ranges `(offset, length)` of a file of `size` bytes, from
 /// `SEEK_DATA`/`SEEK_HOLE`; the whole file when the filesystem cannot say.
+/// The search leaves the file's position anywhere.
 pub fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
-    let whole = || {
-        if size == 0 {
-            Vec::new()
-        } else {
-            vec![(0, size)]
-        }
-    };
+    let whole = || whole_range(size);
     let Ok(end) = i64::try_from(size) else {
         return whole();
     };
