@@ -64,6 +64,7 @@ use crate::repository::Repository;
 use crate::repository::sealer::Sealer;
 
 mod read;
+mod reused;
 pub use commit::SecureReport;
 pub use locate::Locator;
 pub use read::read_blob;
@@ -304,6 +305,8 @@ pub struct ChunkStore<'r> {
     opened: Mutex<VecDeque<OpenedGroup>>,
     /// New chunks of small puts waiting to be sealed together.
     gathered: Mutex<Gathered>,
+    /// Chunks read from groups opened for a small part of them.
+    reused: Mutex<reused::Reused>,
 }
 
 /// A group's plaintext, by its pack and offset.
@@ -345,6 +348,7 @@ impl<'r> ChunkStore<'r> {
             locator: Locator::new(repo, index),
             opened: Mutex::new(VecDeque::new()),
             gathered: Mutex::new(Gathered::default()),
+            reused: Mutex::new(reused::Reused::new(reused::REUSED_BYTES)),
         }
     }
 

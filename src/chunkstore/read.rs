@@ -114,7 +114,9 @@ impl ChunkStore<'_> {
 
     /// Calls `f(k, chunk)` once for each position `k` of `ids` with that
     /// chunk, authenticated and checked against its id, in an order of the
-    /// store's choosing: by pack and offset, so that chunks stored next to
+    /// store's choosing: first those kept from earlier calls (chunks read
+    /// from a group opened for a small part of it, see [`super::reused`]),
+    /// then by pack and offset, so that chunks stored next to
     /// each other in one pack are read with one ranged read (gaps up to
     /// [`COALESCE_GAP`] are read and skipped) and a restore over a network
     /// makes a request per run of neighbouring chunks instead of one per
@@ -126,6 +128,27 @@ impl ChunkStore<'_> {
     /// # Errors
     /// As [`Self::get`], and the first error `f` returns (which stops it).
     pub fn for_each_chunk(
+        &self,
+        ids: &[ChunkId],
+        mut f: impl FnMut(usize, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut todo = Vec::with_capacity(ids.len());
+        for (k, id) in ids.iter().enumerate() {
+            let kept = lock(&self.reused).get(id);
+            match kept {
+                Some(chunk) => f(k, &chunk)?,
+                None => todo.push(k),
+            }
+        }
+        if todo.len() == ids.len() {
+            return self.read_runs(ids, f);
+        }
+        let todo_ids: Vec<ChunkId> = todo.iter().map(|&k| ids[k]).collect();
+        self.read_runs(&todo_ids, |k, chunk| f(todo[k], chunk))
+    }
+
+    /// [`Self::for_each_chunk`] from the packs.
+    fn read_runs(
         &self,
         ids: &[ChunkId],
         mut f: impl FnMut(usize, &[u8]) -> Result<()>,
@@ -193,6 +216,13 @@ impl ChunkStore<'_> {
                     fallback.extend_from_slice(group);
                     continue;
                 };
+                // A group opened for a small part of it: keep what was
+                // wanted, which other calls are likely to want again.
+                let wanted: usize = group
+                    .iter()
+                    .map(|&k| locations[k].expect("filtered").raw_len as usize)
+                    .sum();
+                let keep = wanted.saturating_mul(2) < plain.len();
                 let mut checked: Option<(BlobLocation, &[u8])> = None;
                 for &k in group {
                     let l = locations[k].expect("filtered");
@@ -206,6 +236,9 @@ impl ChunkStore<'_> {
                     match chunk {
                         Ok(chunk) => {
                             checked = Some((l, chunk));
+                            if keep {
+                                lock(&self.reused).insert(ids[k], chunk);
+                            }
                             f(k, chunk)?;
                         }
                         Err(_) => fallback.push(k),

@@ -9,6 +9,7 @@ use kura::backend::{Backend, FaultyBackend, MemoryBackend};
 use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::pack::PackerOptions;
 use kura::chunkstore::{ChunkRef, ChunkStore, ChunkStoreOptions, DEFAULT_GROUP_SIZE};
+use kura::format::layout;
 use kura::id::PackId;
 use kura::repository::Repository;
 
@@ -531,4 +532,45 @@ fn small_puts_are_sealed_together_and_read_back_alone() {
     for (f, r) in files.iter().zip(&refs) {
         assert_eq!(&restore(&store, r), f);
     }
+}
+
+/// A chunk fetched from a group opened for a small part of it (as a
+/// deduplicated chunk is, by the second file that names it) is kept, so
+/// the next files that name it do not open that group again; a chunk of
+/// a group read in full is not.
+#[test]
+fn a_chunk_read_from_a_group_opened_for_it_alone_is_kept() {
+    let (backend, repo) = memory_repo();
+    let index = ChunkIndex::open(None).unwrap();
+    let store = ChunkStore::new(&repo, &index, small_packs());
+    let files: Vec<Vec<u8>> = (0..40).map(|i| text_like(3000, i)).collect();
+    let refs: Vec<ChunkRef> = files
+        .iter()
+        .map(|f| {
+            let r = store.put_stream(f.as_slice()).unwrap();
+            assert_eq!(r.len(), 1);
+            r[0]
+        })
+        .collect();
+    store.flush().unwrap();
+    drop(store);
+    let store = ChunkStore::new(&repo, &index, ChunkStoreOptions::default());
+    let fetch = |ids: &[kura::id::ChunkId]| {
+        let mut out = vec![Vec::new(); ids.len()];
+        store
+            .for_each_chunk(ids, |k, c| {
+                out[k] = c.to_vec();
+                Ok(())
+            })
+            .map(|()| out)
+    };
+    // One file's chunk alone: a small part of its group.
+    assert_eq!(fetch(&[refs[5].id]).unwrap(), [files[5].clone()]);
+    let pack = index.lookup(&refs[5].id).unwrap().unwrap().pack;
+    assert_eq!(index.lookup(&refs[6].id).unwrap().unwrap().pack, pack);
+    backend.delete(&layout::pack_path(&pack)).unwrap();
+    // Kept: read without the pack. Its neighbour was not wanted, so it
+    // was not kept.
+    assert_eq!(fetch(&[refs[5].id]).unwrap(), [files[5].clone()]);
+    assert!(fetch(&[refs[6].id]).is_err());
 }
