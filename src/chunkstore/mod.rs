@@ -2,7 +2,10 @@
 //! back its chunk ids, storing only chunks the repository lacks; get a chunk
 //! back by id, authenticated and checked against its id on every read.
 //!
-//! Hot path, a pipeline: a reader thread cuts the stream into batches (the
+//! Hot path, a pipeline (a backup's small files are cut and hashed on
+//! read-ahead threads instead, [`ChunkStore::prepare`], and put in order
+//! by [`ChunkStore::put_prepared`]): a reader thread cuts the stream into
+//! batches (the
 //! cut points of a segment searched in regions on rayon, with the same
 //! cuts as one thread: [`ChunkStream`]); the
 //! caller's thread hashes each batch (in parallel on rayon), decides which
@@ -139,6 +142,25 @@ pub const DEFAULT_GROUP_SIZE: usize = 2 << 20;
 pub struct ChunkRef {
     pub id: ChunkId,
     pub len: u32,
+}
+
+/// A small file cut into chunks and hashed by [`ChunkStore::prepare`],
+/// not yet stored.
+pub struct Prepared {
+    data: Vec<u8>,
+    chunks: Vec<Range<usize>>,
+    ids: Vec<ChunkId>,
+}
+
+impl Prepared {
+    /// Its bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
 }
 
 /// Counters of what the store did.
@@ -485,6 +507,39 @@ impl<'r> ChunkStore<'r> {
         Ok(total)
     }
 
+    /// Cuts and hashes `data`, a whole small file, without touching the
+    /// store's state: safe on any thread, so several files are prepared
+    /// at once and then put in order by [`Self::put_prepared`] (the cuts
+    /// and ids are those [`Self::put_stream`] finds for the same bytes).
+    pub fn prepare(&self, data: Vec<u8>) -> Prepared {
+        let chunks = self.repo.chunker().cut_all(&data);
+        let sealer = &self.shared.sealer;
+        let ids = chunks
+            .iter()
+            .map(|r| sealer.chunk_id(&data[r.clone()]))
+            .collect();
+        Prepared { data, chunks, ids }
+    }
+
+    /// Stores the new chunks of a [`Prepared`] file, as
+    /// [`Self::put_stream`] stores a stream, and returns the refs of all
+    /// of them in order.
+    ///
+    /// # Errors
+    /// As [`Self::put_stream`].
+    pub fn put_prepared(&self, prepared: Prepared) -> Result<Vec<ChunkRef>> {
+        let Prepared { data, chunks, ids } = prepared;
+        let ids = self.put_hashed(PackKind::Data, Arc::new(data), &chunks, Some(ids))?;
+        Ok(ids
+            .into_iter()
+            .zip(&chunks)
+            .map(|(id, r)| ChunkRef {
+                id,
+                len: u32::try_from(r.len()).expect("chunks are below 4 GiB"),
+            })
+            .collect())
+    }
+
     fn put_batch(&self, batch: Batch, refs: &mut Vec<ChunkRef>) -> Result<()> {
         let ids = self.put_pieces(PackKind::Data, Arc::new(batch.data), &batch.chunks)?;
         refs.extend(ids.into_iter().zip(&batch.chunks).map(|(id, r)| ChunkRef {
@@ -528,14 +583,25 @@ impl<'r> ChunkStore<'r> {
         data: Arc<Vec<u8>>,
         ranges: &[Range<usize>],
     ) -> Result<Vec<ChunkId>> {
+        self.put_hashed(kind, data, ranges, None)
+    }
+
+    /// [`Self::put_pieces`] with the pieces' ids, if the caller has them.
+    fn put_hashed(
+        &self,
+        kind: PackKind,
+        data: Arc<Vec<u8>>,
+        ranges: &[Range<usize>],
+        ids: Option<Vec<ChunkId>>,
+    ) -> Result<Vec<ChunkId>> {
         let sealer = &self.shared.sealer;
         let id = |r: &Range<usize>| sealer.chunk_id(&data[r.clone()]);
         // A small put (a small file, a tree) is hashed here: handing it to
         // the pool would cost more than hashing it.
-        let ids: Vec<ChunkId> = if data.len() < PARALLEL_HASH {
-            ranges.iter().map(id).collect()
-        } else {
-            ranges.par_iter().map(id).collect()
+        let ids: Vec<ChunkId> = match ids {
+            Some(ids) => ids,
+            None if data.len() < PARALLEL_HASH => ranges.iter().map(id).collect(),
+            None => ranges.par_iter().map(id).collect(),
         };
         let known = self.trusted_locations(&ids)?;
         let mut fresh = Vec::new();

@@ -187,6 +187,7 @@ pub fn backup_options(
         store,
         clock: super::clock_from_env()?,
         files_cache: super::cache_root(),
+        one_reader: false,
     };
     Ok(options)
 }

@@ -2,12 +2,16 @@
 //! the parent snapshot, walks each path with the source layer's walker,
 //! reuses the content of files unchanged since the parent without reading
 //! them, puts the rest (data ranges only: holes cost nothing), images and
-//! streams into the chunk store, stores trees bottom-up, flushes, and
-//! commits by the chunk store's commit protocol, writing the snapshot last.
+//! streams into the chunk store (small files read, cut and hashed ahead
+//! by worker threads, [`read_ahead`], and put in walk order), stores
+//! trees bottom-up, flushes, and commits by the chunk store's commit
+//! protocol, writing the snapshot last.
 //!
 //! Owned invariant: the snapshot is written only after everything it
 //! refers to is durable, indexed and secured against concurrent prunes
 //! (`chunkstore::commit`).
+
+mod read_ahead;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -17,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use crate::chunkstore::commit::{Started, commit_check, writing_store};
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
-use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
+use crate::chunkstore::{ChunkStore, ChunkStoreOptions, Prepared, SecureReport};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
@@ -34,6 +38,7 @@ use crate::source::file::read_file;
 use crate::source::image::read_image;
 use crate::source::walk::{Found, Visitor, Walker, clean_absolute, components};
 use crate::source::{ContentSink, NameCache, lstat_metadata, read_metadata, special_payload};
+use read_ahead::{Candidate, ReadAhead, Stamp};
 
 /// Which snapshot unchanged files are taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +79,9 @@ pub struct BackupOptions {
     /// The cache root under which a put-only key's backup keeps its files
     /// cache (`snapshot::files_cache`); `None` keeps none.
     pub files_cache: Option<PathBuf>,
+    /// Read every file on the walk's own thread, none ahead
+    /// (`backup::read_ahead`); the snapshot is the same either way.
+    pub one_reader: bool,
 }
 
 /// What a backup did. Serialized as `kura backup --json` prints it.
@@ -134,7 +142,17 @@ pub fn backup_with_progress(
         archiver.cache_out = files_cache::Writer::create(file);
     }
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
-    let root = archiver.root(&mut walker, options, &sources, parent_root)?;
+    let readers = if options.one_reader {
+        0
+    } else {
+        read_ahead_workers()
+    };
+    let root = read_ahead::run(&store, readers, |ahead| {
+        archiver.ahead = Some(ahead.clone());
+        let root = archiver.root(&mut walker, options, &sources, parent_root);
+        archiver.ahead = None;
+        root
+    })?;
     let tree_id = store_root(&store, root)?;
     store.flush()?;
     tracing::debug!("backup: flushed");
@@ -160,6 +178,12 @@ pub fn backup_with_progress(
         packs_refused: refused_packs(&adopted),
         secured,
     })
+}
+
+/// Threads reading small files ahead of the walk: one per core, at most 4
+/// (the walk's thread and the sealing pool share the cores with them).
+fn read_ahead_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// The files cache of this backup's sources, for a put-only key that
@@ -305,12 +329,16 @@ struct Archiver<'s, 'r> {
     cache_in: Option<files_cache::Lookup>,
     /// The files cache this backup writes.
     cache_out: Option<files_cache::Writer>,
+    /// Workers reading small files ahead, while the walk runs.
+    ahead: Option<ReadAhead>,
 }
 
-/// A directory being walked: its metadata and its tree in the parent.
+/// A directory being walked: its metadata, its tree in the parent, and
+/// its number in the read-ahead if its files were planned there.
 struct DirVisit {
     meta: Metadata,
     parent: Option<ChunkId>,
+    ahead: Option<u64>,
 }
 
 impl Visitor for Archiver<'_, '_> {
@@ -354,7 +382,11 @@ impl Visitor for Archiver<'_, '_> {
             Some(Payload::Dir(id)) => Some(*id),
             _ => None,
         };
-        Ok(DirVisit { meta, parent })
+        Ok(DirVisit {
+            meta,
+            parent,
+            ahead: None,
+        })
     }
 
     fn known_children(&mut self, path: &Path, dir: &DirVisit) -> Result<HashMap<Vec<u8>, Entry>> {
@@ -368,7 +400,48 @@ impl Visitor for Archiver<'_, '_> {
             .collect())
     }
 
+    fn upcoming(
+        &mut self,
+        path: &Path,
+        dir: &mut DirVisit,
+        names: &[Vec<u8>],
+        known: &HashMap<Vec<u8>, Entry>,
+    ) {
+        let Some(ahead) = &self.ahead else {
+            return;
+        };
+        let files = names
+            .iter()
+            .map(|name| {
+                let path = path.join(std::ffi::OsStr::from_bytes(name));
+                let known = match known.get(name) {
+                    Some(Entry {
+                        meta,
+                        payload: Payload::File(_),
+                        ..
+                    }) => Some(stamp(meta)),
+                    Some(_) => None,
+                    None => self
+                        .cache_in
+                        .as_ref()
+                        .and_then(|c| c.get(&path))
+                        .map(|c| Stamp {
+                            size: c.size,
+                            mtime: c.mtime,
+                            ctime: c.ctime,
+                            ino: c.ino,
+                        }),
+                };
+                Candidate { path, known }
+            })
+            .collect();
+        dir.ahead = ahead.plan(files);
+    }
+
     fn leave(&mut self, found: &Found<'_>, dir: DirVisit, children: Vec<Entry>) -> Result<Entry> {
+        if let (Some(ahead), Some(n)) = (&self.ahead, dir.ahead) {
+            ahead.forget(n);
+        }
         Ok(Entry {
             name: found.name.to_vec(),
             meta: dir.meta,
@@ -388,6 +461,7 @@ impl<'s, 'r> Archiver<'s, 'r> {
             warnings: Vec::new(),
             cache_in: None,
             cache_out: None,
+            ahead: None,
         }
     }
 
@@ -447,7 +521,19 @@ impl<'s, 'r> Archiver<'s, 'r> {
             reused
         } else {
             let mut sink = self.sink(self.cache_out.is_some());
-            match read_file(found.path, found.lstat, &mut sink)? {
+            let taken = self
+                .ahead
+                .as_ref()
+                .and_then(|a| a.take(found.path, Stamp::of(found.lstat)));
+            let read = match taken {
+                Some(Ok((prepared, read))) => {
+                    sink.prepared(prepared)?;
+                    Ok(read)
+                }
+                Some(Err(warning)) => Err(warning),
+                None => read_file(found.path, found.lstat, &mut sink)?,
+            };
+            match read {
                 Ok(read) => {
                     if let Some(why) = &read.changed {
                         self.warn(format!("{}: {why}", found.path.display()));
@@ -685,6 +771,20 @@ impl StoreSink<'_, '_> {
     }
 }
 
+impl StoreSink<'_, '_> {
+    /// Puts a file read and prepared ahead (`backup::read_ahead`).
+    fn prepared(&mut self, prepared: Prepared) -> Result<()> {
+        self.progress.bytes(prepared.len() as u64);
+        for r in self.store.put_prepared(prepared)? {
+            self.push(Extent::Data {
+                id: r.id,
+                len: r.len,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 impl ContentSink for StoreSink<'_, '_> {
     fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<u64> {
         let (store, progress) = (self.store, self.progress);
@@ -727,6 +827,16 @@ fn parent_tree<T>(path: &Path, loaded: Result<T>) -> Result<Option<T>> {
 
 /// The parent's content for a file whose size, times and inode are those
 /// recorded in the parent snapshot.
+/// What the read-ahead compares of a file's version.
+fn stamp(meta: &Metadata) -> Stamp {
+    Stamp {
+        size: meta.size,
+        mtime: meta.mtime,
+        ctime: meta.ctime,
+        ino: meta.ino,
+    }
+}
+
 fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content> {
     let p = parent?;
     let Payload::File(content) = &p.payload else {

@@ -82,6 +82,45 @@ pub fn read_file(
     })
 }
 
+/// Regular file `path` (whose `lstat` is `lstat`) read whole into memory,
+/// for a caller that reads several files at once and puts each in order
+/// later; `None` if it is not such a file: larger than `limit`, or with
+/// fewer blocks than its size (it may have holes, which [`read_file`]
+/// finds). The same rules as [`read_file`]: up to the size at open, and
+/// a file that changed meanwhile comes back with a reason. The error is
+/// a file that could not be opened or read.
+pub fn read_whole(
+    path: &Path,
+    lstat: &fs::Metadata,
+    limit: u64,
+) -> Option<std::result::Result<(Vec<u8>, FileRead), String>> {
+    let size = lstat.len();
+    if size > limit || lstat.blocks().saturating_mul(512) < size {
+        return None;
+    }
+    Some(read_into_memory(path, lstat))
+}
+
+fn read_into_memory(
+    path: &Path,
+    lstat: &fs::Metadata,
+) -> std::result::Result<(Vec<u8>, FileRead), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let size = lstat.len();
+    let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    (&file)
+        .take(size)
+        .read_to_end(&mut data)
+        .map_err(|e| e.to_string())?;
+    let got = data.len() as u64;
+    if got < size {
+        let changed = Some("changed while it was read (shrank)".into());
+        return Ok((data, FileRead { size: got, changed }));
+    }
+    let changed = unchanged_since(&file, lstat)?;
+    Ok((data, FileRead { size, changed }))
+}
+
 /// Puts `len` bytes of `file` from `offset` into `sink` (seeking there
 /// first if `seek`: the file is elsewhere); the inner error is the
 /// file's, the outer one the sink's.

@@ -70,6 +70,19 @@ pub trait Visitor {
         dir: &Self::Dir,
     ) -> Result<HashMap<Vec<u8>, Self::Known>>;
 
+    /// The names of the children of directory `path` about to be visited,
+    /// in order (excluded ones left out): a visitor may start reading them
+    /// ahead. Called once the listing was read, after
+    /// [`Self::known_children`]; each child is `lstat`ed when visited.
+    fn upcoming(
+        &mut self,
+        _path: &Path,
+        _dir: &mut Self::Dir,
+        _names: &[Vec<u8>],
+        _known: &HashMap<Vec<u8>, Self::Known>,
+    ) {
+    }
+
     /// A directory after its children (none if it is a mount point left
     /// out by `one_file_system`).
     ///
@@ -136,7 +149,7 @@ impl Walker {
         if self.excluder.marked(path) {
             return Ok(None);
         }
-        let dir = visitor.enter(&found, known)?;
+        let mut dir = visitor.enter(&found, known)?;
         if self.one_file_system && lstat.dev() != self.device {
             return visitor.leave(&found, dir, Vec::new()).map(Some);
         }
@@ -148,12 +161,17 @@ impl Walker {
             }
         };
         let known = visitor.known_children(path, &dir)?;
+        let names: Vec<Vec<u8>> = names
+            .into_iter()
+            .filter(|name| !self.excluder.excludes(&path.join(OsStr::from_bytes(name))))
+            .collect();
+        visitor.upcoming(path, &mut dir, &names, &known);
         let children = self.children(visitor, path, names, &known)?;
         visitor.leave(&found, dir, children).map(Some)
     }
 
-    /// Visits the children `names` of directory `path` that are not
-    /// excluded, in that order.
+    /// Visits the children `names` of directory `path` (not excluded), in
+    /// that order.
     fn children<V: Visitor>(
         &self,
         visitor: &mut V,
@@ -164,9 +182,6 @@ impl Walker {
         let mut children = Vec::with_capacity(names.len());
         for name in names {
             let child = path.join(OsStr::from_bytes(&name));
-            if self.excluder.excludes(&child) {
-                continue;
-            }
             let md = match fs::symlink_metadata(&child) {
                 Ok(md) => md,
                 Err(e) => {

@@ -13,7 +13,7 @@ use kura::chunkstore::index::ChunkIndex;
 use kura::chunkstore::{ChunkStore, ChunkStoreOptions};
 use kura::format::pack::PackKind;
 use kura::format::tree::{Entry, Metadata, Payload, TreeBlob};
-use kura::ops::backup::{BackupOptions, backup};
+use kura::ops::backup::{BackupOptions, ParentChoice, backup};
 use kura::ops::restore::{RestoreOptions, restore};
 use kura::repository::Repository;
 use kura::repository::snapshots;
@@ -155,6 +155,71 @@ fn unchanged_files_are_not_read_again() {
         "only the edited file is read"
     );
     assert!(second.summary.bytes_stored < 100_000);
+    let target = f.work.join("restored");
+    restore_latest(&f, &target, vec![]).unwrap();
+    assert_eq!(
+        describe(&target.join(f.src.strip_prefix("/").unwrap())),
+        describe(&f.src)
+    );
+}
+
+/// Reading small files ahead on worker threads (the default) gives the
+/// snapshot a walk on one thread gives: the same trees, byte for byte, on
+/// a first night and on one with a parent where a few files changed.
+#[test]
+fn files_read_ahead_give_the_snapshot_one_reader_gives() {
+    let f = fixture();
+    // Many small files in nested directories, beside the fixture's
+    // large, sparse, special and unreadable-to-none entries.
+    for i in 0..600u64 {
+        let dir = f.src.join(format!("many/d{}/e{}", i % 7, i % 3));
+        fs::create_dir_all(&dir).unwrap();
+        let data = if i % 4 == 0 {
+            pseudo_random(100 + (i as usize * 977) % 90_000, i)
+        } else {
+            text_like(100 + (i as usize * 1931) % 200_000, i)
+        };
+        fs::write(dir.join(format!("f{i}")), data).unwrap();
+    }
+    fs::write(f.src.join("many/big"), text_like(3 << 20, 7)).unwrap();
+    let index = ChunkIndex::open(None).unwrap();
+    let night = |one_reader, parent| {
+        let report = backup(
+            &f.repo,
+            &index,
+            &BackupOptions {
+                one_reader,
+                parent,
+                ..options(&[&f.src])
+            },
+        )
+        .unwrap();
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        // The backed-up directory's entry (the directories above it are
+        // shared with other tests, which change their times).
+        let snap = snapshots::load(&f.repo, &report.snapshot).unwrap();
+        let store = ChunkStore::new(&f.repo, &index, ChunkStoreOptions::default());
+        let comps = kura::source::walk::components(&f.src);
+        let entry = kura::snapshot::tree::lookup(&store, snap.tree_id().unwrap(), &comps);
+        (entry.unwrap().unwrap(), report.summary, report.snapshot)
+    };
+    let (ahead, ahead_summary, first) = night(false, ParentChoice::None);
+    let (one, one_summary, _) = night(true, ParentChoice::None);
+    assert_eq!(ahead, one, "first night");
+    assert_eq!(ahead_summary.files, one_summary.files);
+    // A few files change (sizes kept, contents not), one grows, one goes.
+    for i in [3u64, 200, 401] {
+        let p = f.src.join(format!("many/d{}/e{}/f{i}", i % 7, i % 3));
+        let len = fs::metadata(&p).unwrap().len() as usize;
+        fs::write(&p, pseudo_random(len, 1000 + i)).unwrap();
+    }
+    fs::write(f.src.join("many/d0/e0/f0"), text_like(150_000, 99)).unwrap();
+    fs::remove_file(f.src.join("many/d1/e1/f1")).unwrap();
+    let (ahead, ahead_summary, _) = night(false, ParentChoice::Id(first));
+    let (one, one_summary, _) = night(true, ParentChoice::Id(first));
+    assert_eq!(ahead, one, "a night with a parent");
+    assert_eq!(ahead_summary.files_unchanged, one_summary.files_unchanged);
+    assert!(ahead_summary.files_unchanged >= 590);
     let target = f.work.join("restored");
     restore_latest(&f, &target, vec![]).unwrap();
     assert_eq!(
