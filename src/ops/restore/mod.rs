@@ -269,7 +269,7 @@ impl Restorer<'_, '_, '_> {
             root: self.root,
             policy: self.policy,
         };
-        // Small files go in batches of about WRITE_GROUP bytes whose chunks
+        // Small files go in batches of about SMALL_BATCH bytes whose chunks
         // are fetched together (neighbours in a pack with one read: a file
         // of one chunk would otherwise cost a request of its own); a large
         // file is a batch by itself, written by several threads.
