@@ -7,7 +7,9 @@
 //! meanwhile (size or mtime changed, or fewer bytes than expected) comes
 //! back with what was read and a "changed while read" reason, never stored
 //! half old and half new without a word. Only a file that cannot be opened
-//! or read is refused (the caller may keep an older version).
+//! or read is refused (the caller may keep an older version), and one no
+//! longer the file that was found: opened without following a symlink,
+//! and only if its device and inode are those of its `lstat`.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -40,9 +42,9 @@ pub fn read_file(
     lstat: &fs::Metadata,
     sink: &mut dyn ContentSink,
 ) -> Result<std::result::Result<FileRead, String>> {
-    let mut file = match File::open(path) {
+    let mut file = match open_found(path, lstat) {
         Ok(f) => f,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(e)),
     };
     let size = lstat.len();
     // A file whose blocks cover its size has no hole to find (or one too
@@ -105,7 +107,7 @@ fn read_into_memory(
     path: &Path,
     lstat: &fs::Metadata,
 ) -> std::result::Result<(Vec<u8>, FileRead), String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+    let file = open_found(path, lstat)?;
     let size = lstat.len();
     let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     (&file)
@@ -145,6 +147,23 @@ fn read_range(
         Err(_) if reader.error.is_some() => Ok(Err(reader.error.unwrap_or_default())),
         Err(e) => Err(e),
     }
+}
+
+/// Opens `path` without following a symlink, and only if it is still the
+/// file `lstat` describes (same device and inode): a file replaced since
+/// it was found (by a symlink to a file elsewhere, say) is not read.
+fn open_found(path: &Path, lstat: &fs::Metadata) -> std::result::Result<File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let md = file.metadata().map_err(|e| e.to_string())?;
+    if md.dev() != lstat.dev() || md.ino() != lstat.ino() {
+        return Err("replaced after it was found; not read".into());
+    }
+    Ok(file)
 }
 
 /// Why open `file` no longer has the size and mtime of `before`, if it

@@ -307,3 +307,57 @@ fn a_file_that_shrinks_while_read_is_stored_as_read() {
         "{warnings:?}"
     );
 }
+
+/// Collects what a read hands over.
+#[derive(Default)]
+struct Collect(Vec<u8>);
+
+impl kura::source::ContentSink for Collect {
+    fn data(&mut self, data: &mut (dyn std::io::Read + Send)) -> kura::Result<u64> {
+        let before = self.0.len();
+        data.read_to_end(&mut self.0)
+            .map_err(|e| kura::Error::io("test sink", e))?;
+        Ok((self.0.len() - before) as u64)
+    }
+
+    fn hole(&mut self, len: u64) -> kura::Result<()> {
+        self.0.resize(self.0.len() + len as usize, 0);
+        Ok(())
+    }
+}
+
+/// A file replaced after the walk found it (by a symlink to a secret
+/// elsewhere, or by another file) is not read: neither by the walk's own
+/// read nor by a read-ahead worker's.
+#[test]
+fn a_file_replaced_after_it_was_found_is_not_read() {
+    use kura::source::file::{read_file, read_whole};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, secret) = (dir.path().join("page.html"), dir.path().join("secret"));
+    fs::write(&path, b"public page").unwrap();
+    fs::write(&secret, b"a secret of the same...").unwrap();
+    let found = fs::symlink_metadata(&path).unwrap();
+    // Intact: both reads hand over the content.
+    let mut sink = Collect::default();
+    assert!(read_file(&path, &found, &mut sink).unwrap().is_ok());
+    assert_eq!(sink.0, b"public page");
+    let (data, _) = read_whole(&path, &found, 1 << 20).unwrap().unwrap();
+    assert_eq!(data, b"public page");
+    // The found file is moved aside (kept, so its inode is not reused)
+    // and something else put at its name.
+    let aside = dir.path().join("page.html.old");
+    for replace in [
+        |p: &Path, s: &Path| symlink(s, p).unwrap(),
+        |p: &Path, s: &Path| fs::copy(s, p).map(drop).unwrap(),
+    ] {
+        fs::rename(&path, &aside).unwrap();
+        replace(&path, &secret);
+        let mut sink = Collect::default();
+        let read = read_file(&path, &found, &mut sink).unwrap();
+        assert!(read.is_err(), "{read:?}");
+        assert!(sink.0.is_empty());
+        assert!(read_whole(&path, &found, 1 << 20).unwrap().is_err());
+        fs::remove_file(&path).unwrap();
+        fs::rename(&aside, &path).unwrap();
+    }
+}
