@@ -375,6 +375,7 @@ fn backup(
         exclude_file: Vec::new(),
         exclude_if_present: p.sources.exclude_if_present.clone(),
         one_file_system: p.sources.one_file_system,
+        read_ahead: None,
         quiet: true,
     };
     let options = backup_options(repo, &args, g.store_options())?;

@@ -67,6 +67,12 @@ pub struct BackupArgs {
     /// another file system is mounted are kept empty.
     #[arg(long, short = 'x')]
     pub one_file_system: bool,
+    /// Threads reading small files (up to 1 MiB) ahead of the walk, which
+    /// hides the disk's latency; 0 reads every file on the walk's thread.
+    /// The snapshot is the same either way. Default: one per core, at
+    /// most 4.
+    #[arg(long, value_name = "N")]
+    pub read_ahead: Option<usize>,
     /// Print nothing on success.
     #[arg(long, short)]
     pub quiet: bool,
@@ -187,7 +193,7 @@ pub fn backup_options(
         store,
         clock: super::clock_from_env()?,
         files_cache: super::cache_root(),
-        one_reader: false,
+        read_ahead: args.read_ahead,
     };
     Ok(options)
 }

@@ -79,9 +79,10 @@ pub struct BackupOptions {
     /// The cache root under which a put-only key's backup keeps its files
     /// cache (`snapshot::files_cache`); `None` keeps none.
     pub files_cache: Option<PathBuf>,
-    /// Read every file on the walk's own thread, none ahead
-    /// (`backup::read_ahead`); the snapshot is the same either way.
-    pub one_reader: bool,
+    /// Threads reading small files ahead of the walk ([`read_ahead`]; 0:
+    /// every file is read on the walk's own thread); `None`: one per core,
+    /// at most 4. The snapshot is the same either way.
+    pub read_ahead: Option<usize>,
 }
 
 /// What a backup did. Serialized as `kura backup --json` prints it.
@@ -142,11 +143,7 @@ pub fn backup_with_progress(
         archiver.cache_out = files_cache::Writer::create(file);
     }
     let parent_root = parent.as_ref().map(|(_, s)| s.tree_id()).transpose()?;
-    let readers = if options.one_reader {
-        0
-    } else {
-        read_ahead_workers()
-    };
+    let readers = options.read_ahead.unwrap_or_else(read_ahead_workers);
     let root = read_ahead::run(&store, readers, |ahead| {
         archiver.ahead = Some(ahead.clone());
         let root = archiver.root(&mut walker, options, &sources, parent_root);

@@ -183,12 +183,12 @@ fn files_read_ahead_give_the_snapshot_one_reader_gives() {
     }
     fs::write(f.src.join("many/big"), text_like(3 << 20, 7)).unwrap();
     let index = ChunkIndex::open(None).unwrap();
-    let night = |one_reader, parent| {
+    let night = |one_reader: bool, parent| {
         let report = backup(
             &f.repo,
             &index,
             &BackupOptions {
-                one_reader,
+                read_ahead: one_reader.then_some(0),
                 parent,
                 ..options(&[&f.src])
             },

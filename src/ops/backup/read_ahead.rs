@@ -95,6 +95,10 @@ struct State {
     done_bytes: usize,
     /// Directories whose files are still wanted.
     live: HashSet<u64>,
+    /// Workers waiting for a candidate or for room.
+    idle: usize,
+    /// The walk waits for a file being read.
+    walk_waits: bool,
     next_dir: u64,
     closed: bool,
 }
@@ -158,10 +162,12 @@ fn work(store: &ChunkStore<'_>, shared: &Shared) {
                     state.running.insert(next.1.path.clone());
                     break next;
                 }
+                state.idle += 1;
                 state = shared
                     .work
                     .wait(state)
                     .unwrap_or_else(PoisonError::into_inner);
+                state.idle -= 1;
             }
         };
         let done = prepare(store, &candidate);
@@ -173,8 +179,10 @@ fn work(store: &ChunkStore<'_>, shared: &Shared) {
             state.done_bytes += done.bytes();
             state.done.insert(candidate.path, (dir, done));
         }
-        drop(state);
-        shared.done.notify_all();
+        // Wake-ups cost more than small files: only a waiting walk is woken.
+        if state.walk_waits {
+            shared.done.notify_one();
+        }
     }
 }
 
@@ -209,8 +217,11 @@ impl ReadAhead {
         for c in files.into_iter().rev() {
             state.queue.push_front((dir, c));
         }
+        let idle = state.idle > 0;
         drop(state);
-        self.shared.work.notify_all();
+        if idle {
+            self.shared.work.notify_all();
+        }
         Some(dir)
     }
 
@@ -222,8 +233,12 @@ impl ReadAhead {
         loop {
             if let Some((_, done)) = state.done.remove(path) {
                 state.done_bytes -= done.bytes();
+                // A worker may be waiting for the room this made.
+                let idle = state.idle > 0 && !state.queue.is_empty();
                 drop(state);
-                self.shared.work.notify_all();
+                if idle {
+                    self.shared.work.notify_one();
+                }
                 let Done(found, read) = done;
                 return (found == stamp).then_some(read);
             }
@@ -234,11 +249,13 @@ impl ReadAhead {
                 }
                 return None;
             }
+            state.walk_waits = true;
             state = self
                 .shared
                 .done
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.walk_waits = false;
         }
     }
 
@@ -257,7 +274,10 @@ impl ReadAhead {
             keep
         });
         state.done_bytes -= freed;
+        let idle = state.idle > 0;
         drop(state);
-        self.shared.work.notify_all();
+        if idle {
+            self.shared.work.notify_all();
+        }
     }
 }
