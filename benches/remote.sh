@@ -16,7 +16,7 @@ gen=../shared/bench/gen_site.py
 command -v restic >/dev/null || { echo "apt-get install restic" >&2; exit 1; }
 scripts/install-test-servers.sh >/dev/null
 cargo build --release --quiet --bin kura
-kura=$PWD/target/release/kura
+kura=${KURA_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/kura}  # KURA_BIN: another build to measure
 work=$(mktemp -d "${TMPDIR:-/tmp}/kura-remote.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }

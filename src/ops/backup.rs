@@ -12,22 +12,24 @@
 //! (`chunkstore::commit`).
 
 mod read_ahead;
+mod root;
+mod sink;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::chunkstore::commit::{Started, commit_check, writing_store};
 use crate::chunkstore::index::{ChunkIndex, RebuildReport};
-use crate::chunkstore::{ChunkStore, ChunkStoreOptions, Prepared, SecureReport};
+use crate::chunkstore::{ChunkStore, ChunkStoreOptions, SecureReport};
 use crate::clock::Clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::snapshot::{RawPath, Snapshot, Summary, VERSION};
 use crate::format::tree::{Content, Entry, Extent, Metadata, Payload};
 use crate::id::{ChunkId, SnapshotId};
-use crate::ops::progress::{CountingReader, NoProgress, Progress};
+use crate::ops::progress::{NoProgress, Progress};
 use crate::repository::Repository;
 use crate::repository::snapshots;
 use crate::snapshot::tree::ContentBuilder;
@@ -39,6 +41,8 @@ use crate::source::image::read_image;
 use crate::source::walk::{Found, Visitor, Walker, clean_absolute, components};
 use crate::source::{ContentSink, NameCache, lstat_metadata, read_metadata, special_payload};
 use read_ahead::{Candidate, ReadAhead, Stamp};
+use root::{RootDir, insert_root, store_root};
+use sink::StoreSink;
 
 /// Which snapshot unchanged files are taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -737,75 +741,6 @@ impl<'s, 'r> Archiver<'s, 'r> {
     }
 }
 
-/// Puts content read from the sources into the chunk store, reporting
-/// the bytes (holes included) to the progress, and builds the file's
-/// content as the extents come (a huge file or image holds at most one
-/// extent list's worth at a time: `tree::ContentBuilder`).
-struct StoreSink<'s, 'r> {
-    store: &'s ChunkStore<'r>,
-    progress: &'s dyn Progress,
-    content: ContentBuilder<'s, 'r>,
-    /// The extents too, for the files cache, while there are few enough
-    /// to cache; `None` when not kept.
-    kept: Option<Vec<Extent>>,
-}
-
-impl StoreSink<'_, '_> {
-    fn push(&mut self, extent: Extent) -> Result<()> {
-        if let Some(kept) = &mut self.kept {
-            if kept.len() < files_cache::EXTENTS_MAX {
-                kept.push(extent);
-            } else {
-                self.kept = None;
-            }
-        }
-        self.content.push(extent)
-    }
-
-    /// The content stored, and its extents if they were kept.
-    fn finish(self) -> Result<(Content, Option<Vec<Extent>>)> {
-        Ok((self.content.finish()?, self.kept))
-    }
-}
-
-impl StoreSink<'_, '_> {
-    /// Puts a file read and prepared ahead (`backup::read_ahead`).
-    fn prepared(&mut self, prepared: Prepared) -> Result<()> {
-        self.progress.bytes(prepared.len() as u64);
-        for r in self.store.put_prepared(prepared)? {
-            self.push(Extent::Data {
-                id: r.id,
-                len: r.len,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-impl ContentSink for StoreSink<'_, '_> {
-    fn data(&mut self, data: &mut (dyn Read + Send)) -> Result<u64> {
-        let (store, progress) = (self.store, self.progress);
-        let reader = CountingReader {
-            inner: data,
-            progress,
-        };
-        store.put_stream_with(reader, &mut |refs| {
-            for r in refs {
-                self.push(Extent::Data {
-                    id: r.id,
-                    len: r.len,
-                })?;
-            }
-            Ok(())
-        })
-    }
-
-    fn hole(&mut self, len: u64) -> Result<()> {
-        self.progress.bytes(len);
-        self.push(Extent::Hole { len })
-    }
-}
-
 /// What the parent snapshot has for `path`; `None` if its trees are lost
 /// or damaged (the files below are then read again, as without a parent).
 fn parent_tree<T>(path: &Path, loaded: Result<T>) -> Result<Option<T>> {
@@ -822,8 +757,6 @@ fn parent_tree<T>(path: &Path, loaded: Result<T>) -> Result<Option<T>> {
     }
 }
 
-/// The parent's content for a file whose size, times and inode are those
-/// recorded in the parent snapshot.
 /// What the read-ahead compares of a file's version.
 fn stamp(meta: &Metadata) -> Stamp {
     Stamp {
@@ -834,6 +767,8 @@ fn stamp(meta: &Metadata) -> Stamp {
     }
 }
 
+/// The parent's content for a file whose size, times and inode are those
+/// recorded in the parent snapshot.
 fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content> {
     let p = parent?;
     let Payload::File(content) = &p.payload else {
@@ -844,66 +779,4 @@ fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content>
         && p.meta.ctime == meta.ctime
         && p.meta.ino == meta.ino;
     same.then(|| content.clone())
-}
-
-/// An in-memory directory of the root tree: the directories leading to
-/// the backed-up paths, and the entries of those paths.
-#[derive(Default)]
-struct RootDir {
-    meta: Metadata,
-    children: BTreeMap<Vec<u8>, RootNode>,
-}
-
-enum RootNode {
-    Dir(RootDir),
-    Entry(Entry),
-}
-
-/// Puts `entry` into the root tree below `dirs`, creating the directories
-/// on the way with the metadata `dir_meta` gives for their absolute path.
-fn insert_root(
-    root: &mut RootDir,
-    dirs: &[Vec<u8>],
-    entry: Entry,
-    mut dir_meta: impl FnMut(&Path) -> Metadata,
-) {
-    let mut node = root;
-    let mut real = PathBuf::from("/");
-    for d in dirs {
-        real.push(std::ffi::OsStr::from_bytes(d));
-        let child = node.children.entry(d.clone()).or_insert_with(|| {
-            let meta = dir_meta(&real);
-            RootNode::Dir(RootDir {
-                meta,
-                children: BTreeMap::new(),
-            })
-        });
-        node = match child {
-            RootNode::Dir(d) => d,
-            RootNode::Entry(_) => return, // an ancestor path was backed up whole
-        };
-    }
-    node.children
-        .insert(entry.name.clone(), RootNode::Entry(entry));
-}
-
-fn store_root(store: &ChunkStore<'_>, dir: RootDir) -> Result<ChunkId> {
-    let mut entries = Vec::with_capacity(dir.children.len());
-    for (name, node) in dir.children {
-        entries.push(match node {
-            RootNode::Entry(e) => e,
-            RootNode::Dir(d) => {
-                let meta = Metadata {
-                    size: 0,
-                    ..d.meta.clone()
-                };
-                Entry {
-                    name,
-                    meta,
-                    payload: Payload::Dir(store_root(store, d)?),
-                }
-            }
-        });
-    }
-    tree::store_directory(store, entries)
 }
