@@ -413,6 +413,10 @@ impl Visitor for Archiver<'_, '_> {
         };
         let files = names
             .iter()
+            .filter(
+                |name| !matches!(known.get(*name), Some(e) if matches!(e.payload, Payload::Dir(_))),
+            )
+            .take(read_ahead::PLAN_MAX)
             .map(|name| {
                 let path = path.join(std::ffi::OsStr::from_bytes(name));
                 let known = match known.get(name) {

@@ -18,8 +18,8 @@
 //! the walk's own (size, times, inode); otherwise the walk reads the file
 //! itself, as it does any file a worker has not reached. Work ahead is
 //! bounded by [`AHEAD_BYTES`] of prepared bytes and [`AHEAD_FILES`]
-//! files not yet taken; a directory's leftovers are dropped when the walk
-//! leaves it.
+//! files not yet taken, and the plan by [`PLAN_MAX`] names a directory;
+//! a directory's leftovers are dropped when the walk leaves it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
@@ -35,8 +35,12 @@ use crate::source::file::{FileRead, read_whole};
 pub const AHEAD_FILE_MAX: u64 = 1 << 20;
 /// Prepared bytes not yet taken by the walk, at most.
 pub const AHEAD_BYTES: usize = 4 << 20;
-/// Files prepared (or skipped) and not yet taken, at most.
+/// Files prepared and not yet taken, at most.
 pub const AHEAD_FILES: usize = 1024;
+/// Names of one directory planned at most, the first in walk order (the
+/// rest are read by the walk): a directory of a million files costs this
+/// many candidates' memory, not a million.
+pub const PLAN_MAX: usize = 4096;
 
 /// What identifies one version of a file, as the walk's reuse rules see
 /// it: size, mtime, ctime and inode.
