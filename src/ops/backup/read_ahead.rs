@@ -174,7 +174,12 @@ fn work(store: &ChunkStore<'_>, shared: &Shared) {
                 state.idle -= 1;
             }
         };
-        let done = prepare(store, &candidate);
+        // A worker that panicked would leave the walk waiting for its
+        // file: the walk reads that file itself instead (and meets the
+        // same panic on its own thread, where it ends the backup).
+        let done =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(store, &candidate)))
+                .unwrap_or(None);
         let mut state = lock(&shared.state);
         state.running.remove(&candidate.path);
         // A file not read is not kept: the walk, finding nothing, reads
