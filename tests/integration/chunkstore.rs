@@ -60,7 +60,12 @@ fn stream_round_trip_and_dedup() {
     );
     // Uploads finish in the background, so how many index files are
     // written before the flush depends on timing; at least the flush's.
-    assert!(first.packs_written >= 4 && first.index_files_written >= 1);
+    // So does how many packs the sealing jobs fill (3 to 5 in 40 runs):
+    // each job (a segment's new chunks, in groups of up to 1 MiB) goes
+    // into whichever of the two open packs is free, and a pack is
+    // finished once it holds 256 KiB; the 2 MiB of random bytes alone
+    // fill two.
+    assert!(first.packs_written >= 2 && first.index_files_written >= 1);
 
     let objects_before = backend.list("data").unwrap().len();
     let again = store.put_stream(data.as_slice()).unwrap();
