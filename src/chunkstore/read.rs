@@ -133,12 +133,18 @@ impl ChunkStore<'_> {
         mut f: impl FnMut(usize, &[u8]) -> Result<()>,
     ) -> Result<()> {
         let mut todo = Vec::with_capacity(ids.len());
-        for (k, id) in ids.iter().enumerate() {
-            let kept = lock(&self.reused).get(id);
-            match kept {
-                Some(chunk) => f(k, &chunk)?,
-                None => todo.push(k),
+        let mut kept = Vec::new();
+        {
+            let mut reused = lock(&self.reused);
+            for (k, id) in ids.iter().enumerate() {
+                match reused.get(id) {
+                    Some(chunk) => kept.push((k, chunk)),
+                    None => todo.push(k),
+                }
             }
+        }
+        for (k, chunk) in kept {
+            f(k, &chunk)?;
         }
         if todo.len() == ids.len() {
             return self.read_runs(ids, f);

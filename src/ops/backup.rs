@@ -424,18 +424,13 @@ impl Visitor for Archiver<'_, '_> {
                         meta,
                         payload: Payload::File(_),
                         ..
-                    }) => Some(stamp(meta)),
+                    }) => Some(Stamp::of_entry(meta)),
                     Some(_) => None,
                     None => self
                         .cache_in
                         .as_ref()
                         .and_then(|c| c.get(&path))
-                        .map(|c| Stamp {
-                            size: c.size,
-                            mtime: c.mtime,
-                            ctime: c.ctime,
-                            ino: c.ino,
-                        }),
+                        .map(|c| Stamp::of_cached(&c)),
                 };
                 Candidate { path, known }
             })
@@ -570,10 +565,7 @@ impl<'s, 'r> Archiver<'s, 'r> {
         let Some(cached) = self.cache_in.as_ref().and_then(|c| c.get(path)) else {
             return Ok(None);
         };
-        let same = cached.size == meta.size
-            && cached.mtime == meta.mtime
-            && cached.ctime == meta.ctime
-            && cached.ino == meta.ino;
+        let same = Stamp::of_cached(&cached) == Stamp::of_entry(meta);
         if !same || !self.store.all_stored(&cached.chunk_ids())? {
             return Ok(None);
         }
@@ -761,16 +753,6 @@ fn parent_tree<T>(path: &Path, loaded: Result<T>) -> Result<Option<T>> {
     }
 }
 
-/// What the read-ahead compares of a file's version.
-fn stamp(meta: &Metadata) -> Stamp {
-    Stamp {
-        size: meta.size,
-        mtime: meta.mtime,
-        ctime: meta.ctime,
-        ino: meta.ino,
-    }
-}
-
 /// The parent's content for a file whose size, times and inode are those
 /// recorded in the parent snapshot.
 fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content> {
@@ -778,9 +760,5 @@ fn unchanged_content(parent: Option<&Entry>, meta: &Metadata) -> Option<Content>
     let Payload::File(content) = &p.payload else {
         return None;
     };
-    let same = p.meta.size == meta.size
-        && p.meta.mtime == meta.mtime
-        && p.meta.ctime == meta.ctime
-        && p.meta.ino == meta.ino;
-    same.then(|| content.clone())
+    (Stamp::of_entry(&p.meta) == Stamp::of_entry(meta)).then(|| content.clone())
 }

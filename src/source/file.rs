@@ -47,11 +47,10 @@ pub fn read_file(
         Err(e) => return Ok(Err(e)),
     };
     let size = lstat.len();
-    // A file whose blocks cover its size has no hole to find (or one too
-    // small to matter, read as zeros): no SEEK_DATA/SEEK_HOLE for it.
-    // `at_pos`: the file's position is `pos` (a search for holes leaves
-    // it anywhere); a seek is made only when it is not.
-    let (ranges, mut at_pos) = if lstat.blocks().saturating_mul(512) >= size {
+    // A dense file needs no SEEK_DATA/SEEK_HOLE. `at_pos`: the file's
+    // position is `pos` (a search for holes leaves it anywhere); a seek
+    // is made only when it is not.
+    let (ranges, mut at_pos) = if dense(lstat) {
         (whole_range(size), true)
     } else {
         (data_ranges(&file, size), false)
@@ -70,7 +69,7 @@ pub fn read_file(
         if got != len {
             return Ok(Ok(FileRead {
                 size: pos,
-                changed: Some("changed while it was read (shrank)".into()),
+                changed: Some(SHRANK.into()),
             }));
         }
     }
@@ -82,6 +81,15 @@ pub fn read_file(
         Ok(changed) => Ok(FileRead { size: pos, changed }),
         Err(e) => Err(e),
     })
+}
+
+/// Why a file that ended before its size at open is stored as read.
+const SHRANK: &str = "changed while it was read (shrank)";
+
+/// Whether a file's blocks cover its size: it has no hole to find (or one
+/// too small to matter, read as zeros).
+fn dense(lstat: &fs::Metadata) -> bool {
+    lstat.blocks().saturating_mul(512) >= lstat.len()
 }
 
 /// Regular file `path` (whose `lstat` is `lstat`) read whole into memory,
@@ -97,7 +105,7 @@ pub fn read_whole(
     limit: u64,
 ) -> Option<std::result::Result<(Vec<u8>, FileRead), String>> {
     let size = lstat.len();
-    if size > limit || lstat.blocks().saturating_mul(512) < size {
+    if size > limit || !dense(lstat) {
         return None;
     }
     Some(read_into_memory(path, lstat))
@@ -116,7 +124,7 @@ fn read_into_memory(
         .map_err(|e| e.to_string())?;
     let got = data.len() as u64;
     if got < size {
-        let changed = Some("changed while it was read (shrank)".into());
+        let changed = Some(SHRANK.into());
         return Ok((data, FileRead { size: got, changed }));
     }
     let changed = unchanged_since(&file, lstat)?;

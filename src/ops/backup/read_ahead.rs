@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::chunkstore::{ChunkStore, Prepared};
+use crate::format::tree::Metadata;
+use crate::snapshot::files_cache::CachedFile;
 use crate::source::file::{FileRead, read_whole};
 
 /// Files larger than this are read by the walk itself (their chunks are
@@ -53,6 +55,27 @@ pub struct Stamp {
 }
 
 impl Stamp {
+    /// A tree entry's (what the parent snapshot recorded).
+    pub fn of_entry(meta: &Metadata) -> Self {
+        Self {
+            size: meta.size,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            ino: meta.ino,
+        }
+    }
+
+    /// A files cache record's.
+    pub fn of_cached(c: &CachedFile) -> Self {
+        Self {
+            size: c.size,
+            mtime: c.mtime,
+            ctime: c.ctime,
+            ino: c.ino,
+        }
+    }
+
+    /// An `lstat`'s, as `source::read_metadata` records it.
     pub fn of(md: &fs::Metadata) -> Self {
         let nsec = |n: i64| u32::try_from(n).unwrap_or(0);
         Self {
